@@ -1,0 +1,4 @@
+import Signaling
+import Histogram
+import ArgumentParser
+print("x")

@@ -1,0 +1,167 @@
+import CoreMetrics
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The thread-safe face of ``HubState``: every connection's events go through one lock into the state
+/// machine, and the actions it returns are handed to the connections' ``Outbox``es in decision order.
+///
+/// This is the routing seam: a session on this node is reached through its outbox; a later cluster
+/// backend (Redis, PeerMesh) plugs in where `HubState` finds no local session.
+public final class Hub: Sendable {
+    private struct Locked {
+        var state: HubState
+        var outboxes: [ConnectionID: Outbox] = [:]
+        var nextConnection: UInt64 = 1
+        var exported = HubCounters()
+    }
+
+    private let locked: NIOLockedValueBox<Locked>
+    let welcome: WelcomeTemplate
+    let metrics: HubMetrics
+    let logger: Logger
+
+    public init(limits: HubLimits, welcome: WelcomeTemplate, metrics: HubMetrics, logger: Logger) {
+        self.locked = NIOLockedValueBox(Locked(state: HubState(limits: limits)))
+        self.welcome = welcome
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    public func makeConnectionID() -> ConnectionID {
+        self.locked.withLockedValue { locked in
+            defer { locked.nextConnection += 1 }
+            return ConnectionID(locked.nextConnection)
+        }
+    }
+
+    /// Registers a connection's outbox and opens (or resumes) its session. The caller drains its own
+    /// outbox right after, so the `welcome` is the first thing written.
+    public func open(_ connection: ConnectionID, outbox: Outbox, request: OpenRequest) -> OpenOutcome {
+        let now = Self.now()
+        var actions: [HubAction] = []
+        let (outcome, wakes) = self.locked.withLockedValue { locked in
+            locked.outboxes[connection] = outbox
+            let welcome = self.welcome
+            let outcome = locked.state.open(connection, request, now: now, welcome: { peer, token, resumed, gap in
+                welcome.render(peer: peer, session: token, resumed: resumed, gap: gap)
+            }, actions: &actions)
+            let wakes = Self.dispatch(actions, outboxes: locked.outboxes, skipping: connection)
+            if case .refused = outcome {
+                // The refusal (error and close) is already in the outbox; no session owns it.
+                locked.outboxes[connection] = nil
+            }
+            return (outcome, wakes)
+        }
+        wakes.forEach { $0.wakeOwner() }
+        return outcome
+    }
+
+    /// A validated request from a connection. The caller drains its own outbox afterwards.
+    public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
+        var actions: [HubAction] = []
+        actions.reserveCapacity(4)
+        let wakes = self.locked.withLockedValue { locked in
+            locked.state.receive(connection, message, actions: &actions)
+            return Self.dispatch(actions, outboxes: locked.outboxes, skipping: connection)
+        }
+        wakes.forEach { $0.wakeOwner() }
+    }
+
+    /// A connection's socket closed.
+    public func closed(_ connection: ConnectionID, keepSession: Bool) {
+        let now = Self.now()
+        var actions: [HubAction] = []
+        let wakes = self.locked.withLockedValue { locked in
+            locked.outboxes[connection] = nil
+            locked.state.closed(connection, keepSession: keepSession, now: now, actions: &actions)
+            return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
+        }
+        wakes.forEach { $0.wakeOwner() }
+    }
+
+    /// Ends sessions whose resume grace period is over. Called about once a second.
+    public func tick() {
+        let now = Self.now()
+        var actions: [HubAction] = []
+        let wakes = self.locked.withLockedValue { locked in
+            locked.state.tick(now: now, actions: &actions)
+            return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
+        }
+        wakes.forEach { $0.wakeOwner() }
+    }
+
+    /// Asks every connected client to go away with `code` (1001 on drain).
+    public func closeAll(_ code: CloseCode, reason: String) {
+        let wakes = self.locked.withLockedValue { locked in
+            locked.outboxes.values.filter { $0.append(.close(code, reason: reason)) }
+        }
+        wakes.forEach { $0.wakeOwner() }
+    }
+
+    /// A point-in-time view for `/metrics` and tests.
+    public struct Snapshot: Sendable {
+        public var connections: Int
+        public var sessions: Int
+        public var rooms: Int
+        public var bufferedBytes: Int
+        public var counters: HubCounters
+    }
+
+    public func snapshot() -> Snapshot {
+        self.locked.withLockedValue {
+            Snapshot(
+                connections: $0.outboxes.count,
+                sessions: $0.state.sessionCount,
+                rooms: $0.state.roomCount,
+                bufferedBytes: $0.state.totalBufferedBytes,
+                counters: $0.state.counters
+            )
+        }
+    }
+
+    /// Brings the metrics up to date (called before `/metrics` is rendered).
+    public func exportMetrics() {
+        let (snapshot, previous) = self.locked.withLockedValue { locked in
+            defer { locked.exported = locked.state.counters }
+            return (
+                Snapshot(
+                    connections: locked.outboxes.count, sessions: locked.state.sessionCount,
+                    rooms: locked.state.roomCount, bufferedBytes: locked.state.totalBufferedBytes,
+                    counters: locked.state.counters
+                ), locked.exported
+            )
+        }
+        metrics.connections.record(snapshot.connections)
+        metrics.sessions.record(snapshot.sessions)
+        metrics.detachedSessions.record(snapshot.sessions - snapshot.connections)
+        metrics.rooms.record(snapshot.rooms)
+        metrics.bufferedBytes.record(snapshot.bufferedBytes)
+        metrics.record(snapshot.counters, since: previous)
+    }
+
+    /// Appends actions to outboxes (under the lock, so per-connection order is decision order) and
+    /// returns the outboxes whose owners must be woken once the lock is released.
+    private static func dispatch(_ actions: [HubAction], outboxes: [ConnectionID: Outbox], skipping: ConnectionID?) -> [Outbox] {
+        var wakes: [Outbox] = []
+        for action in actions {
+            let connection: ConnectionID
+            let item: Outbox.Item
+            switch action {
+            case .send(let id, let buffer):
+                connection = id
+                item = .text(buffer)
+            case .close(let id, let code, let reason):
+                connection = id
+                item = .close(code, reason: reason)
+            }
+            guard let outbox = outboxes[connection] else { continue }
+            if outbox.append(item) && connection != skipping {
+                wakes.append(outbox)
+            }
+        }
+        return wakes
+    }
+}

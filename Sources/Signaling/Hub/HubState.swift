@@ -1,0 +1,473 @@
+import NIOCore
+
+/// Identifies one WebSocket connection (a session may be served by several over its life).
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let raw: UInt64
+    public init(_ raw: UInt64) { self.raw = raw }
+    public var description: String { "c\(raw)" }
+}
+
+/// What the hub decided to do; the I/O layer carries it out.
+public enum HubAction: Sendable {
+    /// Write one text message to a connection.
+    case send(ConnectionID, ByteBuffer)
+    /// Close a connection with a close frame.
+    case close(ConnectionID, CloseCode, reason: String)
+}
+
+/// How a connection wants to start.
+public enum OpenRequest: Sendable {
+    /// A new session. `peer` is the requested id (`?peer=`), `subject` the verified token's `sub`.
+    case fresh(peer: String?, subject: String?, grant: RoomGrant)
+    /// Resume an earlier session (`?resume=…&last=…`). `subject` is a verified token's `sub`, if any.
+    case resume(token: String, last: UInt64, subject: String?)
+}
+
+/// The outcome of opening a connection.
+public enum OpenOutcome: Sendable, Equatable {
+    case opened(peer: String, resumed: Bool, gap: Bool, replayed: Int)
+    case refused(CloseCode)
+}
+
+/// Cumulative counters the state machine keeps; the hub exports them as metrics when scraped.
+public struct HubCounters: Sendable, Equatable {
+    /// Signals relayed, indexed like `SignalType.allCases`.
+    public var signals = [Int](repeating: 0, count: SignalType.allCases.count)
+    /// Errors answered, indexed like `ErrorCode.allCases`.
+    public var errors = [Int](repeating: 0, count: ErrorCode.allCases.count)
+    public var resumes = 0
+    public var replayed = 0
+    public var gaps = 0
+    public var expired = 0
+    public var queued = 0
+    public var queueFull = 0
+    public var takeovers = 0
+    public var sessionsEnded = 0
+}
+
+/// The hub's whole state and every decision it makes, with no I/O: sessions, peer ids, rooms, presence,
+/// addressed relay, resume buffers and grace periods. Each event returns the actions to perform.
+public struct HubState: Sendable {
+    struct Buffered {
+        var seq: UInt64
+        var bytes: ByteBuffer
+        /// Set for a signal queued while its recipient was away: whom to tell if it expires.
+        var queuedFrom: QueuedOrigin?
+    }
+
+    struct QueuedOrigin {
+        var sender: String
+        var id: String?
+        var type: SignalType
+    }
+
+    struct Session {
+        let peer: String
+        var token: String
+        var connection: ConnectionID?
+        var detachedUntil: UInt64 = 0
+        var rooms: [String] = []
+        var grant: RoomGrant
+        var nextSeq: UInt64 = 1
+        var buffer = CircularBuffer<Buffered>(initialCapacity: 4)
+        var bufferBytes = 0
+        /// Highest seq dropped from the buffer before the client confirmed it.
+        var droppedThrough: UInt64 = 0
+        /// Answers to signal requests on the current connection, newest last.
+        var answers: [(id: String, reply: ByteBuffer)] = []
+        /// Answers given on earlier connections of this session.
+        var previousAnswers: [String: ByteBuffer] = [:]
+
+        var lastSeq: UInt64 { nextSeq - 1 }
+    }
+
+    struct Member {
+        var peer: String
+        var meta: ByteBuffer?
+    }
+
+    enum Delivery {
+        case delivered, queued, queueFull
+    }
+
+    public let limits: HubLimits
+    public private(set) var counters = HubCounters()
+    private var sessions: [String: Session] = [:]
+    private var connections: [ConnectionID: String] = [:]
+    private var tokens: [String: String] = [:]
+    private var rooms: [String: [Member]] = [:]
+    private var detached: Set<String> = []
+    private var bufferedBytes = 0
+    private var randomness = SystemRandomNumberGenerator()
+
+    public init(limits: HubLimits = HubLimits()) {
+        self.limits = limits
+    }
+
+    // MARK: Inspection
+
+    public var sessionCount: Int { sessions.count }
+    public var connectedCount: Int { connections.count }
+    public var roomCount: Int { rooms.count }
+    public var totalBufferedBytes: Int { bufferedBytes }
+    public func peer(of connection: ConnectionID) -> String? { connections[connection] }
+    public func members(of room: String) -> [String] { rooms[room]?.map(\.peer) ?? [] }
+    public func hasSession(_ peer: String) -> Bool { sessions[peer] != nil }
+    public func resumeToken(of peer: String) -> String? { sessions[peer]?.token }
+    public func bufferedCount(of peer: String) -> Int { sessions[peer]?.buffer.count ?? 0 }
+
+    // MARK: Events
+
+    /// A connection finished its upgrade and asks for a session. The first action for `connection`
+    /// is always the `welcome` (rendered by `welcome`) followed by any replay.
+    public mutating func open(
+        _ connection: ConnectionID,
+        _ request: OpenRequest,
+        now: UInt64,
+        welcome: (_ peer: String, _ token: String, _ resumed: Bool, _ gap: Bool) -> ByteBuffer,
+        actions: inout [HubAction]
+    ) -> OpenOutcome {
+        switch request {
+        case .fresh(let requested, let subject, let grant):
+            let peer: String
+            if let subject {
+                if let requested {
+                    guard requested == subject || requested.hasPrefix(subject + "~") else {
+                        actions.append(.send(connection, self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil)))
+                        actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
+                        return .refused(.unauthorized)
+                    }
+                    peer = requested
+                } else {
+                    peer = subject
+                }
+            } else {
+                peer = requested ?? self.randomPeerID()
+            }
+            if sessions[peer] != nil {
+                if subject != nil {
+                    // The token's owner takes its id over; the older session ends.
+                    counters.takeovers += 1
+                    if let old = sessions[peer]?.connection {
+                        actions.append(.close(old, .idTaken, reason: "session taken over"))
+                    }
+                    self.endSession(peer, actions: &actions)
+                } else {
+                    actions.append(.send(connection, self.errorReply(.idTaken, "peer id \"\(peer)\" is in use", id: nil)))
+                    actions.append(.close(connection, .idTaken, reason: "id taken"))
+                    return .refused(.idTaken)
+                }
+            }
+            let token = self.randomToken()
+            sessions[peer] = Session(peer: peer, token: token, connection: connection, grant: grant)
+            tokens[token] = peer
+            connections[connection] = peer
+            actions.append(.send(connection, welcome(peer, token, false, false)))
+            return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
+
+        case .resume(let oldToken, let last, let subject):
+            guard let peer = tokens[oldToken], var session = sessions[peer],
+                subject == nil || subject == peer || peer.hasPrefix(subject! + "~")
+            else {
+                actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
+                return .refused(.sessionNotResumable)
+            }
+            tokens[oldToken] = nil
+            if let old = session.connection {
+                connections[old] = nil
+                actions.append(.close(old, .idTaken, reason: "session resumed elsewhere"))
+            } else {
+                detached.remove(peer)
+            }
+            let token = self.randomToken()
+            session.token = token
+            session.connection = connection
+            session.previousAnswers.merge(session.answers.lazy.map { ($0.id, $0.reply) }) { $1 }
+            session.answers = []
+            tokens[token] = peer
+            connections[connection] = peer
+            let gap = last < session.droppedThrough || last > session.lastSeq
+            actions.append(.send(connection, welcome(peer, token, true, gap)))
+            var replayed = 0
+            if last <= session.lastSeq {
+                for index in session.buffer.indices where session.buffer[index].seq > last {
+                    session.buffer[index].queuedFrom = nil
+                    actions.append(.send(connection, session.buffer[index].bytes))
+                    replayed += 1
+                }
+            }
+            sessions[peer] = session
+            counters.resumes += 1
+            counters.replayed += replayed
+            if gap { counters.gaps += 1 }
+            return .opened(peer: peer, resumed: true, gap: gap, replayed: replayed)
+        }
+    }
+
+    /// A connection's socket is gone. `keepSession` is true for drops without a close frame and the
+    /// server's own 1001/1011/1013 closes: the session then waits `resumeGrace` for its client.
+    public mutating func closed(_ connection: ConnectionID, keepSession: Bool, now: UInt64, actions: inout [HubAction]) {
+        guard let peer = connections.removeValue(forKey: connection) else { return }
+        guard sessions[peer]?.connection == connection else { return }
+        if keepSession && limits.resumeGraceNanos > 0 {
+            sessions[peer]!.connection = nil
+            sessions[peer]!.detachedUntil = now + limits.resumeGraceNanos
+            detached.insert(peer)
+        } else {
+            self.endSession(peer, actions: &actions)
+        }
+    }
+
+    /// Time passed: ends the sessions whose grace period is over.
+    public mutating func tick(now: UInt64, actions: inout [HubAction]) {
+        guard !detached.isEmpty else { return }
+        let expired = detached.filter { (sessions[$0]?.detachedUntil ?? 0) <= now }
+        for peer in expired {
+            self.endSession(peer, actions: &actions)
+        }
+    }
+
+    /// A validated request from a connected client.
+    public mutating func receive(_ connection: ConnectionID, _ message: ClientMessage, actions: inout [HubAction]) {
+        guard let peer = connections[connection] else { return }
+        switch message.request {
+        case .ping:
+            actions.append(.send(connection, ServerMessage.pong(id: message.id)))
+        case .received(let seq):
+            self.trimBuffer(of: peer, through: seq)
+        case .join(let room, let meta):
+            self.join(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
+        case .leave(let room):
+            guard let index = sessions[peer]!.rooms.firstIndex(of: room) else {
+                actions.append(.send(connection, self.errorReply(.notInRoom, "not in room \"\(room)\"", id: message.id)))
+                return
+            }
+            sessions[peer]!.rooms.remove(at: index)
+            self.removeMember(peer, from: room, actions: &actions)
+            actions.append(.send(connection, ServerMessage.left(room: room, id: message.id)))
+        case .signal(let envelope):
+            if let id = message.id, let earlier = sessions[peer]!.previousAnswers[id] {
+                actions.append(.send(connection, earlier))
+                return
+            }
+            let reply = self.relay(envelope, from: peer, id: message.id, actions: &actions)
+            actions.append(.send(connection, reply))
+            if let id = message.id {
+                self.remember(reply, for: id, in: peer)
+            }
+        }
+    }
+
+    // MARK: Rooms
+
+    private mutating func join(
+        _ peer: String, connection: ConnectionID, room: String, meta: ByteBuffer?, id: String?,
+        actions: inout [HubAction]
+    ) {
+        let session = sessions[peer]!
+        guard session.grant.allows(room) else {
+            actions.append(.send(connection, self.errorReply(.forbidden, "the token does not grant room \"\(room)\"", id: id)))
+            return
+        }
+        var members = rooms[room] ?? []
+        if let index = members.firstIndex(where: { $0.peer == peer }) {
+            // Joining twice is idempotent: the meta is updated, nobody else is told again.
+            members[index].meta = meta
+            rooms[room] = members
+        } else {
+            guard session.rooms.count < limits.maxRoomsPerPeer else {
+                actions.append(.send(connection, self.errorReply(.tooManyRooms, "a peer may be in at most \(limits.maxRoomsPerPeer) rooms", id: id)))
+                return
+            }
+            guard members.count < limits.maxPeersPerRoom else {
+                actions.append(.send(connection, self.errorReply(.roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)))
+                return
+            }
+            let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
+            for member in members {
+                _ = self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions)
+            }
+            members.append(Member(peer: peer, meta: meta))
+            rooms[room] = members
+            sessions[peer]!.rooms.append(room)
+        }
+        let others = members.lazy.filter { $0.peer != peer }.map { (peer: $0.peer, meta: $0.meta) }
+        actions.append(.send(connection, ServerMessage.joined(room: room, peers: Array(others), id: id)))
+    }
+
+    private mutating func removeMember(_ peer: String, from room: String, actions: inout [HubAction]) {
+        guard var members = rooms[room] else { return }
+        members.removeAll { $0.peer == peer }
+        if members.isEmpty {
+            rooms[room] = nil
+            return
+        }
+        rooms[room] = members
+        let prefix = ServerMessage.peerLeftPrefix(room: room, peer: peer)
+        for member in members {
+            _ = self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions)
+        }
+    }
+
+    // MARK: Relay
+
+    /// Routes one signal and returns the reply for its sender (`ack` or `error`).
+    private mutating func relay(_ envelope: SignalEnvelope, from peer: String, id: String?, actions: inout [HubAction]) -> ByteBuffer {
+        let senderRooms = sessions[peer]!.rooms
+        if let room = envelope.room, !senderRooms.contains(room) {
+            return self.errorReply(.notInRoom, "you are not in room \"\(room)\"", id: id)
+        }
+        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
+        guard let target = envelope.to else {
+            // Room broadcast (`message` with `room` only): every other member.
+            let room = envelope.room!
+            var queued = false
+            for member in rooms[room] ?? [] where member.peer != peer {
+                if self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions) == .queued {
+                    queued = true
+                }
+            }
+            counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
+            return ServerMessage.ack(id: id, queued: queued)
+        }
+        guard let recipient = sessions[target] else {
+            return self.errorReply(.peerUnavailable, "peer \"\(target)\" is not connected", id: id)
+        }
+        if let room = envelope.room {
+            guard recipient.rooms.contains(room) else {
+                return self.errorReply(.notInRoom, "peer \"\(target)\" is not in room \"\(room)\"", id: id)
+            }
+        } else if limits.requireSharedRoom && target != peer && !recipient.rooms.contains(where: senderRooms.contains) {
+            return self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id)
+        }
+        let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
+        counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
+        switch self.deliver(to: target, prefix: prefix, origin: origin, actions: &actions) {
+        case .delivered: return ServerMessage.ack(id: id, queued: false)
+        case .queued: return ServerMessage.ack(id: id, queued: true)
+        case .queueFull:
+            return self.errorReply(.queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
+        }
+    }
+
+    /// Gives a sequenced message to a session: written to its socket when connected, queued when it is
+    /// away, and kept in its resume buffer either way. A signal (`origin` set) is refused rather than
+    /// queued past the bounds; presence events push the oldest entries out instead.
+    private mutating func deliver(to peer: String, prefix: ByteBuffer, origin: QueuedOrigin?, actions: inout [HubAction]) -> Delivery {
+        guard var session = sessions.removeValue(forKey: peer) else { return .queueFull }
+        defer { sessions[peer] = session }
+        let size = prefix.readableBytes + 21
+        let connected = session.connection != nil
+        if !connected && origin != nil {
+            let full =
+                session.buffer.count >= limits.resumeBufferMessages
+                || session.bufferBytes + size > limits.resumeBufferBytes
+                || bufferedBytes + size > limits.globalBufferBytes
+            if full {
+                counters.queueFull += 1
+                return .queueFull
+            }
+        }
+        let seq = session.nextSeq
+        session.nextSeq += 1
+        let message = ServerMessage.sequenced(prefix, seq: seq)
+        if let connection = session.connection {
+            actions.append(.send(connection, message))
+        }
+        session.buffer.append(Buffered(seq: seq, bytes: message, queuedFrom: connected ? nil : origin))
+        session.bufferBytes += message.readableBytes
+        bufferedBytes += message.readableBytes
+        while session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
+            || (bufferedBytes > limits.globalBufferBytes && !session.buffer.isEmpty)
+        {
+            self.dropOldest(&session, actions: &actions)
+        }
+        if connected { return .delivered }
+        counters.queued += 1
+        return .queued
+    }
+
+    private mutating func dropOldest(_ session: inout Session, actions: inout [HubAction]) {
+        let dropped = session.buffer.removeFirst()
+        session.bufferBytes -= dropped.bytes.readableBytes
+        bufferedBytes -= dropped.bytes.readableBytes
+        session.droppedThrough = max(session.droppedThrough, dropped.seq)
+        if let origin = dropped.queuedFrom {
+            self.notifyExpired(origin, to: session.peer, actions: &actions)
+        }
+    }
+
+    private mutating func trimBuffer(of peer: String, through seq: UInt64) {
+        guard var session = sessions.removeValue(forKey: peer) else { return }
+        while let first = session.buffer.first, first.seq <= seq {
+            session.buffer.removeFirst()
+            session.bufferBytes -= first.bytes.readableBytes
+            bufferedBytes -= first.bytes.readableBytes
+        }
+        sessions[peer] = session
+    }
+
+    private mutating func remember(_ reply: ByteBuffer, for id: String, in peer: String) {
+        guard limits.rememberedRequests > 0 else { return }
+        if sessions[peer]!.answers.count >= limits.rememberedRequests {
+            sessions[peer]!.answers.removeFirst()
+        }
+        sessions[peer]!.answers.append((id, reply))
+    }
+
+    private mutating func notifyExpired(_ origin: QueuedOrigin, to recipient: String, actions: inout [HubAction]) {
+        counters.expired += 1
+        guard sessions[origin.sender] != nil else { return }
+        let prefix = ServerMessage.expiredPrefix(id: origin.id, to: recipient, signal: origin.type)
+        _ = self.deliver(to: origin.sender, prefix: prefix, origin: nil, actions: &actions)
+    }
+
+    private mutating func errorReply(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {
+        counters.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1
+        return ServerMessage.error(code, message, id: id)
+    }
+
+    // MARK: Session end
+
+    private mutating func endSession(_ peer: String, actions: inout [HubAction]) {
+        guard let session = sessions.removeValue(forKey: peer) else { return }
+        counters.sessionsEnded += 1
+        tokens[session.token] = nil
+        detached.remove(peer)
+        if let connection = session.connection { connections[connection] = nil }
+        bufferedBytes -= session.bufferBytes
+        for room in session.rooms {
+            self.removeMember(peer, from: room, actions: &actions)
+        }
+        for entry in session.buffer {
+            if let origin = entry.queuedFrom {
+                self.notifyExpired(origin, to: peer, actions: &actions)
+            }
+        }
+    }
+
+    // MARK: Randomness
+
+    private static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+
+    private mutating func randomString(count: Int) -> String {
+        var bytes = [UInt8](repeating: 0, count: count)
+        for index in bytes.indices {
+            bytes[index] = Self.alphabet[Int(randomness.next(upperBound: UInt64(Self.alphabet.count)))]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// 20 base-62 characters (~119 bits): unguessable, so knowing an id never lets anyone act as it.
+    private mutating func randomPeerID() -> String {
+        while true {
+            let candidate = "p-" + randomString(count: 20)
+            if sessions[candidate] == nil { return candidate }
+        }
+    }
+
+    /// 43 base-62 characters (~256 bits).
+    private mutating func randomToken() -> String {
+        randomString(count: 43)
+    }
+}

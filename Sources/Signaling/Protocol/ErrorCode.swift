@@ -1,0 +1,64 @@
+/// Error codes of protocol v1, sent as `{"type":"error","code":…}`.
+public enum ErrorCode: String, Sendable, CaseIterable {
+    case badMessage = "bad-message"
+    case unknownType = "unknown-type"
+    case tooLarge = "too-large"
+    case rateLimited = "rate-limited"
+    case notInRoom = "not-in-room"
+    case peerUnavailable = "peer-unavailable"
+    case roomFull = "room-full"
+    case tooManyRooms = "too-many-rooms"
+    case unauthorized
+    case forbidden
+    case idTaken = "id-taken"
+    case queueFull = "queue-full"
+}
+
+/// WebSocket close codes used by the hub (RFC 6455 §7.4 plus the protocol's 4xxx codes).
+public enum CloseCode: UInt16, Sendable {
+    case normal = 1000
+    case goingAway = 1001
+    case protocolError = 1002
+    case unsupportedData = 1003
+    case invalidPayload = 1007
+    case policyViolation = 1008
+    case messageTooBig = 1009
+    case internalError = 1011
+    case tryAgainLater = 1013
+    case unauthorized = 4001
+    case sessionNotResumable = 4002
+    case idTaken = 4009
+
+    /// Whether a server close with this code keeps the session for the resume grace period.
+    ///
+    /// Per the contract only drain (1001), internal errors (1011) and overload (1013) do.
+    public var keepsSession: Bool {
+        switch self {
+        case .goingAway, .internalError, .tryAgainLater: return true
+        default: return false
+        }
+    }
+}
+
+/// Validation of the identifiers the protocol carries: peer ids and room names.
+public enum Identifier {
+    /// Maximum length of a peer id or room name.
+    public static let maxLength = 64
+
+    /// 1–64 characters of `[A-Za-z0-9._~-]`.
+    public static func isValid(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        guard !utf8.isEmpty, utf8.count <= maxLength else { return false }
+        for byte in utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"), UInt8(ascii: "-"):
+                continue
+            default:
+                return false
+            }
+        }
+        return true
+    }
+}

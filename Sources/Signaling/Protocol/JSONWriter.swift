@@ -1,0 +1,57 @@
+import NIOCore
+
+extension ByteBuffer {
+    /// Writes `value` as a JSON string literal, escaping what RFC 8259 requires.
+    @discardableResult
+    public mutating func writeJSONString(_ value: String) -> Int {
+        let start = self.writerIndex
+        self.writeInteger(UInt8(ascii: "\""))
+        var needsEscaping = false
+        for byte in value.utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            needsEscaping = true
+            break
+        }
+        if !needsEscaping {
+            self.writeString(value)
+        } else {
+            for byte in value.utf8 {
+                switch byte {
+                case UInt8(ascii: "\""): self.writeStaticString("\\\"")
+                case UInt8(ascii: "\\"): self.writeStaticString("\\\\")
+                case 0x0A: self.writeStaticString("\\n")
+                case 0x0D: self.writeStaticString("\\r")
+                case 0x09: self.writeStaticString("\\t")
+                case 0x00..<0x20:
+                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                    self.writeStaticString("\\u00")
+                    self.writeInteger(hex[Int(byte >> 4)])
+                    self.writeInteger(hex[Int(byte & 0xF)])
+                default: self.writeInteger(byte)
+                }
+            }
+        }
+        self.writeInteger(UInt8(ascii: "\""))
+        return self.writerIndex - start
+    }
+
+    /// Writes an unsigned integer in decimal.
+    public mutating func writeDecimal(_ value: UInt64) {
+        if value < 10 {
+            self.writeInteger(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        var v = value
+        withUnsafeMutableBytes(of: &digits) { raw in
+            while v > 0 {
+                raw[19 - count] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+                count += 1
+            }
+            self.writeBytes(UnsafeRawBufferPointer(rebasing: raw[(20 - count)...]))
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import NIOCore
+
+/// Builders for server → client messages. Messages that carry a `seq` are built as a prefix ending in
+/// `"seq":` so one prefix serves every recipient of a broadcast; ``sequenced(_:seq:)`` completes it.
+public enum ServerMessage {
+    private static let allocator = ByteBufferAllocator()
+
+    /// Completes a sequenced prefix with `seq` and the closing brace.
+    public static func sequenced(_ prefix: ByteBuffer, seq: UInt64) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: prefix.readableBytes + 21)
+        buffer.writeImmutableBuffer(prefix)
+        buffer.writeDecimal(seq)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    /// The relayed form of a signal: the client's members, then `"from":…,"seq":`.
+    public static func signalPrefix(_ envelope: SignalEnvelope, from peer: String) -> ByteBuffer {
+        var buffer = envelope.relayPrefix
+        buffer.reserveCapacity(minimumWritableBytes: peer.utf8.count + 24)
+        buffer.writeStaticString("\"from\":")
+        buffer.writeJSONString(peer)
+        buffer.writeStaticString(",\"seq\":")
+        return buffer
+    }
+
+    public static func peerJoinedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
+        buffer.writeStaticString("{\"type\":\"peer-joined\",\"room\":")
+        buffer.writeJSONString(room)
+        buffer.writeStaticString(",\"peer\":")
+        buffer.writeJSONString(peer)
+        buffer.writeStaticString(",\"meta\":")
+        writeMeta(meta, to: &buffer)
+        buffer.writeStaticString(",\"seq\":")
+        return buffer
+    }
+
+    public static func peerLeftPrefix(room: String, peer: String) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 80)
+        buffer.writeStaticString("{\"type\":\"peer-left\",\"room\":")
+        buffer.writeJSONString(room)
+        buffer.writeStaticString(",\"peer\":")
+        buffer.writeJSONString(peer)
+        buffer.writeStaticString(",\"seq\":")
+        return buffer
+    }
+
+    public static func expiredPrefix(id: String?, to: String, signal: SignalType) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 96)
+        buffer.writeStaticString("{\"type\":\"expired\"")
+        if let id {
+            buffer.writeStaticString(",\"id\":")
+            buffer.writeJSONString(id)
+        }
+        buffer.writeStaticString(",\"to\":")
+        buffer.writeJSONString(to)
+        buffer.writeStaticString(",\"signal\":")
+        buffer.writeJSONString(signal.rawValue)
+        buffer.writeStaticString(",\"seq\":")
+        return buffer
+    }
+
+    public static func ack(id: String?, queued: Bool) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writeStaticString("{\"type\":\"ack\"")
+        writeID(id, to: &buffer)
+        if queued { buffer.writeStaticString(",\"queued\":true") }
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    public static func error(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64 + message.utf8.count)
+        buffer.writeStaticString("{\"type\":\"error\",\"code\":")
+        buffer.writeJSONString(code.rawValue)
+        buffer.writeStaticString(",\"message\":")
+        buffer.writeJSONString(message)
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    public static func error(_ error: ProtocolError) -> ByteBuffer {
+        Self.error(error.code, error.message, id: error.requestID)
+    }
+
+    public static func pong(id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 32)
+        buffer.writeStaticString("{\"type\":\"pong\"")
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    public static func left(room: String, id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writeStaticString("{\"type\":\"left\",\"room\":")
+        buffer.writeJSONString(room)
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    public static func joined(room: String, peers: [(peer: String, meta: ByteBuffer?)], id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64 + peers.count * 48)
+        buffer.writeStaticString("{\"type\":\"joined\",\"room\":")
+        buffer.writeJSONString(room)
+        buffer.writeStaticString(",\"peers\":[")
+        for (index, member) in peers.enumerated() {
+            if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            buffer.writeStaticString("{\"peer\":")
+            buffer.writeJSONString(member.peer)
+            buffer.writeStaticString(",\"meta\":")
+            writeMeta(member.meta, to: &buffer)
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
+        buffer.writeInteger(UInt8(ascii: "]"))
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    private static func writeID(_ id: String?, to buffer: inout ByteBuffer) {
+        if let id {
+            buffer.writeStaticString(",\"id\":")
+            buffer.writeJSONString(id)
+        }
+    }
+
+    private static func writeMeta(_ meta: ByteBuffer?, to buffer: inout ByteBuffer) {
+        if let meta {
+            buffer.writeImmutableBuffer(meta)
+        } else {
+            buffer.writeStaticString("{}")
+        }
+    }
+}
+
+/// The static part of every `welcome`: what the server tells clients about itself.
+public struct WelcomeTemplate: Sendable {
+    public var heartbeatInterval: Int
+    public var heartbeatTimeout: Int
+    /// Raw JSON array of ICE servers handed to clients.
+    public var iceServersJSON: String
+    /// Raw JSON object of the limits a client can count on.
+    public var limitsJSON: String
+
+    public init(heartbeatInterval: Int, heartbeatTimeout: Int, iceServersJSON: String, limitsJSON: String) {
+        self.heartbeatInterval = heartbeatInterval
+        self.heartbeatTimeout = heartbeatTimeout
+        self.iceServersJSON = iceServersJSON
+        self.limitsJSON = limitsJSON
+    }
+
+    public func render(peer: String, session: String, resumed: Bool, gap: Bool) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: 192 + iceServersJSON.utf8.count + limitsJSON.utf8.count)
+        buffer.writeStaticString("{\"type\":\"welcome\",\"v\":1,\"peer\":")
+        buffer.writeJSONString(peer)
+        buffer.writeStaticString(",\"session\":")
+        buffer.writeJSONString(session)
+        buffer.writeStaticString(",\"heartbeat\":{\"interval\":")
+        buffer.writeDecimal(UInt64(heartbeatInterval))
+        buffer.writeStaticString(",\"timeout\":")
+        buffer.writeDecimal(UInt64(heartbeatTimeout))
+        buffer.writeStaticString("},\"iceServers\":")
+        buffer.writeString(iceServersJSON)
+        buffer.writeStaticString(",\"limits\":")
+        buffer.writeString(limitsJSON)
+        if resumed { buffer.writeStaticString(",\"resumed\":true") }
+        if gap { buffer.writeStaticString(",\"gap\":true") }
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+}

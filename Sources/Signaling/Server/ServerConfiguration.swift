@@ -1,0 +1,77 @@
+import NIOCore
+
+/// Everything `signal serve` can be told. The defaults run a safe single-node hub on loopback.
+public struct ServerConfiguration: Sendable {
+    /// Address to bind. Loopback by default so a first run is never exposed by accident.
+    public var host: String = "127.0.0.1"
+    /// Port to bind (0 picks a free one; see ``SignalServer/localPort``).
+    public var port: Int = 8080
+    /// Event loop threads; one per core.
+    public var threads: Int = System.coreCount
+
+    /// Room, presence and resume bounds.
+    public var limits = HubLimits()
+
+    /// Largest message a client may send, in bytes (the contract's floor is 64 KiB; above: close 1009).
+    public var maxMessageBytes: Int = 64 * 1024
+    /// Most fragments one message may arrive in (above: close 1009), so a stream of tiny continuation
+    /// frames cannot pin memory or CPU.
+    public var maxFragments: Int = 256
+
+    /// Messages a client may send at once (the contract's floor is 100).
+    public var rateBurst: Int = 200
+    /// Messages per second a client may sustain (the contract's floor is 50).
+    public var ratePerSecond: Int = 100
+    /// Refused messages tolerated (each answered `rate-limited`) before closing with 1008.
+    public var rateMaxStrikes: Int = 50
+
+    /// Connections the server holds at once; more are refused with 503 before the upgrade.
+    public var maxConnections: Int = 100_000
+    /// Connections one IP address may hold at once; more are refused with 503.
+    public var maxConnectionsPerIP: Int = 1_000
+
+    /// Bytes waiting to be written to one client beyond the socket's own buffer. A client that stops
+    /// reading fills it and is closed with 1013 (its session stays resumable); everyone else keeps flowing.
+    public var outboundQueueBytes: Int = 1024 * 1024
+
+    /// Seconds between WebSocket pings.
+    public var heartbeatInterval: Int = 25
+    /// Seconds without any frame (pong included) after which a connection is considered dead and dropped;
+    /// its session then waits out the resume grace period.
+    public var heartbeatTimeout: Int = 60
+    /// Seconds a connection has to complete its HTTP upgrade (slowloris defence).
+    public var handshakeTimeout: Double = 10
+    /// Seconds to wait for a client's close frame after the server sent one.
+    public var closeTimeout: Double = 2
+    /// Seconds SIGTERM/SIGINT waits for clients to close after 1001 before exiting anyway.
+    public var drainTimeout: Double = 10
+
+    /// Largest number of HTTP header fields on a request (above: 431).
+    public var maxHeaderCount: Int = 100
+    /// Largest total HTTP header size in bytes (above: 431).
+    public var maxHeaderBytes: Int = 16 * 1024
+
+    /// Browser origins allowed to connect, beyond same-origin and no-Origin clients.
+    public var allowedOrigins: [String] = []
+    /// HS256 secret; when set, every client needs a valid token.
+    public var jwtSecret: String? = nil
+    /// ICE servers handed out in `welcome` (raw JSON array).
+    public var iceServersJSON: String = "[]"
+
+    /// Expose `/echo` (the same WebSocket pipeline, echoing every message) for conformance tests.
+    public var echo: Bool = false
+    /// Message size limit on `/echo` (may be raised for the Autobahn testsuite).
+    public var echoMaxMessageBytes: Int = 64 * 1024
+    /// Fragment count limit on `/echo`.
+    public var echoMaxFragments: Int = 256
+
+    public init() {}
+
+    /// The `limits` object of `welcome`.
+    var limitsJSON: String {
+        "{\"maxMessageBytes\":\(maxMessageBytes),\"maxRoomsPerPeer\":\(limits.maxRoomsPerPeer),"
+            + "\"maxPeersPerRoom\":\(limits.maxPeersPerRoom),\"rateBurst\":\(rateBurst),"
+            + "\"ratePerSecond\":\(ratePerSecond),\"resumeGrace\":\(limits.resumeGraceNanos / 1_000_000_000),"
+            + "\"maxMetaBytes\":1024}"
+    }
+}

@@ -1,0 +1,269 @@
+import JWTKit
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import Prometheus
+import ServiceLifecycle
+
+/// The signaling hub as a service: binds, serves HTTP and WebSocket, and on graceful shutdown stops
+/// accepting, closes every client with 1001 and waits (up to the drain timeout) for them to go.
+public final class SignalServer: Service, Sendable {
+    private enum Phase {
+        case idle
+        case running(any Channel, ServerQuiescingHelper, RepeatedTask)
+        case draining
+        case stopped
+    }
+
+    public let configuration: ServerConfiguration
+    public let hub: Hub
+    private let logger: Logger
+    private let registry: PrometheusCollectorRegistry
+    private let metrics: HubMetrics
+    private let verifier: TokenVerifier?
+    private let group: MultiThreadedEventLoopGroup
+    private let phase = NIOLockedValueBox(Phase.idle)
+    private let limiter: ConnectionLimiter
+    private let endpoints: HTTPEndpoints
+
+    public init(
+        configuration: ServerConfiguration,
+        logger: Logger = Logger(label: "signal"),
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) async {
+        self.configuration = configuration
+        self.logger = logger
+        self.registry = registry
+        let metrics = HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        self.metrics = metrics
+        self.hub = Hub(
+            limits: configuration.limits,
+            welcome: WelcomeTemplate(
+                heartbeatInterval: configuration.heartbeatInterval,
+                heartbeatTimeout: configuration.heartbeatTimeout,
+                iceServersJSON: configuration.iceServersJSON,
+                limitsJSON: configuration.limitsJSON
+            ),
+            metrics: metrics,
+            logger: logger
+        )
+        if let secret = configuration.jwtSecret {
+            self.verifier = await TokenVerifier(secret: secret)
+        } else {
+            self.verifier = nil
+        }
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        self.limiter = ConnectionLimiter(maxTotal: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
+        let phase = self.phase
+        let hub = self.hub
+        self.endpoints = HTTPEndpoints(
+            assets: WebAssets.load(),
+            isReady: {
+                phase.withLockedValue {
+                    if case .running = $0 { return true }
+                    return false
+                }
+            },
+            metrics: {
+                hub.exportMetrics()
+                var bytes: [UInt8] = []
+                registry.emit(into: &bytes)
+                return bytes
+            }
+        )
+    }
+
+    /// Binds and starts serving; returns the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        let quiesce = ServerQuiescingHelper(group: group)
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { [self] channel in
+                self.initializeConnection(channel)
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        let hub = self.hub
+        let tick = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
+            hub.tick()
+        }
+        phase.withLockedValue { $0 = .running(channel, quiesce, tick) }
+        let port = channel.localAddress?.port ?? configuration.port
+        logger.info(
+            "signal hub listening",
+            metadata: [
+                "address": "\(configuration.host):\(port)",
+                "auth": "\(verifier != nil ? "jwt" : "none")",
+                "echo": "\(configuration.echo)",
+            ]
+        )
+        return port
+    }
+
+    /// Drains and stops: stop accepting, close clients with 1001, wait up to the drain timeout.
+    public func shutdown() async {
+        let running: (ServerQuiescingHelper, RepeatedTask)? = phase.withLockedValue { phase in
+            guard case .running(_, let quiesce, let tick) = phase else { return nil }
+            phase = .draining
+            return (quiesce, tick)
+        }
+        if let (quiesce, tick) = running {
+            logger.info("draining: closing clients with 1001", metadata: ["connections": "\(limiter.total)"])
+            tick.cancel()
+            let drained = group.next().makePromise(of: Void.self)
+            quiesce.initiateShutdown(promise: drained)
+            let timeout = group.next().scheduleTask(in: .milliseconds(Int64(configuration.drainTimeout * 1000))) {
+                drained.succeed()
+            }
+            try? await drained.futureResult.get()
+            timeout.cancel()
+        }
+        phase.withLockedValue { $0 = .stopped }
+        try? await group.shutdownGracefully()
+        logger.info("signal hub stopped")
+    }
+
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    // MARK: Pipeline
+
+    private func initializeConnection(_ channel: any Channel) -> EventLoopFuture<Void> {
+        let ip = channel.remoteAddress?.ipAddress ?? "unknown"
+        let admitted = limiter.acquire(ip)
+        if admitted {
+            let limiter = self.limiter
+            channel.closeFuture.whenComplete { _ in limiter.release(ip) }
+        } else {
+            metrics.connectionsRefused.increment()
+        }
+        return channel.eventLoop.makeCompletedFuture {
+            try self.addHTTPHandlers(channel, overCapacity: !admitted)
+        }
+    }
+
+    private func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldCount = configuration.maxHeaderCount
+        limits.maxHeaderListSize = configuration.maxHeaderBytes
+        limits.maxHeaderFieldSize = configuration.maxHeaderBytes
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
+        let encoder = HTTPResponseEncoder()
+        let paths: Set<String> = configuration.echo ? ["/ws", "/echo"] : ["/ws"]
+        let gatekeeper = HTTPGatekeeper(
+            originPolicy: OriginPolicy(allowedOrigins: configuration.allowedOrigins),
+            webSocketPaths: paths,
+            handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
+            overCapacity: overCapacity
+        )
+        let router = HTTPRouter(endpoints: endpoints)
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0),
+            automaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                let path = UpgradeRequest(head).path
+                return channel.eventLoop.makeSucceededFuture(paths.contains(path) ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { [self] channel, head in
+                self.upgrade(channel, head)
+            }
+        )
+        let upgradeHandler = HTTPServerUpgradeHandler(
+            upgraders: [upgrader],
+            httpEncoder: encoder,
+            extraHTTPHandlers: [decoder, gatekeeper, router],
+            upgradeCompletionHandler: { _ in }
+        )
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(decoder)
+        try sync.addHandler(encoder)
+        try sync.addHandler(gatekeeper)
+        try sync.addHandler(upgradeHandler)
+        try sync.addHandler(router)
+    }
+
+    private func upgrade(_ channel: any Channel, _ head: HTTPRequestHead) -> EventLoopFuture<Void> {
+        let request = UpgradeRequest(head)
+        if request.path == "/echo" {
+            return channel.eventLoop.makeCompletedFuture {
+                try self.addWebSocketHandlers(channel, role: .echo, echo: true)
+            }
+        }
+        let hub = self.hub
+        func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
+            let role = WebSocketRole.session(hub: hub, request: open ?? .fresh(peer: nil, subject: nil, grant: .all), refusal: refusal)
+            return channel.eventLoop.makeCompletedFuture {
+                try self.addWebSocketHandlers(channel, role: role, echo: false)
+            }
+        }
+        let requestedPeer = request.query["peer"]
+        if let requestedPeer, !Identifier.isValid(requestedPeer) {
+            return session(nil, refusal: (.badMessage, .policyViolation, "peer id must be 1-64 characters of [A-Za-z0-9._~-]"))
+        }
+        func openRequest(subject: String?, grant: RoomGrant) -> OpenRequest {
+            if let resume = request.query["resume"] {
+                let last = request.query["last"].flatMap { UInt64($0) } ?? 0
+                return .resume(token: resume, last: last, subject: subject)
+            }
+            return .fresh(peer: requestedPeer, subject: subject, grant: grant)
+        }
+        guard let verifier else {
+            return session(openRequest(subject: nil, grant: .all), refusal: nil)
+        }
+        guard let token = request.token else {
+            return session(nil, refusal: (.unauthorized, .unauthorized, "token required"))
+        }
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        Task {
+            do throws(TokenRejection) {
+                let claims = try await verifier.verify(token)
+                promise.completeWith(session(openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms)), refusal: nil))
+            } catch let rejection {
+                promise.completeWith(session(nil, refusal: (.unauthorized, .unauthorized, rejection.reason)))
+            }
+        }
+        return promise.futureResult
+    }
+
+    private func addWebSocketHandlers(_ channel: any Channel, role: WebSocketRole, echo: Bool) throws {
+        let maxBytes = echo ? configuration.echoMaxMessageBytes : configuration.maxMessageBytes
+        let settings = WebSocketSettings(
+            heartbeatInterval: .seconds(Int64(configuration.heartbeatInterval)),
+            heartbeatTimeout: .seconds(Int64(configuration.heartbeatTimeout)),
+            closeTimeout: .milliseconds(Int64(configuration.closeTimeout * 1000)),
+            outboundQueueBytes: configuration.outboundQueueBytes,
+            maxMessageBytes: maxBytes,
+            rateBurst: configuration.rateBurst,
+            ratePerSecond: configuration.ratePerSecond,
+            rateMaxStrikes: configuration.rateMaxStrikes,
+            decoder: MessageDecoder()
+        )
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(FrameGuard())
+        try sync.addHandler(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0,
+                maxAccumulatedFrameCount: echo ? configuration.echoMaxFragments : configuration.maxFragments,
+                maxAccumulatedFrameSize: maxBytes
+            )
+        )
+        try sync.addHandler(WebSocketHandler(role: role, settings: settings, metrics: metrics, logger: logger))
+    }
+}
