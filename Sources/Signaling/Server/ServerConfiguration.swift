@@ -58,6 +58,9 @@ public struct ServerConfiguration: Sendable {
     /// ICE servers handed out in `welcome` (raw JSON array).
     public var iceServersJSON: String = "[]"
 
+    /// Serve the SDK and demo page from this directory instead of the built-in copies (development).
+    public var webRoot: String? = nil
+
     /// Expose `/echo` (the same WebSocket pipeline, echoing every message) for conformance tests.
     public var echo: Bool = false
     /// Message size limit on `/echo` (may be raised for the Autobahn testsuite).

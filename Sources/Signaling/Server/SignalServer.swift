@@ -62,7 +62,7 @@ public final class SignalServer: Service, Sendable {
         let phase = self.phase
         let hub = self.hub
         self.endpoints = HTTPEndpoints(
-            assets: WebAssets.load(),
+            assets: WebAssets.load(from: configuration.webRoot),
             isReady: {
                 phase.withLockedValue {
                     if case .running = $0 { return true }

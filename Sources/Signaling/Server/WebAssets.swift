@@ -10,12 +10,17 @@ enum WebAssets {
         ("/test/e2e.html", "e2e.html", "text/html; charset=utf-8", []),
     ]
 
-    static func load() -> [String: HTTPEndpoints.Asset] {
+    /// Loads the assets from `directory` (a development override, `--web-root`) or the package's bundle.
+    static func load(from directory: String? = nil) -> [String: HTTPEndpoints.Asset] {
         var assets: [String: HTTPEndpoints.Asset] = [:]
         for route in routes {
-            guard let url = Bundle.module.url(forResource: route.file, withExtension: nil, subdirectory: "Web"),
-                let data = try? Data(contentsOf: url)
-            else { continue }
+            let url: URL?
+            if let directory {
+                url = URL(fileURLWithPath: directory).appendingPathComponent(route.file)
+            } else {
+                url = Bundle.module.url(forResource: route.file, withExtension: nil, subdirectory: "Web")
+            }
+            guard let url, let data = try? Data(contentsOf: url) else { continue }
             assets[route.path] = HTTPEndpoints.Asset(
                 contentType: route.type,
                 body: Array(data),

@@ -45,6 +45,7 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var logger: Logger
     private var state = State.open
     private var clientSentClose = false
+    private var clientCloseCode: UInt16?
     private var serverCloseCode: CloseCode?
     private var lastInbound = NIODeadline.now()
     private var heartbeat: RepeatedTask?
@@ -117,6 +118,7 @@ final class WebSocketHandler: ChannelInboundHandler {
             metrics.recordClose(code.rawValue)
         } else if clientSentClose {
             keep = false
+            metrics.recordClose(clientCloseCode ?? 1000)
         } else {
             keep = true
             metrics.recordClose(1006)
@@ -243,6 +245,7 @@ final class WebSocketHandler: ChannelInboundHandler {
             reply = CloseCode.protocolError.rawValue
             replyEmpty = false
         } else if let code = payload.readInteger(as: UInt16.self) {
+            clientCloseCode = code
             if !Self.isValidCloseCode(code) {
                 reply = CloseCode.protocolError.rawValue
             } else if !payload.isValidUTF8 {

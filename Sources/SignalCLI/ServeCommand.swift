@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+import Signaling
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the signaling hub (WebSocket at /ws, /healthz, /readyz, /metrics, SDK and demo page).",
+        discussion: "Defaults run a single in-memory node on 127.0.0.1:8080 with no auth."
+    )
+
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port to bind (0 picks a free port, printed at start).") var port = 8080
+    @Option(help: "Event loop threads (default: one per core).") var threads: Int?
+
+    @Option(help: "HS256 secret; when set every client needs a token (also SIGNAL_JWT_SECRET).")
+    var jwtSecret: String?
+    @Option(help: "Read the HS256 secret from this file (keeps it out of the process list).")
+    var jwtSecretFile: String?
+    @Flag(inversion: .prefixedNo, help: "Only let peers signal peers they share a room with (default: on when auth is on).")
+    var requireSharedRoom: Bool?
+
+    @Option(help: "Allow this browser Origin (repeatable; '*' allows any). Same-origin and no-Origin clients are always allowed.")
+    var allowOrigin: [String] = []
+
+    @Option(help: "Seconds between WebSocket pings.") var heartbeatInterval = 25
+    @Option(help: "Seconds without a frame after which a connection is dropped.") var heartbeatTimeout = 60
+    @Option(help: "Seconds a connection has to complete its upgrade.") var handshakeTimeout = 10.0
+    @Option(help: "Seconds SIGTERM waits for clients after closing them with 1001.") var drainTimeout = 10.0
+
+    @Option(help: "Largest client message in bytes (close 1009 above).") var maxMessageBytes = 64 * 1024
+    @Option(help: "Rooms one peer may be in.") var maxRoomsPerPeer = 16
+    @Option(help: "Peers one room may hold.") var maxPeersPerRoom = 256
+    @Option(help: "Messages a client may send in a burst.") var rateBurst = 200
+    @Option(help: "Messages per second a client may sustain.") var ratePerSecond = 100
+    @Option(help: "Rate-limited messages tolerated before closing with 1008.") var rateMaxStrikes = 50
+    @Option(help: "Connections the server holds (503 above).") var maxConnections = 100_000
+    @Option(help: "Connections one IP may hold (503 above).") var maxConnectionsPerIp = 1_000
+    @Option(help: "Bytes queued for a client that does not read before it is closed with 1013.")
+    var outboundQueueBytes = 1024 * 1024
+
+    @Option(help: "Seconds a dropped session waits for its client to resume.") var resumeGrace = 30.0
+    @Option(help: "Messages kept per session for resume.") var resumeBufferMessages = 256
+    @Option(help: "Bytes kept per session for resume.") var resumeBufferBytes = 256 * 1024
+    @Option(help: "Bytes all resume buffers may hold together.") var resumeGlobalBytes = 256 * 1024 * 1024
+
+    @Option(help: "ICE server URL handed to clients in welcome (repeatable), e.g. stun:stun.example.org:3478.")
+    var iceServer: [String] = []
+
+    @Option(help: "Serve signal.js, index.html and e2e.html from this directory instead of the built-in copies.")
+    var webRoot: String?
+
+    @Flag(help: "Expose /echo, an echoing endpoint on the same WebSocket pipeline (for conformance tests).")
+    var echo = false
+    @Option(help: "Message size limit on /echo.") var echoMaxMessageBytes = 64 * 1024
+    @Option(help: "Fragment count limit on /echo.") var echoMaxFragments = 256
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
+        guard heartbeatInterval > 0, heartbeatTimeout > 0 else { throw ValidationError("heartbeat values must be positive") }
+        guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
+        guard resumeGrace >= 0 else { throw ValidationError("--resume-grace must not be negative") }
+    }
+
+    func makeConfiguration() throws -> ServerConfiguration {
+        var config = ServerConfiguration()
+        config.host = host
+        config.port = port
+        if let threads { config.threads = threads }
+        var secret = jwtSecret ?? ProcessInfo.processInfo.environment["SIGNAL_JWT_SECRET"]
+        if let jwtSecretFile {
+            guard let contents = try? String(contentsOfFile: jwtSecretFile, encoding: .utf8) else {
+                throw ValidationError("cannot read --jwt-secret-file \(jwtSecretFile)")
+            }
+            secret = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let value = secret, value.isEmpty { throw ValidationError("the JWT secret is empty") }
+        config.jwtSecret = secret
+        config.limits.requireSharedRoom = requireSharedRoom ?? (secret != nil)
+        config.allowedOrigins = allowOrigin
+        config.heartbeatInterval = heartbeatInterval
+        config.heartbeatTimeout = heartbeatTimeout
+        config.handshakeTimeout = handshakeTimeout
+        config.drainTimeout = drainTimeout
+        config.maxMessageBytes = maxMessageBytes
+        config.limits.maxRoomsPerPeer = maxRoomsPerPeer
+        config.limits.maxPeersPerRoom = maxPeersPerRoom
+        config.rateBurst = rateBurst
+        config.ratePerSecond = ratePerSecond
+        config.rateMaxStrikes = rateMaxStrikes
+        config.maxConnections = maxConnections
+        config.maxConnectionsPerIP = maxConnectionsPerIp
+        config.outboundQueueBytes = outboundQueueBytes
+        config.limits.resumeGraceNanos = UInt64(resumeGrace * 1e9)
+        config.limits.resumeBufferMessages = resumeBufferMessages
+        config.limits.resumeBufferBytes = resumeBufferBytes
+        config.limits.globalBufferBytes = resumeGlobalBytes
+        if !iceServer.isEmpty {
+            let entries = iceServer.map { url -> String in
+                let escaped = url.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                return "{\"urls\":\"\(escaped)\"}"
+            }
+            config.iceServersJSON = "[" + entries.joined(separator: ",") + "]"
+        }
+        config.echo = echo
+        config.webRoot = webRoot
+        config.echoMaxMessageBytes = echoMaxMessageBytes
+        config.echoMaxFragments = echoMaxFragments
+        return config
+    }
+
+    func run() async throws {
+        let logger = logging.bootstrap(label: "signal")
+        let configuration = try makeConfiguration()
+        raiseFileDescriptorLimit()
+        let server = await SignalServer(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
+
+/// Lifts the soft open-files limit to the hard limit, so one process can hold many connections.
+func raiseFileDescriptorLimit() {
+    var limit = rlimit()
+    #if os(Linux)
+    let resource = Int32(RLIMIT_NOFILE.rawValue)
+    #else
+    let resource = RLIMIT_NOFILE
+    #endif
+    guard getrlimit(resource, &limit) == 0 else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(resource, &limit)
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import Foundation
+import Signaling
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Mint an HS256 client token (for development and tests; production apps mint their own)."
+    )
+
+    @Option(help: "The HS256 secret the hub was started with (also SIGNAL_JWT_SECRET).") var secret: String?
+    @Option(help: "Peer id (the token's sub).") var sub: String
+    @Option(help: "Rooms the token may join, comma-separated ('*' for any; default any).") var rooms: String?
+    @Option(help: "Seconds until the token expires (negative makes an expired token).") var ttl = 3600
+
+    func run() async throws {
+        guard let secret = secret ?? ProcessInfo.processInfo.environment["SIGNAL_JWT_SECRET"] else {
+            throw ValidationError("--secret (or SIGNAL_JWT_SECRET) is required")
+        }
+        let verifier = await TokenVerifier(secret: secret)
+        let payload = SignalTokenPayload(
+            sub: sub,
+            exp: Date(timeIntervalSinceNow: TimeInterval(ttl)),
+            rooms: rooms.map { $0.split(separator: ",").map(String.init) }
+        )
+        print(try await verifier.sign(payload))
+    }
+}

@@ -1,4 +1,0 @@
-import Signaling
-import Histogram
-import ArgumentParser
-print("x")
