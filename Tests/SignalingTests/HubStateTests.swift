@@ -1,0 +1,363 @@
+import NIOCore
+import Testing
+
+@testable import Signaling
+
+/// Drives a `HubState` with no sockets and records what it decides.
+struct HubHarness {
+    var state: HubState
+    var now: UInt64 = 1_000_000_000
+    var nextConnection: UInt64 = 1
+    var connections: [String: ConnectionID] = [:]
+
+    init(limits: HubLimits = HubLimits()) {
+        state = HubState(limits: limits)
+    }
+
+    static func welcome(_ peer: String, _ token: String, _ resumed: Bool, _ gap: Bool) -> ByteBuffer {
+        ByteBuffer(string: #"{"type":"welcome","peer":"\#(peer)","session":"\#(token)","resumed":\#(resumed),"gap":\#(gap)}"#)
+    }
+
+    /// Opens a session and returns the actions.
+    @discardableResult
+    mutating func connect(_ peer: String?, subject: String? = nil, grant: RoomGrant = .all) -> (OpenOutcome, [HubAction]) {
+        let connection = ConnectionID(nextConnection)
+        nextConnection += 1
+        var actions: [HubAction] = []
+        let outcome = state.open(connection, .fresh(peer: peer, subject: subject, grant: grant), now: now, welcome: Self.welcome, actions: &actions)
+        if case .opened(let id, _, _, _) = outcome { connections[id] = connection }
+        return (outcome, actions)
+    }
+
+    mutating func resume(_ peer: String, token: String, last: UInt64) -> (OpenOutcome, [HubAction]) {
+        let connection = ConnectionID(nextConnection)
+        nextConnection += 1
+        var actions: [HubAction] = []
+        let outcome = state.open(connection, .resume(token: token, last: last, subject: nil), now: now, welcome: Self.welcome, actions: &actions)
+        if case .opened = outcome { connections[peer] = connection }
+        return (outcome, actions)
+    }
+
+    @discardableResult
+    mutating func send(_ peer: String, _ text: String) -> [HubAction] {
+        guard case .success(let message) = MessageDecoder().decode(ByteBuffer(string: text)) else {
+            Issue.record("invalid test message \(text)")
+            return []
+        }
+        var actions: [HubAction] = []
+        state.receive(connections[peer]!, message, actions: &actions)
+        return actions
+    }
+
+    @discardableResult
+    mutating func drop(_ peer: String, keep: Bool = true) -> [HubAction] {
+        var actions: [HubAction] = []
+        state.closed(connections[peer]!, keepSession: keep, now: now, actions: &actions)
+        return actions
+    }
+
+    @discardableResult
+    mutating func advance(seconds: Double) -> [HubAction] {
+        now += UInt64(seconds * 1e9)
+        var actions: [HubAction] = []
+        state.tick(now: now, actions: &actions)
+        return actions
+    }
+
+    /// Text messages `actions` send to `peer`'s current connection.
+    func texts(_ actions: [HubAction], to peer: String) -> [String] {
+        actions.compactMap {
+            if case .send(let connection, let buffer) = $0, connection == connections[peer] { return String(buffer: buffer) }
+            return nil
+        }
+    }
+
+    func closes(_ actions: [HubAction]) -> [(ConnectionID, CloseCode)] {
+        actions.compactMap {
+            if case .close(let connection, let code, _) = $0 { return (connection, code) }
+            return nil
+        }
+    }
+}
+
+@Suite struct HubStateTests {
+    @Test func joinAnnouncesPresenceBothWays() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        let a = hub.send("alice", #"{"type":"join","room":"r","meta":{"name":"A"},"id":"1"}"#)
+        #expect(hub.texts(a, to: "alice") == [#"{"type":"joined","room":"r","peers":[],"id":"1"}"#])
+        let b = hub.send("bob", #"{"type":"join","room":"r","id":"2"}"#)
+        #expect(hub.texts(b, to: "bob") == [#"{"type":"joined","room":"r","peers":[{"peer":"alice","meta":{"name":"A"}}],"id":"2"}"#])
+        #expect(hub.texts(b, to: "alice") == [#"{"type":"peer-joined","room":"r","peer":"bob","meta":{},"seq":1}"#])
+        let again = hub.send("bob", #"{"type":"join","room":"r"}"#)
+        #expect(hub.texts(again, to: "alice").isEmpty, "joining twice is idempotent")
+        let left = hub.send("bob", #"{"type":"leave","room":"r","id":"3"}"#)
+        #expect(hub.texts(left, to: "bob") == [#"{"type":"left","room":"r","id":"3"}"#])
+        #expect(hub.texts(left, to: "alice") == [#"{"type":"peer-left","room":"r","peer":"bob","seq":2}"#])
+        let notIn = hub.send("bob", #"{"type":"leave","room":"r","id":"4"}"#)
+        #expect(hub.texts(notIn, to: "bob").first?.contains(#""code":"not-in-room""#) == true)
+    }
+
+    @Test func relaysWithFromAndSeqAndAcks() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        let actions = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"v=0","from":"eve","id":"o1"}"#)
+        #expect(hub.texts(actions, to: "bob") == [#"{"type":"offer","to":"bob","sdp":"v=0","id":"o1","from":"alice","seq":1}"#])
+        #expect(hub.texts(actions, to: "alice") == [#"{"type":"ack","id":"o1"}"#])
+        let missing = hub.send("alice", #"{"type":"bye","to":"nobody","id":"b"}"#)
+        #expect(hub.texts(missing, to: "alice").first?.contains(#""code":"peer-unavailable""#) == true)
+    }
+
+    @Test func roomScopeAndSharedRoomRules() {
+        var limits = HubLimits()
+        limits.requireSharedRoom = true
+        var hub = HubHarness(limits: limits)
+        hub.connect("alice")
+        hub.connect("bob")
+        let noShare = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"1"}"#)
+        #expect(hub.texts(noShare, to: "alice").first?.contains("not-in-room") == true)
+        hub.send("alice", #"{"type":"join","room":"r"}"#)
+        let scoped = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","room":"r","id":"2"}"#)
+        #expect(hub.texts(scoped, to: "alice").first?.contains("not-in-room") == true)
+        let notMember = hub.send("bob", #"{"type":"message","room":"r","data":1,"id":"3"}"#)
+        #expect(hub.texts(notMember, to: "bob").first?.contains("not-in-room") == true)
+        hub.send("bob", #"{"type":"join","room":"r"}"#)
+        let ok = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","room":"r","id":"4"}"#)
+        #expect(hub.texts(ok, to: "alice") == [#"{"type":"ack","id":"4"}"#])
+    }
+
+    @Test func broadcastReachesEveryOtherMember() {
+        var hub = HubHarness()
+        for peer in ["a", "b", "c"] {
+            hub.connect(peer)
+            hub.send(peer, #"{"type":"join","room":"r"}"#)
+        }
+        let actions = hub.send("a", #"{"type":"message","room":"r","data":"hi","id":"m"}"#)
+        #expect(hub.texts(actions, to: "a") == [#"{"type":"ack","id":"m"}"#])
+        #expect(hub.texts(actions, to: "b").count == 1)
+        #expect(hub.texts(actions, to: "c").count == 1)
+    }
+
+    @Test func limitsRoomsAndRoomSize() {
+        var limits = HubLimits()
+        limits.maxRoomsPerPeer = 2
+        limits.maxPeersPerRoom = 2
+        var hub = HubHarness(limits: limits)
+        for peer in ["a", "b", "c"] { hub.connect(peer) }
+        hub.send("a", #"{"type":"join","room":"r1"}"#)
+        hub.send("a", #"{"type":"join","room":"r2"}"#)
+        #expect(hub.texts(hub.send("a", #"{"type":"join","room":"r3"}"#), to: "a").first?.contains("too-many-rooms") == true)
+        hub.send("b", #"{"type":"join","room":"r1"}"#)
+        #expect(hub.texts(hub.send("c", #"{"type":"join","room":"r1"}"#), to: "c").first?.contains("room-full") == true)
+    }
+
+    @Test func tokenGrantsRooms() {
+        var hub = HubHarness()
+        hub.connect(nil, subject: "alice", grant: RoomGrant(claim: ["lobby"]))
+        #expect(hub.texts(hub.send("alice", #"{"type":"join","room":"vip"}"#), to: "alice").first?.contains("forbidden") == true)
+        #expect(hub.texts(hub.send("alice", #"{"type":"join","room":"lobby"}"#), to: "alice").first?.contains("joined") == true)
+        #expect(RoomGrant(claim: ["*"]) == .all)
+    }
+
+    @Test func idTakenWithoutTokenAndTakeoverWithIt() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        let (outcome, actions) = hub.connect("alice")
+        #expect(outcome == .refused(.idTaken))
+        #expect(hub.closes(actions).map(\.1) == [.idTaken])
+
+        var authed = HubHarness()
+        authed.connect(nil, subject: "bob")
+        authed.connect("carol")
+        authed.send("bob", #"{"type":"join","room":"r"}"#)
+        authed.send("carol", #"{"type":"join","room":"r"}"#)
+        let old = authed.connections["bob"]!
+        let (again, takeover) = authed.connect("bob", subject: "bob")
+        #expect(again == .opened(peer: "bob", resumed: false, gap: false, replayed: 0))
+        #expect(authed.closes(takeover).contains { $0.0 == old && $0.1 == .idTaken })
+        #expect(authed.texts(takeover, to: "carol").first?.contains("peer-left") == true)
+        let (_, suffixed) = authed.connect("bob~tab2", subject: "bob")
+        #expect(authed.state.hasSession("bob~tab2"))
+        _ = suffixed
+        let (refused, _) = authed.connect("carol", subject: "bob")
+        #expect(refused == .refused(.unauthorized))
+    }
+
+    @Test func resumeReplaysExactlyWhatWasMissed() throws {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        for n in 1...5 { hub.send("alice", #"{"type":"message","to":"bob","data":\#(n)}"#) }
+        let token = try #require(hub.state.resumeToken(of: "bob"))
+        hub.drop("bob")
+        let queued = hub.send("alice", #"{"type":"message","to":"bob","data":6,"id":"q"}"#)
+        #expect(hub.texts(queued, to: "alice") == [#"{"type":"ack","id":"q","queued":true}"#])
+        let (outcome, actions) = hub.resume("bob", token: token, last: 3)
+        #expect(outcome == .opened(peer: "bob", resumed: true, gap: false, replayed: 3))
+        let texts = hub.texts(actions, to: "bob")
+        #expect(texts.first?.contains(#""resumed":true"#) == true)
+        #expect(texts.dropFirst().map { $0.contains(#""seq":4"#) || $0.contains(#""seq":5"#) || $0.contains(#""seq":6"#) } == [true, true, true])
+        // A used token is refused.
+        let (reused, closes) = hub.resume("bob", token: token, last: 0)
+        #expect(reused == .refused(.sessionNotResumable))
+        #expect(hub.closes(closes).map(\.1) == [.sessionNotResumable])
+    }
+
+    @Test func resumeTakesOverALiveSocket() throws {
+        var hub = HubHarness()
+        hub.connect("bob")
+        let old = hub.connections["bob"]!
+        let token = try #require(hub.state.resumeToken(of: "bob"))
+        let (outcome, actions) = hub.resume("bob", token: token, last: 0)
+        #expect(outcome == .opened(peer: "bob", resumed: true, gap: false, replayed: 0))
+        #expect(hub.closes(actions).contains { $0.0 == old && $0.1 == .idTaken })
+    }
+
+    @Test func gapWhenTheBufferNoLongerCoversLast() throws {
+        var limits = HubLimits()
+        limits.resumeBufferMessages = 4
+        var hub = HubHarness(limits: limits)
+        hub.connect("alice")
+        hub.connect("bob")
+        for n in 1...10 { hub.send("alice", #"{"type":"message","to":"bob","data":\#(n)}"#) }
+        let token = try #require(hub.state.resumeToken(of: "bob"))
+        hub.drop("bob")
+        let (outcome, _) = hub.resume("bob", token: token, last: 2)
+        #expect(outcome == .opened(peer: "bob", resumed: true, gap: true, replayed: 4))
+        let next = try #require(hub.state.resumeToken(of: "bob"))
+        hub.drop("bob")
+        let (beyond, _) = hub.resume("bob", token: next, last: 99)
+        #expect(beyond == .opened(peer: "bob", resumed: true, gap: true, replayed: 0))
+    }
+
+    @Test func receivedTrimsTheBuffer() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        for n in 1...10 { hub.send("alice", #"{"type":"message","to":"bob","data":\#(n)}"#) }
+        #expect(hub.state.bufferedCount(of: "bob") == 10)
+        hub.send("bob", #"{"type":"received","seq":7}"#)
+        #expect(hub.state.bufferedCount(of: "bob") == 3)
+    }
+
+    @Test func graceExpiryEndsSessionAndExpiresQueuedSignals() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        hub.send("alice", #"{"type":"join","room":"r"}"#)
+        hub.send("bob", #"{"type":"join","room":"r"}"#)
+        let dropped = hub.drop("bob")
+        #expect(hub.texts(dropped, to: "alice").isEmpty, "no peer-left during the grace period")
+        hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o1"}"#)
+        #expect(hub.advance(seconds: 29).isEmpty)
+        let expiry = hub.advance(seconds: 2)
+        let toAlice = hub.texts(expiry, to: "alice")
+        #expect(toAlice.contains { $0.hasPrefix(#"{"type":"peer-left","room":"r","peer":"bob""#) })
+        #expect(toAlice.contains { $0.hasPrefix(#"{"type":"expired","id":"o1","to":"bob","signal":"offer""#) })
+        #expect(!hub.state.hasSession("bob"))
+    }
+
+    @Test func closeFrameEndsSessionAtOnce() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        hub.send("alice", #"{"type":"join","room":"r"}"#)
+        hub.send("bob", #"{"type":"join","room":"r"}"#)
+        let actions = hub.drop("bob", keep: false)
+        #expect(hub.texts(actions, to: "alice").first?.contains("peer-left") == true)
+    }
+
+    @Test func queueIsBoundedWhileAway() {
+        var limits = HubLimits()
+        limits.resumeBufferMessages = 8
+        var hub = HubHarness(limits: limits)
+        hub.connect("alice")
+        hub.connect("bob")
+        hub.drop("bob")
+        var full = 0
+        for n in 0..<100_000 {
+            let reply = hub.texts(hub.send("alice", #"{"type":"message","to":"bob","data":\#(n)}"#), to: "alice")
+            if reply.first?.contains("queue-full") == true { full += 1 }
+        }
+        #expect(full == 100_000 - 8)
+        #expect(hub.state.bufferedCount(of: "bob") == 8)
+        #expect(hub.state.totalBufferedBytes < 4096)
+    }
+
+    @Test func globalBudgetBoundsAllBuffers() {
+        var limits = HubLimits()
+        limits.globalBufferBytes = 10_000
+        var hub = HubHarness(limits: limits)
+        hub.connect("alice")
+        for n in 0..<50 { hub.connect("p\(n)") }
+        for n in 0..<50 {
+            for _ in 0..<20 { hub.send("alice", #"{"type":"message","to":"p\#(n)","data":"0123456789"}"#) }
+        }
+        #expect(hub.state.totalBufferedBytes <= 10_000)
+    }
+
+    @Test func resentRequestIsAnsweredFromMemory() throws {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        let first = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o1"}"#)
+        #expect(hub.texts(first, to: "bob").count == 1)
+        let token = try #require(hub.state.resumeToken(of: "alice"))
+        hub.drop("alice")
+        _ = hub.resume("alice", token: token, last: 0)
+        let again = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o1"}"#)
+        #expect(hub.texts(again, to: "alice") == [#"{"type":"ack","id":"o1"}"#])
+        #expect(hub.texts(again, to: "bob").isEmpty, "not delivered twice")
+        let fresh = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o2"}"#)
+        #expect(hub.texts(fresh, to: "bob").count == 1)
+    }
+}
+
+@Suite struct RateLimiterTests {
+    @Test func burstThenRefuseThenDisconnect() {
+        var limiter = RateLimiter(burst: 3, ratePerSecond: 1, maxStrikes: 2, now: 0)
+        #expect((0..<3).map { _ in limiter.take(now: 0) } == [.allow, .allow, .allow])
+        #expect(limiter.take(now: 0) == .refuse)
+        #expect(limiter.take(now: 0) == .refuse)
+        #expect(limiter.take(now: 0) == .disconnect)
+    }
+
+    @Test func refillsAndForgivesAfterAQuietSecond() {
+        var limiter = RateLimiter(burst: 1, ratePerSecond: 10, maxStrikes: 1, now: 0)
+        #expect(limiter.take(now: 0) == .allow)
+        #expect(limiter.take(now: 0) == .refuse)
+        #expect(limiter.take(now: 2_000_000_000) == .allow)
+        #expect(limiter.take(now: 2_000_000_000) == .refuse, "strikes were forgiven: refuse, not disconnect")
+    }
+}
+
+@Suite struct OriginPolicyTests {
+    @Test func defaultAllowsSameOriginAndNative() {
+        let policy = OriginPolicy()
+        #expect(policy.allows(origin: nil, host: "hub.example:8080"))
+        #expect(policy.allows(origin: "http://hub.example:8080", host: "hub.example:8080"))
+        #expect(policy.allows(origin: "https://hub.example", host: "hub.example"))
+        #expect(!policy.allows(origin: "https://evil.example", host: "hub.example"))
+    }
+
+    @Test func allowListAndWildcard() {
+        let policy = OriginPolicy(allowedOrigins: ["https://app.example/"])
+        #expect(policy.allows(origin: "https://APP.example", host: "hub"))
+        #expect(!policy.allows(origin: "https://other.example", host: "hub"))
+        #expect(OriginPolicy(allowedOrigins: ["*"]).allows(origin: "https://any.example", host: "hub"))
+    }
+}
+
+@Suite struct OutboxTests {
+    @Test func overflowIsFlaggedAndWakes() {
+        let outbox = Outbox(limit: 10) {}
+        #expect(outbox.append(.text(ByteBuffer(string: "12345"))))
+        #expect(!outbox.append(.text(ByteBuffer(string: "12345"))), "already waking")
+        #expect(outbox.append(.text(ByteBuffer(string: "1"))), "overflow always wakes")
+        let (items, overflowed) = outbox.take()
+        #expect(items.isEmpty)
+        #expect(overflowed)
+    }
+}
