@@ -79,9 +79,11 @@ struct ServeCommand: AsyncParsableCommand {
             }
             secret = contents.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        if let value = secret, value.isEmpty { throw ValidationError("the JWT secret is empty") }
+        if let value = secret, value.utf8.count < TokenVerifier.minimumSecretBytes {
+            throw ValidationError("the JWT secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a 256-bit key)")
+        }
         config.jwtSecret = secret
-        config.limits.requireSharedRoom = requireSharedRoom ?? (secret != nil)
+        config.requireSharedRoom = requireSharedRoom
         config.allowedOrigins = allowOrigin
         config.heartbeatInterval = heartbeatInterval
         config.heartbeatTimeout = heartbeatTimeout

@@ -17,6 +17,9 @@ struct TokenCommand: AsyncParsableCommand {
         guard let secret = secret ?? ProcessInfo.processInfo.environment["SIGNAL_JWT_SECRET"] else {
             throw ValidationError("--secret (or SIGNAL_JWT_SECRET) is required")
         }
+        guard secret.utf8.count >= TokenVerifier.minimumSecretBytes else {
+            throw ValidationError("the secret must be at least \(TokenVerifier.minimumSecretBytes) bytes")
+        }
         let verifier = await TokenVerifier(secret: secret)
         let payload = SignalTokenPayload(
             sub: sub,

@@ -31,7 +31,13 @@ public struct TokenRejection: Error, Sendable, Equatable {
 public struct TokenVerifier: Sendable {
     private let keys: JWTKeyCollection
 
+    /// The shortest secret accepted: HS256 keys shorter than the hash output (32 bytes) are weak.
+    public static let minimumSecretBytes = 32
+
+    /// Creates a verifier. The secret must be at least ``minimumSecretBytes`` long (checked by the
+    /// callers that take a secret from users, e.g. `signal serve`).
     public init(secret: String) async {
+        precondition(secret.utf8.count >= Self.minimumSecretBytes, "HS256 secret shorter than 32 bytes")
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         self.keys = keys

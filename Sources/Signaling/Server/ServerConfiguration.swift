@@ -55,6 +55,16 @@ public struct ServerConfiguration: Sendable {
     public var allowedOrigins: [String] = []
     /// HS256 secret; when set, every client needs a valid token.
     public var jwtSecret: String? = nil
+    /// Whether peers may signal only peers they share a room with. `nil` (the default) means: on when
+    /// auth is on, off otherwise. Overrides `limits.requireSharedRoom`.
+    public var requireSharedRoom: Bool? = nil
+
+    /// The hub limits with the defaults that depend on other settings applied.
+    var effectiveLimits: HubLimits {
+        var limits = self.limits
+        limits.requireSharedRoom = requireSharedRoom ?? (jwtSecret != nil || limits.requireSharedRoom)
+        return limits
+    }
     /// ICE servers handed out in `welcome` (raw JSON array).
     public var iceServersJSON: String = "[]"
 

@@ -42,7 +42,7 @@ public final class SignalServer: Service, Sendable {
         let metrics = HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
         self.metrics = metrics
         self.hub = Hub(
-            limits: configuration.limits,
+            limits: configuration.effectiveLimits,
             welcome: WelcomeTemplate(
                 heartbeatInterval: configuration.heartbeatInterval,
                 heartbeatTimeout: configuration.heartbeatTimeout,
@@ -207,7 +207,7 @@ public final class SignalServer: Service, Sendable {
             }
         }
         let hub = self.hub
-        func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
+        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
             let role = WebSocketRole.session(hub: hub, request: open ?? .fresh(peer: nil, subject: nil, grant: .all), refusal: refusal)
             return channel.eventLoop.makeCompletedFuture {
                 try self.addWebSocketHandlers(channel, role: role, echo: false)
@@ -232,12 +232,18 @@ public final class SignalServer: Service, Sendable {
         }
         let promise = channel.eventLoop.makePromise(of: Void.self)
         Task {
+            let open: OpenRequest?
+            let refusal: (ErrorCode, CloseCode, String)?
             do throws(TokenRejection) {
                 let claims = try await verifier.verify(token)
-                promise.completeWith(session(openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms)), refusal: nil))
+                open = openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms))
+                refusal = nil
             } catch let rejection {
-                promise.completeWith(session(nil, refusal: (.unauthorized, .unauthorized, rejection.reason)))
+                open = nil
+                refusal = (.unauthorized, .unauthorized, rejection.reason)
             }
+            // Pipeline changes happen on the channel's event loop.
+            promise.completeWith(channel.eventLoop.flatSubmit { session(open, refusal: refusal) })
         }
         return promise.futureResult
     }
