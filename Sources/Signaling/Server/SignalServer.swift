@@ -174,8 +174,11 @@ public final class SignalServer: Service, Sendable {
             overCapacity: overCapacity
         )
         let router = HTTPRouter(endpoints: endpoints)
+        // One frame never exceeds one message. NIO's decoder refuses a larger declared length (1009)
+        // before buffering any of it, and traps on a limit above UInt32.max, so clamp the flag's value.
+        let maxFrameSize = max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0)
         let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0),
+            maxFrameSize: min(maxFrameSize, Int(UInt32.max)),
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 let path = UpgradeRequest(head).path
@@ -261,12 +264,15 @@ public final class SignalServer: Service, Sendable {
             rateMaxStrikes: configuration.rateMaxStrikes,
             decoder: MessageDecoder()
         )
+        let maxFragments = echo ? configuration.echoMaxFragments : configuration.maxFragments
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(FrameGuard())
+        // FrameGuard decides every frame (masking, reserved bits and opcodes, fragmentation, size and
+        // fragment count, UTF-8 as fragments arrive) before the aggregator buffers anything.
+        try sync.addHandler(FrameGuard(maxMessageBytes: maxBytes, maxFragments: maxFragments))
         try sync.addHandler(
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0,
-                maxAccumulatedFrameCount: echo ? configuration.echoMaxFragments : configuration.maxFragments,
+                maxAccumulatedFrameCount: maxFragments,
                 maxAccumulatedFrameSize: maxBytes
             )
         )

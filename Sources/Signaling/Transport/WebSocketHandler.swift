@@ -32,21 +32,11 @@ final class WebSocketHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private enum State {
-        case open
-        /// The server sent a close frame and waits for the client's.
-        case closing
-        case closed
-    }
-
     private let role: WebSocketRole
     private let settings: WebSocketSettings
     private let metrics: HubMetrics
     private var logger: Logger
-    private var state = State.open
-    private var clientSentClose = false
-    private var clientCloseCode: UInt16?
-    private var serverCloseCode: CloseCode?
+    private var handshake = CloseHandshake()
     private var lastInbound = NIODeadline.now()
     private var heartbeat: RepeatedTask?
     private var closeTimer: Scheduled<Void>?
@@ -111,14 +101,14 @@ final class WebSocketHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.stopTimers()
-        self.state = .closed
+        self.handshake.socketClosed()
         let keep: Bool
-        if let code = serverCloseCode {
+        if let code = handshake.serverCode {
             keep = code.keepsSession
             metrics.recordClose(code.rawValue)
-        } else if clientSentClose {
+        } else if handshake.clientClosed {
             keep = false
-            metrics.recordClose(clientCloseCode ?? 1000)
+            metrics.recordClose(handshake.clientCode ?? 1000)
         } else {
             keep = true
             metrics.recordClose(1006)
@@ -144,48 +134,35 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        switch error {
-        case let violation as WebSocketViolation:
-            self.initiateClose(violation.code, reason: violation.reason)
-        case NIOWebSocketError.invalidFrameLength:
-            self.initiateClose(.messageTooBig, reason: "message too big")
-        case let aggregation as NIOWebSocketFrameAggregator.Error:
-            switch aggregation {
-            case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
-                self.initiateClose(.messageTooBig, reason: "message too big")
-            default:
-                self.initiateClose(.protocolError, reason: "invalid fragmentation")
-            }
-        case is NIOWebSocketError:
-            self.initiateClose(.protocolError, reason: "protocol error")
-        default:
+        guard let violation = WebSocketViolation(error) else {
             // I/O errors: the connection is gone; the session waits for a resume.
             logger.debug("connection error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
+            return
         }
+        logger.debug(
+            "protocol violation",
+            metadata: ["close.code": "\(violation.code.rawValue)", "close.reason": "\(violation.reason)"]
+        )
+        self.initiateClose(violation.code, reason: violation.reason, inboundUsable: violation.inboundUsable)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // FrameGuard has unmasked every frame and checked it (masking, reserved bits and opcodes,
+        // fragmentation, size, UTF-8 of text) before the aggregator joined the fragments.
         let frame = Self.unwrapInboundIn(data)
         self.lastInbound = .now()
-        switch state {
-        case .open: break
-        case .closing:
-            if frame.opcode == .connectionClose { context.close(promise: nil) }
+        if frame.opcode == .connectionClose {
+            self.receivedClose(frame.data)
             return
-        case .closed: return
         }
-        var payload = frame.data
-        if let key = frame.maskKey { payload.webSocketUnmask(key) }
+        guard case .open = handshake.state else { return }
+        let payload = frame.data
         switch frame.opcode {
         case .text:
             metrics.bytesIn.increment(by: payload.readableBytes)
             guard payload.readableBytes <= settings.maxMessageBytes else {
                 self.initiateClose(.messageTooBig, reason: "message too big")
-                return
-            }
-            guard payload.isValidUTF8 else {
-                self.initiateClose(.invalidPayload, reason: "text message is not valid UTF-8")
                 return
             }
             self.receivedText(payload)
@@ -199,8 +176,6 @@ final class WebSocketHandler: ChannelInboundHandler {
             self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
         case .pong:
             break
-        case .connectionClose:
-            self.receivedClose(payload)
         default:
             self.initiateClose(.protocolError, reason: "unexpected frame")
         }
@@ -235,60 +210,55 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
     }
 
-    /// A close frame from the client: validate it, answer it, close the socket.
+    /// A close frame from the client: the handshake decides whether to answer it; then the socket closes.
     private func receivedClose(_ payload: ByteBuffer) {
-        clientSentClose = true
-        var payload = payload
-        var reply = CloseCode.normal.rawValue
-        var replyEmpty = payload.readableBytes == 0
-        if payload.readableBytes == 1 {
-            reply = CloseCode.protocolError.rawValue
-            replyEmpty = false
-        } else if let code = payload.readInteger(as: UInt16.self) {
-            clientCloseCode = code
-            if !Self.isValidCloseCode(code) {
-                reply = CloseCode.protocolError.rawValue
-            } else if !payload.isValidUTF8 {
-                reply = CloseCode.invalidPayload.rawValue
-            } else {
-                reply = code
-            }
-        }
-        var data = context!.channel.allocator.buffer(capacity: 2)
-        if !replyEmpty { data.writeInteger(reply) }
-        self.state = .closed
-        let context = self.context!
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
-            .whenComplete { _ in loopBound.value.close(promise: nil) }
-    }
-
-    /// Codes a peer may send (RFC 6455 §7.4.1 and the IANA registry; 1004–1006 and 1015 never go on the wire).
-    static func isValidCloseCode(_ code: UInt16) -> Bool {
-        switch code {
-        case 1000...1003, 1007...1011, 3000...4999: return true
-        default: return false
+        guard let context else { return }
+        switch handshake.receivedClose(payload) {
+        case .reply(let code):
+            var data = context.channel.allocator.buffer(capacity: 2)
+            if let code { data.writeInteger(code) }
+            self.writeCloseFrame(data, context: context, thenClose: true)
+        case .closeSocket:
+            closeTimer?.cancel()
+            closeTimer = nil
+            context.close(promise: nil)
+        case .ignore:
+            break
         }
     }
 
-    /// Sends a close frame and waits (up to the close timeout) for the client's before closing the socket.
-    func initiateClose(_ code: CloseCode, reason: String) {
-        guard case .open = state, let context else { return }
-        state = .closing
-        serverCloseCode = code
+    /// Sends a close frame; then waits (up to the close timeout) for the client's before closing the
+    /// socket, or closes it right away when `inboundUsable` is false (no close frame can be read any more).
+    func initiateClose(_ code: CloseCode, reason: String, inboundUsable: Bool = true) {
+        guard let context else { return }
+        guard case .send(let code, let reason, let awaitReply) = handshake.initiate(code, reason: reason, inboundUsable: inboundUsable)
+        else { return }
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code.rawValue)
-        data.writeString(String(reason.utf8.prefix(123)) ?? "")
-        context.writeAndFlush(Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)), promise: nil)
+        data.writeString(reason)
+        self.writeCloseFrame(data, context: context, thenClose: !awaitReply)
+        guard awaitReply else { return }
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         closeTimer = context.eventLoop.scheduleTask(in: settings.closeTimeout) {
             loopBound.value.close(promise: nil)
         }
     }
 
+    private func writeCloseFrame(_ data: ByteBuffer, context: ChannelHandlerContext, thenClose: Bool) {
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        guard thenClose else {
+            context.writeAndFlush(Self.wrapOutboundOut(frame), promise: nil)
+            return
+        }
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(Self.wrapOutboundOut(frame)).whenComplete { _ in
+            loopBound.value.close(promise: nil)
+        }
+    }
+
     /// Writes what the hub queued for this connection.
     func drainOutbox() {
-        guard let outbox, let context, case .open = state else { return }
+        guard let outbox, let context, case .open = handshake.state else { return }
         if outbox.isOverflowed {
             self.initiateClose(.tryAgainLater, reason: "slow consumer: outbound queue full")
             return
@@ -313,7 +283,7 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     private func heartbeatTick() {
-        guard let context else { return }
+        guard let context, case .open = handshake.state else { return }
         if NIODeadline.now() - lastInbound > settings.heartbeatTimeout {
             logger.debug("heartbeat timeout")
             context.close(promise: nil)  // a dead peer cannot take a close frame: treat as a drop
