@@ -27,11 +27,17 @@ struct PeerCommand: AsyncParsableCommand {
     @Option(help: "Client token (JWT).") var token: String?
     @Option(help: "Join this room on connect (repeatable).") var room: [String] = []
     @Flag(help: "Do not resume after a dropped connection.") var noResume = false
+    @Option(help: "PEM file of a private CA to trust for wss:// (default: the system trust store).") var ca: String?
+    @Flag(help: "Do not verify the server's certificate (insecure; for debugging only).") var insecure = false
     @Option(help: "Seconds to wait for outstanding answers after the end of input.") var linger = 2.0
 
     func run() async throws {
         var options = SignalClient.Options(url: try WebSocketURL(url), peer: peer, token: token)
         options.autoResume = !noResume
+        options.tls = ClientTLSOptions(caFile: ca, insecure: insecure)
+        if insecure {
+            FileHandle.standardError.write(Data("# warning: --insecure: the server's certificate is not verified\n".utf8))
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = SignalClient(options: options, group: group)
         do {

@@ -25,6 +25,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Only let peers signal peers they share a room with (default: on when auth is on).")
     var requireSharedRoom: Bool?
 
+    @Option(help: "PEM certificate chain (leaf first) for wss:// and https:// on the same port; reloaded on SIGHUP.")
+    var tlsCert: String?
+    @Option(help: "PEM private key matching --tls-cert.")
+    var tlsKey: String?
+
     @Option(help: "Allow this browser Origin (repeatable; '*' allows any). Same-origin and no-Origin clients are always allowed.")
     var allowOrigin: [String] = []
 
@@ -110,6 +115,11 @@ struct ServeCommand: AsyncParsableCommand {
             config.iceServersJSON = "[" + entries.joined(separator: ",") + "]"
         }
         config.echo = echo
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?): config.tls = TLSFiles(certificatePath: cert, keyPath: key)
+        case (nil, nil): break
+        default: throw ValidationError("--tls-cert and --tls-key go together")
+        }
         config.webRoot = webRoot
         config.echoMaxMessageBytes = echoMaxMessageBytes
         config.echoMaxFragments = echoMaxFragments
@@ -120,7 +130,12 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = logging.bootstrap(label: "signal")
         let configuration = try makeConfiguration()
         raiseFileDescriptorLimit()
-        let server = await SignalServer(configuration: configuration, logger: logger)
+        let server: SignalServer
+        do {
+            server = try await SignalServer(configuration: configuration, logger: logger)
+        } catch {
+            throw ValidationError(error.description)
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server)],

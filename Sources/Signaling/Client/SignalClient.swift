@@ -18,6 +18,8 @@ public actor SignalClient {
         /// Send `received` after this many sequenced messages.
         public var confirmEvery = 32
         public var headers: [(String, String)] = []
+        /// How `wss://` servers are verified.
+        public var tls = ClientTLSOptions()
 
         public init(url: WebSocketURL, peer: String? = nil, token: String? = nil) {
             self.url = url
@@ -103,7 +105,7 @@ public actor SignalClient {
         }
         if let token = options.token { query.append("token=\(encoded(token))") }
         let url = query.isEmpty ? options.url : options.url.appendingQuery(query.joined(separator: "&"))
-        return try await WebSocketClient.connect(to: url, headers: options.headers, group: group)
+        return try await WebSocketClient.connect(to: url, headers: options.headers, group: group, tls: options.tls)
     }
 
     private func run(_ first: WebSocketClient) async {

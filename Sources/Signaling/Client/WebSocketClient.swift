@@ -2,7 +2,34 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
+
+/// How a client checks a `wss://` server.
+public struct ClientTLSOptions: Sendable, Equatable {
+    /// PEM file of the CA to trust instead of the system trust store (a private CA).
+    public var caFile: String?
+    /// Skip certificate verification entirely. Never the default; callers should warn when it is set.
+    public var insecure: Bool
+
+    public init(caFile: String? = nil, insecure: Bool = false) {
+        self.caFile = caFile
+        self.insecure = insecure
+    }
+
+    func makeContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["http/1.1"]
+        if let caFile {
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+        }
+        if insecure {
+            configuration.certificateVerification = .none
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+}
 
 /// A small WebSocket client on SwiftNIO, used by `signal peer`, `signal bench` and the tests.
 ///
@@ -34,8 +61,13 @@ public final class WebSocketClient: Sendable {
         group: any EventLoopGroup,
         maxFrameSize: Int = 1 << 20,
         localAddress: SocketAddress? = nil,
+        tls: ClientTLSOptions = ClientTLSOptions(),
         configure: (@Sendable (any Channel) throws -> Void)? = nil
     ) async throws -> WebSocketClient {
+        let sslContext = url.secure ? try tls.makeContext() : nil
+        // SNI and hostname checks take a name; an IP literal is verified by the chain only.
+        let isIPLiteral = (try? SocketAddress(ipAddress: url.host, port: 0)) != nil
+        let serverHostname = isIPLiteral ? nil : url.host
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
         let state = NIOLockedValueBox<(closeCode: UInt16?, reason: String)>((nil, ""))
         let eventLoop = group.next()
@@ -56,6 +88,11 @@ public final class WebSocketClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try configure?(channel)
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes,
                         withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })

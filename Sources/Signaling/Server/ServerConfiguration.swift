@@ -68,6 +68,9 @@ public struct ServerConfiguration: Sendable {
     /// ICE servers handed out in `welcome` (raw JSON array).
     public var iceServersJSON: String = "[]"
 
+    /// Certificate chain and key for `wss://` and `https://` on the same port (nil: plain text).
+    public var tls: TLSFiles? = nil
+
     /// Serve the SDK and demo page from this directory instead of the built-in copies (development).
     public var webRoot: String? = nil
 

@@ -9,6 +9,7 @@ import NIOPosix
 import NIOWebSocket
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// The signaling hub as a service: binds, serves HTTP and WebSocket, and on graceful shutdown stops
 /// accepting, closes every client with 1001 and waits (up to the drain timeout) for them to go.
@@ -30,13 +31,15 @@ public final class SignalServer: Service, Sendable {
     private let phase = NIOLockedValueBox(Phase.idle)
     private let limiter: ConnectionLimiter
     private let endpoints: HTTPEndpoints
+    private let tls: TLSContextStore?
 
     public init(
         configuration: ServerConfiguration,
         logger: Logger = Logger(label: "signal"),
         registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
-    ) async {
+    ) async throws(TLSSetupError) {
         self.configuration = configuration
+        self.tls = try configuration.tls.map { files throws(TLSSetupError) in try TLSContextStore(files: files) }
         self.logger = logger
         self.registry = registry
         let metrics = HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
@@ -108,6 +111,7 @@ public final class SignalServer: Service, Sendable {
             metadata: [
                 "address": "\(configuration.host):\(port)",
                 "auth": "\(verifier != nil ? "jwt" : "none")",
+                "tls": "\(tls != nil)",
                 "echo": "\(configuration.echo)",
             ]
         )
@@ -139,8 +143,33 @@ public final class SignalServer: Service, Sendable {
 
     public func run() async throws {
         try await start()
-        try? await gracefulShutdown()
+        await withTaskGroup(of: Void.self) { group in
+            if tls != nil {
+                group.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        self.reloadTLS()
+                    }
+                }
+            }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
         await shutdown()
+    }
+
+    /// Re-reads the certificate and key (what SIGHUP does). New connections use them; live sessions keep
+    /// theirs. On an error the old certificate stays in use.
+    @discardableResult
+    public func reloadTLS() -> Bool {
+        guard let tls else { return false }
+        do {
+            try tls.reload()
+            logger.info("TLS certificate reloaded", metadata: ["tls.certificate": "\(tls.files.certificatePath)"])
+            return true
+        } catch {
+            logger.error("TLS reload failed; keeping the old certificate", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     // MARK: Pipeline
@@ -155,6 +184,9 @@ public final class SignalServer: Service, Sendable {
             metrics.connectionsRefused.increment()
         }
         return channel.eventLoop.makeCompletedFuture {
+            if let tls = self.tls {
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(TLSSniffer(store: tls)))
+            }
             try self.addHTTPHandlers(channel, overCapacity: !admitted)
         }
     }

@@ -21,7 +21,7 @@ final class TestHub: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test-hub")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG"] == nil ? .warning : .debug
-        server = await SignalServer(configuration: configuration, logger: logger)
+        server = try await SignalServer(configuration: configuration, logger: logger)
         port = try await server.start()
     }
 
