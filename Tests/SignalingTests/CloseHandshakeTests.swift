@@ -23,6 +23,18 @@ import Testing
         #expect(!handshake.clientClosed)
     }
 
+    @Test func aClientThatKeepsSendingAfterTheCloseFrameIsCutOff() {
+        var handshake = CloseHandshake(maxFramesWhileClosing: 3)
+        let whileOpen = handshake.receivedFrameWhileClosing()
+        #expect(!whileOpen)  // not counted while open
+        _ = handshake.initiate(.policyViolation, reason: "flood", inboundUsable: true)
+        var verdicts: [Bool] = []
+        for _ in 0..<4 { verdicts.append(handshake.receivedFrameWhileClosing()) }
+        #expect(verdicts == [false, false, false, true])
+        #expect(handshake.state == .closed)
+        #expect(handshake.receivedClose(payload(1000)) == .ignore)
+    }
+
     @Test func aBrokenInboundStreamClosesRightAfterTheCloseFrame() {
         var handshake = CloseHandshake()
         #expect(handshake.initiate(.messageTooBig, reason: "big", inboundUsable: false) == .send(code: .messageTooBig, reason: "big", awaitReply: false))

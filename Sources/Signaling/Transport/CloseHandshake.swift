@@ -8,6 +8,9 @@ import NIOCore
 ///   frame can arrive any more and the socket is closed as soon as the close frame is written.
 /// - The client closes: its close frame is checked (§7.4: a 1-byte payload, a code that may not be
 ///   sent, or a reason that is not UTF-8 is a protocol error), answered, and the socket closed.
+/// - While the server waits for the client's close frame, a client that keeps streaming data frames
+///   (a flooder that ignores the close) has ``maxFramesWhileClosing`` frames of slack for what was
+///   already in flight; then the socket is closed, so decoding its stream costs no more CPU.
 struct CloseHandshake: Sendable {
     enum State: Equatable, Sendable {
         /// Messages flow both ways.
@@ -44,8 +47,17 @@ struct CloseHandshake: Sendable {
     private(set) var clientClosed = false
     /// The code in the client's close frame, if it had one.
     private(set) var clientCode: UInt16?
+    /// Frames other than close received since the server's close frame went out.
+    private(set) var framesWhileClosing = 0
 
-    init() {}
+    /// Frames a client may still send after the server's close frame before the socket is closed
+    /// without waiting any longer. Generous for frames that were in flight; small next to what a flood
+    /// sends in the close timeout.
+    let maxFramesWhileClosing: Int
+
+    init(maxFramesWhileClosing: Int = 1000) {
+        self.maxFramesWhileClosing = maxFramesWhileClosing
+    }
 
     /// Close reasons are cut to fit a control frame (125 bytes, 2 of them the code) on a character boundary.
     static let maxReasonBytes = 123
@@ -79,6 +91,16 @@ struct CloseHandshake: Sendable {
             guard payload.isValidUTF8 else { return .reply(code: CloseCode.invalidPayload.rawValue) }
             return .reply(code: code)
         }
+    }
+
+    /// A frame other than close arrived (or was dropped for a violation) after the server's close
+    /// frame. Returns true when the socket should be closed now.
+    mutating func receivedFrameWhileClosing() -> Bool {
+        guard case .closing = state else { return false }
+        framesWhileClosing += 1
+        guard framesWhileClosing > maxFramesWhileClosing else { return false }
+        state = .closed
+        return true
     }
 
     /// The socket closed (for any reason).

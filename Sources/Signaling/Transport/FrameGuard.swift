@@ -47,6 +47,10 @@ final class FrameGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
 
+    /// Sent down the pipeline for every data frame dropped while the connection is failing, so the
+    /// ``WebSocketHandler`` can count it against the client's slack for frames sent after a close.
+    struct DroppedFrame {}
+
     private var validator: InboundFrameValidator
 
     init(maxMessageBytes: Int, maxFragments: Int) {
@@ -75,7 +79,7 @@ final class FrameGuard: ChannelInboundHandler, RemovableChannelHandler {
         case .reject(let code, let reason):
             context.fireErrorCaught(WebSocketViolation(code: code, reason: reason))
         case .drop:
-            break
+            context.fireUserInboundEventTriggered(DroppedFrame())
         }
     }
 }

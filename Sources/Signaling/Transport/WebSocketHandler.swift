@@ -128,6 +128,8 @@ final class WebSocketHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             self.initiateClose(.goingAway, reason: "server shutting down")
+        } else if event is FrameGuard.DroppedFrame {
+            self.receivedFrameWhileClosing(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -156,7 +158,10 @@ final class WebSocketHandler: ChannelInboundHandler {
             self.receivedClose(frame.data)
             return
         }
-        guard case .open = handshake.state else { return }
+        guard case .open = handshake.state else {
+            self.receivedFrameWhileClosing(context: context)
+            return
+        }
         let payload = frame.data
         switch frame.opcode {
         case .text:
@@ -224,6 +229,15 @@ final class WebSocketHandler: ChannelInboundHandler {
             context.close(promise: nil)
         case .ignore:
             break
+        }
+    }
+
+    /// A client that keeps sending after the server's close frame gets some slack for frames in flight,
+    /// then its socket is closed so its stream costs no more decoding.
+    private func receivedFrameWhileClosing(context: ChannelHandlerContext) {
+        if handshake.receivedFrameWhileClosing() {
+            logger.debug("client kept sending after the close frame; closing the socket")
+            context.close(promise: nil)
         }
     }
 
