@@ -406,6 +406,30 @@ def test_07_json_abuse_gets_an_error_or_the_documented_close(start_hub):
         bystanders.check(MAX_ROUND_TRIP, MAX_GAP)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="JSONScanner checks duplicate member names by comparing each new name with every earlier one "
+    "(quadratic): one 62 KB object with 7,000 members costs ~2.5 s of event-loop CPU in a debug build. "
+    "Reported for Sources/Signaling/Protocol; remove this mark once the check is linear.",
+)
+def test_07_an_object_with_thousands_of_members_is_decoded_in_bounded_time(start_hub):
+    hub = start_hub(*FAST)
+    with Bystanders(hub) as bystanders:
+        ws = connect_peer(hub.port, "abuser")
+        members = ",".join(f'"{i}":0' for i in range(7000))
+        message = '{"type":"message","to":"nobody","id":"many","data":{' + members + "}}"
+        assert len(message) < 64 * 1024
+        started = time.monotonic()
+        ws.send_frame(TEXT, message)
+        reply = ws.recv_until(lambda m: m.get("id") == "many", 30)
+        took = time.monotonic() - started
+        print(f"7,000-member object answered in {took * 1000:.0f} ms")
+        assert reply["code"] == "peer-unavailable"
+        assert took < 0.5, took
+        bystanders.check(MAX_ROUND_TRIP, MAX_GAP)
+        ws.close()
+
+
 # 8. Flooding ------------------------------------------------------------------------------------------
 
 
