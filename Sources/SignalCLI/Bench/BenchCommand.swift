@@ -1,0 +1,31 @@
+import ArgumentParser
+
+/// `signal bench`: the load generator (a lean SwiftNIO client, many connections per event loop).
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Load a hub (or any protocol-v1 or echo server) and measure it.",
+        discussion: """
+            connect  open and hold N sessions joined to rooms: connect rate, server
+                     memory per connection, relay latency while all are held
+            relay    pairs negotiate (offer, answer, candidates) in a loop:
+                     signals/s, latency, server CPU
+            fanout   room broadcasts: deliveries/s, latency
+            echo     the transport ceiling against an echo endpoint
+                     (the hub's /echo with `signal serve --echo`)
+
+            A progress line goes to stderr while it runs and a summary to stdout at \
+            the end; with --json the summary is one JSON object with signals_per_sec, \
+            latency_ms (p50, p90, p99, p999, max, mean), errors and, for connect, \
+            connections, connects_per_sec and server_rss_bytes_per_connection. The \
+            server's CPU time and memory come from /proc/<pid> (--server-pid, or the \
+            local process listening on the URL's port) or from its /metrics.
+
+            Start the hub with limits that let one machine load it, e.g.
+              signal serve --rate-burst 100000 --rate-per-second 1000000 \\
+                --max-connections 200000 --max-connections-per-ip 1000000 \\
+                --max-peers-per-room 10000
+            """,
+        subcommands: [BenchConnectCommand.self, BenchRelayCommand.self, BenchFanoutCommand.self, BenchEchoCommand.self]
+    )
+}

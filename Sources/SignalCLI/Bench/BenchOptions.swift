@@ -1,0 +1,81 @@
+import ArgumentParser
+
+/// Options every `signal bench` mode takes.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "WebSocket URL of the server (the hub's /ws, its /echo, or a reference server).")
+    var url = "ws://127.0.0.1:8080/ws"
+
+    @Flag(help: "Print the summary as one JSON object on stdout.")
+    var json = false
+
+    @Option(help: "Event loop threads of the load generator.")
+    var threads = 1
+
+    @Option(help: "Spread connections over loopback sources 127.0.0.1…127.0.0.N (0: one per 20,000 connections).")
+    var sourceAddresses = 0
+
+    @Option(help: "Server process id, for its CPU time and memory (default: the local process listening on the URL's port, else /metrics).")
+    var serverPid: Int32?
+
+    @Option(help: "WebSocket handshakes in flight at once.")
+    var connectConcurrency = 256
+
+    @Option(help: "Seconds allowed for connecting every session.")
+    var connectTimeout = 120.0
+
+    @Flag(help: "No progress line on stderr.")
+    var quiet = false
+
+    func validateCommon() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard connectConcurrency >= 1 else { throw ValidationError("--connect-concurrency must be at least 1") }
+        guard sourceAddresses >= 0, sourceAddresses <= 254 else { throw ValidationError("--source-addresses must be 0-254") }
+    }
+}
+
+/// `--rate R|max`: messages per second, or a closed loop as fast as the server answers.
+enum BenchRate: ExpressibleByArgument, Sendable, CustomStringConvertible {
+    case max
+    case perSecond(Double)
+
+    init?(argument: String) {
+        if argument.lowercased() == "max" {
+            self = .max
+        } else if let value = Double(argument), value > 0 {
+            self = .perSecond(value)
+        } else {
+            return nil
+        }
+    }
+
+    var perSecond: Double? {
+        if case .perSecond(let value) = self { return value }
+        return nil
+    }
+
+    var description: String {
+        switch self {
+        case .max: return "max"
+        case .perSecond(let value): return value == value.rounded() ? String(Int(value)) : String(value)
+        }
+    }
+
+    var defaultValueDescription: String { description }
+}
+
+/// `--duration`, `--warmup`, `--size` and `--inflight`, shared by the load modes.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "Seconds to measure.") var duration = 10.0
+    @Option(help: "Seconds of load before measuring (not counted).") var warmup = 1.0
+    @Option(help: "Bytes per message (the JSON text; small sizes are rounded up to the message's fixed part).")
+    var size = 256
+    @Option(help: "Exchanges each pair, room or connection keeps under way with --rate max.")
+    var inflight = 1
+
+    func validateLoad() throws {
+        guard duration > 0 else { throw ValidationError("--duration must be positive") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
+        guard size >= 0, size <= 60 * 1024 else { throw ValidationError("--size must be 0-61440") }
+        guard inflight >= 1 else { throw ValidationError("--inflight must be at least 1") }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Histogram
+
+/// Latency percentiles in milliseconds.
+struct LatencySummary: Encodable, Sendable {
+    var p50: Double
+    var p90: Double
+    var p99: Double
+    var p999: Double
+    var max: Double
+    var mean: Double
+
+    init(_ histogram: Histogram<UInt64>) {
+        func ms(_ nanoseconds: UInt64) -> Double { (Double(nanoseconds) / 1e3).rounded() / 1e3 }
+        let empty = histogram.totalCount == 0
+        p50 = empty ? 0 : ms(histogram.valueAtPercentile(50))
+        p90 = empty ? 0 : ms(histogram.valueAtPercentile(90))
+        p99 = empty ? 0 : ms(histogram.valueAtPercentile(99))
+        p999 = empty ? 0 : ms(histogram.valueAtPercentile(99.9))
+        max = empty ? 0 : ms(histogram.max)
+        mean = empty ? 0 : (histogram.mean / 1e3).rounded() / 1e3
+    }
+
+    var text: String {
+        String(format: "p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms", p50, p90, p99, p999, max)
+    }
+}
+
+/// Why `errors` is not zero.
+struct ErrorDetail: Encodable, Sendable {
+    /// `error` messages the server sent.
+    var errorMessages: Int
+    /// Connections that never became ready.
+    var connectFailed: Int
+    /// Connections lost after they were ready.
+    var closed: Int
+    /// Measured messages that never arrived (after the drain).
+    var lost: Int
+    var firstError: String?
+
+    enum CodingKeys: String, CodingKey {
+        case errorMessages = "error_messages"
+        case connectFailed = "connect_failed"
+        case closed, lost
+        case firstError = "first_error"
+    }
+}
+
+/// The result of one `signal bench` run: printed as text, or as JSON with `--json`.
+struct BenchReport: Encodable, Sendable {
+    var mode: String
+    var url: String
+    var threads: Int
+    var connections: Int
+    var pairs: Int?
+    var rooms: Int?
+    var roomSize: Int?
+    var rate: String?
+    var sizeBytes: Int?
+    var inflight: Int?
+    var durationS: Double
+    var sent: Int
+    /// Measured deliveries (relayed signals, room deliveries, echoes, probe messages).
+    var signals: Int
+    var signalsPerSec: Double
+    var broadcastsPerSec: Double?
+    var latencyMs: LatencySummary
+    var errors: Int
+    var errorDetail: ErrorDetail
+    var connectsPerSec: Double?
+    var connectLatencyMs: LatencySummary?
+    var serverPid: Int32?
+    /// Server CPU seconds (user + system) over the measured window (connect: while connecting).
+    var serverCpuSeconds: Double?
+    var signalsPerServerCpuSec: Double?
+    var connectsPerServerCpuSec: Double?
+    var serverRssBytes: Int?
+    var serverRssBytesPerConnection: Double?
+    var generatorCpuSeconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case mode, url, threads, connections, pairs, rooms
+        case roomSize = "room_size"
+        case rate
+        case sizeBytes = "size_bytes"
+        case inflight
+        case durationS = "duration_s"
+        case sent, signals
+        case signalsPerSec = "signals_per_sec"
+        case broadcastsPerSec = "broadcasts_per_sec"
+        case latencyMs = "latency_ms"
+        case errors
+        case errorDetail = "error_detail"
+        case connectsPerSec = "connects_per_sec"
+        case connectLatencyMs = "connect_latency_ms"
+        case serverPid = "server_pid"
+        case serverCpuSeconds = "server_cpu_seconds"
+        case signalsPerServerCpuSec = "signals_per_server_cpu_sec"
+        case connectsPerServerCpuSec = "connects_per_server_cpu_sec"
+        case serverRssBytes = "server_rss_bytes"
+        case serverRssBytesPerConnection = "server_rss_bytes_per_connection"
+        case generatorCpuSeconds = "generator_cpu_seconds"
+    }
+
+    func jsonText() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    var text: String {
+        var lines: [String] = []
+        var setup = "signal bench \(mode) → \(url): \(connections) connections"
+        if let pairs { setup += ", \(pairs) pairs" }
+        if let rooms, let roomSize { setup += ", \(rooms) rooms of \(roomSize)" }
+        if let rate { setup += ", rate \(rate)" }
+        if let sizeBytes { setup += ", \(sizeBytes) B" }
+        setup += ", \(threads) generator thread\(threads == 1 ? "" : "s")"
+        lines.append(setup)
+        if let connectsPerSec {
+            lines.append(String(format: "  connects      %.0f sessions/s", connectsPerSec))
+            if let connectLatencyMs { lines.append("  connect time  \(connectLatencyMs.text)") }
+        }
+        lines.append(
+            String(format: "  delivered     %d in %.2f s = %.0f/s (sent %d)", signals, durationS, signalsPerSec, sent)
+        )
+        if let broadcastsPerSec { lines.append(String(format: "  broadcasts    %.0f/s", broadcastsPerSec)) }
+        lines.append("  latency       \(latencyMs.text)")
+        if let serverCpuSeconds {
+            var line = String(format: "  server CPU    %.2f s", serverCpuSeconds)
+            if connectsPerServerCpuSec != nil { line += " while connecting" }
+            if let signalsPerServerCpuSec { line += String(format: " = %.0f signals per server CPU-second", signalsPerServerCpuSec) }
+            if let connectsPerServerCpuSec { line += String(format: " = %.0f connects per server CPU-second", connectsPerServerCpuSec) }
+            lines.append(line)
+        }
+        if let serverRssBytes {
+            var line = String(format: "  server RSS    %.1f MiB", Double(serverRssBytes) / 1_048_576)
+            if let serverRssBytesPerConnection { line += String(format: ", %.0f bytes per connection", serverRssBytesPerConnection) }
+            lines.append(line)
+        }
+        lines.append(String(format: "  generator CPU %.2f s", generatorCpuSeconds))
+        var errorLine = "  errors        \(errors)"
+        if errors > 0 {
+            errorLine +=
+                " (error messages \(errorDetail.errorMessages), connect failed \(errorDetail.connectFailed),"
+                + " closed \(errorDetail.closed), lost \(errorDetail.lost))"
+        }
+        lines.append(errorLine)
+        if let firstError = errorDetail.firstError { lines.append("  first error   \(firstError)") }
+        return lines.joined(separator: "\n")
+    }
+}

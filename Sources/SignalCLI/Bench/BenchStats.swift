@@ -1,0 +1,71 @@
+import Histogram
+
+/// What one event loop of the generator counted. Loops count on their own (no locks on the hot path)
+/// and the coordinator merges their copies.
+struct BenchStats: Sendable {
+    /// Measured messages sent (sent inside the measurement window).
+    var sent = 0
+    /// Deliveries those sends should cause (1 per signal; room size − 1 per broadcast).
+    var expected = 0
+    /// Measured deliveries received (their send time is inside the window).
+    var received = 0
+    /// `ack`s received (all of them, measured or not).
+    var acks = 0
+    /// `error` messages received.
+    var errorMessages = 0
+    /// Connections lost after they were ready (dropped, or closed by the server).
+    var closed = 0
+    /// Connections that never became ready (refused, failed upgrade, no `welcome`/`joined`).
+    var connectFailed = 0
+    /// Connections ready (upgraded, and for sessions: welcomed and joined).
+    var ready = 0
+    /// When the last connection became ready (monotonic nanoseconds).
+    var lastReadyAt: UInt64 = 0
+    /// The first error seen, for the summary.
+    var firstError: String?
+    /// Send-to-receive latency of measured deliveries, in nanoseconds.
+    var latency = BenchStats.makeHistogram()
+    /// Connect-to-ready time of each connection, in nanoseconds.
+    var connectLatency = BenchStats.makeHistogram()
+
+    static func makeHistogram() -> Histogram<UInt64> {
+        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    mutating func merge(_ other: BenchStats) {
+        sent += other.sent
+        expected += other.expected
+        received += other.received
+        acks += other.acks
+        errorMessages += other.errorMessages
+        closed += other.closed
+        connectFailed += other.connectFailed
+        ready += other.ready
+        lastReadyAt = max(lastReadyAt, other.lastReadyAt)
+        if firstError == nil { firstError = other.firstError }
+        latency.add(other.latency)
+        connectLatency.add(other.connectLatency)
+    }
+
+    /// Measured deliveries that never arrived.
+    var lost: Int { max(0, expected - received) }
+}
+
+/// A progress sample of one loop: counters and the latency of what arrived since the previous sample.
+struct BenchProgressSample: Sendable {
+    var sent = 0
+    var received = 0
+    var ready = 0
+    var failures = 0
+    var errorMessages = 0
+    var interval = BenchStats.makeHistogram()
+
+    mutating func merge(_ other: BenchProgressSample) {
+        sent += other.sent
+        received += other.received
+        ready += other.ready
+        failures += other.failures
+        errorMessages += other.errorMessages
+        interval.add(other.interval)
+    }
+}

@@ -1,0 +1,298 @@
+import Histogram
+import NIOCore
+import NIOPosix
+
+/// The connections of one event loop and the scenario they play. Everything here runs on `loop`:
+/// a scenario keeps the connections that talk to each other (a pair, a room) on the same loop, so it
+/// needs no locks; the coordinator reaches a driver only through `loop.submit`.
+///
+/// Subclasses (one per `signal bench` mode) say which room a connection joins, build their templates
+/// once every connection is ready, and react to measured messages.
+class LoopDriver {
+    let loop: any EventLoop
+    let plan: ConnectionPlan
+    private(set) var connections: [BenchConnection] = []
+    var stats = BenchStats()
+
+    private var interval = BenchStats.makeHistogram()
+    private var allSent = 0
+    private var allReceived = 0
+    private var nextToConnect = 0
+    private var connectsInFlight = 0
+    private let maxConnectsInFlight: Int
+    private var settled = 0
+    private var setupPromise: EventLoopPromise<Void>?
+    private var dirty: [BenchConnection] = []
+    private var flushScheduled = false
+    private var pacer: RepeatedTask?
+    private var pacerStart: UInt64 = 0
+    private var pacerFired = 0
+
+    /// Measurement window (monotonic nanoseconds): sends inside it are counted, and deliveries of them.
+    private(set) var windowStart: UInt64 = .max
+    private(set) var windowEnd: UInt64 = .max
+    /// Whether the scenario keeps generating load.
+    private(set) var running = false
+
+    init(loop: any EventLoop, plan: ConnectionPlan, globalIndexes: [Int], maxConnectsInFlight: Int) {
+        self.loop = loop
+        self.plan = plan
+        self.maxConnectsInFlight = max(1, maxConnectsInFlight)
+        self.connections.reserveCapacity(globalIndexes.count)
+        for (index, global) in globalIndexes.enumerated() {
+            connections.append(BenchConnection(driver: self, index: index, globalIndex: global))
+        }
+    }
+
+    // MARK: Scenario hooks
+
+    /// The room a session joins after `welcome` (nil: none; the session is ready at `welcome`).
+    func room(for connection: BenchConnection) -> String? { nil }
+
+    /// Called once every connection of every loop is ready: build templates.
+    func prepare() {}
+
+    /// Units of load on this loop (pairs, rooms, connections): the rate is shared in proportion.
+    var unitCount: Int { connections.count }
+
+    /// Measured messages one paced unit sends (a negotiation sends several signals).
+    var messagesPerUnit: Double { 1 }
+
+    /// Closed loop (`--rate max`): start `inflight` units each, the scenario keeps them going.
+    func beginClosedLoop(inflight: Int) {}
+
+    /// Open loop (`--rate R`): one unit of load, called at the paced rate.
+    func paced() {}
+
+    /// A measured message arrived on `connection`, sent at `stamp`. Subclasses call ``recordDelivery``.
+    func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
+        self.recordDelivery(stamp: stamp, now: now)
+    }
+
+    // MARK: Measuring
+
+    @inline(__always)
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    /// Counts a measured send that should cause `deliveries` deliveries.
+    func recordSend(at now: UInt64, deliveries: Int) {
+        allSent += 1
+        if now >= windowStart && now < windowEnd {
+            stats.sent += 1
+            stats.expected += deliveries
+        }
+    }
+
+    func recordDelivery(stamp: UInt64, now: UInt64) {
+        allReceived += 1
+        let value = now > stamp ? now - stamp : 0
+        interval.record(value)
+        guard stamp >= windowStart && stamp < windowEnd else { return }
+        stats.received += 1
+        stats.latency.record(value)
+    }
+
+    /// Starts the load now; deliveries of messages sent before `measureFrom` are not counted.
+    func start(measureFrom: UInt64, unitsPerSecond: Double?, inflight: Int) {
+        windowStart = measureFrom
+        windowEnd = .max
+        running = true
+        if let unitsPerSecond {
+            guard unitsPerSecond > 0, unitCount > 0 else { return }
+            pacerStart = Self.now()
+            pacerFired = 0
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            let perNano = unitsPerSecond / 1e9
+            pacer = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(500)) { _ in
+                bound.value.pace(perNano: perNano)
+            }
+        } else {
+            self.beginClosedLoop(inflight: inflight)
+        }
+    }
+
+    private func pace(perNano: Double) {
+        guard running else { return }
+        let due = Int(Double(Self.now() - pacerStart) * perNano) - pacerFired
+        // Open loop: a late tick catches up (bounded, so a stalled loop cannot build a burst forever).
+        for _ in 0..<min(max(due, 0), 100_000) {
+            self.paced()
+            pacerFired += 1
+        }
+    }
+
+    /// Stops generating load; the window closes now.
+    func stop() {
+        running = false
+        windowEnd = Self.now()
+        pacer?.cancel()
+        pacer = nil
+    }
+
+    func progressSample() -> BenchProgressSample {
+        var sample = BenchProgressSample()
+        sample.sent = allSent
+        sample.received = allReceived
+        sample.ready = stats.ready
+        sample.failures = stats.connectFailed + stats.closed
+        sample.errorMessages = stats.errorMessages
+        sample.interval = interval
+        interval.reset()
+        return sample
+    }
+
+    // MARK: Writes
+
+    func markDirty(_ connection: BenchConnection) {
+        dirty.append(connection)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        // Runs after this loop iteration's reads: one flush per connection per iteration.
+        loop.execute { bound.value.flushDirty() }
+    }
+
+    private func flushDirty() {
+        flushScheduled = false
+        let connections = dirty
+        dirty.removeAll(keepingCapacity: true)
+        for connection in connections { connection.flush() }
+    }
+
+    // MARK: Connecting
+
+    /// Connects every connection of this loop (at most `maxConnectsInFlight` handshakes at once); the
+    /// future completes when each is ready or has failed.
+    func connectAll() -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        setupPromise = promise
+        if connections.isEmpty {
+            promise.succeed()
+        } else {
+            self.connectMore()
+        }
+        return promise.futureResult
+    }
+
+    private func connectMore() {
+        while connectsInFlight < maxConnectsInFlight && nextToConnect < connections.count {
+            let connection = connections[nextToConnect]
+            nextToConnect += 1
+            connectsInFlight += 1
+            self.startConnect(connection)
+        }
+    }
+
+    private func startConnect(_ connection: BenchConnection) {
+        connection.phase = .connecting
+        connection.startedAt = Self.now()
+        let bound = NIOLoopBound(connection, eventLoop: loop)
+        var bootstrap = ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.maxMessagesPerRead, value: 16)
+            .connectTimeout(.seconds(30))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                }
+            }
+        if let source = plan.source(for: connection.globalIndex) {
+            // Pick the source port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT = 24).
+            #if os(Linux)
+            bootstrap = bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: NIOBSDSocket.Option(rawValue: 24)), value: 1)
+            #endif
+            bootstrap = bootstrap.bind(to: source)
+        }
+        bootstrap.connect(to: plan.server).whenFailure { error in
+            let connection = bound.value
+            connection.phase = .closed
+            connection.driver.connectionError(connection, "connect failed: \(error)")
+        }
+    }
+
+    /// A connection finished its upgrade.
+    func connectionUpgraded(_ connection: BenchConnection) {
+        if !plan.sessions { self.ready(connection) }
+    }
+
+    /// A text message arrived.
+    func received(_ connection: BenchConnection, _ payload: UnsafeRawBufferPointer) {
+        switch BenchMessage.classify(payload) {
+        case .stamped(let stamp):
+            self.delivered(connection, stamp: stamp, now: Self.now(), payload: payload)
+        case .ack:
+            stats.acks += 1
+        case .error:
+            stats.errorMessages += 1
+            if stats.firstError == nil {
+                stats.firstError = String(decoding: payload.prefix(300), as: UTF8.self)
+            }
+        case .welcome:
+            guard !connection.ready else { return }
+            connection.peer = BenchMessage.stringMember("peer", in: payload) ?? ""
+            if let room = self.room(for: connection) {
+                connection.send(BenchMessage.join(room: room), stamp: 0)
+            } else {
+                self.ready(connection)
+            }
+        case .joined:
+            if !connection.ready { self.ready(connection) }
+        case .other:
+            break
+        }
+    }
+
+    private func ready(_ connection: BenchConnection) {
+        connection.ready = true
+        let now = Self.now()
+        stats.ready += 1
+        stats.lastReadyAt = max(stats.lastReadyAt, now)
+        stats.connectLatency.record(now - connection.startedAt)
+        self.settle()
+    }
+
+    private func settle() {
+        connectsInFlight -= 1
+        settled += 1
+        self.connectMore()
+        if settled == connections.count {
+            setupPromise?.succeed()
+            setupPromise = nil
+        }
+    }
+
+    /// Something went wrong on a connection; counted once per connection.
+    func connectionError(_ connection: BenchConnection, _ reason: String) {
+        guard !connection.failed else { return }
+        connection.failed = true
+        if stats.firstError == nil { stats.firstError = reason }
+        if connection.ready {
+            stats.closed += 1
+        } else {
+            stats.connectFailed += 1
+            self.settle()
+        }
+    }
+
+    func connectionClosed(_ connection: BenchConnection, expected: Bool) {
+        if !expected { self.connectionError(connection, "connection dropped") }
+    }
+
+    // MARK: Teardown
+
+    /// Sends a close frame on every open connection.
+    func closeAll() {
+        self.stop()
+        for connection in connections { connection.close() }
+    }
+
+    /// Connections whose socket is still open.
+    var openCount: Int {
+        connections.reduce(0) { count, connection in
+            switch connection.phase {
+            case .idle, .closed: return count
+            default: return count + 1
+            }
+        }
+    }
+}

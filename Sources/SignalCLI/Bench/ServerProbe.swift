@@ -1,0 +1,175 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Reads the server's CPU time and resident memory: from `/proc/<pid>` when the server runs on this
+/// machine (`--server-pid`, or found from the socket listening on the URL's port), otherwise from the
+/// `process_resident_memory_bytes` / `process_cpu_seconds_total` lines of its `/metrics`, if it has them.
+struct ServerProbe: Sendable {
+    enum Source: Sendable {
+        case process(pid: Int32)
+        case metrics(host: String, port: Int)
+    }
+
+    struct Reading: Sendable {
+        var cpuSeconds: Double?
+        var residentBytes: Int?
+    }
+
+    let source: Source
+
+    var pid: Int32? {
+        if case .process(let pid) = source { return pid }
+        return nil
+    }
+
+    /// The best source available: the given pid, the local process listening on `port`, or `/metrics`.
+    static func locate(pid: Int32?, host: String, port: Int, group: any EventLoopGroup) async -> ServerProbe? {
+        if let pid { return ServerProbe(source: .process(pid: pid)) }
+        if let pid = listeningProcess(port: port) { return ServerProbe(source: .process(pid: pid)) }
+        let probe = ServerProbe(source: .metrics(host: host, port: port))
+        let reading = await probe.read(group: group)
+        return reading.residentBytes != nil || reading.cpuSeconds != nil ? probe : nil
+    }
+
+    func read(group: any EventLoopGroup) async -> Reading {
+        switch source {
+        case .process(let pid):
+            return Reading(cpuSeconds: Self.cpuSeconds(pid: pid), residentBytes: Self.residentBytes(pid: pid))
+        case .metrics(let host, let port):
+            guard let text = await Self.fetchMetrics(host: host, port: port, group: group) else { return Reading() }
+            var reading = Reading()
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: " ")
+                guard parts.count >= 2, let value = Double(parts[1]) else { continue }
+                if parts[0] == "process_resident_memory_bytes" { reading.residentBytes = Int(value) }
+                if parts[0] == "process_cpu_seconds_total" { reading.cpuSeconds = value }
+            }
+            return reading
+        }
+    }
+
+    // MARK: /proc
+
+    /// User + system CPU seconds of `pid` (fields 14 and 15 of `/proc/<pid>/stat`).
+    static func cpuSeconds(pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Resident set size of `pid` (`VmRSS` of `/proc/<pid>/status`).
+    static func residentBytes(pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kilobytes = Int(parts[1]) { return kilobytes * 1024 }
+        }
+        return nil
+    }
+
+    /// CPU seconds this process used (user + system).
+    static func ownCPUSeconds() -> Double {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// The process holding a socket listening on `port` (found through `/proc/net/tcp*` and `/proc/*/fd`).
+    static func listeningProcess(port: Int) -> Int32? {
+        var inodes: Set<String> = []
+        let portHex = String(format: ":%04X", port)
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard fields.count > 9, fields[3] == "0A", fields[1].hasSuffix(portHex) else { continue }
+                inodes.insert("socket:[\(fields[9])]")
+            }
+        }
+        guard !inodes.isEmpty else { return nil }
+        let files = FileManager.default
+        let own = getpid()
+        guard let entries = try? files.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = Int32(entry), pid != own else { continue }
+            guard let descriptors = try? files.contentsOfDirectory(atPath: "/proc/\(entry)/fd") else { continue }
+            for descriptor in descriptors {
+                if let target = try? files.destinationOfSymbolicLink(atPath: "/proc/\(entry)/fd/\(descriptor)"),
+                    inodes.contains(target)
+                {
+                    return pid
+                }
+            }
+        }
+        return nil
+    }
+
+    // MARK: /metrics
+
+    static func fetchMetrics(host: String, port: Int, group: any EventLoopGroup) async -> String? {
+        let collector = MetricsResponseCollector()
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.seconds(3))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(MetricsResponseHandler(collector: collector))
+                    }
+                }
+                .connect(host: host, port: port).get()
+            let request = "GET /metrics HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n\r\n"
+            try await channel.writeAndFlush(ByteBuffer(string: request)).get()
+            let timeout = channel.eventLoop.scheduleTask(in: .seconds(3)) { channel.close(promise: nil) }
+            try? await channel.closeFuture.get()
+            timeout.cancel()
+        } catch {
+            return nil
+        }
+        let response = collector.text
+        guard response.hasPrefix("HTTP/1.1 200"), let bodyStart = response.range(of: "\r\n\r\n") else { return nil }
+        return String(response[bodyStart.upperBound...])
+    }
+}
+
+private final class MetricsResponseCollector: Sendable {
+    private let bytes = NIOLockedValueBox<[UInt8]>([])
+    func append(_ buffer: ByteBuffer) { bytes.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) } }
+    var text: String { String(decoding: bytes.withLockedValue { $0 }, as: UTF8.self) }
+}
+
+/// Collects an HTTP response; closes once the `Content-Length` body is in (or the server closes).
+private final class MetricsResponseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let collector: MetricsResponseCollector
+    private var received: [UInt8] = []
+
+    init(collector: MetricsResponseCollector) {
+        self.collector = collector
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = Self.unwrapInboundIn(data)
+        collector.append(buffer)
+        received.append(contentsOf: buffer.readableBytesView)
+        let text = String(decoding: received, as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n") else { return }
+        let head = text[..<headerEnd.lowerBound].lowercased()
+        guard let lengthLine = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+            let length = Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
+        else { return }
+        if text.utf8.distance(from: headerEnd.upperBound, to: text.endIndex) >= length {
+            context.close(promise: nil)
+        }
+    }
+}
