@@ -1,0 +1,194 @@
+"""Headless Chromium: two SDK peers in one page connect through the hub over a real RTCDataChannel,
+also when one peer's WebSocket is cut (or goes silent) in the middle of the negotiation."""
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from conftest import free_port
+from cdp import Chromium, find_chromium
+from cutproxy import CutProxy
+from e2e_helpers import http_get, metric, strictly_increasing, web_args
+
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (Scripts/test-all installs it)")
+
+PEER_A = "e2e-a"  # sorts first: impolite, its offer wins
+PEER_B = "e2e-b"  # polite: rolls back its own offer and answers A's
+
+
+async def run_pair(tmp_path, page_url, **args):
+    async with Chromium.launch(str(tmp_path)) as browser:
+        page = await browser.open(page_url)
+        await page.wait_for("window.e2eReady === true")
+        try:
+            return await page.evaluate(f"e2e.pair({json.dumps(args)})", timeout=45)
+        except Exception as error:
+            raise AssertionError(f"{error!r}\n--- page console ---\n{browser.console_text()}") from None
+
+
+def start_hub_with_proxy_origin(start_hub):
+    """B's WebSocket goes through a proxy on another port, so the hub sees the page's origin as a
+    foreign one: allow it explicitly."""
+    port = free_port()
+    return start_hub(*web_args(), "--allow-origin", f"http://127.0.0.1:{port}", port=port)
+
+
+def check_clean_delivery(result):
+    """Every client saw each seq once, in order, and got each signal exactly as often as it was sent."""
+    a, b = result["clients"]["A"], result["clients"]["B"]
+    for client in (a, b):
+        assert strictly_increasing(client["seqs"]), client["seqs"]
+        assert not client["errors"], client["errors"]
+        assert [e for e in client["events"] if e["type"] == "reset"] == []
+    for kind in ("offer", "answer", "candidate"):
+        assert a["received"].get(kind, 0) == b["sent"].get(kind, 0), (kind, a["received"], b["sent"])
+        assert b["received"].get(kind, 0) == a["sent"].get(kind, 0), (kind, b["received"], a["sent"])
+
+
+def test_sdk_and_pages_are_served(start_hub):
+    hub = start_hub(*web_args())
+    status, headers, body = http_get(hub.http + "/sdk/signal.js")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/javascript")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "export class SignalClient" in body and "export function connectPeer" in body
+    status, headers, body = http_get(hub.http + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "/sdk/signal.js" in body
+    status, _, body = http_get(hub.http + "/test/e2e.html")
+    assert status == 200 and "e2e.pair" in body
+
+
+def test_two_browser_peers_exchange_a_message_over_a_data_channel(start_hub, tmp_path):
+    hub = start_hub(*web_args())
+    result = asyncio.run(run_pair(tmp_path, hub.http + "/test/e2e.html", ws=hub.ws, room="e2e", peerA=PEER_A, peerB=PEER_B))
+
+    assert result["ok"], result
+    assert result["gotB"] == "hello from A" and result["gotA"] == "hello from B"
+    assert result["links"]["A"]["polite"] is False and result["links"]["B"]["polite"] is True
+    assert "connected" in result["links"]["A"]["states"] and "connected" in result["links"]["B"]["states"]
+    # Host candidates only: there is no STUN/TURN server here.
+    assert result["pair"]["local"].startswith("host ") and result["pair"]["remote"].startswith("host "), result["pair"]
+    check_clean_delivery(result)
+    # The negotiation really went through the hub, trickling candidates.
+    assert metric(hub, "signal_signals_relayed_total", type="offer") >= 1
+    assert metric(hub, "signal_signals_relayed_total", type="answer") >= 1
+    assert metric(hub, "signal_signals_relayed_total", type="candidate") >= 2
+    assert result["clients"]["A"]["sent"]["candidate"] >= 1 and result["clients"]["B"]["sent"]["candidate"] >= 1
+
+
+@pytest.mark.parametrize(
+    "rule, match",
+    [
+        # The hub hands A's offer to B's socket, but the connection dies with the frame in flight:
+        # B must get it again from the resume replay.
+        ("drop-server-frame", '"type":"offer"'),
+        # B's answer is lost on the way to the hub: the SDK must resend the unanswered request.
+        ("drop-client-frame", '"type":"answer"'),
+        # B's answer reaches the hub and A, but its ack is lost: the SDK resends it and the hub must
+        # answer from memory without delivering the answer to A a second time.
+        ("cut-before-ack", '"type":"answer"'),
+    ],
+)
+def test_resume_completes_a_negotiation_cut_in_the_middle(start_hub, tmp_path, rule, match):
+    hub = start_hub_with_proxy_origin(start_hub)
+
+    async def scenario():
+        proxy = await CutProxy(hub.port, rule=rule, match=match).start()
+        try:
+            # B talks to the hub through the proxy; the page is served by the hub itself.
+            result = await run_pair(tmp_path, hub.http + "/test/e2e.html", ws=hub.ws, wsB=proxy.ws, room="cut", peerA=PEER_A, peerB=PEER_B)
+            return result, proxy.events
+        finally:
+            await proxy.stop()
+
+    result, events = asyncio.run(scenario())
+
+    cuts = [e for e in events if e[1].startswith("cut")]
+    assert len(cuts) == 1, f"the proxy never cut the connection: {events}"
+    assert result["ok"], result
+    b = result["clients"]["B"]
+    assert b["stats"]["resumes"] >= 1, b
+    assert any(e["type"] == "resumed" and not e["gap"] for e in b["events"]), b["events"]
+    assert metric(hub, "signal_resumes_total") >= 1
+    if rule == "drop-server-frame":
+        assert metric(hub, "signal_replayed_messages_total") >= 1
+    else:
+        assert b["stats"]["resent"] >= 1, b["stats"]
+    check_clean_delivery(result)
+    assert result["clients"]["A"]["received"].get("answer") == 1
+
+
+def test_ping_notices_a_silent_socket_and_resume_completes_the_negotiation(start_hub, tmp_path):
+    """The path to the hub goes silent (no FIN, no RST) right when A's offer is on its way to B: only
+    the SDK's app-level ping can tell, after which it resumes on a new connection."""
+
+    async def scenario(hub):
+        proxy = await CutProxy(hub.port, rule="blackhole-server", match='"type":"offer"').start()
+        try:
+            options = {"pingInterval": 500, "pongTimeout": 1000}
+            result = await run_pair(
+                tmp_path, hub.http + "/test/e2e.html", ws=hub.ws, wsB=proxy.ws, room="silent", peerA=PEER_A, peerB=PEER_B, options=options
+            )
+            return result, proxy.events
+        finally:
+            await proxy.stop()
+
+    hub = start_hub_with_proxy_origin(start_hub)
+    result, events = asyncio.run(scenario(hub))
+
+    assert any(e[1].startswith("blackhole") for e in events), events
+    assert result["ok"], result
+    b = result["clients"]["B"]
+    assert b["stats"]["deadSockets"] >= 1 and b["stats"]["resumes"] >= 1, b["stats"]
+    check_clean_delivery(result)
+
+
+async def wait_text(page, selector, text, timeout=15):
+    await page.wait_for(f"document.querySelector({json.dumps(selector)}).textContent.includes({json.dumps(text)})", timeout=timeout)
+
+
+def test_demo_page_two_tabs_chat(start_hub, tmp_path):
+    """The demo page at / in two tabs: both join a room, see each other, and chat over the data channel.
+    With DEMO_SCREENSHOT=path set, the first tab's screenshot is saved there (Docs/demo.png)."""
+    hub = start_hub(*web_args())
+    screenshot = os.environ.get("DEMO_SCREENSHOT")
+
+    async def scenario():
+        async with Chromium.launch(str(tmp_path)) as browser:
+            alice = await browser.open(hub.http + "/?room=demo&name=Alice&autojoin=1")
+            await alice.wait_for("document.getElementById('joined-box').hidden === false")
+            bob = await browser.open(hub.http + "/?room=demo&name=Bob&autojoin=1")
+            connected = "[...window.demo.people.values()].some((p) => p.state === 'connected')"
+            try:
+                await alice.wait_for(connected)
+                await bob.wait_for(connected)
+
+                async def say(page, text):
+                    await page.evaluate(
+                        f"(() => {{ const t = document.getElementById('text'); t.value = {json.dumps(text)};"
+                        " document.getElementById('composer').requestSubmit(); return true; })()"
+                    )
+
+                await say(alice, "Hi Bob! This goes over an RTCDataChannel, not through the hub.")
+                await wait_text(bob, "#messages", "This goes over an RTCDataChannel")
+                await say(bob, "Hi Alice, got it. The hub only carried the offer, answer and ICE candidates.")
+                await wait_text(alice, "#messages", "The hub only carried the offer")
+                await say(alice, "Perfect negotiation sorted out who answers.")
+                await wait_text(bob, "#messages", "Perfect negotiation")
+                people = await alice.evaluate("[...document.querySelectorAll('#people li')].map((li) => li.textContent)")
+                signals = await alice.evaluate("document.querySelectorAll('#signals .sig').length")
+                status = await alice.evaluate("document.getElementById('status').textContent")
+                if screenshot:
+                    await alice.evaluate("document.activeElement && document.activeElement.blur(), true")
+                    await alice.screenshot(screenshot)
+                return people, signals, status
+            except Exception as error:
+                raise AssertionError(f"{error!r}\n--- console ---\n{browser.console_text()}") from None
+
+    people, signals, status = asyncio.run(scenario())
+    assert len(people) == 2 and "Alice (you)" in people[0] and "Bob" in people[1] and "connected" in people[1], people
+    assert signals >= 5  # welcome, join/joined, offer/answer, candidates
+    assert status.startswith("connected as "), status
