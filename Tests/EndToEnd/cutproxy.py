@@ -107,6 +107,8 @@ class CutProxy:
         self.connections = 0
         self.server = None
         self.tasks = set()
+        self.aborts = set()
+        self.refusing = False  # while True, new connections are accepted and dropped at once
         self.port = None
 
     async def start(self):
@@ -122,6 +124,12 @@ class CutProxy:
     def cuts(self):
         return [e for e in self.events if e[1].startswith(("cut", "blackhole"))]
 
+    def cut_all(self):
+        """Kills every open connection now, without close frames."""
+        for abort in list(self.aborts):
+            abort()
+        self.events.append((self.connections, "cut all"))
+
     async def stop(self):
         if self.server:
             self.server.close()
@@ -133,9 +141,13 @@ class CutProxy:
 
     async def _accept(self, client_reader, client_writer):
         task = asyncio.current_task()
-        self.tasks.add(task)
         self.connections += 1
         number = self.connections
+        if self.refusing:
+            self.events.append((number, "refused"))
+            client_writer.transport.abort()
+            return
+        self.tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -208,8 +220,10 @@ class CutProxy:
                     with contextlib.suppress(Exception):
                         writer.close()
 
+        self.aborts.add(hard_close)
         try:
             await asyncio.gather(pump(client_reader, up_writer, True), pump(up_reader, client_writer, False))
         finally:
             self.events.append((number, "closed"))
             self.tasks.discard(task)
+            self.aborts.discard(hard_close)

@@ -28,11 +28,11 @@ async def run_pair(tmp_path, page_url, **args):
             raise AssertionError(f"{error!r}\n--- page console ---\n{browser.console_text()}") from None
 
 
-def start_hub_with_proxy_origin(start_hub):
+def start_hub_with_proxy_origin(start_hub, *args):
     """B's WebSocket goes through a proxy on another port, so the hub sees the page's origin as a
     foreign one: allow it explicitly."""
     port = free_port()
-    return start_hub(*web_args(), "--allow-origin", f"http://127.0.0.1:{port}", port=port)
+    return start_hub(*web_args(), "--allow-origin", f"http://127.0.0.1:{port}", *args, port=port)
 
 
 def check_clean_delivery(result):
@@ -192,3 +192,42 @@ def test_demo_page_two_tabs_chat(start_hub, tmp_path):
     assert len(people) == 2 and "Alice (you)" in people[0] and "Bob" in people[1] and "connected" in people[1], people
     assert signals >= 5  # welcome, join/joined, offer/answer, candidates
     assert status.startswith("connected as "), status
+
+
+def test_a_session_past_its_grace_period_is_restarted_and_rejoins_its_rooms(start_hub, tmp_path):
+    """B is cut off longer than the hub's grace period: its resume gets 4002, the SDK opens a fresh
+    session with the same peer id, joins its rooms again (A sees B leave and come back) and tells the
+    app (`reset`), after which a new peer connection works."""
+    hub = start_hub_with_proxy_origin(start_hub, "--resume-grace", "1")
+
+    async def scenario():
+        proxy = await CutProxy(hub.port).start()
+        try:
+            async with Chromium.launch(str(tmp_path)) as browser:
+                page = await browser.open(hub.http + "/test/e2e.html")
+                await page.wait_for("window.e2eReady === true")
+                args = {"ws": hub.ws, "wsB": proxy.ws, "room": "reset", "peerA": PEER_A, "peerB": PEER_B, "options": {"minDelay": 200, "maxDelay": 400}}
+                try:
+                    await page.evaluate(f"e2e.resetStart({json.dumps(args)})")
+                    proxy.refusing = True
+                    proxy.cut_all()
+                    await asyncio.sleep(3)  # grace 1 s, checked about once a second
+                    proxy.refusing = False
+                    return await page.evaluate("e2e.resetFinish({timeout: 20000})", timeout=45), proxy.events
+                except Exception as error:
+                    raise AssertionError(f"{error!r}\n--- page console ---\n{browser.console_text()}") from None
+        finally:
+            await proxy.stop()
+
+    result, events = asyncio.run(scenario())
+    assert any(e[1] == "refused" for e in events), events  # B really tried while cut off
+    assert result["ok"], result
+    assert result["reset"] == {"peer": PEER_B, "previousPeer": PEER_B}
+    assert result["presence"] == [f"joined {PEER_B} B", f"left {PEER_B}", f"joined {PEER_B} B"], result["presence"]
+    assert result["rooms"] == ["reset"]
+    b = result["clients"]["B"]
+    assert b["stats"]["resets"] == 1 and b["stats"]["resumes"] == 0, b["stats"]
+    # The fresh session has its own seq counter from 1; within each session no seq repeats or goes back.
+    seqs = b["seqs"]
+    drops = [i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1]]
+    assert len(drops) <= 1 and all(seqs[i] == 1 for i in drops), seqs
