@@ -44,6 +44,10 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var connection: ConnectionID?
     private var outbox: Outbox?
     private var rate: RateLimiter
+    /// Bytes the handler wrote itself (error replies, echoes) since the socket stopped being writable.
+    private var unwritableBytes = 0
+    /// The payload of the latest ping not answered yet because the socket was not writable.
+    private var pendingPong: ByteBuffer?
 
     init(role: WebSocketRole, settings: WebSocketSettings, metrics: HubMetrics, logger: Logger) {
         self.role = role
@@ -121,7 +125,14 @@ final class WebSocketHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { self.drainOutbox() }
+        if context.channel.isWritable {
+            unwritableBytes = 0
+            if let payload = pendingPong, case .open = handshake.state {
+                pendingPong = nil
+                self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
+            }
+            self.drainOutbox()
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -173,12 +184,18 @@ final class WebSocketHandler: ChannelInboundHandler {
             self.receivedText(payload)
         case .binary:
             if case .echo = role {
-                self.writeFrame(WebSocketFrame(fin: true, opcode: .binary, data: payload), flush: true)
+                self.sendDirect(.binary, payload)
             } else {
                 self.initiateClose(.unsupportedData, reason: "binary frames are not accepted")
             }
         case .ping:
-            self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
+            // A client that pings without reading must not pile up pongs: while the socket is not
+            // writable only the latest ping is remembered and answered later (RFC 6455 §5.5.3 allows it).
+            if context.channel.isWritable {
+                self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
+            } else {
+                pendingPong = payload
+            }
         case .pong:
             break
         default:
@@ -188,8 +205,7 @@ final class WebSocketHandler: ChannelInboundHandler {
 
     private func receivedText(_ text: ByteBuffer) {
         guard case .session(let hub, _, _) = role, let connection else {
-            self.write(text)
-            self.flush()
+            self.sendDirect(.text, text)
             return
         }
         metrics.messagesIn.increment()
@@ -197,8 +213,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         case .allow: break
         case .refuse:
             metrics.errors[.rateLimited]?.increment()
-            self.write(ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: nil))
-            self.flush()
+            self.sendDirect(.text, ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: nil))
             return
         case .disconnect:
             self.initiateClose(.policyViolation, reason: "rate limit exceeded")
@@ -210,8 +225,7 @@ final class WebSocketHandler: ChannelInboundHandler {
             self.drainOutbox()
         case .failure(let error):
             metrics.errors[error.code]?.increment()
-            self.write(ServerMessage.error(error))
-            self.flush()
+            self.sendDirect(.text, ServerMessage.error(error))
         }
     }
 
@@ -304,6 +318,23 @@ final class WebSocketHandler: ChannelInboundHandler {
             return
         }
         self.writeFrame(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0)), flush: true)
+    }
+
+    /// Writes a reply the handler makes itself (error replies, echoes), outside the hub's bounded outbox.
+    /// While the socket is not writable these count against the same budget as the outbox
+    /// (`outboundQueueBytes`); past it the client is a slow consumer and is closed with 1013, so a client
+    /// that sends without reading cannot make the server buffer replies without bound.
+    private func sendDirect(_ opcode: WebSocketOpcode, _ data: ByteBuffer) {
+        guard let context, case .open = handshake.state else { return }
+        if !context.channel.isWritable {
+            unwritableBytes += data.readableBytes
+            guard unwritableBytes <= settings.outboundQueueBytes else {
+                self.initiateClose(.tryAgainLater, reason: "slow consumer: outbound queue full")
+                return
+            }
+        }
+        metrics.bytesOut.increment(by: data.readableBytes)
+        self.writeFrame(WebSocketFrame(fin: true, opcode: opcode, data: data), flush: true)
     }
 
     private func write(_ text: ByteBuffer) {
