@@ -6,6 +6,7 @@ in about a minute; the defaults they stand in for are in Docs/security.md.
 """
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -241,27 +242,27 @@ def test_05_half_open_peer_is_dropped_by_the_heartbeat_and_the_room_gets_peer_le
 
 
 def test_06_slow_consumer_is_closed_1013_while_the_room_keeps_flowing(start_hub):
-    hub = start_hub(*FAST, "--outbound-queue-bytes", "262144", "--rate-burst", "400", "--rate-per-second", "400")
+    hub = start_hub(*FAST)  # default 1 MiB outbound queue, rate 100/s
     with Bystanders(hub, room="busy") as bystanders:
         slow = connect_peer(hub.port, "slow", "busy", rcvbuf=4096)
         talker = connect_peer(hub.port, "talker", "busy")
         rss = hub.rss_bytes()
         closes_before = metric(hub, "signal_closes_total", code="1013")
-        blob = "x" * 16_000
+        # A 60 KB broadcast ~50 times a second: every member gets ~3 MB/s; the slow one reads nothing.
+        broadcast = encode_frame(TEXT, json.dumps({"type": "message", "room": "busy", "data": "x" * 60_000}))
         started = time.monotonic()
         n = 0
-        # ~200 broadcasts/s of 16 KB: every member gets ~3 MB/s; the slow one reads nothing.
-        while time.monotonic() - started < 12:
+        while time.monotonic() - started < 30:
             n += 1
-            talker.send_json({"type": "message", "room": "busy", "data": {"n": n, "blob": blob}})
-            if n % 20 == 0:
+            talker.send_raw(broadcast)
+            if n % 10 == 0:
                 _drain(talker)
                 if metric(hub, "signal_closes_total", code="1013") > closes_before:
                     break
-            time.sleep(0.005)
+            time.sleep(0.02)
         elapsed = time.monotonic() - started
         assert metric(hub, "signal_closes_total", code="1013") == closes_before + 1, "the slow consumer was not closed with 1013"
-        print(f"slow consumer closed after {elapsed:.1f} s and {n} broadcasts")
+        print(f"slow consumer closed after {elapsed:.1f} s and {n} broadcasts ({n * 60 // 1000} MB)")
         # Its socket is gone (the server waits at most the 2 s close timeout for a close frame it cannot
         # read), and the room sees it go only after the resume grace: 1013 keeps the session.
         assert slow.is_closed_by_server(timeout=5)
@@ -270,6 +271,36 @@ def test_06_slow_consumer_is_closed_1013_while_the_room_keeps_flowing(start_hub)
         bystanders.check(MAX_ROUND_TRIP, MAX_GAP)
         talker.close()
         slow.close()
+
+
+def test_06_a_client_that_sends_without_reading_cannot_pile_up_replies(start_hub):
+    # Replies a connection makes itself (echoes here; error replies on /ws) count against the same
+    # outbound budget as the hub's queue while the socket is not writable. (/echo is for conformance
+    # tests only, so no bystanders here: echoing megabytes in a debug build is slow by itself.)
+    hub = start_hub(*FAST, "--echo", "--outbound-queue-bytes", "1048576")
+    rss = hub.rss_bytes()
+    ws = RawWS(hub.port, "/echo", rcvbuf=4096)
+    assert ws.status == 101
+    frame = encode_frame(BINARY, os.urandom(64_000))
+    sent = []
+
+    def send():
+        try:
+            for _ in range(3200):  # 200 MB to echo, none of it read
+                ws.send_raw(frame)
+                sent.append(1)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive(), "the server never closed the connection"
+    assert metric(hub, "signal_closes_total", code="1013") == 1
+    print(f"closed 1013 after {len(sent) * 64} KB sent")
+    assert len(sent) < 3200
+    assert_rss_bounded(hub, rss)
+    ws.close()
 
 
 def _drain(ws):
