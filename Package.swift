@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Signaling", targets: ["Signaling"]),
         .library(name: "PeerMesh", targets: ["PeerMesh"]),
         .executable(name: "signal", targets: ["SignalCLI"]),
+        .executable(name: "decoder-fuzz", targets: ["DecoderFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -73,6 +74,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "DecoderFuzz",
+            dependencies: ["Signaling", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
