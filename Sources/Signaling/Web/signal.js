@@ -205,6 +205,8 @@ export class SignalClient extends Emitter {
   close(code = 1000, reason = 'bye') {
     if (this._closed) return;
     this._closed = true;
+    this._firstConnect?.reject(new SignalError('closed', 'closed before the session opened'));
+    this._firstConnect = null;
     this._clearTimers();
     const ws = this._ws;
     this._ws = null;
@@ -230,15 +232,18 @@ export class SignalClient extends Emitter {
   }
 
   async _open() {
-    if (this._closed) return;
+    if (this._closed || this._opening) return;
     const url = new URL(this.url);
     let token = this.options.token;
     if (typeof token === 'function') {
+      this._opening = true;
       try {
         token = await token();
       } catch (err) {
         this._connectionLost(null, 4001, `token: ${err?.message ?? err}`);
         return;
+      } finally {
+        this._opening = false;
       }
     }
     if (token) url.searchParams.set('token', token);
@@ -298,6 +303,7 @@ export class SignalClient extends Emitter {
       this._firstConnect = null;
       this._closed = true;
       this._clearTimers();
+      if (typeof removeEventListener === 'function') removeEventListener('online', this._onOnline);
       this._setState('closed');
       reject(new SignalError(code, reason || CLOSE_NAMES[code] || 'connection failed'));
       return;
