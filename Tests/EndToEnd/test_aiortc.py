@@ -11,8 +11,6 @@ import pytest
 
 from e2e_helpers import HERE, metric
 
-pytest.importorskip("aiortc")
-
 PEER_SCRIPT = os.path.join(HERE, "aiortc_peer.py")
 
 

@@ -8,11 +8,9 @@ import os
 import pytest
 
 from conftest import free_port
-from cdp import Chromium, find_chromium
+from cdp import Chromium
 from cutproxy import CutProxy
 from e2e_helpers import http_get, metric, strictly_increasing, web_args
-
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (Scripts/test-all installs it)")
 
 PEER_A = "e2e-a"  # sorts first: impolite, its offer wins
 PEER_B = "e2e-b"  # polite: rolls back its own offer and answers A's

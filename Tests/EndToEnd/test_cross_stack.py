@@ -8,11 +8,8 @@ import sys
 
 import pytest
 
-from cdp import Chromium, find_chromium
+from cdp import Chromium
 from e2e_helpers import HERE, metric, strictly_increasing, web_args
-
-pytest.importorskip("aiortc")
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (Scripts/test-all installs it)")
 
 PEER_SCRIPT = os.path.join(HERE, "aiortc_peer.py")
 COUNT = 50
