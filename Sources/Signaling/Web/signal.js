@@ -698,19 +698,21 @@ export class PeerLink extends Emitter {
     }
   }
 
-  /** Resolves on the next local candidate (or end of gathering), or after `ms`. */
+  /** Resolves on the next local candidate (or the end of gathering), or after `ms`. */
   _firstCandidate(ms) {
     const pc = this.pc;
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         pc.removeEventListener('icecandidate', done);
-        pc.removeEventListener('icegatheringstatechange', done);
+        pc.removeEventListener('icegatheringstatechange', onState);
         resolve();
       };
+      const onState = () => pc.iceGatheringState === 'complete' && done();
       const timer = setTimeout(done, ms);
+      if (pc.iceGatheringState === 'complete') return done();
       pc.addEventListener('icecandidate', done);
-      pc.addEventListener('icegatheringstatechange', done);
+      pc.addEventListener('icegatheringstatechange', onState);
     });
   }
 
