@@ -286,6 +286,55 @@ struct HubHarness {
         #expect(hub.state.totalBufferedBytes < 4096)
     }
 
+    @Test func unconfirmedDeliveriesDoNotFillTheQueue() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        for n in 0..<300 { hub.send("alice", #"{"type":"message","to":"bob","data":\#(n)}"#) }
+        hub.drop("bob")
+        let reply = hub.texts(hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o"}"#), to: "alice")
+        #expect(reply == [#"{"type":"ack","id":"o","queued":true}"#])
+    }
+
+    @Test func broadcastToAnAwayMemberIsQueuedAndExpires() {
+        var limits = HubLimits()
+        limits.resumeGraceNanos = 1_000_000_000
+        var hub = HubHarness(limits: limits)
+        for peer in ["a", "b"] {
+            hub.connect(peer)
+            hub.send(peer, #"{"type":"join","room":"r"}"#)
+        }
+        hub.drop("b")
+        let ack = hub.texts(hub.send("a", #"{"type":"message","room":"r","data":1,"id":"m"}"#), to: "a")
+        #expect(ack == [#"{"type":"ack","id":"m","queued":true}"#])
+        let expiry = hub.texts(hub.advance(seconds: 2), to: "a")
+        #expect(expiry.contains { $0.hasPrefix(#"{"type":"expired","id":"m","to":"b","signal":"message""#) })
+    }
+
+    @Test func resentLeaveIsAnsweredFromMemory() throws {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.send("alice", #"{"type":"join","room":"r"}"#)
+        hub.send("alice", #"{"type":"leave","room":"r","id":"l1"}"#)
+        let token = try #require(hub.state.resumeToken(of: "alice"))
+        hub.drop("alice")
+        _ = hub.resume("alice", token: token, last: 0)
+        let again = hub.texts(hub.send("alice", #"{"type":"leave","room":"r","id":"l1"}"#), to: "alice")
+        #expect(again == [#"{"type":"left","room":"r","id":"l1"}"#])
+    }
+
+    @Test func impossibleLastStillDeliversWhatWasQueued() throws {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        let token = try #require(hub.state.resumeToken(of: "bob"))
+        hub.drop("bob")
+        hub.send("alice", #"{"type":"offer","to":"bob","sdp":"x","id":"o"}"#)
+        let (outcome, actions) = hub.resume("bob", token: token, last: 50)
+        #expect(outcome == .opened(peer: "bob", resumed: true, gap: true, replayed: 1))
+        #expect(hub.texts(actions, to: "bob").last?.contains(#""type":"offer""#) == true)
+    }
+
     @Test func globalBudgetBoundsAllBuffers() {
         var limits = HubLimits()
         limits.globalBufferBytes = 10_000

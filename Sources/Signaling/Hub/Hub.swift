@@ -93,14 +93,6 @@ public final class Hub: Sendable {
         wakes.forEach { $0.wakeOwner() }
     }
 
-    /// Asks every connected client to go away with `code` (1001 on drain).
-    public func closeAll(_ code: CloseCode, reason: String) {
-        let wakes = self.locked.withLockedValue { locked in
-            locked.outboxes.values.filter { $0.append(.close(code, reason: reason)) }
-        }
-        wakes.forEach { $0.wakeOwner() }
-    }
-
     /// A point-in-time view for `/metrics` and tests.
     public struct Snapshot: Sendable {
         public var connections: Int

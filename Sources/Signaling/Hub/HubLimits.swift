@@ -14,9 +14,10 @@ public struct HubLimits: Sendable {
     public var globalBufferBytes: Int = 256 * 1024 * 1024
     /// How long a dropped session waits for its client to resume, in nanoseconds (default 30 s).
     public var resumeGraceNanos: UInt64 = 30_000_000_000
-    /// Request ids (with their answers) remembered per connection, so a request resent after a resume is
-    /// answered again without being delivered twice.
-    public var rememberedRequests: Int = 64
+    /// Request ids (with their answers) remembered per session, so a request resent after a resume is
+    /// answered again without being delivered twice. At least the rate burst, so a full burst in flight
+    /// at a drop is covered.
+    public var rememberedRequests: Int = 256
     /// Whether a peer may signal only peers it shares a room with (on by default when auth is on).
     public var requireSharedRoom: Bool = false
 

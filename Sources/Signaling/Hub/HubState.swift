@@ -51,6 +51,8 @@ public struct HubState: Sendable {
     struct Buffered {
         var seq: UInt64
         var bytes: ByteBuffer
+        /// Whether it arrived while the session was away (so it is part of the bounded queue).
+        var queued: Bool
         /// Set for a signal queued while its recipient was away: whom to tell if it expires.
         var queuedFrom: QueuedOrigin?
     }
@@ -71,12 +73,29 @@ public struct HubState: Sendable {
         var nextSeq: UInt64 = 1
         var buffer = CircularBuffer<Buffered>(initialCapacity: 4)
         var bufferBytes = 0
+        /// Entries that arrived while away; the queue bound applies to these only, so messages the client
+        /// was sent but has not confirmed never make a signal to it bounce.
+        var queuedCount = 0
+        var queuedBytes = 0
         /// Highest seq dropped from the buffer before the client confirmed it.
         var droppedThrough: UInt64 = 0
-        /// Answers to signal requests on the current connection, newest last.
+        /// Answers to requests (signals, `leave`) on the current connection, newest last.
         var answers: [(id: String, reply: ByteBuffer)] = []
-        /// Answers given on earlier connections of this session.
+        /// Answers given on earlier connections of this session, bounded like `answers`.
         var previousAnswers: [String: ByteBuffer] = [:]
+        var previousOrder: [String] = []
+
+        /// Moves the current connection's answers to `previousAnswers`, keeping the newest `limit`.
+        mutating func archiveAnswers(limit: Int) {
+            for (id, reply) in answers {
+                if previousAnswers.updateValue(reply, forKey: id) == nil { previousOrder.append(id) }
+            }
+            answers = []
+            if previousOrder.count > limit {
+                for id in previousOrder.prefix(previousOrder.count - limit) { previousAnswers[id] = nil }
+                previousOrder.removeFirst(previousOrder.count - limit)
+            }
+        }
 
         var lastSeq: UInt64 { nextSeq - 1 }
     }
@@ -182,20 +201,26 @@ public struct HubState: Sendable {
             let token = self.randomToken()
             session.token = token
             session.connection = connection
-            session.previousAnswers.merge(session.answers.lazy.map { ($0.id, $0.reply) }) { $1 }
-            session.answers = []
+            session.archiveAnswers(limit: limits.rememberedRequests)
             tokens[token] = peer
             connections[connection] = peer
             let gap = last < session.droppedThrough || last > session.lastSeq
             actions.append(.send(connection, welcome(peer, token, true, gap)))
             var replayed = 0
-            if last <= session.lastSeq {
-                for index in session.buffer.indices where session.buffer[index].seq > last {
-                    session.buffer[index].queuedFrom = nil
-                    actions.append(.send(connection, session.buffer[index].bytes))
-                    replayed += 1
-                }
+            for index in session.buffer.indices {
+                // Everything after `last`; with an impossible `last` (beyond our seq) at least what was
+                // queued while away, so no queued signal is left behind.
+                let entry = session.buffer[index]
+                guard entry.seq > last || (last > session.lastSeq && entry.queued) else { continue }
+                actions.append(.send(connection, entry.bytes))
+                replayed += 1
             }
+            for index in session.buffer.indices where session.buffer[index].queued {
+                session.buffer[index].queued = false
+                session.buffer[index].queuedFrom = nil
+            }
+            session.queuedCount = 0
+            session.queuedBytes = 0
             sessions[peer] = session
             counters.resumes += 1
             counters.replayed += replayed
@@ -237,20 +262,20 @@ public struct HubState: Sendable {
             self.trimBuffer(of: peer, through: seq)
         case .join(let room, let meta):
             self.join(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
-        case .leave(let room):
-            guard let index = sessions[peer]!.rooms.firstIndex(of: room) else {
-                actions.append(.send(connection, self.errorReply(.notInRoom, "not in room \"\(room)\"", id: message.id)))
-                return
-            }
-            sessions[peer]!.rooms.remove(at: index)
-            self.removeMember(peer, from: room, actions: &actions)
-            actions.append(.send(connection, ServerMessage.left(room: room, id: message.id)))
-        case .signal(let envelope):
+        case .leave, .signal:
+            // Requests that must not take effect twice: a resent id is answered from memory.
             if let id = message.id, let earlier = sessions[peer]!.previousAnswers[id] {
                 actions.append(.send(connection, earlier))
                 return
             }
-            let reply = self.relay(envelope, from: peer, id: message.id, actions: &actions)
+            let reply: ByteBuffer
+            if case .signal(let envelope) = message.request {
+                reply = self.relay(envelope, from: peer, id: message.id, actions: &actions)
+            } else if case .leave(let room) = message.request {
+                reply = self.leave(peer, room: room, id: message.id, actions: &actions)
+            } else {
+                return
+            }
             actions.append(.send(connection, reply))
             if let id = message.id {
                 self.remember(reply, for: id, in: peer)
@@ -295,6 +320,15 @@ public struct HubState: Sendable {
         actions.append(.send(connection, ServerMessage.joined(room: room, peers: Array(others), id: id)))
     }
 
+    private mutating func leave(_ peer: String, room: String, id: String?, actions: inout [HubAction]) -> ByteBuffer {
+        guard let index = sessions[peer]!.rooms.firstIndex(of: room) else {
+            return self.errorReply(.notInRoom, "not in room \"\(room)\"", id: id)
+        }
+        sessions[peer]!.rooms.remove(at: index)
+        self.removeMember(peer, from: room, actions: &actions)
+        return ServerMessage.left(room: room, id: id)
+    }
+
     private mutating func removeMember(_ peer: String, from room: String, actions: inout [HubAction]) {
         guard var members = rooms[room] else { return }
         members.removeAll { $0.peer == peer }
@@ -320,10 +354,13 @@ public struct HubState: Sendable {
         let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         guard let target = envelope.to else {
             // Room broadcast (`message` with `room` only): every other member.
+            // A member that is away queues it (bounded; past the bound it misses it) and its expiry is
+            // reported to the sender like an addressed signal's.
             let room = envelope.room!
+            let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
             var queued = false
             for member in rooms[room] ?? [] where member.peer != peer {
-                if self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions) == .queued {
+                if self.deliver(to: member.peer, prefix: prefix, origin: origin, actions: &actions) == .queued {
                     queued = true
                 }
             }
@@ -341,8 +378,9 @@ public struct HubState: Sendable {
             return self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id)
         }
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
-        counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
-        switch self.deliver(to: target, prefix: prefix, origin: origin, actions: &actions) {
+        let delivery = self.deliver(to: target, prefix: prefix, origin: origin, actions: &actions)
+        if delivery != .queueFull { counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
+        switch delivery {
         case .delivered: return ServerMessage.ack(id: id, queued: false)
         case .queued: return ServerMessage.ack(id: id, queued: true)
         case .queueFull:
@@ -351,55 +389,70 @@ public struct HubState: Sendable {
     }
 
     /// Gives a sequenced message to a session: written to its socket when connected, queued when it is
-    /// away, and kept in its resume buffer either way. A signal (`origin` set) is refused rather than
-    /// queued past the bounds; presence events push the oldest entries out instead.
+    /// away, and kept in its resume buffer either way. While away, a signal (`origin` set) is refused
+    /// past the queue bound; a presence event pushes the oldest entries out instead (a gap on resume).
     private mutating func deliver(to peer: String, prefix: ByteBuffer, origin: QueuedOrigin?, actions: inout [HubAction]) -> Delivery {
-        guard var session = sessions.removeValue(forKey: peer) else { return .queueFull }
-        defer { sessions[peer] = session }
+        guard let index = sessions.index(forKey: peer) else { return .queueFull }
         let size = prefix.readableBytes + 21
-        let connected = session.connection != nil
-        if !connected && origin != nil {
+        let connection = sessions.values[index].connection
+        if connection == nil && origin != nil {
+            let session = sessions.values[index]
             let full =
-                session.buffer.count >= limits.resumeBufferMessages
-                || session.bufferBytes + size > limits.resumeBufferBytes
+                session.queuedCount >= limits.resumeBufferMessages
+                || session.queuedBytes + size > limits.resumeBufferBytes
                 || bufferedBytes + size > limits.globalBufferBytes
             if full {
                 counters.queueFull += 1
                 return .queueFull
             }
         }
-        let seq = session.nextSeq
-        session.nextSeq += 1
+        let seq = sessions.values[index].nextSeq
+        sessions.values[index].nextSeq += 1
         let message = ServerMessage.sequenced(prefix, seq: seq)
-        if let connection = session.connection {
+        let bytes = message.readableBytes
+        if let connection {
             actions.append(.send(connection, message))
         }
-        session.buffer.append(Buffered(seq: seq, bytes: message, queuedFrom: connected ? nil : origin))
-        session.bufferBytes += message.readableBytes
-        bufferedBytes += message.readableBytes
-        while session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
-            || (bufferedBytes > limits.globalBufferBytes && !session.buffer.isEmpty)
-        {
-            self.dropOldest(&session, actions: &actions)
+        let away = connection == nil
+        sessions.values[index].buffer.append(Buffered(seq: seq, bytes: message, queued: away, queuedFrom: away ? origin : nil))
+        sessions.values[index].bufferBytes += bytes
+        bufferedBytes += bytes
+        if away {
+            sessions.values[index].queuedCount += 1
+            sessions.values[index].queuedBytes += bytes
+            if origin != nil { counters.queued += 1 }
         }
-        if connected { return .delivered }
-        counters.queued += 1
-        return .queued
+        while true {
+            let session = sessions.values[index]
+            guard !session.buffer.isEmpty else { break }
+            let overSession =
+                away
+                ? session.queuedCount > limits.resumeBufferMessages || session.queuedBytes > limits.resumeBufferBytes
+                : session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
+            guard overSession || bufferedBytes > limits.globalBufferBytes else { break }
+            self.dropOldest(at: index, actions: &actions)
+        }
+        return away ? .queued : .delivered
     }
 
-    private mutating func dropOldest(_ session: inout Session, actions: inout [HubAction]) {
-        let dropped = session.buffer.removeFirst()
-        session.bufferBytes -= dropped.bytes.readableBytes
-        bufferedBytes -= dropped.bytes.readableBytes
-        session.droppedThrough = max(session.droppedThrough, dropped.seq)
+    private mutating func dropOldest(at index: Dictionary<String, Session>.Index, actions: inout [HubAction]) {
+        let dropped = sessions.values[index].buffer.removeFirst()
+        let bytes = dropped.bytes.readableBytes
+        sessions.values[index].bufferBytes -= bytes
+        bufferedBytes -= bytes
+        sessions.values[index].droppedThrough = max(sessions.values[index].droppedThrough, dropped.seq)
+        if dropped.queued {
+            sessions.values[index].queuedCount -= 1
+            sessions.values[index].queuedBytes -= bytes
+        }
         if let origin = dropped.queuedFrom {
-            self.notifyExpired(origin, to: session.peer, actions: &actions)
+            self.notifyExpired(origin, to: sessions.values[index].peer, actions: &actions)
         }
     }
 
     private mutating func trimBuffer(of peer: String, through seq: UInt64) {
         guard var session = sessions.removeValue(forKey: peer) else { return }
-        while let first = session.buffer.first, first.seq <= seq {
+        while let first = session.buffer.first, first.seq <= seq, !first.queued {
             session.buffer.removeFirst()
             session.bufferBytes -= first.bytes.readableBytes
             bufferedBytes -= first.bytes.readableBytes

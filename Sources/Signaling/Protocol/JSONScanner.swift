@@ -152,6 +152,9 @@ public struct JSONScanner {
     private mutating func scanObjectFields(depth: Int) throws(JSONSyntaxError) -> [JSONField] {
         var fields: [JSONField] = []
         fields.reserveCapacity(8)
+        // Small objects (every protocol message) check duplicates by a linear scan; past 16 members a
+        // set keeps an object with thousands of members linear instead of quadratic.
+        var seen: Set<String>? = nil
         self.index += 1  // {
         self.skipWhitespace()
         if self.peek() == UInt8(ascii: "}") {
@@ -164,8 +167,13 @@ public struct JSONScanner {
             let keyStart = self.index
             let keyEscaped = try self.scanString()
             let key = JSONScanner.decodeString(self.bytes, start: keyStart, end: self.index, hasEscapes: keyEscaped)
-            for existing in fields where existing.key == key {
-                throw self.error("duplicate member \"\(existing.key.prefix(64))\"")
+            if seen != nil {
+                guard seen!.insert(key).inserted else { throw self.error("duplicate member \"\(key.prefix(64))\"") }
+            } else {
+                for existing in fields where existing.key == key {
+                    throw self.error("duplicate member \"\(existing.key.prefix(64))\"")
+                }
+                if fields.count == 15 { seen = Set(fields.map(\.key) + [key]) }
             }
             self.skipWhitespace()
             guard self.peek() == UInt8(ascii: ":") else { throw self.error("expected ':' after a member name") }

@@ -87,7 +87,7 @@ public struct ServerConfiguration: Sendable {
     var limitsJSON: String {
         "{\"maxMessageBytes\":\(maxMessageBytes),\"maxRoomsPerPeer\":\(limits.maxRoomsPerPeer),"
             + "\"maxPeersPerRoom\":\(limits.maxPeersPerRoom),\"rateBurst\":\(rateBurst),"
-            + "\"ratePerSecond\":\(ratePerSecond),\"resumeGrace\":\(limits.resumeGraceNanos / 1_000_000_000),"
+            + "\"ratePerSecond\":\(ratePerSecond),\"resumeGrace\":\(Double(limits.resumeGraceNanos) / 1e9),"
             + "\"maxMetaBytes\":1024}"
     }
 }
