@@ -130,11 +130,13 @@ public final class SignalServer: Service, Sendable {
             tick.cancel()
             let drained = group.next().makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: drained)
-            let timeout = group.next().scheduleTask(in: .milliseconds(Int64(configuration.drainTimeout * 1000))) {
-                drained.succeed()
+            let drainTimeout = UInt64(configuration.drainTimeout * 1e9)
+            await withTaskGroup(of: Void.self) { waiters in
+                waiters.addTask { try? await drained.futureResult.get() }
+                waiters.addTask { try? await Task.sleep(nanoseconds: drainTimeout) }
+                await waiters.next()
+                waiters.cancelAll()
             }
-            try? await drained.futureResult.get()
-            timeout.cancel()
         }
         phase.withLockedValue { $0 = .stopped }
         try? await group.shutdownGracefully()
