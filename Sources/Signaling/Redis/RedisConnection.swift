@@ -27,9 +27,12 @@ import ServiceLifecycle
 ///
 /// A `RedisConnection` is one TCP connection (re-established when lost) shared by every task: any
 /// number of commands may be in flight at once, their replies are matched in order, and commands
-/// submitted together go out in one write (the flush happens once per event-loop turn). Callers need no
-/// pool: one connection carries hundreds of thousands of commands per second. ``pipeline(_:timeout:)``
-/// sends a batch in one write and returns every reply, server errors included, in place.
+/// submitted together go out in one write (the flush happens once per event-loop turn), so callers
+/// need no pool. ``pipeline(_:timeout:)`` sends a batch in one write and returns every reply, server
+/// errors included, in place.
+///
+/// It talks to one server. Against Redis Cluster it does not follow `MOVED`/`ASK` redirects (they
+/// arrive as ``RedisError/Code/server`` errors); keys that must be used together need one hash tag.
 ///
 /// Blocking commands (`BLPOP`, `XREAD BLOCK`, `WAIT`) hold up every command behind them: give them a
 /// connection of their own and a per-call `timeout` longer than the blocking time.
@@ -68,7 +71,7 @@ import ServiceLifecycle
 ///
 /// ## Errors
 ///
-/// Every method throws ``RedisError`` only. An error reply from Redis throws
+/// Every command throws ``RedisError`` only. An error reply from Redis throws
 /// ``RedisError/Code/server`` with Redis's message (``RedisError/serverErrorPrefix`` gives `WRONGTYPE`,
 /// `NOSCRIPT`, …).
 ///
