@@ -17,6 +17,9 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Server process id, for its CPU time and memory (default: the local process listening on the URL's port, else /metrics).")
     var serverPid: Int32?
 
+    @Option(help: "Counter file of a server run under Benchmarks/malloc-counter.c, for allocations per signal and heap per connection.")
+    var serverMallocCounters: String?
+
     @Option(help: "WebSocket handshakes in flight at once.")
     var connectConcurrency = 256
 

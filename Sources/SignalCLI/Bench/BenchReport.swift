@@ -76,6 +76,11 @@ struct BenchReport: Encodable, Sendable {
     var connectsPerServerCpuSec: Double?
     var serverRssBytes: Int?
     var serverRssBytesPerConnection: Double?
+    /// With `--server-malloc-counters`: live heap growth per connection, allocations per connect and
+    /// per measured delivery.
+    var serverHeapBytesPerConnection: Double?
+    var serverAllocationsPerConnect: Double?
+    var serverAllocationsPerSignal: Double?
     var generatorCpuSeconds: Double
 
     enum CodingKeys: String, CodingKey {
@@ -99,6 +104,9 @@ struct BenchReport: Encodable, Sendable {
         case connectsPerServerCpuSec = "connects_per_server_cpu_sec"
         case serverRssBytes = "server_rss_bytes"
         case serverRssBytesPerConnection = "server_rss_bytes_per_connection"
+        case serverHeapBytesPerConnection = "server_heap_bytes_per_connection"
+        case serverAllocationsPerConnect = "server_allocations_per_connect"
+        case serverAllocationsPerSignal = "server_allocations_per_signal"
         case generatorCpuSeconds = "generator_cpu_seconds"
     }
 
@@ -137,6 +145,13 @@ struct BenchReport: Encodable, Sendable {
             var line = String(format: "  server RSS    %.1f MiB", Double(serverRssBytes) / 1_048_576)
             if let serverRssBytesPerConnection { line += String(format: ", %.0f bytes per connection", serverRssBytesPerConnection) }
             lines.append(line)
+        }
+        if serverHeapBytesPerConnection != nil || serverAllocationsPerConnect != nil || serverAllocationsPerSignal != nil {
+            var parts: [String] = []
+            if let value = serverHeapBytesPerConnection { parts.append(String(format: "%.0f heap bytes per connection", value)) }
+            if let value = serverAllocationsPerConnect { parts.append(String(format: "%.0f allocations per connect", value)) }
+            if let value = serverAllocationsPerSignal { parts.append(String(format: "%.2f allocations per signal", value)) }
+            lines.append("  server heap   " + parts.joined(separator: ", "))
         }
         lines.append(String(format: "  generator CPU %.2f s", generatorCpuSeconds))
         var errorLine = "  errors        \(errors)"

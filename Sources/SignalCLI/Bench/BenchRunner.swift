@@ -51,7 +51,8 @@ struct BenchRunner {
         let plan = try ConnectionPlan(url: url, sources: sources, sessions: sessions)
 
         let probe = await ServerProbe.locate(
-            pid: options.serverPid, host: url.host, port: url.port, group: MultiThreadedEventLoopGroup.singleton
+            pid: options.serverPid, host: url.host, port: url.port, mallocCounters: options.serverMallocCounters,
+            group: MultiThreadedEventLoopGroup.singleton
         )
         let before = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
 
@@ -119,6 +120,9 @@ struct BenchRunner {
             report.serverCpuSeconds = (cpu * 100).rounded() / 100
             if cpu > 0 { report.signalsPerServerCpuSec = (Double(stats.received) / cpu).rounded() }
         }
+        if measured.count == 2, let start = measured[0]?.allocations, let end = measured[1]?.allocations, stats.received > 0 {
+            report.serverAllocationsPerSignal = (Double(end - start) / Double(stats.received) * 100).rounded() / 100
+        }
         if settle > 0 {
             let seconds = Double(connected.lastReadyAt > connectStart ? connected.lastReadyAt - connectStart : 0) / 1e9
             report.connectsPerSec = seconds > 0 ? (Double(connected.ready) / seconds).rounded() : 0
@@ -129,6 +133,12 @@ struct BenchRunner {
             if let start = before?.cpuSeconds, let end = afterConnect?.cpuSeconds {
                 report.serverCpuSeconds = ((end - start) * 100).rounded() / 100
                 if end > start { report.connectsPerServerCpuSec = (Double(connected.ready) / (end - start)).rounded() }
+            }
+            if let base = before?.heapBytes, let held = settled?.heapBytes, connected.ready > 0 {
+                report.serverHeapBytesPerConnection = (Double(held - base) / Double(connected.ready)).rounded()
+            }
+            if let base = before?.allocations, let after = afterConnect?.allocations, connected.ready > 0 {
+                report.serverAllocationsPerConnect = (Double(after - base) / Double(connected.ready)).rounded()
             }
             if let base = before?.residentBytes, let held = settled?.residentBytes, connected.ready > 0 {
                 report.serverRssBytesPerConnection = (Double(held - base) / Double(connected.ready)).rounded()

@@ -15,9 +15,14 @@ struct ServerProbe: Sendable {
     struct Reading: Sendable {
         var cpuSeconds: Double?
         var residentBytes: Int?
+        /// Heap allocations so far and live heap bytes (only with a malloc counter file).
+        var allocations: Int?
+        var heapBytes: Int?
     }
 
     let source: Source
+    /// The counter file of `Benchmarks/malloc-counter.c`, when the server runs under it.
+    var mallocCounters: String? = nil
 
     var pid: Int32? {
         if case .process(let pid) = source { return pid }
@@ -25,15 +30,39 @@ struct ServerProbe: Sendable {
     }
 
     /// The best source available: the given pid, the local process listening on `port`, or `/metrics`.
-    static func locate(pid: Int32?, host: String, port: Int, group: any EventLoopGroup) async -> ServerProbe? {
-        if let pid { return ServerProbe(source: .process(pid: pid)) }
-        if let pid = listeningProcess(port: port) { return ServerProbe(source: .process(pid: pid)) }
-        let probe = ServerProbe(source: .metrics(host: host, port: port))
+    static func locate(
+        pid: Int32?, host: String, port: Int, mallocCounters: String?, group: any EventLoopGroup
+    ) async -> ServerProbe? {
+        if let pid { return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters) }
+        if let pid = listeningProcess(port: port) {
+            return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters)
+        }
+        let probe = ServerProbe(source: .metrics(host: host, port: port), mallocCounters: mallocCounters)
         let reading = await probe.read(group: group)
         return reading.residentBytes != nil || reading.cpuSeconds != nil ? probe : nil
     }
 
     func read(group: any EventLoopGroup) async -> Reading {
+        var reading = await self.readProcess(group: group)
+        if let mallocCounters, let counters = Self.readMallocCounters(mallocCounters) {
+            reading.allocations = counters.allocations
+            reading.heapBytes = counters.liveBytes
+        }
+        return reading
+    }
+
+    /// The counters `Benchmarks/malloc-counter.c` keeps: four little-endian UInt64 (allocations,
+    /// frees, live bytes, magic).
+    static func readMallocCounters(_ path: String) -> (allocations: Int, liveBytes: Int)? {
+        guard let data = FileManager.default.contents(atPath: path), data.count >= 32 else { return nil }
+        let words = (0..<4).map { index in
+            data[(index * 8)..<(index * 8 + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        guard words[3] == 0x6d61_6c6c_6f63 else { return nil }
+        return (Int(truncatingIfNeeded: words[0]), Int(truncatingIfNeeded: Int64(bitPattern: words[2])))
+    }
+
+    private func readProcess(group: any EventLoopGroup) async -> Reading {
         switch source {
         case .process(let pid):
             return Reading(cpuSeconds: Self.cpuSeconds(pid: pid), residentBytes: Self.residentBytes(pid: pid))
