@@ -1,0 +1,143 @@
+"""Smoke runs of `signal bench`: every mode for a second against a real hub, small N, `--json` checked.
+
+They keep the load generator from rotting; the figures themselves are in Docs/benchmarks.md.
+"""
+
+import json
+import socket
+import subprocess
+
+from conftest import SIGNAL
+
+# Limits that let one client process load the hub (the defaults protect it from exactly that).
+LOAD_LIMITS = (
+    "--echo",
+    "--rate-burst", "100000",
+    "--rate-per-second", "1000000",
+    "--max-connections-per-ip", "100000",
+    "--max-peers-per-room", "1000",
+)
+
+LATENCY_KEYS = {"p50", "p90", "p99", "p999", "max", "mean"}
+
+
+def bench(*args, timeout=90):
+    """Runs `signal bench … --json --quiet`; returns (exit status, parsed JSON or None, stderr)."""
+    proc = subprocess.run(
+        [SIGNAL, "bench", *args, "--json", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    report = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, report, proc.stderr
+
+
+def check_common(report, mode):
+    assert report["mode"] == mode
+    assert report["errors"] == 0, report["error_detail"]
+    assert report["signals_per_sec"] > 0
+    assert set(report["latency_ms"]) >= LATENCY_KEYS
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+
+
+def test_connect_holds_sessions_and_reports_memory(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    status, report, stderr = bench(
+        "connect", "--url", hub.ws, "--connections", "200", "--room-size", "4",
+        "--duration", "1", "--settle", "0.2", "--probe-rate", "200", "--probe-pairs", "10",
+        "--server-pid", str(hub.proc.pid),
+    )
+    assert status == 0, stderr
+    check_common(report, "connect")
+    assert report["connections"] == 200
+    assert report["rooms"] == 50
+    assert report["connects_per_sec"] > 0
+    assert report["server_pid"] == hub.proc.pid
+    assert "server_rss_bytes_per_connection" in report
+    assert report["server_rss_bytes"] > 0
+    # The probe ran at the asked rate: 200 messages/s for a second, all delivered.
+    assert 120 <= report["signals"] <= 280
+    assert report["signals"] == report["sent"]
+
+
+def test_connect_finds_the_server_process_by_its_port(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    status, report, stderr = bench(
+        "connect", "--url", hub.ws, "--connections", "20", "--duration", "0", "--settle", "0.1",
+    )
+    assert status == 0, stderr
+    assert report["connections"] == 20
+    assert report["server_pid"] == hub.proc.pid
+    assert "server_rss_bytes_per_connection" in report
+
+
+def test_relay_closed_loop(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    status, report, stderr = bench(
+        "relay", "--url", hub.ws, "--pairs", "4", "--rate", "max", "--duration", "1",
+        "--warmup", "0.2", "--size", "300",
+    )
+    assert status == 0, stderr
+    check_common(report, "relay")
+    assert report["connections"] == 8
+    assert report["pairs"] == 4
+    # Every measured signal arrived, and every signal was acknowledged.
+    assert report["signals"] == report["sent"] > 0
+    assert report["server_cpu_seconds"] > 0
+    assert report["signals_per_server_cpu_sec"] > 0
+
+
+def test_relay_keeps_the_asked_rate(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    status, report, stderr = bench(
+        "relay", "--url", hub.ws, "--pairs", "5", "--rate", "600", "--duration", "2", "--warmup", "0.2",
+    )
+    assert status == 0, stderr
+    check_common(report, "relay")
+    assert 400 <= report["signals_per_sec"] <= 800
+
+
+def test_fanout_reaches_every_member(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    status, report, stderr = bench(
+        "fanout", "--url", hub.ws, "--room-size", "5", "--rooms", "2", "--duration", "1", "--warmup", "0.2",
+    )
+    assert status == 0, stderr
+    check_common(report, "fanout")
+    assert report["connections"] == 10
+    assert report["room_size"] == 5
+    # Each broadcast reaches the 4 other members.
+    assert report["signals"] == 4 * report["sent"]
+    assert report["broadcasts_per_sec"] > 0
+
+
+def test_echo_endpoint(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    url = hub.ws[: -len("/ws")] + "/echo"
+    status, report, stderr = bench("echo", "--url", url, "--connections", "4", "--duration", "1", "--warmup", "0.2")
+    assert status == 0, stderr
+    check_common(report, "echo")
+    assert report["signals"] == report["sent"]
+
+
+def test_errors_are_counted_when_the_hub_rate_limits(start_hub):
+    # The hub's default limits (a burst of 200, 100 messages/s) refuse a closed-loop relay: the bench must
+    # say so instead of reporting a clean run.
+    hub = start_hub()
+    status, report, _ = bench("relay", "--url", hub.ws, "--pairs", "2", "--duration", "1", "--warmup", "0")
+    assert status == 0
+    assert report["errors"] > 0
+    assert report["error_detail"]["error_messages"] > 0
+    assert "rate-limited" in report["error_detail"]["first_error"]
+
+
+def test_nothing_listening_fails():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status, report, _ = bench("connect", "--url", f"ws://127.0.0.1:{port}/ws", "--connections", "3", "--duration", "0")
+    assert status == 1
+    assert report["connections"] == 0
+    assert report["error_detail"]["connect_failed"] == 3
