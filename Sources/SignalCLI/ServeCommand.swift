@@ -39,6 +39,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds SIGTERM waits for clients after closing them with 1001.") var drainTimeout = 10.0
 
     @Option(help: "Largest client message in bytes (close 1009 above).") var maxMessageBytes = 64 * 1024
+    @Option(help: "Most fragments one message may arrive in (close 1009 above).") var maxFragments = 256
+    @Option(help: "Most HTTP header fields on a request (431 above).") var maxHeaderCount = 100
+    @Option(help: "Largest total HTTP header size in bytes (431 above).") var maxHeaderBytes = 16 * 1024
     @Option(help: "Rooms one peer may be in.") var maxRoomsPerPeer = 16
     @Option(help: "Peers one room may hold.") var maxPeersPerRoom = 256
     @Option(help: "Messages a client may send in a burst.") var rateBurst = 200
@@ -95,6 +98,9 @@ struct ServeCommand: AsyncParsableCommand {
         config.handshakeTimeout = handshakeTimeout
         config.drainTimeout = drainTimeout
         config.maxMessageBytes = maxMessageBytes
+        config.maxFragments = maxFragments
+        config.maxHeaderCount = maxHeaderCount
+        config.maxHeaderBytes = maxHeaderBytes
         config.limits.maxRoomsPerPeer = maxRoomsPerPeer
         config.limits.maxPeersPerRoom = maxPeersPerRoom
         config.rateBurst = rateBurst

@@ -191,6 +191,22 @@ import Testing
         _ = try await hub.peer()
     }
 
+    @Test func floodingIsRateLimitedByIDThenClosed1008() async throws {
+        let hub = try await TestHub {
+            $0.rateBurst = 5
+            $0.ratePerSecond = 1
+            $0.rateMaxStrikes = 10
+        }
+        defer { Task { await hub.stop() } }
+        let flooder = try await hub.peer()
+        for n in 0..<8 { flooder.send(#"{"type":"ping","id":"f\#(n)"}"#) }
+        let limited = try await flooder.next("error")
+        #expect(limited["code"] as? String == "rate-limited")
+        #expect(limited["id"] as? String == "f5", "the refusal names the refused request")
+        for n in 8..<40 { flooder.send(#"{"type":"ping","id":"f\#(n)"}"#) }
+        #expect(try await flooder.closed() == 1008)
+    }
+
     @Test func connectionCapsAnswer503() async throws {
         let hub = try await TestHub { $0.maxConnectionsPerIP = 2 }
         defer { Task { await hub.stop() } }

@@ -39,6 +39,7 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var handshake = CloseHandshake()
     private var lastInbound = NIODeadline.now()
     private var heartbeat: RepeatedTask?
+    private var lastPing = NIODeadline.now()
     private var closeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var connection: ConnectionID?
@@ -65,9 +66,12 @@ final class WebSocketHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.lastInbound = .now()
-        let interval = settings.heartbeatInterval
+        self.lastPing = .now()
+        // Checked at least every quarter of the timeout (and at every ping), so a dead connection is
+        // dropped within timeout + timeout/4, not timeout + interval.
+        let check = min(settings.heartbeatInterval, max(.seconds(1), .nanoseconds(settings.heartbeatTimeout.nanoseconds / 4)))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        self.heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+        self.heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in
             loopBound.value.heartbeatTick()
         }
         metrics.connectionsOpened.increment()
@@ -209,17 +213,24 @@ final class WebSocketHandler: ChannelInboundHandler {
             return
         }
         metrics.messagesIn.increment()
+        // Decoded first so that even a refusal names the request it refuses.
+        let decoded = settings.decoder.decode(text)
         switch rate.take(now: NIODeadline.now().uptimeNanoseconds) {
         case .allow: break
         case .refuse:
+            let id: String?
+            switch decoded {
+            case .success(let message): id = message.id
+            case .failure(let error): id = error.requestID
+            }
             metrics.errors[.rateLimited]?.increment()
-            self.sendDirect(.text, ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: nil))
+            self.sendDirect(.text, ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: id))
             return
         case .disconnect:
             self.initiateClose(.policyViolation, reason: "rate limit exceeded")
             return
         }
-        switch settings.decoder.decode(text) {
+        switch decoded {
         case .success(let message):
             hub.receive(connection, message)
             self.drainOutbox()
@@ -312,11 +323,14 @@ final class WebSocketHandler: ChannelInboundHandler {
 
     private func heartbeatTick() {
         guard let context, case .open = handshake.state else { return }
-        if NIODeadline.now() - lastInbound > settings.heartbeatTimeout {
+        let now = NIODeadline.now()
+        if now - lastInbound > settings.heartbeatTimeout {
             logger.debug("heartbeat timeout")
             context.close(promise: nil)  // a dead peer cannot take a close frame: treat as a drop
             return
         }
+        guard now - lastPing >= settings.heartbeatInterval else { return }
+        lastPing = now
         self.writeFrame(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0)), flush: true)
     }
 
