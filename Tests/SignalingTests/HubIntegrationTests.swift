@@ -309,7 +309,16 @@ import Testing
 
 /// A minimal HTTP/1.1 GET over a raw socket.
 func httpGet(port: Int, path: String) async throws -> (Int, String) {
-    try await Task.detached {
+    // Blocking socket calls run on a thread of their own, never on the cooperative pool.
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try blockingGet(port: port, path: path) })
+        }
+    }
+}
+
+private func blockingGet(port: Int, path: String) throws -> (Int, String) {
+    try {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -333,5 +342,5 @@ func httpGet(port: Int, path: String) async throws -> (Int, String) {
         let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
         let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
         return (status, body)
-    }.value
+    }()
 }
