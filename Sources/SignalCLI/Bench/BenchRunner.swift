@@ -43,7 +43,7 @@ struct BenchRunner {
         guard !url.secure else { throw ValidationError("--url: signal bench speaks ws:// only (measure TLS separately)") }
         let count = connectionCount
         let progress = ProgressLine(enabled: !options.quiet)
-        Self.ensureFileDescriptors(count + 1024, progress: progress)
+        Self.ensureFileDescriptors(count + 64, progress: progress)
 
         let server = try SocketAddress.makeAddressResolvingHost(url.host, port: url.port)
         let sourceCount = options.sourceAddresses > 0 ? options.sourceAddresses : (count + 19_999) / 20_000
