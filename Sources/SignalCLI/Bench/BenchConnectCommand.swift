@@ -34,7 +34,9 @@ struct BenchConnectCommand: AsyncParsableCommand {
     func validate() throws {
         guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
         guard roomSize >= 1 else { throw ValidationError("--room-size must be at least 1") }
-        guard duration >= 0, settle >= 0, probeRate >= 0 else { throw ValidationError("times and rates must not be negative") }
+        guard duration >= 0, settle >= 0, probeRate >= 0 else {
+            throw ValidationError("times and rates must not be negative")
+        }
         guard probePairs >= 0 else { throw ValidationError("--probe-pairs must not be negative") }
     }
 
@@ -48,12 +50,20 @@ struct BenchConnectCommand: AsyncParsableCommand {
         let runner = BenchRunner(mode: "connect", options: options, units: units, sessions: !websocketOnly)
         let probing = !websocketOnly && probeRate > 0 && probePairs > 0 && roomSize >= 2 && duration > 0
         var report = try await runner.run(
-            load: duration > 0 ? .init(warmup: 0, duration: duration, rate: probing ? probeRate : nil, inflight: 1) : nil,
+            load: duration > 0
+                ? .init(warmup: 0, duration: duration, rate: probing ? probeRate : nil, inflight: 1) : nil,
             settle: max(settle, 0.001)
         ) { loop, plan, units, runID, maxConnects in
             ConnectDriver(
-                loop: loop, plan: plan, units: units, runID: runID, roomSize: roomSize, size: size,
-                probeStride: probeStride, probePairs: probePairs, maxConnectsInFlight: maxConnects
+                loop: loop,
+                plan: plan,
+                units: units,
+                runID: runID,
+                roomSize: roomSize,
+                size: size,
+                probeStride: probeStride,
+                probePairs: probePairs,
+                maxConnectsInFlight: maxConnects
             )
         }
         report.roomSize = websocketOnly ? nil : roomSize

@@ -187,27 +187,28 @@ final class BenchConnection: ChannelInboundHandler {
 
     private func readFrames(_ buffer: inout ByteBuffer) {
         while phase == .open || phase == .closing {
-            let header: (length: Int, payload: Int, opcode: UInt8, fin: Bool, masked: Bool)? = buffer.withUnsafeReadableBytes { raw in
-                guard raw.count >= 2 else { return nil }
-                let fin = raw[0] & 0x80 != 0
-                let opcode = raw[0] & 0x0F
-                let masked = raw[1] & 0x80 != 0
-                var length = 2
-                var payload = Int(raw[1] & 0x7F)
-                if payload == 126 {
-                    guard raw.count >= 4 else { return nil }
-                    payload = Int(raw[2]) << 8 | Int(raw[3])
-                    length = 4
-                } else if payload == 127 {
-                    guard raw.count >= 10 else { return nil }
-                    var value = 0
-                    for index in 2..<10 { value = value << 8 | Int(raw[index]) }
-                    payload = value
-                    length = 10
+            let header: (length: Int, payload: Int, opcode: UInt8, fin: Bool, masked: Bool)? =
+                buffer.withUnsafeReadableBytes { raw in
+                    guard raw.count >= 2 else { return nil }
+                    let fin = raw[0] & 0x80 != 0
+                    let opcode = raw[0] & 0x0F
+                    let masked = raw[1] & 0x80 != 0
+                    var length = 2
+                    var payload = Int(raw[1] & 0x7F)
+                    if payload == 126 {
+                        guard raw.count >= 4 else { return nil }
+                        payload = Int(raw[2]) << 8 | Int(raw[3])
+                        length = 4
+                    } else if payload == 127 {
+                        guard raw.count >= 10 else { return nil }
+                        var value = 0
+                        for index in 2..<10 { value = value << 8 | Int(raw[index]) }
+                        payload = value
+                        length = 10
+                    }
+                    if masked { length += 4 }
+                    return (length, payload, opcode, fin, masked)
                 }
-                if masked { length += 4 }
-                return (length, payload, opcode, fin, masked)
-            }
             guard let header, buffer.readableBytes >= header.length + header.payload else { return }
             if header.masked {
                 self.fail("server sent a masked frame")
@@ -245,7 +246,9 @@ final class BenchConnection: ChannelInboundHandler {
             // A close from the server: answer it (if we did not start it) and close the socket.
             if phase != .closing {
                 let code = payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : 1005
-                let reason = payload.count > 2 ? String(decoding: UnsafeRawBufferPointer(rebasing: payload[2...]), as: UTF8.self) : ""
+                let reason =
+                    payload.count > 2
+                    ? String(decoding: UnsafeRawBufferPointer(rebasing: payload[2...]), as: UTF8.self) : ""
                 driver.connectionError(self, "server closed the connection with \(code) \(reason)")
                 if let context {
                     if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 8) }

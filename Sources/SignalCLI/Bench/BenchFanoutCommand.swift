@@ -35,7 +35,12 @@ struct BenchFanoutCommand: AsyncParsableCommand {
             settle: 0
         ) { loop, plan, units, runID, maxConnects in
             FanoutDriver(
-                loop: loop, plan: plan, units: units, runID: runID, roomSize: roomSize, size: size,
+                loop: loop,
+                plan: plan,
+                units: units,
+                runID: runID,
+                roomSize: roomSize,
+                size: size,
                 maxConnectsInFlight: maxConnects
             )
         }

@@ -14,10 +14,16 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Spread connections over loopback sources 127.0.0.1…127.0.0.N (0: one per 20,000 connections).")
     var sourceAddresses = 0
 
-    @Option(help: "Server process id, for its CPU time and memory (default: the local process listening on the URL's port, else /metrics).")
+    @Option(
+        help:
+            "Server process id, for its CPU time and memory (default: the local process listening on the URL's port, else /metrics)."
+    )
     var serverPid: Int32?
 
-    @Option(help: "Counter file of a server run under Benchmarks/malloc-counter.c, for allocations per signal and heap per connection.")
+    @Option(
+        help:
+            "Counter file of a server run under Benchmarks/malloc-counter.c, for allocations per signal and heap per connection."
+    )
     var serverMallocCounters: String?
 
     @Option(help: "WebSocket handshakes in flight at once.")
@@ -32,53 +38,8 @@ struct BenchOptions: ParsableArguments {
     func validateCommon() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard connectConcurrency >= 1 else { throw ValidationError("--connect-concurrency must be at least 1") }
-        guard sourceAddresses >= 0, sourceAddresses <= 254 else { throw ValidationError("--source-addresses must be 0-254") }
-    }
-}
-
-/// `--rate R|max`: messages per second, or a closed loop as fast as the server answers.
-enum BenchRate: ExpressibleByArgument, Sendable, CustomStringConvertible {
-    case max
-    case perSecond(Double)
-
-    init?(argument: String) {
-        if argument.lowercased() == "max" {
-            self = .max
-        } else if let value = Double(argument), value > 0 {
-            self = .perSecond(value)
-        } else {
-            return nil
+        guard sourceAddresses >= 0, sourceAddresses <= 254 else {
+            throw ValidationError("--source-addresses must be 0-254")
         }
-    }
-
-    var perSecond: Double? {
-        if case .perSecond(let value) = self { return value }
-        return nil
-    }
-
-    var description: String {
-        switch self {
-        case .max: return "max"
-        case .perSecond(let value): return value == value.rounded() ? String(Int(value)) : String(value)
-        }
-    }
-
-    var defaultValueDescription: String { description }
-}
-
-/// `--duration`, `--warmup`, `--size` and `--inflight`, shared by the load modes.
-struct LoadOptions: ParsableArguments {
-    @Option(help: "Seconds to measure.") var duration = 10.0
-    @Option(help: "Seconds of load before measuring (not counted).") var warmup = 1.0
-    @Option(help: "Bytes per message (the JSON text; small sizes are rounded up to the message's fixed part).")
-    var size = 256
-    @Option(help: "Exchanges each pair, room or connection keeps under way with --rate max.")
-    var inflight = 1
-
-    func validateLoad() throws {
-        guard duration > 0 else { throw ValidationError("--duration must be positive") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
-        guard size >= 0, size <= 60 * 1024 else { throw ValidationError("--size must be 0-61440") }
-        guard inflight >= 1 else { throw ValidationError("--inflight must be at least 1") }
     }
 }

@@ -38,7 +38,12 @@ struct BenchRelayCommand: AsyncParsableCommand {
             settle: 0
         ) { loop, plan, units, runID, maxConnects in
             RelayDriver(
-                loop: loop, plan: plan, units: units, runID: runID, size: size, candidates: candidates,
+                loop: loop,
+                plan: plan,
+                units: units,
+                runID: runID,
+                size: size,
+                candidates: candidates,
                 maxConnectsInFlight: maxConnects
             )
         }

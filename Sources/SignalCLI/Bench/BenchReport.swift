@@ -1,51 +1,6 @@
 import Foundation
 import Histogram
 
-/// Latency percentiles in milliseconds.
-struct LatencySummary: Encodable, Sendable {
-    var p50: Double
-    var p90: Double
-    var p99: Double
-    var p999: Double
-    var max: Double
-    var mean: Double
-
-    init(_ histogram: Histogram<UInt64>) {
-        func ms(_ nanoseconds: UInt64) -> Double { (Double(nanoseconds) / 1e3).rounded() / 1e3 }
-        let empty = histogram.totalCount == 0
-        p50 = empty ? 0 : ms(histogram.valueAtPercentile(50))
-        p90 = empty ? 0 : ms(histogram.valueAtPercentile(90))
-        p99 = empty ? 0 : ms(histogram.valueAtPercentile(99))
-        p999 = empty ? 0 : ms(histogram.valueAtPercentile(99.9))
-        max = empty ? 0 : ms(histogram.max)
-        mean = empty ? 0 : (histogram.mean / 1e3).rounded() / 1e3
-    }
-
-    var text: String {
-        String(format: "p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f ms", p50, p90, p99, p999, max)
-    }
-}
-
-/// Why `errors` is not zero.
-struct ErrorDetail: Encodable, Sendable {
-    /// `error` messages the server sent.
-    var errorMessages: Int
-    /// Connections that never became ready.
-    var connectFailed: Int
-    /// Connections lost after they were ready.
-    var closed: Int
-    /// Measured messages that never arrived (after the drain).
-    var lost: Int
-    var firstError: String?
-
-    enum CodingKeys: String, CodingKey {
-        case errorMessages = "error_messages"
-        case connectFailed = "connect_failed"
-        case closed, lost
-        case firstError = "first_error"
-    }
-}
-
 /// The result of one `signal bench` run: printed as text, or as JSON with `--json`.
 struct BenchReport: Encodable, Sendable {
     var mode: String
@@ -137,20 +92,34 @@ struct BenchReport: Encodable, Sendable {
         if let serverCpuSeconds {
             var line = String(format: "  server CPU    %.2f s", serverCpuSeconds)
             if connectsPerServerCpuSec != nil { line += " while connecting" }
-            if let signalsPerServerCpuSec { line += String(format: " = %.0f signals per server CPU-second", signalsPerServerCpuSec) }
-            if let connectsPerServerCpuSec { line += String(format: " = %.0f connects per server CPU-second", connectsPerServerCpuSec) }
+            if let signalsPerServerCpuSec {
+                line += String(format: " = %.0f signals per server CPU-second", signalsPerServerCpuSec)
+            }
+            if let connectsPerServerCpuSec {
+                line += String(format: " = %.0f connects per server CPU-second", connectsPerServerCpuSec)
+            }
             lines.append(line)
         }
         if let serverRssBytes {
             var line = String(format: "  server RSS    %.1f MiB", Double(serverRssBytes) / 1_048_576)
-            if let serverRssBytesPerConnection { line += String(format: ", %.0f bytes per connection", serverRssBytesPerConnection) }
+            if let serverRssBytesPerConnection {
+                line += String(format: ", %.0f bytes per connection", serverRssBytesPerConnection)
+            }
             lines.append(line)
         }
-        if serverHeapBytesPerConnection != nil || serverAllocationsPerConnect != nil || serverAllocationsPerSignal != nil {
+        if serverHeapBytesPerConnection != nil || serverAllocationsPerConnect != nil
+            || serverAllocationsPerSignal != nil
+        {
             var parts: [String] = []
-            if let value = serverHeapBytesPerConnection { parts.append(String(format: "%.0f heap bytes per connection", value)) }
-            if let value = serverAllocationsPerConnect { parts.append(String(format: "%.0f allocations per connect", value)) }
-            if let value = serverAllocationsPerSignal { parts.append(String(format: "%.2f allocations per signal", value)) }
+            if let value = serverHeapBytesPerConnection {
+                parts.append(String(format: "%.0f heap bytes per connection", value))
+            }
+            if let value = serverAllocationsPerConnect {
+                parts.append(String(format: "%.0f allocations per connect", value))
+            }
+            if let value = serverAllocationsPerSignal {
+                parts.append(String(format: "%.2f allocations per signal", value))
+            }
             lines.append("  server heap   " + parts.joined(separator: ", "))
         }
         lines.append(String(format: "  generator CPU %.2f s", generatorCpuSeconds))

@@ -17,9 +17,10 @@ struct BenchRunner {
         var inflight: Int
     }
 
-    typealias Factory = @Sendable (
-        _ loop: any EventLoop, _ plan: ConnectionPlan, _ units: [[Int]], _ runID: String, _ maxConnectsInFlight: Int
-    ) -> LoopDriver
+    typealias Factory =
+        @Sendable (
+            _ loop: any EventLoop, _ plan: ConnectionPlan, _ units: [[Int]], _ runID: String, _ maxConnectsInFlight: Int
+        ) -> LoopDriver
 
     let mode: String
     let options: BenchOptions
@@ -40,7 +41,9 @@ struct BenchRunner {
         } catch {
             throw ValidationError("--url: \(error)")
         }
-        guard !url.secure else { throw ValidationError("--url: signal bench speaks ws:// only (measure TLS separately)") }
+        guard !url.secure else {
+            throw ValidationError("--url: signal bench speaks ws:// only (measure TLS separately)")
+        }
         let count = connectionCount
         let progress = ProgressLine(enabled: !options.quiet)
         Self.ensureFileDescriptors(count + 64, progress: progress)
@@ -51,7 +54,10 @@ struct BenchRunner {
         let plan = try ConnectionPlan(url: url, sources: sources, sessions: sessions)
 
         let probe = await ServerProbe.locate(
-            pid: options.serverPid, host: url.host, port: url.port, mallocCounters: options.serverMallocCounters,
+            pid: options.serverPid,
+            host: url.host,
+            port: url.port,
+            mallocCounters: options.serverMallocCounters,
             group: MultiThreadedEventLoopGroup.singleton
         )
         let before = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
@@ -81,7 +87,11 @@ struct BenchRunner {
         let readings = NIOLockedValueBox<[ServerProbe.Reading?]>([])
         if let load, connected.ready > 0 {
             window = try await generator.run(
-                warmup: load.warmup, duration: load.duration, rate: load.rate, inflight: load.inflight, label: mode
+                warmup: load.warmup,
+                duration: load.duration,
+                rate: load.rate,
+                inflight: load.inflight,
+                label: mode
             ) { _ in
                 let reading = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
                 readings.withLockedValue { $0.append(reading) }
@@ -107,7 +117,10 @@ struct BenchRunner {
             latencyMs: LatencySummary(stats.latency),
             errors: stats.errorMessages + stats.connectFailed + stats.closed + lost,
             errorDetail: ErrorDetail(
-                errorMessages: stats.errorMessages, connectFailed: stats.connectFailed, closed: stats.closed, lost: lost,
+                errorMessages: stats.errorMessages,
+                connectFailed: stats.connectFailed,
+                closed: stats.closed,
+                lost: lost,
                 firstError: stats.firstError
             ),
             serverPid: probe?.pid,
@@ -120,7 +133,9 @@ struct BenchRunner {
             report.serverCpuSeconds = (cpu * 100).rounded() / 100
             if cpu > 0 { report.signalsPerServerCpuSec = (Double(stats.received) / cpu).rounded() }
         }
-        if measured.count == 2, let start = measured[0]?.allocations, let end = measured[1]?.allocations, stats.received > 0 {
+        if measured.count == 2, let start = measured[0]?.allocations, let end = measured[1]?.allocations,
+            stats.received > 0
+        {
             report.serverAllocationsPerSignal = (Double(end - start) / Double(stats.received) * 100).rounded() / 100
         }
         if settle > 0 {
@@ -163,9 +178,9 @@ struct BenchRunner {
         raiseFileDescriptorLimit()
         var limit = rlimit()
         #if os(Linux)
-        let resource = Int32(RLIMIT_NOFILE.rawValue)
+            let resource = Int32(RLIMIT_NOFILE.rawValue)
         #else
-        let resource = RLIMIT_NOFILE
+            let resource = RLIMIT_NOFILE
         #endif
         guard getrlimit(resource, &limit) == 0, limit.rlim_cur < rlim_t(needed) else { return }
         var wanted = limit

@@ -29,7 +29,11 @@ struct BenchStats: Sendable {
     var connectLatency = BenchStats.makeHistogram()
 
     static func makeHistogram() -> Histogram<UInt64> {
-        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+        Histogram<UInt64>(
+            lowestDiscernibleValue: 1,
+            highestTrackableValue: 120_000_000_000,
+            numberOfSignificantValueDigits: .three
+        )
     }
 
     mutating func merge(_ other: BenchStats) {
@@ -49,23 +53,4 @@ struct BenchStats: Sendable {
 
     /// Measured deliveries that never arrived.
     var lost: Int { max(0, expected - received) }
-}
-
-/// A progress sample of one loop: counters and the latency of what arrived since the previous sample.
-struct BenchProgressSample: Sendable {
-    var sent = 0
-    var received = 0
-    var ready = 0
-    var failures = 0
-    var errorMessages = 0
-    var interval = BenchStats.makeHistogram()
-
-    mutating func merge(_ other: BenchProgressSample) {
-        sent += other.sent
-        received += other.received
-        ready += other.ready
-        failures += other.failures
-        errorMessages += other.errorMessages
-        interval.add(other.interval)
-    }
 }

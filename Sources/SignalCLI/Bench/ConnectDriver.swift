@@ -18,13 +18,25 @@ final class ConnectDriver: LoopDriver {
     /// `units` holds this loop's rooms. Room `r` carries a probe pair when `r % probeStride == 0` and
     /// `r / probeStride < probePairs`.
     init(
-        loop: any EventLoop, plan: ConnectionPlan, units: [[Int]], runID: String, roomSize: Int, size: Int,
-        probeStride: Int, probePairs: Int, maxConnectsInFlight: Int
+        loop: any EventLoop,
+        plan: ConnectionPlan,
+        units: [[Int]],
+        runID: String,
+        roomSize: Int,
+        size: Int,
+        probeStride: Int,
+        probePairs: Int,
+        maxConnectsInFlight: Int
     ) {
         self.runID = runID
         self.roomSize = roomSize
         self.size = size
-        super.init(loop: loop, plan: plan, globalIndexes: units.flatMap { $0 }, maxConnectsInFlight: maxConnectsInFlight)
+        super.init(
+            loop: loop,
+            plan: plan,
+            globalIndexes: units.flatMap { $0 },
+            maxConnectsInFlight: maxConnectsInFlight
+        )
         var index = 0
         for unit in units {
             let room = (unit.first ?? 0) / roomSize

@@ -10,7 +10,12 @@ final class EchoDriver: LoopDriver {
 
     init(loop: any EventLoop, plan: ConnectionPlan, units: [[Int]], size: Int, maxConnectsInFlight: Int) {
         self.size = size
-        super.init(loop: loop, plan: plan, globalIndexes: units.flatMap { $0 }, maxConnectsInFlight: maxConnectsInFlight)
+        super.init(
+            loop: loop,
+            plan: plan,
+            globalIndexes: units.flatMap { $0 },
+            maxConnectsInFlight: maxConnectsInFlight
+        )
     }
 
     override func prepare() {
@@ -40,7 +45,8 @@ final class EchoDriver: LoopDriver {
         self.recordSend(at: now, deliveries: 1)
     }
 
-    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
+    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
+    {
         self.recordDelivery(stamp: stamp, now: now)
         if closedLoop && running { self.send(connection) }
     }

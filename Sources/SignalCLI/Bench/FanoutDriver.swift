@@ -23,11 +23,24 @@ final class FanoutDriver: LoopDriver {
     private var inflight = 1
 
     /// `units` holds the global indexes of this loop's rooms, `roomSize` each.
-    init(loop: any EventLoop, plan: ConnectionPlan, units: [[Int]], runID: String, roomSize: Int, size: Int, maxConnectsInFlight: Int) {
+    init(
+        loop: any EventLoop,
+        plan: ConnectionPlan,
+        units: [[Int]],
+        runID: String,
+        roomSize: Int,
+        size: Int,
+        maxConnectsInFlight: Int
+    ) {
         self.runID = runID
         self.roomSize = roomSize
         self.size = size
-        super.init(loop: loop, plan: plan, globalIndexes: units.flatMap { $0 }, maxConnectsInFlight: maxConnectsInFlight)
+        super.init(
+            loop: loop,
+            plan: plan,
+            globalIndexes: units.flatMap { $0 },
+            maxConnectsInFlight: maxConnectsInFlight
+        )
         var index = 0
         for unit in units {
             rooms.append(Room(members: Array(index..<(index + unit.count))))
@@ -76,7 +89,8 @@ final class FanoutDriver: LoopDriver {
         self.recordSend(at: now, deliveries: members.count - 1)
     }
 
-    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
+    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
+    {
         self.recordDelivery(stamp: stamp, now: now)
         guard connection.slot >= 0 else { return }
         let slot = connection.slot

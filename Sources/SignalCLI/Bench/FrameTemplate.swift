@@ -33,7 +33,9 @@ struct FrameTemplate {
                 frame.append(UInt8((UInt64(payload.count) >> UInt64(shift)) & 0xFF))
             }
         }
-        let key = (UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255))
+        let key = (
+            UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255)
+        )
         frame.append(contentsOf: [key.0, key.1, key.2, key.3])
         let payloadStart = frame.count
         for (index, byte) in payload.enumerated() {
@@ -67,7 +69,13 @@ struct FrameTemplate {
         }
     }
 
-    private func writeHex(_ value: UInt64, digits: Int, at offset: Int, base: Int, into raw: UnsafeMutableRawBufferPointer) {
+    private func writeHex(
+        _ value: UInt64,
+        digits: Int,
+        at offset: Int,
+        base: Int,
+        into raw: UnsafeMutableRawBufferPointer
+    ) {
         for digit in 0..<digits {
             let nibble = Int((value >> UInt64(4 * (digits - 1 - digit))) & 0xF)
             let position = offset + digit

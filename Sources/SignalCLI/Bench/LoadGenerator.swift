@@ -77,7 +77,11 @@ final class LoadGenerator: Sendable {
                 progress.update(
                     String(
                         format: "connecting %6.1fs  ready %d/%d  %.0f/s  failed %d",
-                        Double(now - start) / 1e9, sample.ready, expected, rate, sample.failures
+                        Double(now - start) / 1e9,
+                        sample.ready,
+                        expected,
+                        rate,
+                        sample.failures
                     )
                 )
                 lastPrint = now
@@ -96,7 +100,12 @@ final class LoadGenerator: Sendable {
     /// over all loops (nil: closed loop). `measure(true)` runs as the window opens, `measure(false)` as
     /// it closes (to read the server's CPU time). Returns the measured window in seconds.
     func run(
-        warmup: Double, duration: Double, rate: Double?, inflight: Int, label: String, drainTimeout: Double = 5,
+        warmup: Double,
+        duration: Double,
+        rate: Double?,
+        inflight: Int,
+        label: String,
+        drainTimeout: Double = 5,
         measure: @escaping @Sendable (Bool) async -> Void
     ) async throws -> Double {
         let units = try await onAll { ($0.unitCount, $0.messagesPerUnit) }
@@ -133,7 +142,9 @@ final class LoadGenerator: Sendable {
             let phase = after < measureFrom ? "warmup" : label
             let numbers = String(
                 format: "%6.1fs  sent %d  received %d  %.0f/s  p99 %.3f ms  errors %d",
-                Double(after - start) / 1e9, sample.sent, sample.received,
+                Double(after - start) / 1e9,
+                sample.sent,
+                sample.received,
                 Double(sample.received - last.received) / seconds,
                 Double(sample.interval.valueAtPercentile(99)) / 1e6,
                 sample.failures + sample.errorMessages

@@ -199,7 +199,10 @@ class LoopDriver {
         if let source = plan.source(for: connection.globalIndex) {
             // Pick the source port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT = 24).
             #if os(Linux)
-            bootstrap = bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: NIOBSDSocket.Option(rawValue: 24)), value: 1)
+                bootstrap = bootstrap.channelOption(
+                    ChannelOptions.Types.SocketOption(level: .ip, name: NIOBSDSocket.Option(rawValue: 24)),
+                    value: 1
+                )
             #endif
             bootstrap = bootstrap.bind(to: source)
         }

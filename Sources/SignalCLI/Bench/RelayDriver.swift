@@ -20,11 +20,24 @@ final class RelayDriver: LoopDriver {
     private var closedLoop = false
 
     /// `units` holds the global indexes of this loop's pairs, two each.
-    init(loop: any EventLoop, plan: ConnectionPlan, units: [[Int]], runID: String, size: Int, candidates: Int, maxConnectsInFlight: Int) {
+    init(
+        loop: any EventLoop,
+        plan: ConnectionPlan,
+        units: [[Int]],
+        runID: String,
+        size: Int,
+        candidates: Int,
+        maxConnectsInFlight: Int
+    ) {
         self.runID = runID
         self.size = size
         self.candidates = candidates
-        super.init(loop: loop, plan: plan, globalIndexes: units.flatMap { $0 }, maxConnectsInFlight: maxConnectsInFlight)
+        super.init(
+            loop: loop,
+            plan: plan,
+            globalIndexes: units.flatMap { $0 },
+            maxConnectsInFlight: maxConnectsInFlight
+        )
         var index = 0
         for unit in units {
             pairs.append(Pair(offerer: index, answerer: index + 1))
@@ -90,7 +103,8 @@ final class RelayDriver: LoopDriver {
         self.recordSend(at: now, deliveries: 1)
     }
 
-    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
+    override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
+    {
         self.recordDelivery(stamp: stamp, now: now)
         guard payload.count > BenchMessage.candidateValueOffset, connection.slot >= 0 else { return }
         let type = payload[BenchMessage.typeOffset]

@@ -31,7 +31,11 @@ struct ServerProbe: Sendable {
 
     /// The best source available: the given pid, the local process listening on `port`, or `/metrics`.
     static func locate(
-        pid: Int32?, host: String, port: Int, mallocCounters: String?, group: any EventLoopGroup
+        pid: Int32?,
+        host: String,
+        port: Int,
+        mallocCounters: String?,
+        group: any EventLoopGroup
     ) async -> ServerProbe? {
         if let pid { return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters) }
         if let pid = listeningProcess(port: port) {
@@ -105,9 +109,9 @@ struct ServerProbe: Sendable {
     static func ownCPUSeconds() -> Double {
         var usage = rusage()
         #if os(Linux)
-        getrusage(RUSAGE_SELF.rawValue, &usage)
+            getrusage(RUSAGE_SELF.rawValue, &usage)
         #else
-        getrusage(RUSAGE_SELF, &usage)
+            getrusage(RUSAGE_SELF, &usage)
         #endif
         func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
