@@ -92,6 +92,7 @@ def test_wss_session_with_offer_answer_and_candidates(start_hub, pki, tmp_path):
             assert json.loads(alice.recv(timeout=5))["type"] == "ack"
             assert json.loads(alice.recv(timeout=5))["sdp"] == "v=0 answer"
             alice.send(json.dumps({"type": "candidate", "to": "bob", "candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0}}))
+            assert json.loads(bob.recv(timeout=5))["type"] == "ack"  # for bob's answer
             assert json.loads(bob.recv(timeout=5))["type"] == "candidate"
         # https on the same port, TLS 1.2+ and ALPN http/1.1.
         _, version, alpn = peer_serial(port, pki)

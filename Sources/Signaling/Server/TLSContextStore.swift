@@ -106,11 +106,21 @@ final class TLSSniffer: ByteToMessageDecoder {
         self.store = store
     }
 
+    private var passThrough = false
+
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if passThrough {
+            // Removal is pending: hand everything to the TLS handler behind us.
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: buffer.readableBytes)!))
+            return .needMoreData
+        }
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return .needMoreData }
         if first == 0x16 {
             let handler = NIOSSLServerHandler(context: store.current)
             try context.pipeline.syncOperations.addHandler(handler, position: .after(context.handler))
+            passThrough = true
+            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: buffer.readableBytes)!))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return .needMoreData
         }
