@@ -74,6 +74,7 @@ def stop(proc):
 
 def peer_serial(port, pki):
     ctx = client_context(pki)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])  # the hub picks http/1.1
     with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as s:
         return s.getpeercert()["serialNumber"], s.version(), s.selected_alpn_protocol()
 
