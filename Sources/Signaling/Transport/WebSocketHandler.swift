@@ -40,6 +40,9 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var lastInbound = NIODeadline.now()
     private var heartbeat: RepeatedTask?
     private var lastPing = NIODeadline.now()
+    /// Between a `channelRead` and its `channelReadComplete`: flushes wait for the end of the batch.
+    private var reading = false
+    private var flushPending = false
     private var closeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var connection: ConnectionID?
@@ -79,7 +82,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         guard case .session(let hub, let request, let refusal) = role else { return }
         let eventLoop = context.eventLoop
         let outbox = Outbox(limit: settings.outboundQueueBytes) {
-            eventLoop.execute { loopBound.value.drainOutbox() }
+            eventLoop.execute { loopBound.value.drainFromWake() }
         }
         self.outbox = outbox
         if let (errorCode, closeCode, reason) = refusal {
@@ -169,6 +172,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         // fragmentation, size, UTF-8 of text) before the aggregator joined the fragments.
         let frame = Self.unwrapInboundIn(data)
         self.lastInbound = .now()
+        self.reading = true
         if frame.opcode == .connectionClose {
             self.receivedClose(frame.data)
             return
@@ -356,14 +360,40 @@ final class WebSocketHandler: ChannelInboundHandler {
         self.writeFrame(WebSocketFrame(fin: true, opcode: .text, data: text), flush: false)
     }
 
+    /// Flushes now, or — while a batch of reads is being handled — once at the end of the batch, so a
+    /// client's burst of requests is answered with one `writev` instead of one per reply.
     private func flush() {
-        context?.flush()
+        if reading {
+            flushPending = true
+        } else {
+            context?.flush()
+        }
+    }
+
+    /// A wake-up from the hub runs between read batches: any flush deferred by a batch whose
+    /// `channelReadComplete` never came (e.g. frames replayed by the upgrader) goes out now too.
+    private func drainFromWake() {
+        reading = false
+        drainOutbox()
+        if flushPending {
+            flushPending = false
+            context?.flush()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
     }
 
     private func writeFrame(_ frame: WebSocketFrame, flush: Bool) {
         guard let context else { return }
         context.write(Self.wrapOutboundOut(frame), promise: nil)
-        if flush { context.flush() }
+        if flush { self.flush() }
     }
 
     private func stopTimers() {
