@@ -363,10 +363,17 @@ final class WebSocketHandler: ChannelInboundHandler {
     /// Flushes now, or — while a batch of reads is being handled — once at the end of the batch, so a
     /// client's burst of requests is answered with one `writev` instead of one per reply.
     private func flush() {
-        if reading {
+        guard let context else { return }
+        guard reading else {
+            context.flush()
+            return
+        }
+        if !flushPending {
             flushPending = true
-        } else {
-            context?.flush()
+            // `channelReadComplete` normally flushes first; this guarantees the flush by the end of the
+            // event-loop turn even for frames delivered without one (e.g. replayed by the upgrader).
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { loopBound.value.drainFromWake() }
         }
     }
 
