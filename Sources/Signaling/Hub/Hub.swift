@@ -1,5 +1,4 @@
 import CoreMetrics
-import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -19,13 +18,11 @@ public final class Hub: Sendable {
     private let locked: NIOLockedValueBox<Locked>
     let welcome: WelcomeTemplate
     let metrics: HubMetrics
-    let logger: Logger
 
-    public init(limits: HubLimits, welcome: WelcomeTemplate, metrics: HubMetrics, logger: Logger) {
+    public init(limits: HubLimits, welcome: WelcomeTemplate, metrics: HubMetrics) {
         self.locked = NIOLockedValueBox(Locked(state: HubState(limits: limits)))
         self.welcome = welcome
         self.metrics = metrics
-        self.logger = logger
     }
 
     static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }

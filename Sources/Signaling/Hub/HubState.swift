@@ -40,9 +40,7 @@ public struct HubCounters: Sendable, Equatable {
     public var gaps = 0
     public var expired = 0
     public var queued = 0
-    public var queueFull = 0
     public var takeovers = 0
-    public var sessionsEnded = 0
 }
 
 /// The hub's whole state and every decision it makes, with no I/O: sessions, peer ids, rooms, presence,
@@ -401,10 +399,7 @@ public struct HubState: Sendable {
                 session.queuedCount >= limits.resumeBufferMessages
                 || session.queuedBytes + size > limits.resumeBufferBytes
                 || bufferedBytes + size > limits.globalBufferBytes
-            if full {
-                counters.queueFull += 1
-                return .queueFull
-            }
+            if full { return .queueFull }
         }
         let seq = sessions.values[index].nextSeq
         sessions.values[index].nextSeq += 1
@@ -484,7 +479,6 @@ public struct HubState: Sendable {
 
     private mutating func endSession(_ peer: String, actions: inout [HubAction]) {
         guard let session = sessions.removeValue(forKey: peer) else { return }
-        counters.sessionsEnded += 1
         tokens[session.token] = nil
         detached.remove(peer)
         if let connection = session.connection { connections[connection] = nil }

@@ -52,8 +52,7 @@ public final class SignalServer: Service, Sendable {
                 iceServersJSON: configuration.iceServersJSON,
                 limitsJSON: configuration.limitsJSON
             ),
-            metrics: metrics,
-            logger: logger
+            metrics: metrics
         )
         if let secret = configuration.jwtSecret {
             self.verifier = await TokenVerifier(secret: secret)
