@@ -68,6 +68,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Message size limit on /echo.") var echoMaxMessageBytes = 64 * 1024
     @Option(help: "Fragment count limit on /echo.") var echoMaxFragments = 256
 
+    @Option(help: "Join a cluster through this Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS. Without it the hub is a single node.")
+    var redis: String?
+    @Option(help: "This node's name in the cluster (default: hostname-pid).") var nodeId: String?
+    @Option(help: "Prefix of every Redis key and channel, so clusters can share one Redis.") var redisPrefix = "sig"
+    @Option(help: "Private CA (PEM) that signed the rediss:// server's certificate.") var redisCa: String?
+    @Option(help: "Seconds without Redis after which a node sends its clients to other nodes with 1001 (0: never).")
+    var redisPartitionTimeout = 10.0
+    @Option(help: "Seconds between a node's re-announcements of its live sessions.") var clusterRefresh = 2.0
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
         guard heartbeatInterval > 0, heartbeatTimeout > 0 else { throw ValidationError("heartbeat values must be positive") }
@@ -129,6 +138,25 @@ struct ServeCommand: AsyncParsableCommand {
         config.webRoot = webRoot
         config.echoMaxMessageBytes = echoMaxMessageBytes
         config.echoMaxFragments = echoMaxFragments
+        if let redis {
+            var redisConfiguration: RedisConfiguration
+            do {
+                redisConfiguration = try RedisConfiguration(url: redis)
+            } catch {
+                throw ValidationError("--redis: \(error.message)")
+            }
+            if let redisCa { redisConfiguration.tlsCAFile = redisCa }
+            var cluster = ClusterConfiguration(
+                redis: redisConfiguration,
+                nodeID: nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+            )
+            cluster.keyPrefix = redisPrefix
+            cluster.partitionTimeout = redisPartitionTimeout > 0 ? .milliseconds(Int64(redisPartitionTimeout * 1000)) : nil
+            cluster.refreshInterval = .milliseconds(Int64(clusterRefresh * 1000))
+            config.cluster = cluster
+        } else if nodeId != nil {
+            throw ValidationError("--node-id needs --redis")
+        }
         return config
     }
 

@@ -27,6 +27,9 @@ public enum OpenRequest: Sendable {
 public enum OpenOutcome: Sendable, Equatable {
     case opened(peer: String, resumed: Bool, gap: Bool, replayed: Int)
     case refused(CloseCode)
+    /// The decision is being made elsewhere (a cluster hub asks Redis); its welcome or refusal arrives
+    /// through the connection's outbox.
+    case pending
 }
 
 /// Cumulative counters the state machine keeps; the hub exports them as metrics when scraped.

@@ -81,3 +81,22 @@ public final class HubMetrics: Sendable {
         closes[code]?.increment()
     }
 }
+
+/// A cluster node's own metrics: cross-node traffic and its Redis connection.
+public final class ClusterMetrics: Sendable {
+    /// Signals whose recipient was connected to another node.
+    let crossNodeSignals: Counter
+    /// Time from writing a Redis request to reading its reply.
+    let redisRoundTrip: Timer
+    /// Times the node's Redis subscription was re-established after a loss.
+    let redisReconnects: Counter
+    /// 1 while the node reaches Redis (both connections up), else 0.
+    let redisUp: Gauge
+
+    public init(factory: any MetricsFactory) {
+        crossNodeSignals = Counter(label: "signal_cluster_cross_node_signals_total", factory: factory)
+        redisRoundTrip = Timer(label: "signal_redis_round_trip_seconds", factory: factory)
+        redisReconnects = Counter(label: "signal_redis_reconnects_total", factory: factory)
+        redisUp = Gauge(label: "signal_redis_up", factory: factory)
+    }
+}

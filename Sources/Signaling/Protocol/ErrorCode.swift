@@ -12,6 +12,9 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case forbidden
     case idTaken = "id-taken"
     case queueFull = "queue-full"
+    /// Extension: the request could not be carried out now (a cluster node cannot reach Redis). Nothing
+    /// was delivered unless a later resume says otherwise; the client may retry.
+    case unavailable
 }
 
 /// WebSocket close codes used by the hub (RFC 6455 §7.4 plus the protocol's 4xxx codes).

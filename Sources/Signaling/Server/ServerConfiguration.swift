@@ -9,6 +9,9 @@ public struct ServerConfiguration: Sendable {
     /// Event loop threads; one per core.
     public var threads: Int = System.coreCount
 
+    /// Join a cluster through Redis (`--redis`); nil runs a single node with everything in memory.
+    public var cluster: ClusterConfiguration? = nil
+
     /// Room, presence and resume bounds.
     public var limits = HubLimits()
 

@@ -22,7 +22,10 @@ public final class SignalServer: Service, Sendable {
     }
 
     public let configuration: ServerConfiguration
+    /// The in-memory hub (single node). Unused when ``cluster`` is set.
     public let hub: Hub
+    /// The Redis-backed hub when the server joins a cluster (``ServerConfiguration/cluster``).
+    public let cluster: ClusterHub?
     private let logger: Logger
     private let registry: PrometheusCollectorRegistry
     private let metrics: HubMetrics
@@ -54,6 +57,23 @@ public final class SignalServer: Service, Sendable {
             ),
             metrics: metrics
         )
+        if let clusterConfiguration = configuration.cluster {
+            do {
+                self.cluster = try ClusterHub(
+                    configuration: clusterConfiguration,
+                    limits: configuration.effectiveLimits,
+                    welcome: hub.welcome,
+                    metrics: metrics,
+                    clusterMetrics: ClusterMetrics(factory: PrometheusMetricsFactory(registry: registry)),
+                    eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                    logger: logger
+                )
+            } catch {
+                throw TLSSetupError(description: "cannot use the Redis configuration: \(error)")
+            }
+        } else {
+            self.cluster = nil
+        }
         if let secret = configuration.jwtSecret {
             self.verifier = await TokenVerifier(secret: secret)
         } else {
@@ -63,16 +83,18 @@ public final class SignalServer: Service, Sendable {
         self.limiter = ConnectionLimiter(maxTotal: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
         let phase = self.phase
         let hub = self.hub
+        let cluster = self.cluster
         self.endpoints = HTTPEndpoints(
             assets: WebAssets.load(from: configuration.webRoot),
             isReady: {
-                phase.withLockedValue {
+                let running = phase.withLockedValue {
                     if case .running = $0 { return true }
                     return false
                 }
+                return running && (cluster?.isReady ?? true)
             },
             metrics: {
-                hub.exportMetrics()
+                if let cluster { cluster.exportMetrics() } else { hub.exportMetrics() }
                 var bytes: [UInt8] = []
                 registry.emit(into: &bytes)
                 return bytes
@@ -99,6 +121,7 @@ public final class SignalServer: Service, Sendable {
             }
             .bind(host: configuration.host, port: configuration.port)
             .get()
+        cluster?.start()
         let hub = self.hub
         let tick = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
             hub.tick()
@@ -138,6 +161,7 @@ public final class SignalServer: Service, Sendable {
             }
         }
         phase.withLockedValue { $0 = .stopped }
+        await cluster?.shutdown()
         try? await group.shutdownGracefully()
         logger.info("signal hub stopped")
     }
@@ -242,7 +266,7 @@ public final class SignalServer: Service, Sendable {
                 try self.addWebSocketHandlers(channel, role: .echo, echo: true)
             }
         }
-        let hub = self.hub
+        let hub: any SessionHub = self.cluster ?? self.hub
         @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
             let role = WebSocketRole.session(hub: hub, request: open ?? .fresh(peer: nil, subject: nil, grant: .all), refusal: refusal)
             return channel.eventLoop.makeCompletedFuture {

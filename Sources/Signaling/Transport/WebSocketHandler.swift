@@ -9,7 +9,7 @@ enum WebSocketRole {
     case echo
     /// `/ws`: a signaling session. `refusal` closes the connection right after the upgrade (e.g. 4001
     /// for a bad token) so a browser learns why, which a refused upgrade cannot tell it.
-    case session(hub: Hub, request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?)
+    case session(hub: any SessionHub, request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?)
 }
 
 /// Per-connection settings, taken from ``ServerConfiguration``.
@@ -101,6 +101,8 @@ final class WebSocketHandler: ChannelInboundHandler {
             logger.debug("session open", metadata: ["resumed": "\(resumed)", "gap": "\(gap)", "replayed": "\(replayed)"])
         case .refused(let code):
             logger.debug("session refused", metadata: ["close.code": "\(code.rawValue)"])
+        case .pending:
+            logger.debug("session opening")
         }
         self.drainOutbox()
     }

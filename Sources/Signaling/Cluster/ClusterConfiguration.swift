@@ -1,0 +1,25 @@
+/// How a hub joins a cluster (`signal serve --redis URL --node-id ID`). Without one the hub is a single
+/// node that keeps everything in memory.
+public struct ClusterConfiguration: Sendable {
+    /// The shared Redis (`redis://` or `rediss://`), its timeouts and reconnection backoff.
+    public var redis: RedisConfiguration
+    /// This node's name, unique in the cluster: its pub/sub channel is `PREFIX:node:ID`. Two live nodes
+    /// with one id would take each other's messages.
+    public var nodeID: String
+    /// Namespace of every key and channel (`--redis-prefix`), so several clusters can share one Redis.
+    public var keyPrefix: String = "sig"
+    /// How often the node re-announces its live sessions. A session whose node stops doing so (killed,
+    /// cut from Redis) ends `resumeGrace + refreshInterval` after the last announcement, unless its client
+    /// resumes on another node first.
+    public var refreshInterval: Duration = .seconds(2)
+    /// How often the node looks for sessions whose time is up (any node may end any session).
+    public var sweepInterval: Duration = .seconds(1)
+    /// After Redis has been unreachable this long the node closes its clients with 1001 so that they
+    /// reconnect, through the load balancer, to a node that reaches Redis and resume there. `nil`: never.
+    public var partitionTimeout: Duration? = .seconds(10)
+
+    public init(redis: RedisConfiguration, nodeID: String) {
+        self.redis = redis
+        self.nodeID = nodeID
+    }
+}

@@ -1,0 +1,870 @@
+import CoreMetrics
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// A hub whose sessions, rooms and resume buffers live in Redis, shared by every node of a cluster, so a
+/// peer on node A signals a peer on node B as if they shared a node, and a client that drops from A can
+/// resume on B. Docs/scaling.md explains the design, the keys, the guarantees and the failure behaviour.
+///
+/// Every sequenced message (signal, room message, presence event, `expired` notice) is given its `seq`
+/// and kept in the recipient's buffer by one script on the recipient's keys (``ClusterScripts/deliver``),
+/// which also publishes it to the node holding the recipient's connection. That single step is what makes
+/// delivery exactly-once and in order per sender, and resume possible anywhere.
+///
+/// The node keeps only its connections: which session each serves, the highest `seq` written to it, and
+/// each connection's requests, handled one after another (in the order they were read).
+public final class ClusterHub: SessionHub, Service {
+    enum Work: Sendable {
+        case open(OpenRequest)
+        case receive(ClientMessage)
+        case closed(keepSession: Bool)
+    }
+
+    struct Local {
+        var outbox: Outbox
+        var work: AsyncStream<Work>.Continuation
+        var peer: String?
+        var rooms: [String] = []
+        var grant: RoomGrant = .all
+        var isOpen = false
+        /// Highest `seq` written to the connection (replay and live messages are written once each).
+        var lastWritten: UInt64 = 0
+        /// Messages published before the session's open or resume was complete.
+        var held: [(seq: UInt64, bytes: ByteBuffer)] = []
+        /// The session ended or moved elsewhere: this connection's close must not touch it.
+        var detachedFromSession = false
+    }
+
+    struct State {
+        var locals: [ConnectionID: Local] = [:]
+        var nextConnection: UInt64 = 1
+        var counters = HubCounters()
+        var exported = HubCounters()
+        var crossNode = 0
+        var exportedCrossNode = 0
+        var unreachableSince: UInt64?
+        var lastRefresh: UInt64 = 0
+        var tasks: [Task<Void, Never>] = []
+    }
+
+    public let configuration: ClusterConfiguration
+    let limits: HubLimits
+    let welcome: WelcomeTemplate
+    let metrics: HubMetrics
+    let clusterMetrics: ClusterMetrics
+    let keys: ClusterKeys
+    /// `ID#incarnation`: what sessions record as their node, and the name of this node's channel. A node
+    /// restarted with the same id gets a new channel, so nothing meant for its previous run reaches it.
+    let nodeName: String
+    let redis: RedisConnection
+    let subscriber: RedisSubscriber
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    public init(
+        configuration: ClusterConfiguration,
+        limits: HubLimits,
+        welcome: WelcomeTemplate,
+        metrics: HubMetrics,
+        clusterMetrics: ClusterMetrics,
+        eventLoopGroup: any EventLoopGroup,
+        logger: Logger
+    ) throws(RedisError) {
+        self.configuration = configuration
+        self.limits = limits
+        self.welcome = welcome
+        self.metrics = metrics
+        self.clusterMetrics = clusterMetrics
+        self.keys = ClusterKeys(prefix: configuration.keyPrefix)
+        self.nodeName = configuration.nodeID + "#" + Self.randomString(count: 8)
+        self.logger = logger
+        var redisConfiguration = configuration.redis
+        redisConfiguration.clientName = redisConfiguration.clientName ?? "signal-\(configuration.nodeID)"
+        self.redis = try RedisConnection(
+            configuration: redisConfiguration,
+            eventLoopGroup: eventLoopGroup,
+            logger: logger,
+            onStateChange: { state in clusterMetrics.redisUp.record(state.isConnected ? 1 : 0) },
+            onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
+        )
+        self.subscriber = try RedisSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    /// True while both Redis connections are up: `/readyz` reports not-ready otherwise.
+    public var isReady: Bool { redis.isConnected && subscriber.isConnected }
+
+    // MARK: Lifecycle
+
+    /// Connects to Redis, subscribes to this node's channel and starts keeping sessions and deadlines up
+    /// to date, in the background until ``shutdown()``.
+    public func start() {
+        redis.start()
+        subscriber.start()
+        let tasks = [
+            Task { await self.consumeChannel() },
+            Task { await self.maintain() },
+            Task {
+                // Retried until it succeeds: the subscription then survives reconnects by itself.
+                while !Task.isCancelled {
+                    do throws(RedisError) {
+                        try await self.subscriber.subscribe([self.keys.channel(of: self.nodeName)])
+                        return
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(500))
+                    }
+                }
+            },
+        ]
+        state.withLockedValue { $0.tasks = tasks }
+    }
+
+    /// Stops the background work and closes both Redis connections.
+    public func shutdown() async {
+        let tasks = state.withLockedValue { state in
+            defer { state.tasks = [] }
+            return state.tasks
+        }
+        tasks.forEach { $0.cancel() }
+        await subscriber.close()
+        await redis.close()
+    }
+
+    /// Runs as a `Service`: ``start()``, then ``shutdown()`` on graceful shutdown or cancellation.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    // MARK: SessionHub
+
+    public func makeConnectionID() -> ConnectionID {
+        state.withLockedValue { state in
+            defer { state.nextConnection += 1 }
+            return ConnectionID(state.nextConnection)
+        }
+    }
+
+    public func open(_ connection: ConnectionID, outbox: Outbox, request: OpenRequest) -> OpenOutcome {
+        let (stream, continuation) = AsyncStream<Work>.makeStream()
+        state.withLockedValue { $0.locals[connection] = Local(outbox: outbox, work: continuation) }
+        continuation.yield(.open(request))
+        Task {
+            for await work in stream {
+                await self.handle(work, on: connection)
+            }
+        }
+        return .pending
+    }
+
+    public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
+        state.withLockedValue { $0.locals[connection] }?.work.yield(.receive(message))
+    }
+
+    public func closed(_ connection: ConnectionID, keepSession: Bool) {
+        guard let work = state.withLockedValue({ $0.locals[connection] })?.work else { return }
+        work.yield(.closed(keepSession: keepSession))
+        work.finish()
+    }
+
+    // MARK: Requests
+
+    private func handle(_ work: Work, on connection: ConnectionID) async {
+        switch work {
+        case .open(let request):
+            await self.open(connection, request)
+        case .receive(let message):
+            guard let (peer, rooms, grant) = self.session(of: connection) else { return }
+            await self.receive(message, on: connection, peer: peer, rooms: rooms, grant: grant)
+        case .closed(let keep):
+            await self.close(connection, keepSession: keep)
+        }
+    }
+
+    private func session(of connection: ConnectionID) -> (String, [String], RoomGrant)? {
+        state.withLockedValue { state in
+            guard let local = state.locals[connection], local.isOpen, !local.detachedFromSession, let peer = local.peer else {
+                return nil
+            }
+            return (peer, local.rooms, local.grant)
+        }
+    }
+
+    private func open(_ connection: ConnectionID, _ request: OpenRequest) async {
+        let node = nodeName
+        let conn = String(connection.raw)
+        let now = Self.epochMillis()
+        do throws(RedisError) {
+            switch request {
+            case .fresh(let requested, let subject, let grant):
+                var peer: String
+                if let subject {
+                    if let requested {
+                        guard requested == subject || requested.hasPrefix(subject + "~") else {
+                            self.refuse(connection, .forbidden, "the token does not allow peer id \"\(requested)\"", .unauthorized)
+                            return
+                        }
+                        peer = requested
+                    } else {
+                        peer = subject
+                    }
+                } else {
+                    peer = requested ?? Self.randomPeerID()
+                }
+                while true {
+                    let token = peer + "." + Self.randomString(count: 43)
+                    let reply = try await redis.run(
+                        ClusterScripts.create,
+                        keys: keys.session(peer),
+                        arguments: [
+                            token, node, conn, now + liveMillis, ttlMillis, subject != nil ? "1" : "0", Self.grantString(grant),
+                            keys.channelPrefix,
+                        ]
+                    )
+                    let status = reply.array?.first?.string
+                    if status == "taken" {
+                        if requested == nil && subject == nil {
+                            peer = Self.randomPeerID()
+                            continue
+                        }
+                        self.refuse(connection, .idTaken, "peer id \"\(peer)\" is in use", .idTaken)
+                        return
+                    }
+                    if status == "took-over", let parts = reply.array, parts.count == 3 {
+                        self.count { $0.takeovers += 1 }
+                        await self.cleanUp(peer: peer, rooms: parts[1].string ?? "", origins: parts[2])
+                    }
+                    _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
+                    self.opened(connection, peer: peer, grant: grant, rooms: [], welcome: welcome.render(peer: peer, session: token, resumed: false, gap: false), replay: [], through: 0)
+                    return
+                }
+
+            case .resume(let token, let last, let subject):
+                let peer = token.lastIndex(of: ".").map { String(token[..<$0]) } ?? ""
+                guard Identifier.isValid(peer), subject == nil || subject == peer || peer.hasPrefix(subject! + "~") else {
+                    self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
+                    return
+                }
+                let newToken = peer + "." + Self.randomString(count: 43)
+                let reply = try await redis.run(
+                    ClusterScripts.resume,
+                    keys: keys.session(peer),
+                    arguments: [token, newToken, node, conn, String(last), now + liveMillis, ttlMillis, keys.channelPrefix]
+                )
+                guard let parts = reply.array, parts.count == 6, parts[0].string == "resumed" else {
+                    self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
+                    return
+                }
+                _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
+                let gap = parts[1].int == 1
+                let seq = UInt64(parts[2].string ?? "0") ?? 0
+                let rooms = (parts[3].string ?? "").split(separator: ",").map(String.init)
+                let grant = Self.grant(from: parts[4].string ?? "*")
+                let replay = Self.entries(parts[5])
+                self.count {
+                    $0.resumes += 1
+                    $0.replayed += replay.count
+                    if gap { $0.gaps += 1 }
+                }
+                self.opened(
+                    connection, peer: peer, grant: grant, rooms: rooms,
+                    welcome: welcome.render(peer: peer, session: newToken, resumed: true, gap: gap), replay: replay, through: seq
+                )
+            }
+        } catch {
+            logger.warning("cluster open failed", metadata: ["error": "\(error)"])
+            self.refuse(connection, nil, "cluster unavailable, retry", .tryAgainLater)
+        }
+    }
+
+    /// Writes the welcome and the replay, then whatever was published meanwhile and not replayed.
+    private func opened(
+        _ connection: ConnectionID, peer: String, grant: RoomGrant, rooms: [String], welcome: ByteBuffer,
+        replay: [(seq: UInt64, bytes: ByteBuffer)], through seq: UInt64
+    ) {
+        let outbox: Outbox? = state.withLockedValue { state in
+            guard var local = state.locals[connection] else { return nil }
+            local.peer = peer
+            local.grant = grant
+            local.rooms = rooms
+            local.isOpen = true
+            _ = local.outbox.append(.text(welcome))
+            var written = seq
+            for entry in replay {
+                _ = local.outbox.append(.text(entry.bytes))
+                written = max(written, entry.seq)
+            }
+            for entry in local.held.sorted(by: { $0.seq < $1.seq }) where entry.seq > written {
+                _ = local.outbox.append(.text(entry.bytes))
+                written = entry.seq
+            }
+            local.held = []
+            local.lastWritten = written
+            state.locals[connection] = local
+            return local.outbox
+        }
+        outbox?.wakeOwner()
+    }
+
+    private func refuse(_ connection: ConnectionID, _ code: ErrorCode?, _ message: String, _ close: CloseCode) {
+        if let code {
+            self.count { $0.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1 }
+            self.reply(connection, ServerMessage.error(code, message, id: nil))
+        }
+        self.closeConnection(connection, close, reason: message)
+    }
+
+    private func receive(_ message: ClientMessage, on connection: ConnectionID, peer: String, rooms: [String], grant: RoomGrant) async {
+        let id = message.id
+        do throws(RedisError) {
+            switch message.request {
+            case .ping:
+                self.reply(connection, ServerMessage.pong(id: id))
+            case .received(let seq):
+                _ = try await redis.run(
+                    ClusterScripts.trim, keys: keys.session(peer), arguments: [nodeName, String(connection.raw), String(seq)]
+                )
+            case .join(let room, let meta):
+                try await self.join(room, meta: meta, id: id, on: connection, peer: peer, rooms: rooms, grant: grant)
+            case .leave(let room):
+                guard rooms.contains(room) else {
+                    return self.replyError(connection, .notInRoom, "not in room \"\(room)\"", id: id)
+                }
+                let remaining = try await self.leave(room, peer: peer)
+                _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session(peer)[0]], arguments: ["del", room])
+                self.updateRooms(connection) { $0.removeAll { $0 == room } }
+                self.reply(connection, ServerMessage.left(room: room, id: id))
+                await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
+            case .signal(let envelope):
+                try await self.relay(envelope, id: id, on: connection, peer: peer, rooms: rooms)
+            }
+        } catch {
+            logger.debug("cluster request failed", metadata: ["error": "\(error)"])
+            self.replyError(connection, .unavailable, "the cluster cannot reach its Redis; retry", id: id)
+        }
+    }
+
+    private func join(
+        _ room: String, meta: ByteBuffer?, id: String?, on connection: ConnectionID, peer: String, rooms: [String], grant: RoomGrant
+    ) async throws(RedisError) {
+        guard grant.allows(room) else {
+            return self.replyError(connection, .forbidden, "the token does not grant room \"\(room)\"", id: id)
+        }
+        let isNew = !rooms.contains(room)
+        if isNew && rooms.count >= limits.maxRoomsPerPeer {
+            return self.replyError(connection, .tooManyRooms, "a peer may be in at most \(limits.maxRoomsPerPeer) rooms", id: id)
+        }
+        let metaBytes = meta ?? ByteBuffer()
+        let reply = try await redis.run(
+            ClusterScripts.joinRoom, keys: [keys.room(room)], arguments: [peer, metaBytes, limits.maxPeersPerRoom]
+        )
+        guard let parts = reply.array, parts.first?.string != "full", parts.count == 2, let flat = parts[1].array else {
+            return self.replyError(connection, .roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)
+        }
+        var others: [(peer: String, meta: ByteBuffer?)] = []
+        var index = 0
+        while index + 1 < flat.count {
+            if let member = flat[index].string, member != peer {
+                let bytes = flat[index + 1].buffer
+                others.append((member, bytes.flatMap { $0.readableBytes > 0 ? $0 : nil }))
+            }
+            index += 2
+        }
+        if parts[0].string == "new" {
+            _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session(peer)[0]], arguments: ["add", room])
+            self.updateRooms(connection) { $0.append(room) }
+            await self.announce(ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta), to: others.map(\.peer))
+        }
+        self.reply(connection, ServerMessage.joined(room: room, peers: others, id: id))
+    }
+
+    private func relay(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID, peer: String, rooms: [String]) async throws(RedisError) {
+        if let room = envelope.room, !rooms.contains(room) {
+            return self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
+        }
+        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
+        let typeIndex = SignalType.allCases.firstIndex(of: envelope.type)!
+        guard let target = envelope.to else {
+            let room = envelope.room!
+            let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
+            let results = await withTaskGroup(of: Result<DeliveryResult, RedisError>.self) { group in
+                for member in members where member != peer {
+                    group.addTask { () async -> Result<DeliveryResult, RedisError> in
+                        do throws(RedisError) {
+                            return .success(
+                                try await self.deliver(prefix, to: member, from: peer, id: id, type: envelope.type, room: room, shared: nil, signal: true)
+                            )
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                var all: [Result<DeliveryResult, RedisError>] = []
+                for await result in group { all.append(result) }
+                return all
+            }
+            var queued = false
+            for result in results {
+                switch result {
+                case .success(let delivery): if delivery.status.hasSuffix("queued") { queued = true }
+                case .failure(let error): throw error
+                }
+            }
+            self.count { $0.signals[typeIndex] += 1 }
+            return self.reply(connection, ServerMessage.ack(id: id, queued: queued))
+        }
+        let shared = (limits.requireSharedRoom && target != peer && envelope.room == nil) ? rooms : nil
+        let result = try await self.deliver(prefix, to: target, from: peer, id: id, type: envelope.type, room: envelope.room, shared: shared, signal: true)
+        switch result.status {
+        case "delivered", "dup-delivered":
+            self.count { $0.signals[typeIndex] += 1 }
+            self.reply(connection, ServerMessage.ack(id: id, queued: false))
+        case "queued", "dup-queued":
+            self.count { $0.signals[typeIndex] += 1 }
+            self.reply(connection, ServerMessage.ack(id: id, queued: true))
+        case "queue-full":
+            self.replyError(connection, .queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
+        case "not-in-room":
+            self.replyError(connection, .notInRoom, "peer \"\(target)\" is not in room \"\(envelope.room ?? "")\"", id: id)
+        case "not-shared":
+            self.replyError(connection, .notInRoom, "you share no room with peer \"\(target)\"", id: id)
+        default:
+            self.replyError(connection, .peerUnavailable, "peer \"\(target)\" is not connected", id: id)
+        }
+    }
+
+    struct DeliveryResult: Sendable {
+        var status: String
+    }
+
+    /// Runs ``ClusterScripts/deliver`` for one recipient and handles what it reports back (messages its
+    /// buffer bound pushed out become `expired` notices to their senders).
+    @discardableResult
+    private func deliver(
+        _ prefix: ByteBuffer, to recipient: String, from sender: String, id: String?, type: SignalType?, room: String?,
+        shared: [String]?, signal: Bool
+    ) async throws(RedisError) -> DeliveryResult {
+        let reply = try await redis.run(
+            ClusterScripts.deliver,
+            keys: keys.session(recipient),
+            arguments: [
+                prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
+                limits.resumeBufferMessages, limits.resumeBufferBytes, signal ? "1" : "0", keys.channelPrefix,
+            ]
+        )
+        guard let parts = reply.array, let status = parts.first?.string else { return DeliveryResult(status: "unavailable") }
+        if status == "dup" {
+            return DeliveryResult(status: "dup-" + (parts.count > 1 ? parts[1].string ?? "delivered" : "delivered"))
+        }
+        if status == "delivered" || status == "queued", parts.count == 3 {
+            if parts[1].string != nodeName && signal { self.count(crossNode: 1) }
+            if status == "queued" && signal { self.count { $0.queued += 1 } }
+            if let expired = parts[2].array, !expired.isEmpty {
+                await self.notifyExpired(expired, recipient: recipient)
+            }
+        }
+        return DeliveryResult(status: status)
+    }
+
+    /// Sends a presence event to each of `peers` (errors are logged: presence is best effort when Redis is
+    /// unreachable, and a resume with `gap` tells the client).
+    private func announce(_ prefix: ByteBuffer, to peers: [String]) async {
+        await withTaskGroup(of: Void.self) { group in
+            for member in peers {
+                group.addTask {
+                    do throws(RedisError) {
+                        try await self.deliver(prefix, to: member, from: "", id: nil, type: nil, room: nil, shared: nil, signal: false)
+                    } catch {
+                        self.logger.debug("presence not delivered", metadata: ["peer": "\(member)", "error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+
+    /// `expired` notices for signals that left a buffer unread. Origins are `sender|type|request id`.
+    private func notifyExpired(_ origins: [RESPValue], recipient: String) async {
+        self.count { $0.expired += origins.count }
+        for origin in origins {
+            guard let text = origin.string else { continue }
+            let fields = text.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, let type = SignalType(rawValue: String(fields[1])) else { continue }
+            let id = fields[2].isEmpty ? nil : String(fields[2])
+            await self.announce(ServerMessage.expiredPrefix(id: id, to: recipient, signal: type), to: [String(fields[0])])
+        }
+    }
+
+    /// Takes `peer` out of `room`; returns the members left.
+    private func leave(_ room: String, peer: String) async throws(RedisError) -> [String] {
+        let reply = try await redis.run(ClusterScripts.leaveRoom, keys: [keys.room(room)], arguments: [peer])
+        return reply.array.flatMap { $0.count == 2 ? $0[1].array?.compactMap(\.string) : nil } ?? []
+    }
+
+    /// After a session ended: it leaves its rooms (the others get `peer-left`) and the senders of signals
+    /// still queued for it get `expired`.
+    private func cleanUp(peer: String, rooms: String, origins: RESPValue) async {
+        for room in rooms.split(separator: ",") {
+            do throws(RedisError) {
+                let remaining = try await self.leave(String(room), peer: peer)
+                await self.announce(ServerMessage.peerLeftPrefix(room: String(room), peer: peer), to: remaining)
+            } catch {
+                logger.warning("could not take an ended session out of its room", metadata: ["peer": "\(peer)", "room": "\(room)"])
+            }
+        }
+        if let origins = origins.array, !origins.isEmpty {
+            await self.notifyExpired(origins, recipient: peer)
+        }
+    }
+
+    private func close(_ connection: ConnectionID, keepSession: Bool) async {
+        guard let local = state.withLockedValue({ $0.locals.removeValue(forKey: connection) }) else { return }
+        guard local.isOpen, !local.detachedFromSession, let peer = local.peer else { return }
+        let node = nodeName
+        let conn = String(connection.raw)
+        do throws(RedisError) {
+            if keepSession && limits.resumeGraceNanos > 0 {
+                let deadline = Self.epochMillis() + Int(limits.resumeGraceNanos / 1_000_000)
+                let kept = try await redis.run(ClusterScripts.detach, keys: keys.session(peer), arguments: [node, conn, deadline, ttlMillis])
+                if kept.int == 1 {
+                    _ = try await redis.send(["ZADD", keys.deadlines, deadline, peer])
+                }
+            } else {
+                let reply = try await redis.run(ClusterScripts.end, keys: keys.session(peer), arguments: ["close", node, conn, 0, keys.channelPrefix])
+                if let parts = reply.array, parts.count == 3, parts[0].string == "ended" {
+                    _ = try? await redis.send(["ZREM", keys.deadlines, peer])
+                    await self.cleanUp(peer: peer, rooms: parts[1].string ?? "", origins: parts[2])
+                }
+            }
+        } catch {
+            // The session stays as it was in Redis: it ends when its deadline passes (no refresh comes).
+            logger.warning("session close not recorded in Redis", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Node channel
+
+    private func consumeChannel() async {
+        for await event in subscriber.events {
+            switch event {
+            case .message(let message):
+                self.handleChannel(message.payload)
+            case .disconnected:
+                logger.warning("Redis subscription lost; catching up after it is back")
+            case .reconnected:
+                clusterMetrics.redisReconnects.increment()
+                await self.catchUp()
+            }
+        }
+    }
+
+    /// `D conn seq message` (a sequenced message for a connection) or `K conn code` (close it).
+    func handleChannel(_ payload: ByteBuffer) {
+        guard let parsed = NodeMessage(payload) else {
+            logger.warning("unreadable message on the node channel")
+            return
+        }
+        switch parsed {
+        case .deliver(let connection, let seq, let bytes):
+            let outbox: Outbox? = state.withLockedValue { state in
+                guard var local = state.locals[connection], !local.detachedFromSession else { return nil }
+                if !local.isOpen {
+                    local.held.append((seq, bytes))
+                    state.locals[connection] = local
+                    return nil
+                }
+                guard seq > local.lastWritten else { return nil }
+                local.lastWritten = seq
+                state.locals[connection] = local
+                return local.outbox.append(.text(bytes)) ? local.outbox : nil
+            }
+            outbox?.wakeOwner()
+        case .close(let connection, let code):
+            self.closeConnection(connection, code, reason: code == .idTaken ? "session resumed elsewhere" : "session ended")
+        }
+    }
+
+    /// After the subscription was lost: every connection gets what was published meanwhile.
+    private func catchUp() async {
+        let open = state.withLockedValue { state in
+            state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? (id, local.peer!, local.lastWritten) : nil }
+        }
+        for (connection, peer, after) in open {
+            do throws(RedisError) {
+                let reply = try await redis.run(
+                    ClusterScripts.since, keys: keys.session(peer), arguments: [nodeName, String(connection.raw), String(after)]
+                )
+                guard let parts = reply.array, parts.first?.string == "ok", parts.count == 2 else {
+                    self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
+                    continue
+                }
+                for entry in Self.entries(parts[1]) {
+                    self.handleDelivery(connection, seq: entry.seq, bytes: entry.bytes)
+                }
+            } catch {
+                logger.warning("catch-up failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func handleDelivery(_ connection: ConnectionID, seq: UInt64, bytes: ByteBuffer) {
+        var payload = ByteBuffer()
+        payload.writeString("D \(connection.raw) \(seq) ")
+        payload.writeImmutableBuffer(bytes)
+        self.handleChannel(payload)
+    }
+
+    // MARK: Maintenance
+
+    private func maintain() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.sweepInterval)
+            if Task.isCancelled { return }
+            self.watchPartition()
+            guard redis.isConnected else { continue }
+            let now = NIODeadline.now().uptimeNanoseconds
+            let refreshDue = state.withLockedValue { state in
+                guard now - state.lastRefresh >= Self.nanoseconds(configuration.refreshInterval) else { return false }
+                state.lastRefresh = now
+                return true
+            }
+            if refreshDue { await self.refresh() }
+            await self.sweep()
+        }
+    }
+
+    /// Re-announces every live session on this node (deadline and key expiry), and closes connections
+    /// whose session ended or moved while this node could not hear about it.
+    private func refresh() async {
+        let open = state.withLockedValue { state in
+            state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? (id, local.peer!) : nil }
+        }
+        guard !open.isEmpty else { return }
+        let deadline = Self.epochMillis() + liveMillis
+        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
+        for (connection, peer) in open {
+            do throws(RedisError) {
+                let reply = try await redis.run(
+                    ClusterScripts.touch, keys: keys.session(peer),
+                    arguments: [nodeName, String(connection.raw), deadline, ttlMillis]
+                )
+                switch reply.int {
+                case 1:
+                    zadd.append(deadline)
+                    zadd.append(peer)
+                case 2:
+                    self.closeConnection(connection, .idTaken, reason: "session resumed elsewhere")
+                default:
+                    self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
+                }
+            } catch {
+                return
+            }
+        }
+        if zadd.count > 2 { _ = try? await redis.send(zadd) }
+    }
+
+    /// Ends sessions whose deadline passed (their client did not resume in time, or their node died).
+    private func sweep() async {
+        let now = Self.epochMillis()
+        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array else { return }
+        for peer in due.compactMap(\.string) {
+            do throws(RedisError) {
+                let reply = try await redis.run(ClusterScripts.end, keys: keys.session(peer), arguments: ["expire", "", "", now, keys.channelPrefix])
+                guard let parts = reply.array, let status = parts.first?.string else { continue }
+                if status == "alive" { continue }
+                _ = try await redis.run(ClusterScripts.forgetDeadline, keys: [keys.deadlines], arguments: [peer, now])
+                if status == "ended", parts.count == 3 {
+                    logger.debug("session expired", metadata: ["peer": "\(peer)"])
+                    await self.cleanUp(peer: peer, rooms: parts[1].string ?? "", origins: parts[2])
+                }
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// A node cut from Redis for longer than ``ClusterConfiguration/partitionTimeout`` sends its clients
+    /// away (1001) so they resume on a node that reaches Redis.
+    private func watchPartition() {
+        let now = NIODeadline.now().uptimeNanoseconds
+        let connected = redis.isConnected
+        let evict: [ConnectionID] = state.withLockedValue { state in
+            if connected {
+                state.unreachableSince = nil
+                return []
+            }
+            guard let since = state.unreachableSince else {
+                state.unreachableSince = now
+                return []
+            }
+            guard let timeout = configuration.partitionTimeout, now - since >= Self.nanoseconds(timeout) else { return [] }
+            return state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? id : nil }
+        }
+        if !evict.isEmpty {
+            logger.warning("Redis unreachable: sending clients to other nodes", metadata: ["connections": "\(evict.count)"])
+            for connection in evict {
+                self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
+            }
+        }
+    }
+
+    // MARK: Output
+
+    private func reply(_ connection: ConnectionID, _ buffer: ByteBuffer) {
+        let outbox = state.withLockedValue { $0.locals[connection]?.outbox }
+        if let outbox, outbox.append(.text(buffer)) { outbox.wakeOwner() }
+    }
+
+    private func replyError(_ connection: ConnectionID, _ code: ErrorCode, _ message: String, id: String?) {
+        self.count { $0.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1 }
+        self.reply(connection, ServerMessage.error(code, message, id: id))
+    }
+
+    /// Closes a connection; unless the code keeps the session (1001, 1011, 1013), its session is no longer
+    /// this connection's business.
+    private func closeConnection(_ connection: ConnectionID, _ code: CloseCode, reason: String) {
+        let outbox: Outbox? = state.withLockedValue { state in
+            guard var local = state.locals[connection] else { return nil }
+            if !code.keepsSession || code == .tryAgainLater && !local.isOpen { local.detachedFromSession = true }
+            state.locals[connection] = local
+            return local.outbox.append(.close(code, reason: reason)) ? local.outbox : nil
+        }
+        outbox?.wakeOwner()
+    }
+
+    private func updateRooms(_ connection: ConnectionID, _ change: (inout [String]) -> Void) {
+        state.withLockedValue { state in
+            guard state.locals[connection] != nil else { return }
+            change(&state.locals[connection]!.rooms)
+        }
+    }
+
+    private func count(_ change: (inout HubCounters) -> Void) {
+        state.withLockedValue { change(&$0.counters) }
+    }
+
+    private func count(crossNode: Int) {
+        state.withLockedValue { $0.crossNode += crossNode }
+    }
+
+    /// Brings the metrics up to date (called before `/metrics` is rendered).
+    public func exportMetrics() {
+        let (connections, sessions, counters, previous, cross) = state.withLockedValue { state in
+            defer {
+                state.exported = state.counters
+                state.exportedCrossNode = state.crossNode
+            }
+            return (
+                state.locals.count, state.locals.values.filter(\.isOpen).count, state.counters, state.exported,
+                state.crossNode - state.exportedCrossNode
+            )
+        }
+        metrics.connections.record(connections)
+        metrics.sessions.record(sessions)
+        metrics.record(counters, since: previous)
+        if cross > 0 { clusterMetrics.crossNodeSignals.increment(by: cross) }
+        clusterMetrics.redisUp.record(isReady ? 1 : 0)
+    }
+
+    /// Cumulative counters (for tests).
+    public var counters: HubCounters { state.withLockedValue { $0.counters } }
+    /// Signals whose recipient was on another node (for tests).
+    public var crossNodeSignals: Int { state.withLockedValue { $0.crossNode } }
+
+    // MARK: Helpers
+
+    /// How long a live session lasts without a refresh: the grace period plus one refresh interval.
+    private var liveMillis: Int {
+        Int(limits.resumeGraceNanos / 1_000_000) + Int(Self.nanoseconds(configuration.refreshInterval) / 1_000_000)
+    }
+
+    /// Key expiry: a safety net far behind the deadlines, for keys nobody sweeps.
+    private var ttlMillis: Int { liveMillis * 2 + 60_000 }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+
+    static func epochMillis() -> Int {
+        Int(Date().timeIntervalSince1970 * 1000)
+    }
+
+    static func entries(_ value: RESPValue) -> [(seq: UInt64, bytes: ByteBuffer)] {
+        guard let flat = value.array else { return [] }
+        var result: [(seq: UInt64, bytes: ByteBuffer)] = []
+        var index = 0
+        while index + 1 < flat.count {
+            if let seq = flat[index].string.flatMap({ UInt64($0) }), let bytes = flat[index + 1].buffer {
+                result.append((seq, bytes))
+            }
+            index += 2
+        }
+        return result
+    }
+
+    static func grantString(_ grant: RoomGrant) -> String {
+        switch grant {
+        case .all: return "*"
+        case .only(let rooms): return rooms.sorted().joined(separator: ",")
+        }
+    }
+
+    static func grant(from string: String) -> RoomGrant {
+        string == "*" ? .all : .only(Set(string.split(separator: ",").map(String.init)))
+    }
+
+    private static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+
+    static func randomString(count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: count)
+        for index in bytes.indices {
+            bytes[index] = alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func randomPeerID() -> String { "p-" + randomString(count: 20) }
+}
+
+/// A message on a node's channel.
+enum NodeMessage: Equatable {
+    /// `D conn seq message`: a sequenced message for connection `conn`.
+    case deliver(ConnectionID, seq: UInt64, ByteBuffer)
+    /// `K conn code`: close connection `conn` with `code` (its session ended or moved).
+    case close(ConnectionID, CloseCode)
+
+    init?(_ payload: ByteBuffer) {
+        var buffer = payload
+        guard let kind = buffer.readInteger(as: UInt8.self), buffer.readInteger(as: UInt8.self) == UInt8(ascii: " "),
+            let conn = Self.readNumber(&buffer)
+        else { return nil }
+        switch kind {
+        case UInt8(ascii: "D"):
+            guard let seq = Self.readNumber(&buffer), buffer.readableBytes > 0 else { return nil }
+            self = .deliver(ConnectionID(conn), seq: seq, buffer)
+        case UInt8(ascii: "K"):
+            guard let raw = Self.readNumber(&buffer), let code = CloseCode(rawValue: UInt16(truncatingIfNeeded: raw)) else { return nil }
+            self = .close(ConnectionID(conn), code)
+        default:
+            return nil
+        }
+    }
+
+    /// Reads decimal digits up to a space (consumed) or the end.
+    private static func readNumber(_ buffer: inout ByteBuffer) -> UInt64? {
+        var value: UInt64 = 0
+        var digits = 0
+        while let byte = buffer.readInteger(as: UInt8.self) {
+            if byte == UInt8(ascii: " ") { break }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 19 else { return nil }
+            value = value * 10 + UInt64(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+}

@@ -1,0 +1,340 @@
+/// The Lua scripts that make Redis the cluster's shared engine. Each runs atomically on the one hash slot
+/// its keys share, so the same scripts work on one Redis server and on Redis Cluster.
+///
+/// A session's scripts take the five keys of ``ClusterKeys/session(_:)`` (`s`, `b`, `m`, `d`, `dl`, all
+/// with the peer id as hash tag); a room's take its one key. What a script decides for another slot (a
+/// `peer-left` for each member of a room, an `expired` notice for a sender) it returns to the node,
+/// which carries it out with further scripts.
+///
+/// Buffer entries: `b` holds the sequenced messages as sent, `m` one descriptor per entry in the same
+/// order, `seq|queued|type|sender|request id` (`queued` is 1 for a signal no connection has received
+/// yet; `type`, `sender` and `id` say whom to tell if it expires; empty for presence events).
+enum ClusterScripts {
+    /// Functions shared by the session scripts.
+    private static let common = """
+        local function parseMeta(meta)
+            local seq, q, typ, sender, rid = string.match(meta, '^(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
+            return tonumber(seq), q, typ, sender, rid
+        end
+        local function expireAll(K, ttl)
+            for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+        end
+        local function owns(K, node, conn)
+            local f = redis.call('HMGET', K[1], 'node', 'conn', 'away')
+            return f[1] == node and f[2] == conn and f[3] == '0'
+        end
+        -- Everything queued is now being delivered: it no longer counts against the queue bound.
+        local function clearQueued(K)
+            local metas = redis.call('LRANGE', K[3], 0, -1)
+            for i, meta in ipairs(metas) do
+                local seq, q, typ, sender, rid = parseMeta(meta)
+                if q == '1' then redis.call('LSET', K[3], i - 1, seq .. '|0|' .. typ .. '|' .. sender .. '|' .. rid) end
+            end
+            redis.call('HSET', K[1], 'qn', 0, 'qb', 0)
+        end
+        -- Deletes a session; returns its rooms, where it was, and the senders of still-queued signals.
+        local function endSession(K)
+            local f = redis.call('HMGET', K[1], 'rooms', 'node', 'conn', 'away')
+            local origins = {}
+            for _, meta in ipairs(redis.call('LRANGE', K[3], 0, -1)) do
+                local seq, q, typ, sender, rid = parseMeta(meta)
+                if q == '1' and sender ~= '' then table.insert(origins, sender .. '|' .. typ .. '|' .. rid) end
+            end
+            redis.call('DEL', K[1], K[2], K[3], K[4], K[5])
+            return f[1] or '', f[2] or '', f[3] or '', f[4] or '1', origins
+        end
+
+        """
+
+    /// Creates a session. ARGV: token, node, conn, deadline (ms), ttl (ms), takeover (1/0), grant,
+    /// channel prefix. Returns `{'created'}`, `{'taken'}`, or `{'took-over', rooms, origins}` (the older
+    /// session ended; its connection is told to close with 4009).
+    static let create = RedisScript(
+        common + """
+            local result = {'created'}
+            if redis.call('EXISTS', KEYS[1]) == 1 then
+                if ARGV[6] ~= '1' then return {'taken'} end
+                local rooms, node, conn, away, origins = endSession(KEYS)
+                if away == '0' and node ~= '' then redis.call('PUBLISH', ARGV[8] .. node, 'K ' .. conn .. ' 4009') end
+                result = {'took-over', rooms, origins}
+            end
+            redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'away', '0', 'dl', ARGV[4],
+                'seq', 0, 'dropped', 0, 'qn', 0, 'qb', 0, 'bb', 0, 'rooms', '', 'grant', ARGV[7])
+            expireAll(KEYS, ARGV[5])
+            return result
+            """
+    )
+
+    /// Resumes a session on (node, conn). ARGV: token, new token, node, conn, last, deadline, ttl, channel
+    /// prefix. Returns `{'unknown'}` or `{'resumed', gap (0/1), seq, rooms, grant, {seq, message, …}}`
+    /// with every buffered message after `last` (or every queued one when `last` is beyond `seq`).
+    static let resume = RedisScript(
+        common + """
+            local f = redis.call('HMGET', KEYS[1], 'tok', 'node', 'conn', 'away', 'seq', 'dropped', 'rooms', 'grant')
+            if not f[1] or f[1] ~= ARGV[1] then return {'unknown'} end
+            if f[4] == '0' then redis.call('PUBLISH', ARGV[8] .. f[2], 'K ' .. f[3] .. ' 4009') end
+            redis.call('HSET', KEYS[1], 'tok', ARGV[2], 'node', ARGV[3], 'conn', ARGV[4], 'away', '0', 'dl', ARGV[6])
+            local last, seq, dropped = tonumber(ARGV[5]), tonumber(f[5]), tonumber(f[6])
+            local gap = 0
+            if last < dropped or last > seq then gap = 1 end
+            local msgs = redis.call('LRANGE', KEYS[2], 0, -1)
+            local out = {}
+            for i, meta in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+                local eseq, q = parseMeta(meta)
+                if eseq > last or (last > seq and q == '1') then
+                    table.insert(out, tostring(eseq))
+                    table.insert(out, msgs[i])
+                end
+            end
+            clearQueued(KEYS)
+            expireAll(KEYS, ARGV[7])
+            return {'resumed', gap, tostring(seq), f[7] or '', f[8] or '*', out}
+            """
+    )
+
+    /// Sequences one message for a session, keeps it in its resume buffer and publishes it to the node
+    /// that holds its connection. ARGV: prefix (ends in `"seq":`), sender, request id, signal type, room,
+    /// rooms the sender is in (`-` when no shared room is required), max messages, max bytes, signal (1)
+    /// or presence/notice (0), channel prefix.
+    ///
+    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'dup', status}`
+    /// (a resent request: not delivered again) or `{status, node, {expired origins}}` where status is
+    /// `delivered` (published to a subscribed node) or `queued` (the peer is away, or its node did not
+    /// take the message: it waits in the buffer for a resume).
+    static let deliver = RedisScript(
+        common + """
+            local prefix, sender, rid, typ, room, shared = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+            local maxn, maxb, signal = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
+            local f = redis.call('HMGET', KEYS[1], 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            if not f[1] then return {'unavailable'} end
+            local dkey = sender .. '|' .. rid
+            if signal then
+                local rooms = ',' .. f[5] .. ','
+                if room ~= '' then
+                    if not string.find(rooms, ',' .. room .. ',', 1, true) then return {'not-in-room'} end
+                elseif shared ~= '-' then
+                    local ok = false
+                    for r in string.gmatch(shared, '[^,]+') do
+                        if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
+                    end
+                    if not ok then return {'not-shared'} end
+                end
+                if rid ~= '' then
+                    local prev = redis.call('HGET', KEYS[4], dkey)
+                    if prev then return {'dup', prev} end
+                end
+            end
+            local away = f[3] == '1'
+            local seq = tonumber(f[4]) + 1
+            local msg = prefix .. seq .. '}'
+            local size = #msg
+            local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
+            if away and signal and (qn >= maxn or qb + size > maxb) then return {'queue-full'} end
+            local receivers = 0
+            if not away then
+                receivers = redis.call('PUBLISH', ARGV[10] .. f[1], 'D ' .. f[2] .. ' ' .. seq .. ' ' .. msg)
+            end
+            local queued = away or receivers == 0
+            local qflag = '0'
+            if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
+            local ttl = redis.call('PTTL', KEYS[1])
+            redis.call('RPUSH', KEYS[2], msg)
+            if signal then
+                redis.call('RPUSH', KEYS[3], seq .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
+            else
+                redis.call('RPUSH', KEYS[3], seq .. '|' .. qflag .. '|||')
+            end
+            bb = bb + size
+            local n = redis.call('LLEN', KEYS[2])
+            local expired = {}
+            while n > 0 do
+                local over
+                if queued then over = qn > maxn or qb > maxb else over = n > maxn or bb > maxb end
+                if not over then break end
+                local old = redis.call('LPOP', KEYS[2])
+                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', KEYS[3]))
+                n = n - 1
+                bb = bb - #old
+                if oseq > dropped then dropped = oseq end
+                if oq == '1' then
+                    qn = qn - 1
+                    qb = qb - #old
+                    if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
+                end
+            end
+            redis.call('HSET', KEYS[1], 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+            local status = 'delivered'
+            if queued then status = 'queued' end
+            if signal and rid ~= '' then
+                redis.call('HSET', KEYS[4], dkey, status)
+                redis.call('RPUSH', KEYS[5], dkey)
+                if redis.call('LLEN', KEYS[5]) > maxn then redis.call('HDEL', KEYS[4], redis.call('LPOP', KEYS[5])) end
+            end
+            if ttl > 0 then
+                for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+            end
+            return {status, f[1], expired}
+            """
+    )
+
+    /// The owning connection dropped without ending its session: it waits for a resume until `deadline`.
+    /// ARGV: node, conn, deadline, ttl. Returns 1, or 0 when (node, conn) no longer owns it.
+    static let detach = RedisScript(
+        common + """
+            if not owns(KEYS, ARGV[1], ARGV[2]) then return 0 end
+            redis.call('HSET', KEYS[1], 'away', '1', 'dl', ARGV[3])
+            expireAll(KEYS, ARGV[4])
+            return 1
+            """
+    )
+
+    /// The owning node keeps a live session alive. ARGV: node, conn, deadline, ttl. Returns 1; 0 when the
+    /// session is gone; 2 when another connection owns it now.
+    static let touch = RedisScript(
+        common + """
+            if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+            if not owns(KEYS, ARGV[1], ARGV[2]) then return 2 end
+            redis.call('HSET', KEYS[1], 'dl', ARGV[3])
+            expireAll(KEYS, ARGV[4])
+            return 1
+            """
+    )
+
+    /// Ends a session: mode `close` (its owning connection (ARGV[2], ARGV[3]) closed it), or `expire`
+    /// (only when its deadline ARGV[4] ms has passed; a node still holding it is told to close with 4002).
+    /// ARGV[5] is the channel prefix. Returns `{'gone'}`, `{'alive'}` or `{'ended', rooms, origins}`.
+    static let end = RedisScript(
+        common + """
+            local f = redis.call('HMGET', KEYS[1], 'node', 'conn', 'away', 'dl')
+            if not f[1] then return {'gone'} end
+            if ARGV[1] == 'close' then
+                if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then return {'gone'} end
+            elseif tonumber(f[4]) > tonumber(ARGV[4]) then
+                return {'alive'}
+            end
+            local rooms, node, conn, away, origins = endSession(KEYS)
+            if ARGV[1] ~= 'close' and away == '0' then redis.call('PUBLISH', ARGV[5] .. node, 'K ' .. conn .. ' 4002') end
+            return {'ended', rooms, origins}
+            """
+    )
+
+    /// What the connection (node, conn) missed: every buffered message after `after`. ARGV: node, conn,
+    /// after. Returns `{'gone'}` when it no longer owns the session, or `{'ok', {seq, message, …}}`.
+    static let since = RedisScript(
+        common + """
+            if not owns(KEYS, ARGV[1], ARGV[2]) then return {'gone'} end
+            local after = tonumber(ARGV[3])
+            local msgs = redis.call('LRANGE', KEYS[2], 0, -1)
+            local out = {}
+            for i, meta in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+                local eseq = parseMeta(meta)
+                if eseq > after then
+                    table.insert(out, tostring(eseq))
+                    table.insert(out, msgs[i])
+                end
+            end
+            clearQueued(KEYS)
+            return {'ok', out}
+            """
+    )
+
+    /// The client confirmed everything up to `through`: those entries leave the buffer (queued ones stay).
+    /// ARGV: node, conn, through.
+    static let trim = RedisScript(
+        common + """
+            if not owns(KEYS, ARGV[1], ARGV[2]) then return 0 end
+            local through = tonumber(ARGV[3])
+            local bb = tonumber(redis.call('HGET', KEYS[1], 'bb'))
+            local count = 0
+            while true do
+                local meta = redis.call('LINDEX', KEYS[3], 0)
+                if not meta then break end
+                local seq, q = parseMeta(meta)
+                if seq > through or q == '1' then break end
+                local msg = redis.call('LPOP', KEYS[2])
+                redis.call('LPOP', KEYS[3])
+                bb = bb - #msg
+                count = count + 1
+            end
+            redis.call('HSET', KEYS[1], 'bb', bb)
+            return count
+            """
+    )
+
+    /// Adds (`add`) or removes (`del`) a room in the session's room list. ARGV: op, room. Returns the
+    /// list (comma-separated), or false when the session is gone.
+    static let sessionRooms = RedisScript(
+        """
+        local rooms = redis.call('HGET', KEYS[1], 'rooms')
+        if not rooms then return false end
+        local list = {}
+        for r in string.gmatch(rooms, '[^,]+') do
+            if r ~= ARGV[2] then table.insert(list, r) end
+        end
+        if ARGV[1] == 'add' then table.insert(list, ARGV[2]) end
+        local joined = table.concat(list, ',')
+        redis.call('HSET', KEYS[1], 'rooms', joined)
+        return joined
+        """
+    )
+
+    /// Joins a room (its members hash). ARGV: peer, meta (raw JSON or empty), max peers. Returns
+    /// `{'full'}` or `{'new' | 'again', {peer, meta, …}}` with every member, the joiner included.
+    static let joinRoom = RedisScript(
+        """
+        local existed = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+        if not existed and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        local status = 'new'
+        if existed then status = 'again' end
+        return {status, redis.call('HGETALL', KEYS[1])}
+        """
+    )
+
+    /// Leaves a room. ARGV: peer. Returns `{removed (0/1), {remaining members…}}`.
+    static let leaveRoom = RedisScript(
+        """
+        local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+        return {removed, redis.call('HKEYS', KEYS[1])}
+        """
+    )
+
+    /// Removes a peer from the deadline index if its deadline has passed. KEYS: index. ARGV: peer, now.
+    static let forgetDeadline = RedisScript(
+        """
+        local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if score and tonumber(score) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+        return 0
+        """
+    )
+
+    static let all: [RedisScript] = [
+        create, resume, deliver, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom, forgetDeadline,
+    ]
+}
+
+/// Where the cluster keeps things in Redis. Every key of one session carries the peer id as its hash tag
+/// (`{…}`), so a session's scripts touch one Redis Cluster slot; a room's members are one key of their own.
+struct ClusterKeys: Sendable {
+    /// Namespace prefix (`--redis-prefix`, default `sig`), so several clusters can share one Redis.
+    let prefix: String
+
+    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant),
+    /// `:b` (list: buffered messages), `:m` (list: their descriptors), `:d` (hash: request ids already
+    /// delivered, for duplicate suppression), `:dl` (list: those ids, oldest first).
+    func session(_ peer: String) -> [String] {
+        let base = "\(prefix):{\(peer)}:"
+        return [base + "s", base + "b", base + "m", base + "d", base + "dl"]
+    }
+
+    /// `prefix:room:{room}` (hash: member peer id → its `meta` JSON, empty for none).
+    func room(_ room: String) -> String { "\(prefix):room:{\(room)}" }
+
+    /// `prefix:deadlines` (sorted set: peer id → the time, in ms since the epoch, its session ends unless
+    /// refreshed or resumed). Any node sweeps it.
+    var deadlines: String { "\(prefix):deadlines" }
+
+    /// The pub/sub channel of a node: `prefix:node:ID`.
+    var channelPrefix: String { "\(prefix):node:" }
+    func channel(of node: String) -> String { channelPrefix + node }
+}
