@@ -47,7 +47,11 @@ public final class WebSocketClient: Sendable {
     public let channel: any Channel
     private let state: NIOLockedValueBox<(closeCode: UInt16?, reason: String)>
 
-    private init(channel: any Channel, events: AsyncStream<Event>, state: NIOLockedValueBox<(closeCode: UInt16?, reason: String)>) {
+    private init(
+        channel: any Channel,
+        events: AsyncStream<Event>,
+        state: NIOLockedValueBox<(closeCode: UInt16?, reason: String)>
+    ) {
         self.channel = channel
         self.events = events
         self.state = state
@@ -64,10 +68,7 @@ public final class WebSocketClient: Sendable {
         tls: ClientTLSOptions = ClientTLSOptions(),
         configure: (@Sendable (any Channel) throws -> Void)? = nil
     ) async throws -> WebSocketClient {
-        let sslContext = url.secure ? try tls.makeContext() : nil
-        // SNI and hostname checks take a name; an IP literal is verified by the chain only.
-        let isIPLiteral = (try? SocketAddress(ipAddress: url.host, port: 0)) != nil
-        let serverHostname = isIPLiteral ? nil : url.host
+        let clientTLS = url.secure ? try ClientTLS(options: tls, host: url.host) : nil
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
         let state = NIOLockedValueBox<(closeCode: UInt16?, reason: String)>((nil, ""))
         let eventLoop = group.next()
@@ -79,7 +80,9 @@ public final class WebSocketClient: Sendable {
         ) { channel, _ in
             channel.eventLoop.makeCompletedFuture {
                 channel.pipeline.syncOperations.removeHandler(watcher).whenComplete { _ in }
-                try channel.pipeline.syncOperations.addHandler(ClientFrameHandler(continuation: continuation, state: state))
+                try channel.pipeline.syncOperations.addHandler(
+                    ClientFrameHandler(continuation: continuation, state: state)
+                )
                 upgraded.succeed()
             }
         }
@@ -88,11 +91,7 @@ public final class WebSocketClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try configure?(channel)
-                    if let sslContext {
-                        try channel.pipeline.syncOperations.addHandler(
-                            try NIOSSLClientHandler(context: sslContext, serverHostname: serverHostname)
-                        )
-                    }
+                    try clientTLS?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes,
                         withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
@@ -201,7 +200,10 @@ private final class ClientFrameHandler: ChannelDuplexHandler {
     private var fragmentOpcode: WebSocketOpcode = .text
     private var sentClose = false
 
-    init(continuation: AsyncStream<WebSocketClient.Event>.Continuation, state: NIOLockedValueBox<(closeCode: UInt16?, reason: String)>) {
+    init(
+        continuation: AsyncStream<WebSocketClient.Event>.Continuation,
+        state: NIOLockedValueBox<(closeCode: UInt16?, reason: String)>
+    ) {
         self.continuation = continuation
         self.state = state
     }
@@ -238,7 +240,9 @@ private final class ClientFrameHandler: ChannelDuplexHandler {
                 var reply = context.channel.allocator.buffer(capacity: 2)
                 if let code { reply.writeInteger(code) }
                 context.writeAndFlush(
-                    Self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reply)),
+                    Self.wrapOutboundOut(
+                        WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reply)
+                    ),
                     promise: nil
                 )
             }
