@@ -3,11 +3,14 @@
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
 
 import pytest
+
+from tls_helpers import make_pki
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIGNAL = os.environ.get("SIGNAL_BIN", os.path.join(ROOT, ".build", "debug", "signal"))
@@ -20,11 +23,13 @@ def free_port():
 
 
 class Hub:
-    """A running `signal serve` process."""
+    """A running `signal serve` process. With `tls_ca` (the CA file that signed its `--tls-cert`), it is
+    reached over https/wss at localhost."""
 
-    def __init__(self, args, port, log_path):
+    def __init__(self, args, port, log_path, tls_ca=None):
         self.port = port
         self.args = args
+        self.tls_context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
@@ -37,7 +42,7 @@ class Hub:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"signal serve exited with {self.proc.returncode}: {open(log_path).read()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(self.http + "/healthz", timeout=1, context=self.tls_context) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -46,11 +51,11 @@ class Hub:
 
     @property
     def http(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls_context else f"http://127.0.0.1:{self.port}"
 
     @property
     def ws(self):
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"wss://localhost:{self.port}/ws" if self.tls_context else f"ws://127.0.0.1:{self.port}/ws"
 
     def rss_bytes(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -60,7 +65,7 @@ class Hub:
         return 0
 
     def metrics(self):
-        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as r:
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5, context=self.tls_context) as r:
             return r.read().decode()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
@@ -77,14 +82,20 @@ class Hub:
 
 @pytest.fixture
 def start_hub(tmp_path):
-    """Returns a function that starts a hub with extra `signal serve` arguments."""
+    """Returns a function that starts a hub with extra `signal serve` arguments (and `tls_ca`, see Hub)."""
     hubs = []
 
-    def start(*args, port=None):
-        hub = Hub(args, port or free_port(), str(tmp_path / f"hub-{len(hubs)}.log"))
+    def start(*args, port=None, tls_ca=None):
+        hub = Hub(args, port or free_port(), str(tmp_path / f"hub-{len(hubs)}.log"), tls_ca=tls_ca)
         hubs.append(hub)
         return hub
 
     yield start
     for hub in hubs:
         hub.stop(signal.SIGKILL if hub.proc.poll() is None else signal.SIGTERM, timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A throw-away CA with two server certificates and an unrelated key (see tls_helpers.make_pki)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -1,7 +1,6 @@
 """TLS: wss:// and https:// on one port, private CAs, plain-text clients, SIGHUP certificate reload."""
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -13,36 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import SIGNAL, free_port
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_cert(dir_, name, ca="ca", cn="localhost"):
-    """A key and a certificate for localhost/127.0.0.1 signed by the CA in `dir_`."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-subj", f"/CN={cn}", "-out", f"{name}.csr", cwd=dir_)
-    with open(os.path.join(dir_, f"{name}.ext"), "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=dir_)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A throw-away CA with two server certificates and an unrelated key."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "2", "-subj", "/CN=signal test CA", cwd=d)
-    make_cert(d, "server", cn="localhost")
-    make_cert(d, "renewed", cn="localhost")
-    openssl("genrsa", "-out", "other.key", "2048", cwd=d)
-    return d
-
-
-def client_context(pki):
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    return ctx
+from tls_helpers import SNIFFER_LEFTOVERS, client_context
 
 
 def tls_hub(start_hub, pki, tmp_path, *extra):
@@ -179,6 +149,20 @@ def test_sighup_reload_keeps_sessions_and_serves_the_new_certificate(start_hub, 
             assert peer_serial(port, pki)[0] == after
             steady.send(json.dumps({"type": "ping", "id": "again"}))
             assert json.loads(steady.recv(timeout=5))["id"] == "again"
+    finally:
+        stop(proc)
+
+
+@SNIFFER_LEFTOVERS
+def test_a_client_hello_longer_than_one_read_completes(start_hub, pki, tmp_path):
+    proc, port, _, _ = tls_hub(start_hub, pki, tmp_path)
+    try:
+        ctx = client_context(pki)
+        # Long ALPN names make a ClientHello of about 4 KB; the hub still picks http/1.1.
+        ctx.set_alpn_protocols(["x" * 200 + str(i) for i in range(16)] + ["http/1.1"])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                assert s.selected_alpn_protocol() == "http/1.1"
     finally:
         stop(proc)
 
