@@ -1,4 +1,5 @@
 import NIOCore
+import Signaling
 
 /// One load-generator WebSocket connection: a lean client that writes the upgrade request, checks the
 /// 101, decodes server frames in place and hands each text message to its ``LoopDriver``.
@@ -114,7 +115,7 @@ final class BenchConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if phase != .closing { driver.connectionError(self, "\(error)") }
+        if phase != .closing { driver.connectionError(self, ClientTLS.describe(error) ?? "\(error)") }
         context.close(promise: nil)
     }
 

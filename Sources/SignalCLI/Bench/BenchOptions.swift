@@ -2,8 +2,14 @@ import ArgumentParser
 
 /// Options every `signal bench` mode takes.
 struct BenchOptions: ParsableArguments {
-    @Option(help: "WebSocket URL of the server (the hub's /ws, its /echo, or a reference server).")
+    @Option(help: "WebSocket URL of the server (the hub's /ws, its /echo, or a reference server; ws:// or wss://).")
     var url = "ws://127.0.0.1:8080/ws"
+
+    @Option(help: "PEM file of a private CA to trust for wss:// (default: the system trust store).")
+    var ca: String?
+
+    @Flag(help: "Do not verify the server's certificate (insecure; for debugging only).")
+    var insecure = false
 
     @Flag(help: "Print the summary as one JSON object on stdout.")
     var json = false

@@ -41,9 +41,7 @@ struct BenchRunner {
         } catch {
             throw ValidationError("--url: \(error)")
         }
-        guard !url.secure else {
-            throw ValidationError("--url: signal bench speaks ws:// only (measure TLS separately)")
-        }
+        let tls = try Self.clientTLS(url: url, options: options)
         let count = connectionCount
         let progress = ProgressLine(enabled: !options.quiet)
         Self.ensureFileDescriptors(count + 64, progress: progress)
@@ -51,12 +49,13 @@ struct BenchRunner {
         let server = try SocketAddress.makeAddressResolvingHost(url.host, port: url.port)
         let sourceCount = options.sourceAddresses > 0 ? options.sourceAddresses : (count + 19_999) / 20_000
         let sources = sourceCount > 1 ? try ConnectionPlan.loopbackSources(count: sourceCount, server: server) : []
-        let plan = try ConnectionPlan(url: url, sources: sources, sessions: sessions)
+        let plan = try ConnectionPlan(url: url, tls: tls, sources: sources, sessions: sessions)
 
         let probe = await ServerProbe.locate(
             pid: options.serverPid,
             host: url.host,
             port: url.port,
+            tls: tls,
             mallocCounters: options.serverMallocCounters,
             group: MultiThreadedEventLoopGroup.singleton
         )
@@ -163,14 +162,46 @@ struct BenchRunner {
         return report
     }
 
-    /// Prints the report (text, or JSON with `--json`); exits with 1 when nothing connected.
+    /// Prints the report (text, or JSON with `--json`); exits with 1 when nothing connected, saying why
+    /// on stderr.
     func emit(_ report: BenchReport) throws {
         if options.json {
             print(try report.jsonText())
         } else {
             print(report.text)
         }
-        if report.connections == 0 { throw ExitCode(1) }
+        if report.connections == 0 {
+            var reason = report.errorDetail.firstError ?? "unknown error"
+            if reason.hasPrefix("TLS certificate verification failed"), options.ca == nil {
+                reason += " (pass --ca FILE to trust a private CA)"
+            }
+            FileHandle.standardError.write(Data("signal bench: no connection to \(options.url): \(reason)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// The TLS setup for a `wss://` URL (nil for `ws://`): `--ca`, or the system trust store; warns
+    /// about `--insecure`.
+    static func clientTLS(url: WebSocketURL, options: BenchOptions) throws -> ClientTLS? {
+        guard url.secure else {
+            if options.ca != nil || options.insecure {
+                throw ValidationError("--ca and --insecure apply to wss:// URLs only")
+            }
+            return nil
+        }
+        if options.insecure {
+            FileHandle.standardError.write(
+                Data("# warning: --insecure: the server's certificate is not verified\n".utf8)
+            )
+        }
+        do {
+            return try ClientTLS(
+                options: ClientTLSOptions(caFile: options.ca, insecure: options.insecure),
+                host: url.host
+            )
+        } catch {
+            throw ValidationError("--ca \(options.ca ?? ""): cannot load the CA certificate: \(error)")
+        }
     }
 
     /// Raises the open-files limit (soft to hard, then past the hard limit when privileged) to `needed`.

@@ -2,8 +2,9 @@ import NIOCore
 import Signaling
 
 /// Where and how the generator's connections go: the server's address, the upgrade request (the same
-/// bytes for every connection), the loopback source addresses to spread them over, and whether each
-/// connection is a signaling session (wait for `welcome`, join a room) or a bare WebSocket.
+/// bytes for every connection), the TLS setup for `wss://` (one context shared by all), the loopback
+/// source addresses to spread them over, and whether each connection is a signaling session (wait for
+/// `welcome`, join a room) or a bare WebSocket.
 struct ConnectionPlan: Sendable {
     /// The RFC 6455 sample nonce; its accept value is known, so no SHA-1 is needed to check the 101.
     static let key = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -12,13 +13,16 @@ struct ConnectionPlan: Sendable {
     let url: WebSocketURL
     let server: SocketAddress
     let upgradeRequest: [UInt8]
+    /// TLS for `wss://` URLs (nil for `ws://`).
+    let tls: ClientTLS?
     /// Local addresses to bind, used round-robin by global connection index (empty: let the kernel pick).
     let sources: [SocketAddress]
     /// Whether connections are protocol-v1 sessions (`welcome`, then `join`).
     let sessions: Bool
 
-    init(url: WebSocketURL, sources: [SocketAddress], sessions: Bool) throws {
+    init(url: WebSocketURL, tls: ClientTLS?, sources: [SocketAddress], sessions: Bool) throws {
         self.url = url
+        self.tls = tls
         self.server = try SocketAddress.makeAddressResolvingHost(url.host, port: url.port)
         self.sources = sources
         self.sessions = sessions

@@ -1,6 +1,7 @@
 import Histogram
 import NIOCore
 import NIOPosix
+import Signaling
 
 /// The connections of one event loop and the scenario they play. Everything here runs on `loop`:
 /// a scenario keeps the connections that talk to each other (a pair, a room) on the same loop, so it
@@ -187,12 +188,14 @@ class LoopDriver {
         connection.phase = .connecting
         connection.startedAt = Self.now()
         let bound = NIOLoopBound(connection, eventLoop: loop)
+        let tls = plan.tls
         var bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.maxMessagesPerRead, value: 16)
             .connectTimeout(.seconds(30))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }

@@ -2,14 +2,16 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Signaling
 
 /// Reads the server's CPU time and resident memory: from `/proc/<pid>` when the server runs on this
 /// machine (`--server-pid`, or found from the socket listening on the URL's port), otherwise from the
-/// `process_resident_memory_bytes` / `process_cpu_seconds_total` lines of its `/metrics`, if it has them.
+/// `process_resident_memory_bytes` / `process_cpu_seconds_total` lines of its `/metrics` (over TLS for a
+/// `wss://` URL), if it has them.
 struct ServerProbe: Sendable {
     enum Source: Sendable {
         case process(pid: Int32)
-        case metrics(host: String, port: Int)
+        case metrics(host: String, port: Int, tls: ClientTLS?)
     }
 
     struct Reading: Sendable {
@@ -34,6 +36,7 @@ struct ServerProbe: Sendable {
         pid: Int32?,
         host: String,
         port: Int,
+        tls: ClientTLS?,
         mallocCounters: String?,
         group: any EventLoopGroup
     ) async -> ServerProbe? {
@@ -41,7 +44,7 @@ struct ServerProbe: Sendable {
         if let pid = listeningProcess(port: port) {
             return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters)
         }
-        let probe = ServerProbe(source: .metrics(host: host, port: port), mallocCounters: mallocCounters)
+        let probe = ServerProbe(source: .metrics(host: host, port: port, tls: tls), mallocCounters: mallocCounters)
         let reading = await probe.read(group: group)
         return reading.residentBytes != nil || reading.cpuSeconds != nil ? probe : nil
     }
@@ -70,8 +73,10 @@ struct ServerProbe: Sendable {
         switch source {
         case .process(let pid):
             return Reading(cpuSeconds: Self.cpuSeconds(pid: pid), residentBytes: Self.residentBytes(pid: pid))
-        case .metrics(let host, let port):
-            guard let text = await Self.fetchMetrics(host: host, port: port, group: group) else { return Reading() }
+        case .metrics(let host, let port, let tls):
+            guard let text = await Self.fetchMetrics(host: host, port: port, tls: tls, group: group) else {
+                return Reading()
+            }
             var reading = Reading()
             for line in text.split(separator: "\n") where !line.hasPrefix("#") {
                 let parts = line.split(separator: " ")
@@ -149,13 +154,14 @@ struct ServerProbe: Sendable {
 
     // MARK: /metrics
 
-    static func fetchMetrics(host: String, port: Int, group: any EventLoopGroup) async -> String? {
+    static func fetchMetrics(host: String, port: Int, tls: ClientTLS?, group: any EventLoopGroup) async -> String? {
         let collector = MetricsResponseCollector()
         do {
             let channel = try await ClientBootstrap(group: group)
                 .connectTimeout(.seconds(3))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try tls?.addHandler(to: channel.pipeline.syncOperations)
                         try channel.pipeline.syncOperations.addHandler(MetricsResponseHandler(collector: collector))
                     }
                 }
