@@ -16,8 +16,8 @@ PEER_A = "e2e-a"  # sorts first: impolite, its offer wins
 PEER_B = "e2e-b"  # polite: rolls back its own offer and answers A's
 
 
-async def run_pair(tmp_path, page_url, **args):
-    async with Chromium.launch(str(tmp_path)) as browser:
+async def run_pair(tmp_path, page_url, chromium_flags=(), **args):
+    async with Chromium.launch(str(tmp_path), extra_flags=chromium_flags) as browser:
         page = await browser.open(page_url)
         await page.wait_for("window.e2eReady === true")
         try:
