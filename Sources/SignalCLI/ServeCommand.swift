@@ -76,6 +76,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds without Redis after which a node sends its clients to other nodes with 1001 (0: never).")
     var redisPartitionTimeout = 10.0
     @Option(help: "Seconds between a node's re-announcements of its live sessions.") var clusterRefresh = 2.0
+    @Option(help: "Seconds a request waits for an unreachable Redis before its client gets 'unavailable'.")
+    var redisTimeout = 2.0
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
@@ -151,6 +153,7 @@ struct ServeCommand: AsyncParsableCommand {
                 nodeID: nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
             )
             cluster.keyPrefix = redisPrefix
+            cluster.redis.commandTimeout = .milliseconds(Int64(redisTimeout * 1000))
             cluster.partitionTimeout = redisPartitionTimeout > 0 ? .milliseconds(Int64(redisPartitionTimeout * 1000)) : nil
             cluster.refreshInterval = .milliseconds(Int64(clusterRefresh * 1000))
             config.cluster = cluster

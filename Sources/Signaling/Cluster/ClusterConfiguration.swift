@@ -18,7 +18,11 @@ public struct ClusterConfiguration: Sendable {
     /// reconnect, through the load balancer, to a node that reaches Redis and resume there. `nil`: never.
     public var partitionTimeout: Duration? = .seconds(10)
 
+    /// `redis.commandTimeout` defaults to 2 s here: a request waits that long for an unreachable Redis
+    /// before its client gets `unavailable`.
     public init(redis: RedisConfiguration, nodeID: String) {
+        var redis = redis
+        redis.commandTimeout = .seconds(2)
         self.redis = redis
         self.nodeID = nodeID
     }

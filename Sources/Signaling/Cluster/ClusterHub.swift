@@ -47,6 +47,9 @@ public final class ClusterHub: SessionHub, Service {
         var exportedCrossNode = 0
         var unreachableSince: UInt64?
         var lastRefresh: UInt64 = 0
+        /// When the Redis connection came (back) up; sessions are swept only a while after, so that a
+        /// Redis outage, during which no node could re-announce its sessions, ends none of them.
+        var connectedSince: UInt64?
         var tasks: [Task<Void, Never>] = []
     }
 
@@ -623,15 +626,25 @@ public final class ClusterHub: SessionHub, Service {
             try? await Task.sleep(for: configuration.sweepInterval)
             if Task.isCancelled { return }
             self.watchPartition()
-            guard redis.isConnected else { continue }
             let now = NIODeadline.now().uptimeNanoseconds
-            let refreshDue = state.withLockedValue { state in
-                guard now - state.lastRefresh >= Self.nanoseconds(configuration.refreshInterval) else { return false }
-                state.lastRefresh = now
-                return true
+            let connected = redis.isConnected
+            let refreshInterval = Self.nanoseconds(configuration.refreshInterval)
+            let settle = 2 * refreshInterval + Self.nanoseconds(configuration.sweepInterval)
+            let (refreshDue, sweepDue) = state.withLockedValue { state -> (Bool, Bool) in
+                guard connected else {
+                    // Re-announce at once when Redis is back, and sweep only once every node had time to.
+                    state.connectedSince = nil
+                    state.lastRefresh = 0
+                    return (false, false)
+                }
+                let since = state.connectedSince ?? now
+                state.connectedSince = since
+                let refresh = state.lastRefresh == 0 || now - state.lastRefresh >= refreshInterval
+                if refresh { state.lastRefresh = now }
+                return (refresh, now - since >= settle)
             }
             if refreshDue { await self.refresh() }
-            await self.sweep()
+            if sweepDue { await self.sweep() }
         }
     }
 

@@ -1,0 +1,197 @@
+"""Real parts for the cluster tests: a `redis-server` on a loopback port, a TCP proxy that can cut a node
+off from it, and an asyncio signaling peer that records everything it receives and can resume."""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import websockets
+
+from conftest import free_port
+
+
+class RedisServer:
+    """`redis-server` with an append-only file fsynced on every write, so a restart keeps the cluster's
+    state (the configuration Docs/scaling.md recommends)."""
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+        self.port = free_port()
+        self.proc = None
+        self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.log = open(os.path.join(self.directory, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class CuttableTCPProxy:
+    """A loopback TCP proxy (its own thread and event loop) that can cut every connection through it and
+    refuse new ones until healed: a network partition between one node and Redis."""
+
+    def __init__(self, target_port):
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self.cut = False
+        self.writers = set()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    async def _handle(self, reader, writer):
+        if self.cut:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers.update({writer, up_writer})
+
+        async def pipe(src, dst):
+            with contextlib.suppress(Exception):
+                while not self.cut:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            for w in (writer, up_writer):
+                w.close()
+                self.writers.discard(w)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def set_cut(self, cut):
+        def apply():
+            self.cut = cut
+            if cut:
+                for w in list(self.writers):
+                    w.transport.abort()
+                self.writers.clear()
+
+        self.loop.call_soon_threadsafe(apply)
+
+    def close(self):
+        self.set_cut(True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class Peer:
+    """A protocol-v1 client that records every message, answers requests by id, and can resume."""
+
+    def __init__(self, name):
+        self.name = name
+        self.token = None
+        self.last = 0
+        self.ws = None
+        self.messages = []  # every sequenced message, in arrival order
+        self.replies = {}
+        self.waiters = {}
+        self.closed = None  # close code of the latest connection, once it closed
+        self.welcomes = []
+        self.reader = None
+        self.counter = 0
+
+    async def connect(self, url, resume=False):
+        query = f"resume={self.token}&last={self.last}" if resume else f"peer={self.name}"
+        self.ws = await websockets.connect(f"{url}?{query}", max_queue=None, ping_interval=None)
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"{self.name}: expected welcome, got {welcome}")
+        self.welcomes.append(welcome)
+        self.token = welcome["session"]
+        self.closed = None
+        self.reader = asyncio.ensure_future(self._read(self.ws))
+        return welcome
+
+    async def _read(self, ws):
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if "seq" in msg:
+                    self.messages.append(msg)
+                    self.last = max(self.last, msg["seq"])
+                elif msg.get("id") is not None:
+                    self.replies[msg["id"]] = msg
+                    fut = self.waiters.pop(msg["id"], None)
+                    if fut and not fut.done():
+                        fut.set_result(msg)
+        except websockets.ConnectionClosed:
+            pass
+        self.closed = ws.close_code if ws.close_code is not None else 1006
+
+    async def request(self, msg, timeout=15):
+        self.counter += 1
+        msg = dict(msg)
+        msg.setdefault("id", f"{self.name}-{self.counter}")
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[msg["id"]] = fut
+        await self.ws.send(json.dumps(msg))
+        return await asyncio.wait_for(fut, timeout)
+
+    async def close(self):
+        if self.ws:
+            await self.ws.close()
+        if self.reader:
+            with contextlib.suppress(Exception):
+                await self.reader
+
+    def of_type(self, *types):
+        return [m for m in self.messages if m["type"] in types]
+
+
+async def eventually(predicate, timeout=15, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
