@@ -1,0 +1,159 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import Signaling
+
+/// The node-channel message format, without sockets.
+@Suite struct NodeMessageTests {
+    @Test func parsesDeliveriesAndCloses() {
+        let delivery = NodeMessage(ByteBuffer(string: "D 42 7 {\"type\":\"offer\",\"seq\":7}"))
+        #expect(delivery == .deliver(ConnectionID(42), seq: 7, ByteBuffer(string: "{\"type\":\"offer\",\"seq\":7}")))
+        #expect(NodeMessage(ByteBuffer(string: "K 3 4009")) == .close(ConnectionID(3), .idTaken))
+        for junk in ["", "D", "D 1", "D 1 2", "X 1 2 {}", "K 1 9999", "D x 1 {}", "D 1 99999999999999999999 {}"] {
+            #expect(NodeMessage(ByteBuffer(string: junk)) == nil, "\(junk)")
+        }
+    }
+}
+
+/// The cluster's Lua scripts against a real redis-server: the decisions every node relies on.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterScriptsTests {
+    let keys = ClusterKeys(prefix: "t")
+
+    func create(_ redis: RedisConnection, _ peer: String, token: String, node: String = "n#1", conn: String = "1") async throws -> String? {
+        let reply = try await redis.run(
+            ClusterScripts.create, keys: keys.session(peer),
+            arguments: [token, node, conn, 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+        )
+        return reply.array?.first?.string
+    }
+
+    func deliver(
+        _ redis: RedisConnection, to peer: String, from sender: String = "alice", id: String = "", room: String = "",
+        shared: String = "-", signal: Bool = true, max: Int = 4
+    ) async throws -> [RESPValue] {
+        let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"\(sender)\",\"seq\":")
+        return try await redis.run(
+            ClusterScripts.deliver, keys: keys.session(peer),
+            arguments: [prefix, sender, id, "message", room, shared, max, 1 << 20, signal ? "1" : "0", keys.channelPrefix]
+        ).array ?? []
+    }
+
+    @Test func deliveryIsSequencedPublishedDeduplicatedAndScoped() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+
+        #expect(try await deliver(redis, to: "bob").first?.string == "unavailable")
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await create(redis, "bob", token: "bob.t2") == "taken")
+
+        let first = try await deliver(redis, to: "bob", id: "r1")
+        #expect(first.first?.string == "delivered")
+        #expect(first[1].string == "n#1")
+        var events = subscriber.events.makeAsyncIterator()
+        guard case .message(let message) = await events.next() else {
+            Issue.record("no message published")
+            return
+        }
+        #expect(message.text == "D 1 1 {\"type\":\"message\",\"data\":\"r1\",\"from\":\"alice\",\"seq\":1}")
+
+        // A resent request id is not delivered again.
+        #expect(try await deliver(redis, to: "bob", id: "r1").map(\.string) == ["dup", "delivered"])
+        #expect(try await deliver(redis, to: "bob", id: "r2").first?.string == "delivered")
+        guard case .message(let second) = await events.next() else { return }
+        #expect(second.text.hasPrefix("D 1 2 "))
+
+        // Room scoping and the shared-room rule are checked against the recipient's rooms.
+        #expect(try await deliver(redis, to: "bob", room: "lobby").first?.string == "not-in-room")
+        #expect(try await deliver(redis, to: "bob", shared: "lobby,x").first?.string == "not-shared")
+        _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "lobby"])
+        #expect(try await deliver(redis, to: "bob", room: "lobby").first?.string == "delivered")
+        #expect(try await deliver(redis, to: "bob", shared: "x,lobby").first?.string == "delivered")
+        await subscriber.close()
+        await redis.close()
+    }
+
+    @Test func awayPeerQueuesBoundedAndResumesAnywhereWithReplay() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await deliver(redis, to: "bob", id: "live").first?.string == "queued")  // nobody subscribed
+        #expect(try await redis.run(ClusterScripts.detach, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000]).int == 1)
+        for index in 0..<3 {
+            #expect(try await deliver(redis, to: "bob", id: "q\(index)").first?.string == "queued")
+        }
+        // Four queued (the first one too: no node took it) is the bound: the next signal is refused.
+        #expect(try await deliver(redis, to: "bob", id: "over").first?.string == "queue-full")
+
+        // A presence event pushes the oldest out instead; its sender is reported for an `expired`.
+        let presence = try await deliver(redis, to: "bob", from: "", signal: false)
+        #expect(presence.first?.string == "queued")
+        #expect(presence[2].array?.compactMap(\.string) == ["alice|message|live"])
+
+        // Resume on another node: the wrong token is refused, the right one replays after `last`.
+        let wrong = try await redis.run(
+            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.nope", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
+        )
+        #expect(wrong.array?.first?.string == "unknown")
+        let resumed = try await redis.run(
+            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.t1", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
+        )
+        let parts = resumed.array ?? []
+        #expect(parts.first?.string == "resumed")
+        #expect(parts[1].int == 1)  // seq 1 was pushed out: a gap
+        #expect(parts[2].string == "5")
+        #expect(ClusterHub.entries(parts[5]).map(\.seq) == [2, 3, 4, 5])
+        // Used tokens are spent; the queue no longer counts what was replayed.
+        let again = try await redis.run(
+            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.t1", "bob.t3", "n#3", "9", 0, 1, 600_000, keys.channelPrefix]
+        )
+        #expect(again.array?.first?.string == "unknown")
+        #expect(try await redis.send(["HGET", keys.session("bob")[0], "qn"]).string == "0")
+        // The old connection no longer owns it; the new one does.
+        #expect(try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000]).int == 2)
+        #expect(try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#2", "9", 1, 600_000]).int == 1)
+        await redis.close()
+    }
+
+    @Test func expiryEndsOnlyDueSessionsAndNamesWhomToTell() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "a"])
+        _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "b"])
+        #expect(try await redis.run(ClusterScripts.detach, keys: keys.session("bob"), arguments: ["n#1", "1", 1_000, 600_000]).int == 1)
+        #expect(try await deliver(redis, to: "bob", from: "carol", id: "x").first?.string == "queued")
+
+        let early = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["expire", "", "", 999, keys.channelPrefix])
+        #expect(early.array?.first?.string == "alive")
+        // A close by a connection that does not own the session changes nothing.
+        let stranger = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["close", "n#9", "1", 0, keys.channelPrefix])
+        #expect(stranger.array?.first?.string == "gone")
+        let ended = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["expire", "", "", 1_000, keys.channelPrefix])
+        let parts = ended.array ?? []
+        #expect(parts.first?.string == "ended")
+        #expect(parts[1].string == "a,b")
+        #expect(parts[2].array?.compactMap(\.string) == ["carol|message|x"])
+        #expect(try await redis.send(["EXISTS"] + keys.session("bob")).int == 0)
+        await redis.close()
+    }
+
+    @Test func roomsAreBoundedAndReportTheirMembers() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let room = keys.room("lobby")
+        let first = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":1}", 2])
+        #expect(first.array?.first?.string == "new")
+        let again = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":2}", 2])
+        #expect(again.array?.first?.string == "again")
+        _ = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["bob", "", 2])
+        let full = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["carol", "", 2])
+        #expect(full.array?.first?.string == "full")
+        let left = try await redis.run(ClusterScripts.leaveRoom, keys: [room], arguments: ["alice"])
+        #expect(left.array?.first?.int == 1)
+        #expect(left.array?[1].array?.compactMap(\.string) == ["bob"])
+        await redis.close()
+    }
+}
