@@ -6,10 +6,9 @@ import asyncio
 
 from e2e_helpers import http_get, metric, web_args
 from test_browser import PEER_A, PEER_B, check_clean_delivery, run_pair
-from tls_helpers import SNIFFER_LEFTOVERS, spki_hash, tls_args
+from tls_helpers import spki_hash, tls_args
 
 
-@SNIFFER_LEFTOVERS
 def test_two_browser_peers_exchange_a_message_over_wss(start_hub, pki, tmp_path):
     hub = start_hub(*web_args(), *tls_args(pki), tls_ca=pki / "ca.pem")
     assert hub.http.startswith("https://") and hub.ws.startswith("wss://")

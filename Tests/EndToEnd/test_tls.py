@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import SIGNAL, free_port
-from tls_helpers import SNIFFER_LEFTOVERS, client_context
+from tls_helpers import client_context
 
 
 def tls_hub(start_hub, pki, tmp_path, *extra):
@@ -153,7 +153,6 @@ def test_sighup_reload_keeps_sessions_and_serves_the_new_certificate(start_hub, 
         stop(proc)
 
 
-@SNIFFER_LEFTOVERS
 def test_a_client_hello_longer_than_one_read_completes(start_hub, pki, tmp_path):
     proc, port, _, _ = tls_hub(start_hub, pki, tmp_path)
     try:

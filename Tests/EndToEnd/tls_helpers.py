@@ -14,11 +14,6 @@ import pytest
 # is pending: its decodeLast ignores them. A ClientHello longer than one read (NIO starts with 2 KiB) then
 # never completes. Chromium's resumed handshakes (ML-KEM key share + PSK) are ~2.2 KB, so
 # test_browser_tls.py hangs on it too. Fix: forward the leftovers in decodeLast when passThrough is set.
-SNIFFER_LEFTOVERS = pytest.mark.xfail(
-    strict=True, reason="TLSSniffer.decodeLast drops a ClientHello's bytes beyond the first read"
-)
-
-
 def openssl(*args, cwd, input=None):
     return subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, input=input).stdout
 

@@ -210,7 +210,7 @@ public final class SignalServer: Service, Sendable {
         }
         return channel.eventLoop.makeCompletedFuture {
             if let tls = self.tls {
-                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(TLSSniffer(store: tls)))
+                try channel.pipeline.syncOperations.addHandler(TLSSniffer(store: tls))
             }
             try self.addHTTPHandlers(channel, overCapacity: !admitted)
         }

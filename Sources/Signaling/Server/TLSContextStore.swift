@@ -98,43 +98,55 @@ public final class TLSContextStore: Sendable {
 
 /// First handler on a TLS port: a TLS ClientHello starts with a handshake record (0x16); anything else
 /// (a plain-text HTTP request on the TLS port) gets a short plain-text 400 and the connection is closed.
-final class TLSSniffer: ByteToMessageDecoder {
+/// On a handshake it puts NIOSSL's handler behind itself, passes every byte on (the first read and any
+/// that arrive before its removal completes) and leaves the pipeline.
+final class TLSSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+
+    private enum Phase {
+        case sniffing
+        case tls
+        case refused
+    }
+
     private let store: TLSContextStore
+    private var phase = Phase.sniffing
 
     init(store: TLSContextStore) {
         self.store = store
     }
 
-    private var passThrough = false
-
-    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        if passThrough {
-            // Removal is pending: hand everything to the TLS handler behind us.
-            guard buffer.readableBytes > 0 else { return .needMoreData }
-            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: buffer.readableBytes)!))
-            return .needMoreData
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch phase {
+        case .tls:
+            context.fireChannelRead(data)
+        case .refused:
+            return
+        case .sniffing:
+            let buffer = Self.unwrapInboundIn(data)
+            guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
+            if first == 0x16 {
+                phase = .tls
+                do {
+                    let handler = NIOSSLServerHandler(context: store.current)
+                    try context.pipeline.syncOperations.addHandler(handler, position: .after(context.handler))
+                } catch {
+                    context.close(promise: nil)
+                    return
+                }
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
+            }
+            phase = .refused
+            let body = "this port speaks TLS: use https:// or wss://\n"
+            let response =
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
+                loopBound.value.close(promise: nil)
+            }
         }
-        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return .needMoreData }
-        if first == 0x16 {
-            let handler = NIOSSLServerHandler(context: store.current)
-            try context.pipeline.syncOperations.addHandler(handler, position: .after(context.handler))
-            passThrough = true
-            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: buffer.readableBytes)!))
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            return .needMoreData
-        }
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        let body = "this port speaks TLS: use https:// or wss://\n"
-        let response = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
-            loopBound.value.close(promise: nil)
-        }
-        return .needMoreData
-    }
-
-    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        .needMoreData
     }
 }
