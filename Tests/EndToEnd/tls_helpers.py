@@ -7,7 +7,6 @@ import os
 import ssl
 import subprocess
 
-import pytest
 
 
 # TLSSniffer (Sources/Signaling/Server/TLSContextStore.swift) drops the bytes that arrive while its removal
