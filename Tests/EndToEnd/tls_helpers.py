@@ -9,10 +9,6 @@ import subprocess
 
 
 
-# TLSSniffer (Sources/Signaling/Server/TLSContextStore.swift) drops the bytes that arrive while its removal
-# is pending: its decodeLast ignores them. A ClientHello longer than one read (NIO starts with 2 KiB) then
-# never completes. Chromium's resumed handshakes (ML-KEM key share + PSK) are ~2.2 KB, so
-# test_browser_tls.py hangs on it too. Fix: forward the leftovers in decodeLast when passThrough is set.
 def openssl(*args, cwd, input=None):
     return subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, input=input).stdout
 
