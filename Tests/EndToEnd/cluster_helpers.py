@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -20,8 +21,9 @@ class RedisServer:
     """`redis-server` with an append-only file fsynced on every write, so a restart keeps the cluster's
     state (the configuration Docs/scaling.md recommends)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, pki=None):
         self.directory = str(directory)
+        self.pki = pki  # with a test PKI (tls_helpers.make_pki): TLS only, with its server certificate
         self.port = free_port()
         self.proc = None
         self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -29,19 +31,25 @@ class RedisServer:
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}"
+        return f"{'rediss' if self.pki else 'redis'}://127.0.0.1:{self.port}"
 
     def start(self):
         self.log = open(os.path.join(self.directory, "redis.log"), "ab")
+        listen = ["--port", str(self.port)]
+        if self.pki:
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.pki / "server.pem"),
+                      "--tls-key-file", str(self.pki / "server.key"), "--tls-ca-cert-file", str(self.pki / "ca.pem"),
+                      "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
+            [self.binary, *listen, "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                    s = ssl.create_default_context(cafile=str(self.pki / "ca.pem")).wrap_socket(raw, server_hostname="localhost") if self.pki else raw
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         return

@@ -288,3 +288,31 @@ def test_node_cut_from_redis_refuses_then_sends_clients_to_another_node(start_hu
         asyncio.run(scenario())
     finally:
         proxy.close()
+
+
+def test_nodes_reach_redis_over_tls_and_refuse_an_untrusted_certificate(start_hub, pki, tmp_path):
+    redis = RedisServer(tmp_path, pki=pki)
+    try:
+        ca = ["--redis-ca", str(pki / "ca.pem")]
+        hubs = [start_node(start_hub, redis.url, f"tls{i}", *ca) for i in range(2)]
+        for hub in hubs:
+            wait_ready(hub, True)
+        untrusting = start_node(start_hub, redis.url, "no-ca")
+        time.sleep(2)
+        assert not ready(untrusting), "a node that does not trust Redis's certificate must not be ready"
+
+        async def scenario():
+            a, b = Peer("a"), Peer("b")
+            await a.connect(hubs[0].ws)
+            await b.connect(hubs[1].ws)
+            reply = await a.request({"type": "offer", "to": "b", "sdp": "v=0 over rediss"})
+            assert reply["type"] == "ack", reply
+            await eventually(lambda: any(m["type"] == "offer" for m in b.messages), what="offer over rediss")
+            for p in (a, b):
+                await p.close()
+
+        asyncio.run(scenario())
+        assert metric(hubs[0], "signal_cluster_cross_node_signals_total") == 1
+        assert "certificate" in open(untrusting.log_path).read().lower()
+    finally:
+        redis.stop()

@@ -8,7 +8,6 @@ import ssl
 import subprocess
 
 
-
 def openssl(*args, cwd, input=None):
     return subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, input=input).stdout
 

@@ -704,17 +704,21 @@ public final class ClusterHub: SessionHub, Service {
     private func watchPartition() {
         let now = NIODeadline.now().uptimeNanoseconds
         let connected = redis.isConnected
-        let evict: [ConnectionID] = state.withLockedValue { state in
+        let evict: [ConnectionID]? = state.withLockedValue { state in
             if connected {
                 state.unreachableSince = nil
                 return []
             }
             guard let since = state.unreachableSince else {
                 state.unreachableSince = now
-                return []
+                return nil
             }
             guard let timeout = configuration.partitionTimeout, now - since >= Self.nanoseconds(timeout) else { return [] }
             return state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? id : nil }
+        }
+        guard let evict else {
+            logger.warning("Redis unreachable: not ready", metadata: ["redis.state": "\(redis.state)"])
+            return
         }
         if !evict.isEmpty {
             logger.warning("Redis unreachable: sending clients to other nodes", metadata: ["connections": "\(evict.count)"])
