@@ -316,3 +316,30 @@ def test_nodes_reach_redis_over_tls_and_refuse_an_untrusted_certificate(start_hu
         assert "certificate" in open(untrusting.log_path).read().lower()
     finally:
         redis.stop()
+
+
+def test_peer_ids_are_unique_across_nodes_and_an_ended_session_resumes_nowhere(start_hub, redis):
+    hubs = start_cluster(start_hub, redis, count=2)
+
+    async def scenario():
+        import websockets
+
+        alice = Peer("alice")
+        await alice.connect(hubs[0].ws)
+        async with websockets.connect(hubs[1].ws + "?peer=alice") as twin:
+            refusal = await twin.recv()
+            assert '"code":"id-taken"' in refusal
+            await asyncio.sleep(0.2)
+            assert twin.close_code == 4009
+        token = alice.token
+        await alice.close()  # a close frame ends the session cluster-wide
+        async with websockets.connect(f"{hubs[1].ws}?resume={token}&last=0") as late:
+            with pytest.raises(websockets.ConnectionClosed):
+                await late.recv()
+            assert late.close_code == 4002
+        again = Peer("alice")
+        welcome = await again.connect(hubs[1].ws)
+        assert welcome["peer"] == "alice" and not welcome.get("resumed")
+        await again.close()
+
+    asyncio.run(scenario())
