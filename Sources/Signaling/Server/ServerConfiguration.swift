@@ -94,3 +94,14 @@ public struct ServerConfiguration: Sendable {
             + "\"maxMetaBytes\":1024}"
     }
 }
+
+extension ServerConfiguration {
+    /// How often each connection's heartbeat is checked: at least every quarter of the timeout (and at
+    /// every ping interval), so a dead connection is dropped within timeout + timeout/4, not timeout +
+    /// interval; never more often than once a second.
+    var heartbeatCheckPeriod: TimeAmount {
+        let interval = TimeAmount.seconds(Int64(heartbeatInterval))
+        let quarter = TimeAmount.nanoseconds(TimeAmount.seconds(Int64(heartbeatTimeout)).nanoseconds / 4)
+        return min(interval, max(.seconds(1), quarter))
+    }
+}

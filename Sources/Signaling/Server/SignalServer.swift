@@ -35,6 +35,8 @@ public final class SignalServer: Service, Sendable {
     private let limiter: ConnectionLimiter
     private let endpoints: HTTPEndpoints
     private let tls: TLSContextStore?
+    /// The heartbeat sweep of each event loop, by `ObjectIdentifier` of the loop.
+    private let sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>]
 
     public init(
         configuration: ServerConfiguration,
@@ -80,6 +82,14 @@ public final class SignalServer: Service, Sendable {
             self.verifier = nil
         }
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        var sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>] = [:]
+        for loop in group.makeIterator() {
+            sweeps[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
+                HeartbeatSweep(eventLoop: loop, period: configuration.heartbeatCheckPeriod),
+                eventLoop: loop
+            )
+        }
+        self.sweeps = sweeps
         self.limiter = ConnectionLimiter(maxTotal: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
         let phase = self.phase
         let hub = self.hub
@@ -116,6 +126,13 @@ public final class SignalServer: Service, Sendable {
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // NIO keeps each connection's last receive buffer for the next read. Most connections are
+            // idle or read small messages, so start at 512 B (NIO's default is 2 KiB); the buffer still
+            // doubles for connections whose reads fill it.
+            .childChannelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+            )
             .childChannelInitializer { [self] channel in
                 self.initializeConnection(channel)
             }
@@ -333,6 +350,9 @@ public final class SignalServer: Service, Sendable {
                 maxAccumulatedFrameSize: maxBytes
             )
         )
-        try sync.addHandler(WebSocketHandler(role: role, settings: settings, metrics: metrics, logger: logger))
+        let sweep = sweeps[ObjectIdentifier(channel.eventLoop)]!.value
+        try sync.addHandler(
+            WebSocketHandler(role: role, settings: settings, sweep: sweep, metrics: metrics, logger: logger)
+        )
     }
 }

@@ -28,17 +28,20 @@ struct WebSocketSettings {
 /// Translates WebSocket frames to hub events and hub decisions back to frames, and owns the connection-
 /// level protocol: UTF-8 validation, ping/pong, the close handshake, heartbeats, rate limiting and the
 /// bounded outbound queue. Every decision about sessions and rooms is the hub's.
-final class WebSocketHandler: ChannelInboundHandler {
+final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     private let role: WebSocketRole
     private let settings: WebSocketSettings
     private let metrics: HubMetrics
-    private var logger: Logger
+    /// Shared by every connection; per-connection metadata is passed at each log call (``logMetadata``)
+    /// rather than stored here, which would copy the logger's metadata for every connection.
+    private let logger: Logger
+    private let sweep: HeartbeatSweep
+    var sweepSlot: Int?
     private var handshake = CloseHandshake()
     private var lastInbound = NIODeadline.now()
-    private var heartbeat: RepeatedTask?
     private var lastPing = NIODeadline.now()
     /// Between a `channelRead` and its `channelReadComplete`: flushes wait for the end of the batch.
     private var reading = false
@@ -46,6 +49,7 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var closeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var connection: ConnectionID?
+    private var peer: String?
     private var outbox: Outbox?
     private var rate: RateLimiter
     /// Bytes the handler wrote itself (error replies, echoes) since the socket stopped being writable.
@@ -53,9 +57,10 @@ final class WebSocketHandler: ChannelInboundHandler {
     /// The payload of the latest ping not answered yet because the socket was not writable.
     private var pendingPong: ByteBuffer?
 
-    init(role: WebSocketRole, settings: WebSocketSettings, metrics: HubMetrics, logger: Logger) {
+    init(role: WebSocketRole, settings: WebSocketSettings, sweep: HeartbeatSweep, metrics: HubMetrics, logger: Logger) {
         self.role = role
         self.settings = settings
+        self.sweep = sweep
         self.metrics = metrics
         self.logger = logger
         self.rate = RateLimiter(
@@ -70,13 +75,11 @@ final class WebSocketHandler: ChannelInboundHandler {
         self.context = context
         self.lastInbound = .now()
         self.lastPing = .now()
-        // Checked at least every quarter of the timeout (and at every ping), so a dead connection is
-        // dropped within timeout + timeout/4, not timeout + interval.
-        let check = min(settings.heartbeatInterval, max(.seconds(1), .nanoseconds(settings.heartbeatTimeout.nanoseconds / 4)))
+        // Visited once per check period (at least every quarter of the timeout, and at every ping
+        // interval) by the event loop's sweep, so a dead connection is dropped within about
+        // timeout + timeout/4.
+        sweep.add(self)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        self.heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { _ in
-            loopBound.value.heartbeatTick()
-        }
         metrics.connectionsOpened.increment()
 
         guard case .session(let hub, let request, let refusal) = role else { return }
@@ -93,16 +96,18 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
         let connection = hub.makeConnectionID()
         self.connection = connection
-        self.logger[metadataKey: "connection.id"] = "\(connection)"
         let outcome = hub.open(connection, outbox: outbox, request: request)
         switch outcome {
         case .opened(let peer, let resumed, let gap, let replayed):
-            self.logger[metadataKey: "peer.id"] = "\(peer)"
-            logger.debug("session open", metadata: ["resumed": "\(resumed)", "gap": "\(gap)", "replayed": "\(replayed)"])
+            self.peer = peer
+            logger.debug(
+                "session open",
+                metadata: self.logMetadata(["resumed": "\(resumed)", "gap": "\(gap)", "replayed": "\(replayed)"])
+            )
         case .refused(let code):
-            logger.debug("session refused", metadata: ["close.code": "\(code.rawValue)"])
+            logger.debug("session refused", metadata: self.logMetadata(["close.code": "\(code.rawValue)"]))
         case .pending:
-            logger.debug("session opening")
+            logger.debug("session opening", metadata: self.logMetadata())
         }
         self.drainOutbox()
     }
@@ -128,7 +133,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
         if case .session(let hub, _, _) = role, let connection {
             hub.closed(connection, keepSession: keep)
-            logger.debug("connection closed", metadata: ["session.kept": "\(keep)"])
+            logger.debug("connection closed", metadata: self.logMetadata(["session.kept": "\(keep)"]))
         }
         context.fireChannelInactive()
     }
@@ -158,13 +163,15 @@ final class WebSocketHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let violation = WebSocketViolation(error) else {
             // I/O errors: the connection is gone; the session waits for a resume.
-            logger.debug("connection error", metadata: ["error": "\(error)"])
+            logger.debug("connection error", metadata: self.logMetadata(["error": "\(error)"]))
             context.close(promise: nil)
             return
         }
         logger.debug(
             "protocol violation",
-            metadata: ["close.code": "\(violation.code.rawValue)", "close.reason": "\(violation.reason)"]
+            metadata: self.logMetadata([
+                "close.code": "\(violation.code.rawValue)", "close.reason": "\(violation.reason)",
+            ])
         )
         self.initiateClose(violation.code, reason: violation.reason, inboundUsable: violation.inboundUsable)
     }
@@ -267,7 +274,7 @@ final class WebSocketHandler: ChannelInboundHandler {
     /// then its socket is closed so its stream costs no more decoding.
     private func receivedFrameWhileClosing(context: ChannelHandlerContext) {
         if handshake.receivedFrameWhileClosing() {
-            logger.debug("client kept sending after the close frame; closing the socket")
+            logger.debug("client kept sending after the close frame; closing the socket", metadata: self.logMetadata())
             context.close(promise: nil)
         }
     }
@@ -327,11 +334,11 @@ final class WebSocketHandler: ChannelInboundHandler {
         if !items.isEmpty { self.flush() }
     }
 
-    private func heartbeatTick() {
+    func heartbeatTick() {
         guard let context, case .open = handshake.state else { return }
         let now = NIODeadline.now()
         if now - lastInbound > settings.heartbeatTimeout {
-            logger.debug("heartbeat timeout")
+            logger.debug("heartbeat timeout", metadata: self.logMetadata())
             context.close(promise: nil)  // a dead peer cannot take a close frame: treat as a drop
             return
         }
@@ -405,9 +412,16 @@ final class WebSocketHandler: ChannelInboundHandler {
         if flush { self.flush() }
     }
 
+    /// `connection.id` and `peer.id` (once known) with `extra`, for a log line about this connection.
+    private func logMetadata(_ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        var metadata = extra
+        if let connection { metadata["connection.id"] = "\(connection)" }
+        if let peer { metadata["peer.id"] = "\(peer)" }
+        return metadata
+    }
+
     private func stopTimers() {
-        heartbeat?.cancel()
-        heartbeat = nil
+        sweep.remove(self)
         closeTimer?.cancel()
         closeTimer = nil
     }
