@@ -159,8 +159,14 @@ public struct Membership: Sendable {
             list.append(selfUpdate)
             actions.append(.send(to: sender, .joinReply(members: list)))
         case .joinReply(let list):
+            guard !joined else { break }
             joined = true
             actions += apply(list, now: now)
+            // Announce ourselves to everyone the seed knows at once: members that joined before us learn
+            // of us now instead of waiting for gossip to reach them.
+            for member in list where member.status.isLive && member.node != me && member.node != sender {
+                actions.append(.send(to: member.node, .gossip(updates: [selfUpdate])))
+            }
         case .gossip(let updates):
             actions += apply(updates, now: now)
         }
