@@ -277,7 +277,10 @@ public struct Router: Sendable {
         for key in pending.keys.sorted(by: { $0.signal < $1.signal }) {
             guard let entry = pending[key], entry.deadline <= now else { continue }
             let outOfTime = now - entry.startedAt >= configuration.unavailableAfter
-            if outOfTime || !view.isUsable(entry.destination) || entry.attempts >= configuration.attemptsPerHop {
+            // An entry node moves on to another option after `attemptsPerHop`; a forwarding leg has no
+            // other option and keeps trying its host until the time budget is spent.
+            let movesOn = key.leg == nil && entry.attempts >= configuration.attemptsPerHop
+            if outOfTime || !view.isUsable(entry.destination) || movesOn {
                 actions += advance(key, view: view, now: now)
             } else {
                 actions += transmit(key, now: now)
