@@ -89,5 +89,9 @@ import Testing
         let mesh = cluster(nodes: 24, loss: 0.05)
         mesh.run(until: 30 * Self.second)
         #expect(converged(mesh))
+        for i in mesh.aliveIndices where mesh.node(i)!.liveMembers.count != 24 {
+            let missing = mesh.aliveIndices.filter { !mesh.node(i)!.liveMembers.contains(mesh.keys[$0]) }
+            print("node \(i) misses \(missing) statuses \(missing.map { mesh.node(i)!.membership.status(of: mesh.keys[$0]).map { "\($0)" } ?? "nil" })")
+        }
     }
 }

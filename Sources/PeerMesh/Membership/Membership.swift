@@ -62,6 +62,8 @@ public struct Membership: Sendable {
     var nextJoinAt: UInt64 = 0
     var joinAttempts = 0
     var rng: SeededRandom
+    /// Set while applying updates that are not to be re-gossiped.
+    var quiet = false
 
     public init(me: MeshKey, address: String, configuration: MembershipConfiguration = .init(), seed: UInt64) {
         self.me = me
@@ -161,14 +163,16 @@ public struct Membership: Sendable {
         case .joinReply(let list):
             guard !joined else { break }
             joined = true
-            actions += apply(list, now: now)
+            actions += apply(list, now: now, disseminate: false)
             // Announce ourselves to everyone the seed knows at once: members that joined before us learn
             // of us now instead of waiting for gossip to reach them.
             for member in list where member.status.isLive && member.node != me && member.node != sender {
-                actions.append(.send(to: member.node, .gossip(updates: [selfUpdate])))
+                actions.append(.send(to: member.node, .announce(selfUpdate)))
             }
         case .gossip(let updates):
             actions += apply(updates, now: now)
+        case .announce(let update):
+            actions += apply([update], now: now, disseminate: false)
         }
         return actions
     }
@@ -208,7 +212,10 @@ public struct Membership: Sendable {
             if probe == nil, let target = nextProbeTarget() {
                 probeNumber &+= 1
                 probe = Probe(target: target, number: probeNumber, sentAt: now, indirectSent: false)
-                actions.append(.send(to: target, .ping(probe: probeNumber, updates: piggyback())))
+                // A probe also carries the prober's own record: a member that missed our join learns of
+                // us at the latest when we first probe it, within one round.
+                let updates = piggyback(limit: configuration.maxPiggyback - 1) + [selfUpdate]
+                actions.append(.send(to: target, .ping(probe: probeNumber, updates: updates)))
             }
             actions += pingOneDead(now: now)
         }
@@ -232,13 +239,17 @@ public struct Membership: Sendable {
         MemberUpdate(node: me, address: address, incarnation: incarnation, status: .alive)
     }
 
-    mutating func apply(_ updates: [MemberUpdate], now: UInt64) -> [MembershipAction] {
+    /// Applies updates by SWIM's rules; those that change what this node knows are queued for
+    /// dissemination unless `disseminate` is false (full lists and introductions).
+    mutating func apply(_ updates: [MemberUpdate], now: UInt64, disseminate: Bool = true) -> [MembershipAction] {
+        quiet = !disseminate
+        defer { quiet = false }
         var actions: [MembershipAction] = []
         for update in updates {
             if update.node == me {
                 if update.status != .alive, update.incarnation >= incarnation {
                     incarnation = update.incarnation + 1
-                    enqueue(selfUpdate)
+                    enqueue(selfUpdate, always: true)
                 }
                 continue
             }
@@ -314,19 +325,20 @@ public struct Membership: Sendable {
         }
     }
 
-    mutating func enqueue(_ update: MemberUpdate) {
+    mutating func enqueue(_ update: MemberUpdate, always: Bool = false) {
+        guard always || !quiet else { return }
         broadcasts[update.node] = Broadcast(update: update, transmissions: 0)
     }
 
     /// Up to `maxPiggyback` pending updates, least-transmitted first; each is dropped once it has been
     /// sent λ·⌈log₂(n+1)⌉ times.
-    mutating func piggyback() -> [MemberUpdate] {
+    mutating func piggyback(limit count: Int? = nil) -> [MemberUpdate] {
         guard !broadcasts.isEmpty else { return [] }
         let limit = configuration.retransmitMultiplier * max(1, Int.bitWidth - (liveCount + 1).leadingZeroBitCount)
         let chosen = broadcasts.sorted {
             $0.value.transmissions != $1.value.transmissions
                 ? $0.value.transmissions < $1.value.transmissions : $0.key < $1.key
-        }.prefix(configuration.maxPiggyback)
+        }.prefix(count ?? configuration.maxPiggyback)
         var updates: [MemberUpdate] = []
         for (node, broadcast) in chosen {
             updates.append(broadcast.update)

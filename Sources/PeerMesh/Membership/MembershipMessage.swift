@@ -12,13 +12,16 @@ public enum MembershipMessage: Hashable, Sendable {
     case joinReply(members: [MemberUpdate])
     /// Pending updates pushed to a few members.
     case gossip(updates: [MemberUpdate])
+    /// A node that just joined introduces itself to one member; applied but not re-gossiped (the
+    /// newcomer sends it to every member itself, and the seed gossips the join for anyone it missed).
+    case announce(MemberUpdate)
 
     /// Bytes on the wire: type:1 ‖ fields ‖ count:UInt16 ‖ updates.
     public var wireSize: Int {
         switch self {
         case .ping(_, let updates), .ack(_, let updates): 1 + 4 + Self.size(of: updates)
         case .pingRequest(_, _, let updates): 1 + 4 + 32 + Self.size(of: updates)
-        case .join(let update): 1 + update.wireSize
+        case .join(let update), .announce(let update): 1 + update.wireSize
         case .joinReply(let members): 1 + Self.size(of: members)
         case .gossip(let updates): 1 + Self.size(of: updates)
         }

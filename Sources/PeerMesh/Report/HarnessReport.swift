@@ -41,6 +41,9 @@ public struct BackendFigures: Sendable, Codable {
     }
 
     public struct Detection: Sendable, Codable {
+        /// From the fault to the first live node suspecting the failed node (routing avoids suspects).
+        public var suspectMedianMs: Double
+        public var suspectMaxMs: Double
         public var firstMedianMs: Double
         public var firstMaxMs: Double
         public var allMedianMs: Double

@@ -34,11 +34,12 @@ public enum ReportRenderer {
         lines.append("")
         lines.append(
             "| scenario | backend | delivered | unavailable / silent | p50 ms | p95 ms | p99 ms | stretch p95 | hops | "
-                + "msgs / delivered (acks) | bytes / delivered | control B/s/node | detection ms (first / all, median; max) | recovery s |"
+                + "msgs / delivered (acks) | bytes / delivered | control B/s/node | suspected ms (median; max) | dead ms (first / all, median; max all) | recovery s |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for scenario in report.scenarios {
             for (name, figures) in [("hub", scenario.hub), ("mesh", scenario.mesh)] {
+                let suspected = figures.detection.map { "\(format($0.suspectMedianMs, 0)); \(format($0.suspectMaxMs, 0))" } ?? "–"
                 let detection = figures.detection.map {
                     "\(format($0.firstMedianMs, 0)) / \(format($0.allMedianMs, 0)); \(format($0.allMaxMs, 0))"
                 } ?? "–"
@@ -49,7 +50,7 @@ public enum ReportRenderer {
                         + "\(figures.reportedUnavailable) / \(figures.silentlyLost) | \(format(figures.latencyMs.p50)) | "
                         + "\(format(figures.latencyMs.p95)) | \(format(figures.latencyMs.p99)) | \(stretch) | \(hops(figures)) | "
                         + "\(format(figures.signalMessagesPerDelivered, 3)) (\(format(figures.ackMessagesPerDelivered, 3))) | "
-                        + "\(format(figures.bytesPerDelivered, 0)) | \(format(figures.controlBytesPerSecondPerNode, 0)) | \(detection) | \(recovery) |"
+                        + "\(format(figures.bytesPerDelivered, 0)) | \(format(figures.controlBytesPerSecondPerNode, 0)) | \(suspected) | \(detection) | \(recovery) |"
                 )
             }
         }

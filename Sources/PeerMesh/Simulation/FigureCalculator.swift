@@ -91,9 +91,17 @@ enum FigureCalculator {
         guard !faults.isEmpty else { return nil }
         var first: [Double] = []
         var all: [Double] = []
+        var suspected: [Double] = []
         for fault in faults {
             let end = script.healAt ?? .max
             var byObserver: [Int: UInt64] = [:]
+            var firstSuspicion: UInt64?
+            for event in record.detections
+            where event.kind != .joined && event.target == fault.node && event.time >= fault.at && event.time < end {
+                if let observers = fault.observers, !observers.contains(event.observer) { continue }
+                firstSuspicion = min(firstSuspicion ?? .max, event.time)
+            }
+            if let firstSuspicion { suspected.append(Double(firstSuspicion - fault.at) / ms) }
             for event in record.detections
             where event.kind == .failed && event.target == fault.node && event.time >= fault.at && event.time < end {
                 if let observers = fault.observers, !observers.contains(event.observer) { continue }
@@ -106,7 +114,10 @@ enum FigureCalculator {
         guard !first.isEmpty else { return nil }
         first.sort()
         all.sort()
+        suspected.sort()
         return .init(
+            suspectMedianMs: suspected.isEmpty ? 0 : suspected[suspected.count / 2],
+            suspectMaxMs: suspected.last ?? 0,
             firstMedianMs: first[first.count / 2],
             firstMaxMs: first.last!,
             allMedianMs: all[all.count / 2],
