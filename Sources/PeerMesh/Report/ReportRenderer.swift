@@ -111,7 +111,10 @@ public enum ReportRenderer {
                 yMin: 0
             )
         }
-        if let scenario = report.scenarios.first(where: { $0.faultAtSeconds != nil }) ?? report.scenarios.first {
+        // The fault whose dip is deepest in the mesh run (a partition when there is one).
+        let faulted = report.scenarios.filter { $0.faultAtSeconds != nil }
+        let deepest = faulted.min { ($0.mesh.timeline.map { $0[1] }.min() ?? 1) < ($1.mesh.timeline.map { $0[1] }.min() ?? 1) }
+        if let scenario = deepest ?? report.scenarios.first {
             let xMax = (scenario.mesh.timeline.last?[0] ?? 30) + 0.5
             let lowest = min(scenario.hub.timeline.map { $0[1] }.min() ?? 1, scenario.mesh.timeline.map { $0[1] }.min() ?? 1)
             panel(
