@@ -36,7 +36,11 @@ import Testing
         #expect(forged.isValid)
         #expect(throws: MeshIdentityError.self) { try VerifiedLocation(verifying: forged) }
         // Swapping in Alice's public key breaks the signature instead.
-        let swapped = SignedRecord(signer: Array(alice.publicKey.rawRepresentation), body: forged.body, signature: forged.signature)
+        let swapped = SignedRecord(
+            signer: Array(alice.publicKey.rawRepresentation),
+            body: forged.body,
+            signature: forged.signature
+        )
         #expect(!swapped.isValid)
     }
 
@@ -61,9 +65,14 @@ import Testing
         let theirs = LinkAuthenticator(secret: secret, identity: responder)
         // Both sides prove themselves and learn the other's id.
         #expect(theirs.verify(mine.prove(as: .initiator, transcript: t), from: .initiator, transcript: t) == alice.id)
-        #expect(mine.verify(theirs.prove(as: .responder, transcript: t), from: .responder, transcript: t) == responder.id)
+        #expect(
+            mine.verify(theirs.prove(as: .responder, transcript: t), from: .responder, transcript: t) == responder.id
+        )
         // A wrong secret is refused.
-        let outsider = LinkAuthenticator(secret: try MeshSecret(bytes: [UInt8](repeating: 0x55, count: 32)), identity: alice)
+        let outsider = LinkAuthenticator(
+            secret: try MeshSecret(bytes: [UInt8](repeating: 0x55, count: 32)),
+            identity: alice
+        )
         #expect(theirs.verify(outsider.prove(as: .initiator, transcript: t), from: .initiator, transcript: t) == nil)
         // A proof is bound to its nonces and its role.
         let proof = mine.prove(as: .initiator, transcript: t)

@@ -91,7 +91,9 @@ import Testing
         #expect(converged(mesh))
         for i in mesh.aliveIndices where mesh.node(i)!.liveMembers.count != 24 {
             let missing = mesh.aliveIndices.filter { !mesh.node(i)!.liveMembers.contains(mesh.keys[$0]) }
-            print("node \(i) misses \(missing) statuses \(missing.map { mesh.node(i)!.membership.status(of: mesh.keys[$0]).map { "\($0)" } ?? "nil" })")
+            print(
+                "node \(i) misses \(missing) statuses \(missing.map { mesh.node(i)!.membership.status(of: mesh.keys[$0]).map { "\($0)" } ?? "nil" })"
+            )
         }
     }
 }

@@ -14,7 +14,11 @@ import Testing
     func cluster(nodes: Int, loss: Double = 0, seed: UInt64 = 3) -> (MeshCluster, Deliveries) {
         var configuration = MeshConfiguration()
         configuration.hopTimeout = 150 * Self.ms
-        let cluster = MeshCluster(link: LinkModel(delay: 20 * Self.ms, jitter: 5 * Self.ms, loss: loss), configuration: configuration, seed: seed)
+        let cluster = MeshCluster(
+            link: LinkModel(delay: 20 * Self.ms, jitter: 5 * Self.ms, loss: loss),
+            configuration: configuration,
+            seed: seed
+        )
         cluster.addNode(seeds: [])
         for _ in 1..<nodes { cluster.addNode(seeds: [0]) }
         let deliveries = Deliveries()
@@ -98,7 +102,9 @@ import Testing
         var sent: [SignalKey] = []
         for n in 0..<200 {
             mesh.schedule(at: 12 * Self.second + UInt64(n) * 20 * Self.ms) { mesh in
-                if let key = mesh.send(from: "alice", at: 6, to: .peer("bob"), payload: [UInt8(n % 256)]) { sent.append(key) }
+                if let key = mesh.send(from: "alice", at: 6, to: .peer("bob"), payload: [UInt8(n % 256)]) {
+                    sent.append(key)
+                }
             }
         }
         mesh.run(until: 20 * Self.second)
@@ -138,7 +144,15 @@ import Testing
         var node = MeshNode(identity: me, address: "a", configuration: configuration, seed: 1)
         _ = node.start(seeds: [], now: 0)
         _ = node.connect(peer: "bob", now: 0)
-        let signal = MeshSignal(origin: other.id, id: 1, from: "alice", target: .peer("bob"), route: .direct, hops: 1, payload: [])
+        let signal = MeshSignal(
+            origin: other.id,
+            id: 1,
+            from: "alice",
+            target: .peer("bob"),
+            route: .direct,
+            hops: 1,
+            payload: []
+        )
         let first = node.receive(.signal(signal), from: other.id, now: 10)
         let again = node.receive(.signal(signal), from: other.id, now: 20)
         #expect(first.filter { if case .deliver = $0 { true } else { false } }.count == 1)
@@ -151,7 +165,15 @@ import Testing
         let other = try! NodeIdentity(seed: [UInt8](repeating: 7, count: 32))
         var node = MeshNode(identity: me, address: "a", seed: 1)
         _ = node.start(seeds: [], now: 0)
-        let signal = MeshSignal(origin: other.id, id: 9, from: "alice", target: .peer("bob"), route: .viaHome, hops: 3, payload: [])
+        let signal = MeshSignal(
+            origin: other.id,
+            id: 9,
+            from: "alice",
+            target: .peer("bob"),
+            route: .viaHome,
+            hops: 3,
+            payload: []
+        )
         let actions = node.receive(.signal(signal), from: other.id, now: 10)
         #expect(actions == [.send(to: other.id, .hopAck(signal.key, .notFound, location: nil))])
     }

@@ -94,7 +94,10 @@ public struct Membership: Sendable {
     public var nextDeadline: UInt64 {
         var next = nextProbeAt
         if let probe {
-            next = min(next, probe.sentAt + (probe.indirectSent ? configuration.indirectProbeTimeout : configuration.probeTimeout))
+            next = min(
+                next,
+                probe.sentAt + (probe.indirectSent ? configuration.indirectProbeTimeout : configuration.probeTimeout)
+            )
         }
         if !broadcasts.isEmpty { next = min(next, nextGossipAt) }
         if let suspicion = suspicionDeadlines.values.min() { next = min(next, suspicion) }
@@ -132,7 +135,8 @@ public struct Membership: Sendable {
         return suspect(node, incarnation: member.incarnation, now: now, notify: false)
     }
 
-    public mutating func receive(_ message: MembershipMessage, from sender: MeshKey, now: UInt64) -> [MembershipAction] {
+    public mutating func receive(_ message: MembershipMessage, from sender: MeshKey, now: UInt64) -> [MembershipAction]
+    {
         var actions: [MembershipAction] = []
         switch message {
         case .ping(let number, let updates):
@@ -156,7 +160,14 @@ public struct Membership: Sendable {
             }
         case .join(let update):
             actions += apply([update], now: now)
-            var list = members.map { MemberUpdate(node: $0.key, address: $0.value.address, incarnation: $0.value.incarnation, status: $0.value.status) }
+            var list = members.map {
+                MemberUpdate(
+                    node: $0.key,
+                    address: $0.value.address,
+                    incarnation: $0.value.incarnation,
+                    status: $0.value.status
+                )
+            }
             list = list.filter { $0.status.isLive && $0.node != sender }.sorted { $0.node < $1.node }
             list.append(selfUpdate)
             actions.append(.send(to: sender, .joinReply(members: list)))
@@ -194,9 +205,16 @@ public struct Membership: Sendable {
         if let current = probe {
             if !current.indirectSent, now >= current.sentAt + configuration.probeTimeout {
                 probe?.indirectSent = true
-                for helper in randomLive(count: configuration.indirectProbes, excluding: [current.target], aliveOnly: true) {
+                for helper in randomLive(
+                    count: configuration.indirectProbes,
+                    excluding: [current.target],
+                    aliveOnly: true
+                ) {
                     actions.append(
-                        .send(to: helper, .pingRequest(probe: current.number, target: current.target, updates: piggyback()))
+                        .send(
+                            to: helper,
+                            .pingRequest(probe: current.number, target: current.target, updates: piggyback())
+                        )
                     )
                 }
             }
@@ -265,7 +283,9 @@ public struct Membership: Sendable {
                 }
             case .suspect:
                 let newer = update.incarnation > member.incarnation
-                if (member.status == .alive && update.incarnation >= member.incarnation) || (member.status == .suspect && newer) {
+                if (member.status == .alive && update.incarnation >= member.incarnation)
+                    || (member.status == .suspect && newer)
+                {
                     actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now)
                 } else if !member.status.isLive && newer {
                     actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now)
@@ -280,7 +300,12 @@ public struct Membership: Sendable {
     }
 
     mutating func add(_ update: MemberUpdate, now: UInt64) -> [MembershipAction] {
-        members[update.node] = Member(address: update.address, incarnation: update.incarnation, status: update.status, since: now)
+        members[update.node] = Member(
+            address: update.address,
+            incarnation: update.incarnation,
+            status: update.status,
+            since: now
+        )
         enqueue(update)
         guard update.status.isLive else { return [] }
         let position = probeOrder.isEmpty ? 0 : Int(rng.next() % UInt64(probeOrder.count + 1))
@@ -301,7 +326,9 @@ public struct Membership: Sendable {
         return actions
     }
 
-    mutating func setStatus(_ node: MeshKey, _ status: MemberUpdate.Status, incarnation: UInt32, now: UInt64) -> [MembershipAction] {
+    mutating func setStatus(_ node: MeshKey, _ status: MemberUpdate.Status, incarnation: UInt32, now: UInt64)
+        -> [MembershipAction]
+    {
         guard var member = members[node] else { return [] }
         let before = member.status
         member.status = status
@@ -335,10 +362,10 @@ public struct Membership: Sendable {
     mutating func piggyback(limit count: Int? = nil) -> [MemberUpdate] {
         guard !broadcasts.isEmpty else { return [] }
         let limit = configuration.retransmitMultiplier * max(1, Int.bitWidth - (liveCount + 1).leadingZeroBitCount)
-        let chosen = broadcasts.sorted {
+        let chosen = broadcasts.min(count: count ?? configuration.maxPiggyback) {
             $0.value.transmissions != $1.value.transmissions
                 ? $0.value.transmissions < $1.value.transmissions : $0.key < $1.key
-        }.prefix(count ?? configuration.maxPiggyback)
+        }
         var updates: [MemberUpdate] = []
         for (node, broadcast) in chosen {
             updates.append(broadcast.update)
@@ -378,7 +405,12 @@ public struct Membership: Sendable {
         guard !candidates.isEmpty else { return [] }
         let node = candidates[Int(rng.next() % UInt64(candidates.count))]
         guard let member = members[node] else { return [] }
-        let notice = MemberUpdate(node: node, address: member.address, incarnation: member.incarnation, status: member.status)
+        let notice = MemberUpdate(
+            node: node,
+            address: member.address,
+            incarnation: member.incarnation,
+            status: member.status
+        )
         return [.send(to: node, .ping(probe: 0, updates: [notice, selfUpdate]))]
     }
 
@@ -399,4 +431,20 @@ public struct Membership: Sendable {
 extension MemberUpdate.Status {
     /// Alive or suspected: still a member for ownership and routing.
     public var isLive: Bool { self == .alive || self == .suspect }
+}
+
+extension Collection {
+    /// The `count` smallest elements in order, in one pass (no sort of the whole collection).
+    func min(count: Int, by areInIncreasingOrder: (Element, Element) -> Bool) -> [Element] {
+        var best: [Element] = []
+        best.reserveCapacity(count + 1)
+        for element in self {
+            if best.count == count, let last = best.last, !areInIncreasingOrder(element, last) { continue }
+            var index = best.count
+            while index > 0, areInIncreasingOrder(element, best[index - 1]) { index -= 1 }
+            best.insert(element, at: index)
+            if best.count > count { best.removeLast() }
+        }
+        return best
+    }
 }

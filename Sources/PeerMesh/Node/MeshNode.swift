@@ -21,7 +21,12 @@ public struct MeshNode: Sendable {
     public init(identity: NodeIdentity, address: String, configuration: MeshConfiguration = .init(), seed: UInt64) {
         self.identity = identity
         self.configuration = configuration
-        self.membership = Membership(me: identity.id, address: address, configuration: configuration.membership, seed: seed)
+        self.membership = Membership(
+            me: identity.id,
+            address: address,
+            configuration: configuration.membership,
+            seed: seed
+        )
         self.publisher = LocationPublisher(identity: identity, configuration: configuration)
         self.router = Router(me: identity.id, configuration: configuration)
         self.live = [identity.id]
@@ -178,6 +183,9 @@ public struct MeshNode: Sendable {
                 switch event {
                 case .joined(let node):
                     suspects.remove(node)
+                    if liveSet.insert(node).inserted {
+                        live.insert(node, at: live.partitioningIndex(where: { $0 >= node }))
+                    }
                     scheduleRehome(now: now)
                 case .recovered(let node):
                     suspects.remove(node)
@@ -186,15 +194,14 @@ public struct MeshNode: Sendable {
                     unreachable.append(node)
                 case .failed(let node):
                     suspects.remove(node)
+                    if liveSet.remove(node) != nil, let index = live.firstIndex(of: node) {
+                        live.remove(at: index)
+                    }
                     directory.dropRecords(of: node)
                     unreachable.append(node)
                     scheduleRehome(now: now)
                 }
             }
-        }
-        if membershipActions.contains(where: { if case .changed = $0 { true } else { false } }) {
-            live = membership.liveMembers
-            liveSet = Set(live)
         }
         for node in unreachable {
             actions += map(router.unreachable(node, view: view, now: now))
@@ -214,5 +221,19 @@ public struct MeshNode: Sendable {
             case .unavailable(let key, let peer): .unavailable(key, peer: peer)
             }
         }
+    }
+}
+
+extension Array {
+    /// The first index whose element satisfies `predicate`, for a predicate that is false then true
+    /// along the array (binary search).
+    func partitioningIndex(where predicate: (Element) -> Bool) -> Int {
+        var low = 0
+        var high = count
+        while low < high {
+            let middle = (low + high) / 2
+            if predicate(self[middle]) { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }

@@ -62,7 +62,11 @@ public struct LocationPublisher: Sendable {
             if present { localPeers.insert(peer) } else { localPeers.remove(peer) }
         }
         if present {
-            published[subject] = Published(location: location, homes: homes, refreshAt: now + configuration.recordRefresh)
+            published[subject] = Published(
+                location: location,
+                homes: homes,
+                refreshAt: now + configuration.recordRefresh
+            )
         } else {
             published[subject] = nil
         }
@@ -86,11 +90,11 @@ public struct LocationPublisher: Sendable {
     /// Refreshes records due for it and retries unacknowledged stores.
     mutating func tick(live: [MeshKey], now: UInt64) -> [Store] {
         var stores: [Store] = []
-        for (subject, entry) in published.sorted(by: { $0.value.location.record.sequence < $1.value.location.record.sequence })
-        where entry.refreshAt <= now {
+        let due = published.filter { $0.value.refreshAt <= now }
+        for (subject, _) in due.sorted(by: { $0.value.location.record.sequence < $1.value.location.record.sequence }) {
             stores += announce(subject, present: true, live: live, now: now)
         }
-        for (batch, store) in pending.sorted(by: { $0.key < $1.key }) where store.deadline <= now {
+        for (batch, store) in pending.filter({ $0.value.deadline <= now }).sorted(by: { $0.key < $1.key }) {
             if store.attempts >= configuration.storeAttempts || !live.contains(store.to) {
                 pending[batch] = nil
                 continue

@@ -45,7 +45,8 @@ extension String {
 public enum Ownership {
     /// The home nodes of `key` among `nodes`, closest first. Deterministic for a given member list, so
     /// every node that agrees on membership agrees on ownership.
-    public static func homeNodes(of key: MeshKey, among nodes: some Collection<MeshKey>, replicas: Int = 3) -> [MeshKey] {
+    public static func homeNodes(of key: MeshKey, among nodes: some Collection<MeshKey>, replicas: Int = 3) -> [MeshKey]
+    {
         Array(nodes.sorted { $0.distance(to: key) < $1.distance(to: key) }.prefix(replicas))
     }
 }
@@ -80,7 +81,12 @@ extension Ownership {
         return best.map(\.node)
     }
 
-    private static func closer(_ distance: UInt64, _ node: MeshKey, than other: (distance: UInt64, node: MeshKey), to key: MeshKey) -> Bool {
+    private static func closer(
+        _ distance: UInt64,
+        _ node: MeshKey,
+        than other: (distance: UInt64, node: MeshKey),
+        to key: MeshKey
+    ) -> Bool {
         if distance != other.distance { return distance < other.distance }
         return node.distance(to: key) < other.node.distance(to: key)
     }

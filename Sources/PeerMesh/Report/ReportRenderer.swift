@@ -39,10 +39,12 @@ public enum ReportRenderer {
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for scenario in report.scenarios {
             for (name, figures) in [("hub", scenario.hub), ("mesh", scenario.mesh)] {
-                let suspected = figures.detection.map { "\(format($0.suspectMedianMs, 0)); \(format($0.suspectMaxMs, 0))" } ?? "–"
-                let detection = figures.detection.map {
-                    "\(format($0.firstMedianMs, 0)) / \(format($0.allMedianMs, 0)); \(format($0.allMaxMs, 0))"
-                } ?? "–"
+                let suspected =
+                    figures.detection.map { "\(format($0.suspectMedianMs, 0)); \(format($0.suspectMaxMs, 0))" } ?? "–"
+                let detection =
+                    figures.detection.map {
+                        "\(format($0.firstMedianMs, 0)) / \(format($0.allMedianMs, 0)); \(format($0.allMaxMs, 0))"
+                    } ?? "–"
                 let stretch = name == "mesh" ? format(scenario.stretch["p95"] ?? 0, 2) : ""
                 let recovery = figures.recoverySeconds.map { format($0) } ?? "–"
                 lines.append(
@@ -72,22 +74,35 @@ public enum ReportRenderer {
 
             """
         let colors = ["hub": "#d62728", "mesh": "#1f77b4"]
-        func panel(x: Double, title: String, xLabel: String, yLabel: String, series: [(String, [[Double]])], xMax: Double, yMin: Double) {
+        func panel(
+            x: Double,
+            title: String,
+            xLabel: String,
+            yLabel: String,
+            series: [(String, [[Double]])],
+            xMax: Double,
+            yMin: Double
+        ) {
             let left = x + 60
             let top = 40.0
             let plotWidth = 400.0
             let plotHeight = 300.0
             out += "<text x=\"\(left)\" y=\"24\" font-size=\"14\" font-weight=\"bold\">\(title)</text>\n"
-            out += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"none\" stroke=\"#888\"/>\n"
+            out +=
+                "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"none\" stroke=\"#888\"/>\n"
             for tick in 0...4 {
                 let fx = Double(tick) / 4
                 let tx = left + fx * plotWidth
                 let ty = top + plotHeight - fx * plotHeight
-                out += "<text x=\"\(format(tx))\" y=\"\(top + plotHeight + 16)\" text-anchor=\"middle\">\(format(fx * xMax, 0))</text>\n"
-                out += "<text x=\"\(left - 6)\" y=\"\(format(ty + 4))\" text-anchor=\"end\">\(format(yMin + fx * (1 - yMin), 3))</text>\n"
+                out +=
+                    "<text x=\"\(format(tx))\" y=\"\(top + plotHeight + 16)\" text-anchor=\"middle\">\(format(fx * xMax, 0))</text>\n"
+                out +=
+                    "<text x=\"\(left - 6)\" y=\"\(format(ty + 4))\" text-anchor=\"end\">\(format(yMin + fx * (1 - yMin), 3))</text>\n"
             }
-            out += "<text x=\"\(left + plotWidth / 2)\" y=\"\(top + plotHeight + 34)\" text-anchor=\"middle\">\(xLabel)</text>\n"
-            out += "<text x=\"\(x + 12)\" y=\"\(top + plotHeight / 2)\" transform=\"rotate(-90 \(x + 12) \(top + plotHeight / 2))\" "
+            out +=
+                "<text x=\"\(left + plotWidth / 2)\" y=\"\(top + plotHeight + 34)\" text-anchor=\"middle\">\(xLabel)</text>\n"
+            out +=
+                "<text x=\"\(x + 12)\" y=\"\(top + plotHeight / 2)\" transform=\"rotate(-90 \(x + 12) \(top + plotHeight / 2))\" "
                 + "text-anchor=\"middle\">\(yLabel)</text>\n"
             for (index, (name, points)) in series.enumerated() {
                 let path = points.map { point -> String in
@@ -95,15 +110,18 @@ public enum ReportRenderer {
                     let py = top + plotHeight - (max(point[1], yMin) - yMin) / (1 - yMin) * plotHeight
                     return "\(format(px)),\(format(py))"
                 }.joined(separator: " ")
-                out += "<polyline fill=\"none\" stroke=\"\(colors[name] ?? "#000")\" stroke-width=\"2\" points=\"\(path)\"/>\n"
-                out += "<text x=\"\(left + plotWidth - 60)\" y=\"\(top + 20 + Double(index) * 16)\" fill=\"\(colors[name] ?? "#000")\">\(name)</text>\n"
+                out +=
+                    "<polyline fill=\"none\" stroke=\"\(colors[name] ?? "#000")\" stroke-width=\"2\" points=\"\(path)\"/>\n"
+                out +=
+                    "<text x=\"\(left + plotWidth - 60)\" y=\"\(top + 20 + Double(index) * 16)\" fill=\"\(colors[name] ?? "#000")\">\(name)</text>\n"
             }
         }
         if let scenario = report.scenarios.first(where: { !$0.mesh.cdf.isEmpty }) {
             let xMax = max(scenario.hub.latencyMs.p99, scenario.mesh.latencyMs.p99) * 1.2
             panel(
                 x: 0,
-                title: "Latency CDF (\(scenario.scenario), \(scenario.nodes) nodes, \(format(scenario.linkDelayMs, 0)) ms links)",
+                title:
+                    "Latency CDF (\(scenario.scenario), \(scenario.nodes) nodes, \(format(scenario.linkDelayMs, 0)) ms links)",
                 xLabel: "end-to-end latency, ms",
                 yLabel: "fraction of delivered signals",
                 series: [("hub", scenario.hub.cdf), ("mesh", scenario.mesh.cdf)],
@@ -113,10 +131,15 @@ public enum ReportRenderer {
         }
         // The fault whose dip is deepest in the mesh run (a partition when there is one).
         let faulted = report.scenarios.filter { $0.faultAtSeconds != nil }
-        let deepest = faulted.min { ($0.mesh.timeline.map { $0[1] }.min() ?? 1) < ($1.mesh.timeline.map { $0[1] }.min() ?? 1) }
+        let deepest = faulted.min {
+            ($0.mesh.timeline.map { $0[1] }.min() ?? 1) < ($1.mesh.timeline.map { $0[1] }.min() ?? 1)
+        }
         if let scenario = deepest ?? report.scenarios.first {
             let xMax = (scenario.mesh.timeline.last?[0] ?? 30) + 0.5
-            let lowest = min(scenario.hub.timeline.map { $0[1] }.min() ?? 1, scenario.mesh.timeline.map { $0[1] }.min() ?? 1)
+            let lowest = min(
+                scenario.hub.timeline.map { $0[1] }.min() ?? 1,
+                scenario.mesh.timeline.map { $0[1] }.min() ?? 1
+            )
             panel(
                 x: 500,
                 title: "Delivery per 500 ms (\(scenario.scenario); fault at \(format(scenario.faultAtSeconds ?? 0)) s)",

@@ -27,7 +27,8 @@ public struct MeshSignal: Hashable, Sendable {
     /// The v1 message bytes, relayed untouched.
     public var payload: [UInt8]
 
-    public init(origin: MeshKey, id: UInt64, from: String, target: Target, route: Route, hops: UInt8, payload: [UInt8]) {
+    public init(origin: MeshKey, id: UInt64, from: String, target: Target, route: Route, hops: UInt8, payload: [UInt8])
+    {
         self.origin = origin
         self.id = id
         self.from = from

@@ -71,11 +71,25 @@ public struct Router: Sendable {
 
     // MARK: - Entry
 
-    mutating func send(from peer: String, to target: MeshSignal.Target, payload: [UInt8], view: RoutingView, now: UInt64)
+    mutating func send(
+        from peer: String,
+        to target: MeshSignal.Target,
+        payload: [UInt8],
+        view: RoutingView,
+        now: UInt64
+    )
         -> (SignalKey, [Action])
     {
         nextID += 1
-        let signal = MeshSignal(origin: me, id: nextID, from: peer, target: target, route: .direct, hops: 0, payload: payload)
+        let signal = MeshSignal(
+            origin: me,
+            id: nextID,
+            from: peer,
+            target: target,
+            route: .direct,
+            hops: 0,
+            payload: payload
+        )
         switch target {
         case .peer(let recipient) where view.localPeers.contains(recipient):
             return (signal.key, [.deliver(peer: recipient, signal)])
@@ -83,13 +97,23 @@ public struct Router: Sendable {
             return (signal.key, fanOut(signal, room: room, view: view, now: now))
         default:
             let key = PendingKey(signal: signal.key, leg: nil)
-            pending[key] = Pending(signal: signal, destination: me, route: .direct, attempts: 0, deadline: now, startedAt: now, tried: [])
+            pending[key] = Pending(
+                signal: signal,
+                destination: me,
+                route: .direct,
+                attempts: 0,
+                deadline: now,
+                startedAt: now,
+                tried: []
+            )
             return (signal.key, advance(key, view: view, now: now))
         }
     }
 
     /// The next node to try for an entry signal, or nil when every option was tried.
-    func nextOption(for signal: MeshSignal, tried: Set<MeshKey>, view: RoutingView, now: UInt64) -> (MeshKey, MeshSignal.Route)? {
+    func nextOption(for signal: MeshSignal, tried: Set<MeshKey>, view: RoutingView, now: UInt64) -> (
+        MeshKey, MeshSignal.Route
+    )? {
         switch signal.target {
         case .peer(let recipient):
             if let hint = hints[recipient], hint.expiresAt > now, view.isUsable(hint.host), !tried.contains(hint.host),
@@ -207,7 +231,15 @@ public struct Router: Sendable {
         var leg = signal
         leg.target = target
         let key = PendingKey(signal: signal.key, leg: host)
-        pending[key] = Pending(signal: leg, destination: host, route: .direct, attempts: 0, deadline: now, startedAt: now, tried: [])
+        pending[key] = Pending(
+            signal: leg,
+            destination: host,
+            route: .direct,
+            attempts: 0,
+            deadline: now,
+            startedAt: now,
+            tried: []
+        )
         return transmit(key, now: now)
     }
 
@@ -229,7 +261,14 @@ public struct Router: Sendable {
         return actions
     }
 
-    mutating func receiveAck(_ key: SignalKey, _ status: HopStatus, location: SignedRecord?, from sender: MeshKey, view: RoutingView, now: UInt64)
+    mutating func receiveAck(
+        _ key: SignalKey,
+        _ status: HopStatus,
+        location: SignedRecord?,
+        from sender: MeshKey,
+        view: RoutingView,
+        now: UInt64
+    )
         -> [Action]
     {
         let pendingKey: PendingKey
@@ -274,7 +313,8 @@ public struct Router: Sendable {
 
     mutating func tick(view: RoutingView, now: UInt64) -> [Action] {
         var actions: [Action] = []
-        for key in pending.keys.sorted(by: { $0.signal < $1.signal }) {
+        let due = pending.compactMap { $0.value.deadline <= now ? $0.key : nil }
+        for key in due.sorted(by: { $0.signal < $1.signal }) {
             guard let entry = pending[key], entry.deadline <= now else { continue }
             let outOfTime = now - entry.startedAt >= configuration.unavailableAfter
             // An entry node moves on to another option after `attemptsPerHop`; a forwarding leg has no

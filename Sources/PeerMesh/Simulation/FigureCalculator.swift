@@ -29,7 +29,12 @@ enum FigureCalculator {
         func percentile(_ p: Double) -> Double {
             latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
         }
-        figures.latencyMs = .init(p50: percentile(0.5), p95: percentile(0.95), p99: percentile(0.99), max: latencies.last ?? 0)
+        figures.latencyMs = .init(
+            p50: percentile(0.5),
+            p95: percentile(0.95),
+            p99: percentile(0.99),
+            max: latencies.last ?? 0
+        )
         if !latencies.isEmpty {
             figures.cdf = (0...100).map { step in
                 let fraction = Double(step) / 100

@@ -71,7 +71,9 @@ enum HubBackend {
         }
 
         func unavailable(_ index: Int, now: UInt64) {
-            if record.unavailableAt[index] == nil, record.deliveredAt[index] == nil { record.unavailableAt[index] = now }
+            if record.unavailableAt[index] == nil, record.deliveredAt[index] == nil {
+                record.unavailableAt[index] = now
+            }
             flights[index].done = true
         }
 
@@ -151,7 +153,11 @@ enum HubBackend {
                 let holder = hop == 1 ? flights[index].entry : hub
                 guard alive[holder] else { continue }
                 if now - flights[index].firstSent >= configuration.unavailableAfter {
-                    if hop == 1 { unavailable(index, now: now) } else { unavailable(index, now: now + link.baseDelay(flights[index].entry, hub)) }
+                    if hop == 1 {
+                        unavailable(index, now: now)
+                    } else {
+                        unavailable(index, now: now + link.baseDelay(flights[index].entry, hub))
+                    }
                 } else {
                     sendHop(hop, index, now: now)
                 }

@@ -32,7 +32,10 @@ enum MeshBackend {
         // The simulator knows its links: a hop is retried after a round trip plus jitter and margin
         // (the default, 500 ms, is for unknown networks).
         let delay = options.delay
-        configuration.hopTimeout = max(50_000_000, 2 * delay + 2 * UInt64(Double(delay) * options.jitterFraction) + 40_000_000)
+        configuration.hopTimeout = max(
+            50_000_000,
+            2 * delay + 2 * UInt64(Double(delay) * options.jitterFraction) + 40_000_000
+        )
         configuration.membership.probeTimeout = max(configuration.membership.probeTimeout, 2 * delay + 100_000_000)
         return configuration
     }
@@ -71,7 +74,9 @@ enum MeshBackend {
                 case .recovered: return
                 }
                 if let index = keyIndex[target] {
-                    recorder.record.detections.append(DetectionEvent(observer: node, target: index, kind: kind, time: time))
+                    recorder.record.detections.append(
+                        DetectionEvent(observer: node, target: index, kind: kind, time: time)
+                    )
                 }
             case .send:
                 break
@@ -89,20 +94,31 @@ enum MeshBackend {
                 cluster.addNode(seeds: seeds)
                 keyIndex[cluster.keys[i]] = i
             case .connect(let peer, let node):
-                if peerNode[peer] >= 0, cluster.alive[peerNode[peer]] { cluster.disconnect(peer: names[peer], from: peerNode[peer]) }
+                if peerNode[peer] >= 0, cluster.alive[peerNode[peer]] {
+                    cluster.disconnect(peer: names[peer], from: peerNode[peer])
+                }
                 peerNode[peer] = cluster.alive[node] ? node : -1
                 if cluster.alive[node] { cluster.connect(peer: names[peer], to: node) }
             case .disconnect(let peer):
-                if peerNode[peer] >= 0, cluster.alive[peerNode[peer]] { cluster.disconnect(peer: names[peer], from: peerNode[peer]) }
+                if peerNode[peer] >= 0, cluster.alive[peerNode[peer]] {
+                    cluster.disconnect(peer: names[peer], from: peerNode[peer])
+                }
                 peerNode[peer] = -1
             case .send(let index):
                 let signal = script.signals[index]
                 let node = peerNode[signal.from]
                 guard node >= 0, cluster.alive[node] else { continue }
-                if let key = cluster.send(from: names[signal.from], at: node, to: .peer(names[signal.to]), payload: payload) {
+                if let key = cluster.send(
+                    from: names[signal.from],
+                    at: node,
+                    to: .peer(names[signal.to]),
+                    payload: payload
+                ) {
                     recorder.signalOf[key] = index
                     // A delivery on the entry node itself happened inside `send`, before the key was known.
-                    if signal.to < peerNode.count, peerNode[signal.to] == node, recorder.record.deliveredAt[index] == nil {
+                    if signal.to < peerNode.count, peerNode[signal.to] == node,
+                        recorder.record.deliveredAt[index] == nil
+                    {
                         recorder.record.deliveredAt[index] = time
                         recorder.record.hops[index] = 0
                     }

@@ -82,7 +82,9 @@ public struct SimulationScript: Sendable {
         case .killHome:
             var homeOf = Array(repeating: 0, count: n)
             for peer in 0..<peerCount {
-                for home in Ownership.closest(to: MeshKey(peer: "p\(peer)"), among: keys) { homeOf[keys.firstIndex(of: home)!] += 1 }
+                for home in Ownership.closest(to: MeshKey(peer: "p\(peer)"), among: keys) {
+                    homeOf[keys.firstIndex(of: home)!] += 1
+                }
             }
             let victim = (Self.seedNodes..<n).max { homeOf[$0] < homeOf[$1] } ?? n - 1
             steps.append((options.faultAt, .kill(victim)))
@@ -115,10 +117,12 @@ public struct SimulationScript: Sendable {
                     }
                     churnPeerAt += second / 2
                 }
-                let arriving = Set(steps.compactMap { step -> Int? in
-                    if case .connect(_, let node) = step.step, step.time > t { return node }
-                    return nil
-                })
+                let arriving = Set(
+                    steps.compactMap { step -> Int? in
+                        if case .connect(_, let node) = step.step, step.time > t { return node }
+                        return nil
+                    }
+                )
                 let candidates = (Self.seedNodes..<total).filter { nodeAlive[$0] && !arriving.contains($0) }
                 let victim = candidates[Int(rng.next() % UInt64(candidates.count))]
                 nodeAlive[victim] = false

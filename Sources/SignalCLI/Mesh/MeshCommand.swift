@@ -45,7 +45,9 @@ struct MeshHarnessCommand: ParsableCommand {
         }
         guard nodes >= 4, nodes <= 1024 else { throw ValidationError("--nodes must be between 4 and 1024") }
         guard Scenario.parse(scenario) != nil else {
-            throw ValidationError("unknown --scenario \(scenario); use \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")), loss or all")
+            throw ValidationError(
+                "unknown --scenario \(scenario); use \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")), loss or all"
+            )
         }
         guard linkDelayMs >= 1, rate > 0, duration >= 6, peersPerNode >= 2 else {
             throw ValidationError("--link-delay-ms ≥ 1, --rate > 0, --duration ≥ 6 and --peers-per-node ≥ 2")
@@ -64,7 +66,10 @@ struct MeshHarnessCommand: ParsableCommand {
         for scenario in Scenario.parse(scenario)! {
             let result = Harness.run(scenario, options: options) { DispatchTime.now().uptimeNanoseconds }
             FileHandle.standardError.write(
-                Data("\(scenario.rawValue): mesh \(result.mesh.delivered)/\(result.mesh.eligible), hub \(result.hub.delivered)/\(result.hub.eligible), \(String(format: "%.1f", result.wallSeconds)) s\n".utf8)
+                Data(
+                    "\(scenario.rawValue): mesh \(result.mesh.delivered)/\(result.mesh.eligible), hub \(result.hub.delivered)/\(result.hub.eligible), \(String(format: "%.1f", result.wallSeconds)) s\n"
+                        .utf8
+                )
             )
             report.scenarios.append(result)
         }
