@@ -10,7 +10,7 @@ struct SignalCommand: AsyncParsableCommand {
             Start a hub with `signal serve`, talk to it with `signal peer`, load it with `signal bench`.
             Every subcommand explains itself with --help.
             """,
-        subcommands: [ServeCommand.self, PeerCommand.self, TokenCommand.self, BenchCommand.self]
+        subcommands: [ServeCommand.self, PeerCommand.self, TokenCommand.self, BenchCommand.self, MeshCommand.self]
     )
 }
 

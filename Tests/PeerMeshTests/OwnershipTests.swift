@@ -12,7 +12,9 @@ import Testing
         let target = key(0b0000_0101)
         let nodes = [key(0b0000_0100), key(0b0000_0111), key(0b1000_0000), key(0b0000_0001)]
         // distances: 1, 2, 133, 4
-        #expect(Ownership.homeNodes(of: target, among: nodes) == [key(0b0000_0100), key(0b0000_0111), key(0b0000_0001)])
+        #expect(
+            Ownership.homeNodes(of: target, among: nodes) == [key(0b0000_0100), key(0b0000_0111), key(0b0000_0001)]
+        )
         #expect(Ownership.homeNodes(of: target, among: nodes, replicas: 1) == [key(0b0000_0100)])
     }
 

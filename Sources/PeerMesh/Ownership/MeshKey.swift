@@ -45,7 +45,49 @@ extension String {
 public enum Ownership {
     /// The home nodes of `key` among `nodes`, closest first. Deterministic for a given member list, so
     /// every node that agrees on membership agrees on ownership.
-    public static func homeNodes(of key: MeshKey, among nodes: some Collection<MeshKey>, replicas: Int = 3) -> [MeshKey] {
+    public static func homeNodes(of key: MeshKey, among nodes: some Collection<MeshKey>, replicas: Int = 3) -> [MeshKey]
+    {
         Array(nodes.sorted { $0.distance(to: key) < $1.distance(to: key) }.prefix(replicas))
+    }
+}
+
+extension MeshKey {
+    /// The first 8 bytes as a big-endian integer: orders XOR distances without allocating (ties, which
+    /// need 64 equal leading bits, fall back to the full comparison).
+    var prefix64: UInt64 {
+        bytes.withUnsafeBufferPointer { buffer in
+            var value: UInt64 = 0
+            for index in 0..<8 { value = value << 8 | UInt64(buffer[index]) }
+            return value
+        }
+    }
+}
+
+extension Ownership {
+    /// Same result as `homeNodes(of:among:replicas:)`, in one pass without sorting the whole list; for
+    /// nodes that recompute ownership of many keys whenever membership changes.
+    public static func closest(to key: MeshKey, among nodes: [MeshKey], replicas: Int = 3) -> [MeshKey] {
+        let target = key.prefix64
+        var best: [(distance: UInt64, node: MeshKey)] = []
+        best.reserveCapacity(replicas + 1)
+        for node in nodes {
+            let distance = node.prefix64 ^ target
+            if best.count == replicas, let last = best.last, !closer(distance, node, than: last, to: key) { continue }
+            var index = best.count
+            while index > 0, closer(distance, node, than: best[index - 1], to: key) { index -= 1 }
+            best.insert((distance, node), at: index)
+            if best.count > replicas { best.removeLast() }
+        }
+        return best.map(\.node)
+    }
+
+    private static func closer(
+        _ distance: UInt64,
+        _ node: MeshKey,
+        than other: (distance: UInt64, node: MeshKey),
+        to key: MeshKey
+    ) -> Bool {
+        if distance != other.distance { return distance < other.distance }
+        return node.distance(to: key) < other.node.distance(to: key)
     }
 }

@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import PeerMesh
+
+/// `signal mesh`: the gossip mesh's tools.
+struct MeshCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mesh",
+        abstract: "PeerMesh tools: the harness that measures the mesh against the hub.",
+        subcommands: [MeshHarnessCommand.self]
+    )
+}
+
+/// `signal mesh harness --backend sim …`.
+struct MeshHarnessCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "harness",
+        abstract: "Run one workload through the hub and through the mesh, side by side, and report both.",
+        discussion: """
+            The sim backend is a deterministic discrete-event simulation: a virtual clock, a seeded \
+            RNG, per-link delay, jitter and loss, and N nodes each running the real PeerMesh state \
+            machines. The hub baseline is a star over the same links (sender's node → hub → \
+            recipient's node). The same seed gives the same report.
+
+            Scenarios: steady, kill-node, kill-home, partition, loss (1% and 5%), churn, or all.
+            """
+    )
+
+    @Option(help: "Backend: sim (the deterministic simulation; the only backend so far).")
+    var backend = "sim"
+    @Option(help: "Mesh nodes.") var nodes = 64
+    @Option(help: "Scenario name, 'loss' (1% and 5%) or 'all'.") var scenario = "all"
+    @Option(help: "Seed of every random choice.") var seed: UInt64 = 1
+    @Option(help: "One-way inter-node link delay in milliseconds.") var linkDelayMs = 100.0
+    @Option(help: "Peers per node.") var peersPerNode = 4
+    @Option(help: "Signals per second per node.") var rate = 8.0
+    @Option(help: "Seconds of workload.") var duration = 30.0
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the charts (latency CDF, delivery through the fault) as SVG to this file.") var svg: String?
+    @Option(help: "Write the Markdown table to this file (it is printed to stdout as well).") var markdown: String?
+
+    func validate() throws {
+        guard backend == "sim" else {
+            throw ValidationError("--backend \(backend) is not available; only 'sim' is implemented so far")
+        }
+        guard nodes >= 4, nodes <= 1024 else { throw ValidationError("--nodes must be between 4 and 1024") }
+        guard Scenario.parse(scenario) != nil else {
+            throw ValidationError(
+                "unknown --scenario \(scenario); use \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")), loss or all"
+            )
+        }
+        guard linkDelayMs >= 1, rate > 0, duration >= 6, peersPerNode >= 2 else {
+            throw ValidationError("--link-delay-ms ≥ 1, --rate > 0, --duration ≥ 6 and --peers-per-node ≥ 2")
+        }
+    }
+
+    func run() throws {
+        var options = HarnessOptions()
+        options.nodes = nodes
+        options.seed = seed
+        options.linkDelayMs = linkDelayMs
+        options.peersPerNode = peersPerNode
+        options.signalsPerSecondPerNode = rate
+        options.workloadSeconds = duration
+        var report = HarnessReport(options: options)
+        for scenario in Scenario.parse(scenario)! {
+            let result = Harness.run(scenario, options: options) { DispatchTime.now().uptimeNanoseconds }
+            FileHandle.standardError.write(
+                Data(
+                    "\(scenario.rawValue): mesh \(result.mesh.delivered)/\(result.mesh.eligible), hub \(result.hub.delivered)/\(result.hub.eligible), \(String(format: "%.1f", result.wallSeconds)) s\n"
+                        .utf8
+                )
+            )
+            report.scenarios.append(result)
+        }
+        let table = ReportRenderer.markdown(report)
+        print(table, terminator: "")
+        if let markdown { try table.write(toFile: markdown, atomically: true, encoding: .utf8) }
+        if let json { try ReportRenderer.json(report).write(toFile: json, atomically: true, encoding: .utf8) }
+        if let svg { try ReportRenderer.svg(report).write(toFile: svg, atomically: true, encoding: .utf8) }
+    }
+}
