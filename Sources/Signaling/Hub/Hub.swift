@@ -13,6 +13,24 @@ public final class Hub: Sendable {
         var outboxes: [ConnectionID: Outbox] = [:]
         var nextConnection: UInt64 = 1
         var exported = HubCounters()
+        /// The actions of one `receive`, reused so a request allocates no array (only under the lock).
+        var scratch: [HubAction] = []
+    }
+
+    /// The outboxes whose owners must be woken once the lock is released. Usually none or one (the
+    /// recipient of a signal), which needs no array.
+    struct Wakes {
+        private var first: Outbox?
+        private var more: [Outbox] = []
+
+        mutating func append(_ outbox: Outbox) {
+            if first == nil { first = outbox } else { more.append(outbox) }
+        }
+
+        func wakeAll() {
+            first?.wakeOwner()
+            more.forEach { $0.wakeOwner() }
+        }
     }
 
     private let locked: NIOLockedValueBox<Locked>
@@ -52,19 +70,19 @@ public final class Hub: Sendable {
             }
             return (outcome, wakes)
         }
-        wakes.forEach { $0.wakeOwner() }
+        wakes.wakeAll()
         return outcome
     }
 
     /// A validated request from a connection. The caller drains its own outbox afterwards.
     public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
-        var actions: [HubAction] = []
-        actions.reserveCapacity(4)
         let wakes = self.locked.withLockedValue { locked in
-            locked.state.receive(connection, message, actions: &actions)
-            return Self.dispatch(actions, outboxes: locked.outboxes, skipping: connection)
+            locked.state.receive(connection, message, actions: &locked.scratch)
+            let wakes = Self.dispatch(locked.scratch, outboxes: locked.outboxes, skipping: connection)
+            locked.scratch.removeAll(keepingCapacity: true)
+            return wakes
         }
-        wakes.forEach { $0.wakeOwner() }
+        wakes.wakeAll()
     }
 
     /// A connection's socket closed.
@@ -76,7 +94,7 @@ public final class Hub: Sendable {
             locked.state.closed(connection, keepSession: keepSession, now: now, actions: &actions)
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
-        wakes.forEach { $0.wakeOwner() }
+        wakes.wakeAll()
     }
 
     /// Ends sessions whose resume grace period is over. Called about once a second.
@@ -87,7 +105,7 @@ public final class Hub: Sendable {
             locked.state.tick(now: now, actions: &actions)
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
-        wakes.forEach { $0.wakeOwner() }
+        wakes.wakeAll()
     }
 
     /// A point-in-time view for `/metrics` and tests.
@@ -133,8 +151,8 @@ public final class Hub: Sendable {
 
     /// Appends actions to outboxes (under the lock, so per-connection order is decision order) and
     /// returns the outboxes whose owners must be woken once the lock is released.
-    private static func dispatch(_ actions: [HubAction], outboxes: [ConnectionID: Outbox], skipping: ConnectionID?) -> [Outbox] {
-        var wakes: [Outbox] = []
+    private static func dispatch(_ actions: [HubAction], outboxes: [ConnectionID: Outbox], skipping: ConnectionID?) -> Wakes {
+        var wakes = Wakes()
         for action in actions {
             let connection: ConnectionID
             let item: Outbox.Item

@@ -80,25 +80,62 @@ public struct HubState: Sendable {
         var queuedBytes = 0
         /// Highest seq dropped from the buffer before the client confirmed it.
         var droppedThrough: UInt64 = 0
-        /// Answers to requests (signals, `leave`) on the current connection, newest last.
+        /// Answers to requests (signals, `leave`) on the current connection: a ring of at most the
+        /// remembered-requests limit, oldest at `answersStart` once full (so remembering one is O(1)).
         var answers: [(id: String, reply: ByteBuffer)] = []
+        var answersStart = 0
         /// Answers given on earlier connections of this session, bounded like `answers`.
         var previousAnswers: [String: ByteBuffer] = [:]
         var previousOrder: [String] = []
 
         /// Moves the current connection's answers to `previousAnswers`, keeping the newest `limit`.
         mutating func archiveAnswers(limit: Int) {
-            for (id, reply) in answers {
+            for offset in answers.indices {
+                let (id, reply) = answers[(answersStart + offset) % answers.count]
                 if previousAnswers.updateValue(reply, forKey: id) == nil { previousOrder.append(id) }
             }
             answers = []
+            answersStart = 0
             if previousOrder.count > limit {
                 for id in previousOrder.prefix(previousOrder.count - limit) { previousAnswers[id] = nil }
                 previousOrder.removeFirst(previousOrder.count - limit)
             }
         }
 
+        /// Remembers the answer to request `id`, forgetting the oldest past `limit`.
+        mutating func remember(_ reply: ByteBuffer, for id: String, limit: Int) {
+            if answers.count < limit {
+                answers.append((id, reply))
+            } else {
+                answers[answersStart] = (id, reply)
+                answersStart = (answersStart + 1) % limit
+            }
+        }
+
         var lastSeq: UInt64 { nextSeq - 1 }
+    }
+
+    /// A sequenced message before its `seq` is known.
+    enum Sequenced {
+        /// A prefix ending in `"seq":`, shared by every recipient (presence, broadcasts, notices).
+        case prefix(ByteBuffer)
+        /// An addressed signal: its relay prefix and sender, completed in one buffer per recipient.
+        case signal(relayPrefix: ByteBuffer, from: String)
+
+        /// The length of the message without its `seq` digits and closing brace.
+        var prefixLength: Int {
+            switch self {
+            case .prefix(let prefix): return prefix.readableBytes
+            case .signal(let relayPrefix, let from): return ServerMessage.signalPrefixLength(relayPrefix, from: from)
+            }
+        }
+
+        func complete(seq: UInt64) -> ByteBuffer {
+            switch self {
+            case .prefix(let prefix): return ServerMessage.sequenced(prefix, seq: seq)
+            case .signal(let relayPrefix, let from): return ServerMessage.relayed(relayPrefix, from: from, seq: seq)
+            }
+        }
     }
 
     struct Member {
@@ -265,21 +302,25 @@ public struct HubState: Sendable {
             self.join(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
         case .leave, .signal:
             // Requests that must not take effect twice: a resent id is answered from memory.
-            if let id = message.id, let earlier = sessions[peer]!.previousAnswers[id] {
+            guard let index = sessions.index(forKey: peer) else { return }
+            if let id = message.id,
+                let earlier = self.session(at: index, { $0.previousAnswers.isEmpty ? nil : $0.previousAnswers[id] })
+            {
                 actions.append(.send(connection, earlier))
                 return
             }
             let reply: ByteBuffer
             if case .signal(let envelope) = message.request {
-                reply = self.relay(envelope, from: peer, id: message.id, actions: &actions)
+                reply = self.relay(envelope, from: peer, at: index, id: message.id, actions: &actions)
             } else if case .leave(let room) = message.request {
                 reply = self.leave(peer, room: room, id: message.id, actions: &actions)
             } else {
                 return
             }
             actions.append(.send(connection, reply))
-            if let id = message.id {
-                self.remember(reply, for: id, in: peer)
+            if let id = message.id, limits.rememberedRequests > 0, let index = sessions.index(forKey: peer) {
+                let limit = limits.rememberedRequests
+                self.session(at: index) { $0.remember(reply, for: id, limit: limit) }
             }
         }
     }
@@ -311,7 +352,7 @@ public struct HubState: Sendable {
             }
             let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
             for member in members {
-                _ = self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions)
+                _ = self.deliver(to: member.peer, .prefix(prefix), origin: nil, actions: &actions)
             }
             members.append(Member(peer: peer, meta: meta))
             rooms[room] = members
@@ -340,46 +381,59 @@ public struct HubState: Sendable {
         rooms[room] = members
         let prefix = ServerMessage.peerLeftPrefix(room: room, peer: peer)
         for member in members {
-            _ = self.deliver(to: member.peer, prefix: prefix, origin: nil, actions: &actions)
+            _ = self.deliver(to: member.peer, .prefix(prefix), origin: nil, actions: &actions)
         }
     }
 
     // MARK: Relay
 
     /// Routes one signal and returns the reply for its sender (`ack` or `error`).
-    private mutating func relay(_ envelope: SignalEnvelope, from peer: String, id: String?, actions: inout [HubAction]) -> ByteBuffer {
-        let senderRooms = sessions[peer]!.rooms
+    private mutating func relay(
+        _ envelope: SignalEnvelope,
+        from peer: String,
+        at senderIndex: Dictionary<String, Session>.Index,
+        id: String?,
+        actions: inout [HubAction]
+    ) -> ByteBuffer {
+        let senderRooms = self.session(at: senderIndex) { $0.rooms }
         if let room = envelope.room, !senderRooms.contains(room) {
             return self.errorReply(.notInRoom, "you are not in room \"\(room)\"", id: id)
         }
-        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         guard let target = envelope.to else {
             // Room broadcast (`message` with `room` only): every other member.
             // A member that is away queues it (bounded; past the bound it misses it) and its expiry is
             // reported to the sender like an addressed signal's.
             let room = envelope.room!
+            let prefix = ServerMessage.signalPrefix(envelope, from: peer)
             let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
             var queued = false
             for member in rooms[room] ?? [] where member.peer != peer {
-                if self.deliver(to: member.peer, prefix: prefix, origin: origin, actions: &actions) == .queued {
+                if self.deliver(to: member.peer, .prefix(prefix), origin: origin, actions: &actions) == .queued {
                     queued = true
                 }
             }
             counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
             return ServerMessage.ack(id: id, queued: queued)
         }
-        guard let recipient = sessions[target] else {
+        guard let targetIndex = sessions.index(forKey: target) else {
             return self.errorReply(.peerUnavailable, "peer \"\(target)\" is not connected", id: id)
         }
         if let room = envelope.room {
-            guard recipient.rooms.contains(room) else {
+            guard self.session(at: targetIndex, { $0.rooms.contains(room) }) else {
                 return self.errorReply(.notInRoom, "peer \"\(target)\" is not in room \"\(room)\"", id: id)
             }
-        } else if limits.requireSharedRoom && target != peer && !recipient.rooms.contains(where: senderRooms.contains) {
+        } else if limits.requireSharedRoom && target != peer
+            && !self.session(at: targetIndex, { $0.rooms.contains(where: senderRooms.contains) })
+        {
             return self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id)
         }
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
-        let delivery = self.deliver(to: target, prefix: prefix, origin: origin, actions: &actions)
+        let delivery = self.deliver(
+            at: targetIndex,
+            .signal(relayPrefix: envelope.relayPrefix, from: peer),
+            origin: origin,
+            actions: &actions
+        )
         if delivery != .queueFull { counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
         switch delivery {
         case .delivered: return ServerMessage.ack(id: id, queued: false)
@@ -392,41 +446,71 @@ public struct HubState: Sendable {
     /// Gives a sequenced message to a session: written to its socket when connected, queued when it is
     /// away, and kept in its resume buffer either way. While away, a signal (`origin` set) is refused
     /// past the queue bound; a presence event pushes the oldest entries out instead (a gap on resume).
-    private mutating func deliver(to peer: String, prefix: ByteBuffer, origin: QueuedOrigin?, actions: inout [HubAction]) -> Delivery {
+    private mutating func deliver(
+        to peer: String,
+        _ message: Sequenced,
+        origin: QueuedOrigin?,
+        actions: inout [HubAction]
+    ) -> Delivery {
         guard let index = sessions.index(forKey: peer) else { return .queueFull }
-        let size = prefix.readableBytes + 21
-        let connection = sessions.values[index].connection
+        return self.deliver(at: index, message, origin: origin, actions: &actions)
+    }
+
+    /// Runs `body` on the session at `index` in place: reading a field through `sessions[peer]!` would
+    /// copy the whole `Session` (retaining every string, array and buffer in it) first.
+    @inline(__always)
+    private mutating func session<Result>(
+        at index: Dictionary<String, Session>.Index,
+        _ body: (inout Session) -> Result
+    ) -> Result {
+        body(&sessions.values[index])
+    }
+
+    private mutating func deliver(
+        at index: Dictionary<String, Session>.Index,
+        _ message: Sequenced,
+        origin: QueuedOrigin?,
+        actions: inout [HubAction]
+    ) -> Delivery {
+        let limits = self.limits
+        let size = message.prefixLength + 21
+        let connection = self.session(at: index) { $0.connection }
         if connection == nil && origin != nil {
-            let session = sessions.values[index]
             let full =
-                session.queuedCount >= limits.resumeBufferMessages
-                || session.queuedBytes + size > limits.resumeBufferBytes
+                self.session(at: index) {
+                    $0.queuedCount >= limits.resumeBufferMessages || $0.queuedBytes + size > limits.resumeBufferBytes
+                }
                 || bufferedBytes + size > limits.globalBufferBytes
             if full { return .queueFull }
         }
-        let seq = sessions.values[index].nextSeq
-        sessions.values[index].nextSeq += 1
-        let message = ServerMessage.sequenced(prefix, seq: seq)
-        let bytes = message.readableBytes
-        if let connection {
-            actions.append(.send(connection, message))
-        }
         let away = connection == nil
-        sessions.values[index].buffer.append(Buffered(seq: seq, bytes: message, queued: away, queuedFrom: away ? origin : nil))
-        sessions.values[index].bufferBytes += bytes
-        bufferedBytes += bytes
-        if away {
-            sessions.values[index].queuedCount += 1
-            sessions.values[index].queuedBytes += bytes
-            if origin != nil { counters.queued += 1 }
+        let seq = self.session(at: index) { session in
+            defer { session.nextSeq += 1 }
+            return session.nextSeq
         }
+        let bytes = message.complete(seq: seq)
+        let count = bytes.readableBytes
+        if let connection {
+            actions.append(.send(connection, bytes))
+        }
+        self.session(at: index) { session in
+            session.buffer.append(Buffered(seq: seq, bytes: bytes, queued: away, queuedFrom: away ? origin : nil))
+            session.bufferBytes += count
+            if away {
+                session.queuedCount += 1
+                session.queuedBytes += count
+            }
+        }
+        bufferedBytes += count
+        if away && origin != nil { counters.queued += 1 }
         while true {
-            let session = sessions.values[index]
-            guard !session.buffer.isEmpty else { break }
-            let overSession =
-                away
-                ? session.queuedCount > limits.resumeBufferMessages || session.queuedBytes > limits.resumeBufferBytes
-                : session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
+            let overSession = self.session(at: index) { session -> Bool? in
+                guard !session.buffer.isEmpty else { return nil }
+                return away
+                    ? session.queuedCount > limits.resumeBufferMessages || session.queuedBytes > limits.resumeBufferBytes
+                    : session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
+            }
+            guard let overSession else { break }
             guard overSession || bufferedBytes > limits.globalBufferBytes else { break }
             self.dropOldest(at: index, actions: &actions)
         }
@@ -434,17 +518,20 @@ public struct HubState: Sendable {
     }
 
     private mutating func dropOldest(at index: Dictionary<String, Session>.Index, actions: inout [HubAction]) {
-        let dropped = sessions.values[index].buffer.removeFirst()
-        let bytes = dropped.bytes.readableBytes
-        sessions.values[index].bufferBytes -= bytes
-        bufferedBytes -= bytes
-        sessions.values[index].droppedThrough = max(sessions.values[index].droppedThrough, dropped.seq)
-        if dropped.queued {
-            sessions.values[index].queuedCount -= 1
-            sessions.values[index].queuedBytes -= bytes
+        let (dropped, peer) = self.session(at: index) { session in
+            let dropped = session.buffer.removeFirst()
+            let bytes = dropped.bytes.readableBytes
+            session.bufferBytes -= bytes
+            session.droppedThrough = max(session.droppedThrough, dropped.seq)
+            if dropped.queued {
+                session.queuedCount -= 1
+                session.queuedBytes -= bytes
+            }
+            return (dropped, dropped.queuedFrom == nil ? nil : session.peer)
         }
-        if let origin = dropped.queuedFrom {
-            self.notifyExpired(origin, to: sessions.values[index].peer, actions: &actions)
+        bufferedBytes -= dropped.bytes.readableBytes
+        if let origin = dropped.queuedFrom, let peer {
+            self.notifyExpired(origin, to: peer, actions: &actions)
         }
     }
 
@@ -458,19 +545,11 @@ public struct HubState: Sendable {
         sessions[peer] = session
     }
 
-    private mutating func remember(_ reply: ByteBuffer, for id: String, in peer: String) {
-        guard limits.rememberedRequests > 0 else { return }
-        if sessions[peer]!.answers.count >= limits.rememberedRequests {
-            sessions[peer]!.answers.removeFirst()
-        }
-        sessions[peer]!.answers.append((id, reply))
-    }
-
     private mutating func notifyExpired(_ origin: QueuedOrigin, to recipient: String, actions: inout [HubAction]) {
         counters.expired += 1
         guard sessions[origin.sender] != nil else { return }
         let prefix = ServerMessage.expiredPrefix(id: origin.id, to: recipient, signal: origin.type)
-        _ = self.deliver(to: origin.sender, prefix: prefix, origin: nil, actions: &actions)
+        _ = self.deliver(to: origin.sender, .prefix(prefix), origin: nil, actions: &actions)
     }
 
     private mutating func errorReply(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {

@@ -68,6 +68,19 @@ public final class Outbox: @unchecked Sendable {
         }
     }
 
+    /// Takes everything queued by swapping it with `items`, which must be empty: the caller keeps one
+    /// array and hands it back after each drain, so a drain allocates nothing. Returns whether the
+    /// outbox overflowed (the connection must then be closed with 1013).
+    public func take(swapping items: inout [Item]) -> Bool {
+        precondition(items.isEmpty, "take(swapping:) needs an empty array")
+        return self.lock.withLock {
+            wakePending = false
+            swap(&self.items, &items)
+            bytes = 0
+            return overflowed
+        }
+    }
+
     /// Whether the outbox overflowed (checked while the socket is not writable).
     public var isOverflowed: Bool {
         self.lock.withLock { overflowed }

@@ -34,6 +34,19 @@ extension ByteBuffer {
         return self.writerIndex - start
     }
 
+    /// The number of bytes ``writeJSONString(_:)`` writes for `value`, quotes included.
+    public static func jsonStringLength(_ value: String) -> Int {
+        var length = 2
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09: length += 2
+            case 0x00..<0x20: length += 6
+            default: length += 1
+            }
+        }
+        return length
+    }
+
     /// Writes an unsigned integer in decimal.
     public mutating func writeDecimal(_ value: UInt64) {
         if value < 10 {

@@ -24,6 +24,25 @@ public enum ServerMessage {
         return buffer
     }
 
+    /// The length of ``signalPrefix(_:from:)``'s result, without building it.
+    public static func signalPrefixLength(_ relayPrefix: ByteBuffer, from peer: String) -> Int {
+        relayPrefix.readableBytes + 14 + ByteBuffer.jsonStringLength(peer)
+    }
+
+    /// The relayed form of an addressed signal with its `seq`, built in one buffer: the client's members
+    /// (`relayPrefix`), then `"from":…,"seq":N}`. The same bytes as ``sequenced(_:seq:)`` of
+    /// ``signalPrefix(_:from:)``, without the intermediate copy.
+    public static func relayed(_ relayPrefix: ByteBuffer, from peer: String, seq: UInt64) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: signalPrefixLength(relayPrefix, from: peer) + 21)
+        buffer.writeImmutableBuffer(relayPrefix)
+        buffer.writeStaticString("\"from\":")
+        buffer.writeJSONString(peer)
+        buffer.writeStaticString(",\"seq\":")
+        buffer.writeDecimal(seq)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
     public static func peerJoinedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
         buffer.writeStaticString("{\"type\":\"peer-joined\",\"room\":")

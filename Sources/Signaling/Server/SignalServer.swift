@@ -251,9 +251,8 @@ public final class SignalServer: Service, Sendable {
         // One frame never exceeds one message. NIO's decoder refuses a larger declared length (1009)
         // before buffering any of it, and traps on a limit above UInt32.max, so clamp the flag's value.
         let maxFrameSize = max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0)
-        let upgrader = NIOWebSocketServerUpgrader(
+        let upgrader = WebSocketUpgrader(
             maxFrameSize: min(maxFrameSize, Int(UInt32.max)),
-            automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 let path = UpgradeRequest(head).path
                 return channel.eventLoop.makeSucceededFuture(paths.contains(path) ? HTTPHeaders() : nil)

@@ -30,7 +30,12 @@ struct WebSocketSettings {
 /// bounded outbound queue. Every decision about sessions and rooms is the hub's.
 final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    /// Frames are encoded here (``ServerFrameEncoding``), so what goes down the pipeline is bytes.
+    typealias OutboundOut = ByteBuffer
+
+    /// Payloads up to this size are copied next to their frame header (one buffer, one write); larger
+    /// ones (echoed messages) are written as they are after a header buffer.
+    private static let copyLimit = 8192
 
     private let role: WebSocketRole
     private let settings: WebSocketSettings
@@ -51,6 +56,8 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     private var connection: ConnectionID?
     private var peer: String?
     private var outbox: Outbox?
+    /// The array handed to ``Outbox/take(swapping:)``, kept so a drain allocates no array.
+    private var spareItems: [Outbox.Item] = []
     private var rate: RateLimiter
     /// Bytes the handler wrote itself (error replies, echoes) since the socket stopped being writable.
     private var unwritableBytes = 0
@@ -143,7 +150,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             unwritableBytes = 0
             if let payload = pendingPong, case .open = handshake.state {
                 pendingPong = nil
-                self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
+                self.writeFrame(.pong, payload, flush: true)
             }
             self.drainOutbox()
         }
@@ -209,7 +216,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             // A client that pings without reading must not pile up pongs: while the socket is not
             // writable only the latest ping is remembered and answered later (RFC 6455 §5.5.3 allows it).
             if context.channel.isWritable {
-                self.writeFrame(WebSocketFrame(fin: true, opcode: .pong, data: payload), flush: true)
+                self.writeFrame(.pong, payload, flush: true)
             } else {
                 pendingPong = payload
             }
@@ -297,7 +304,8 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     }
 
     private func writeCloseFrame(_ data: ByteBuffer, context: ChannelHandlerContext, thenClose: Bool) {
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        var frame = context.channel.allocator.buffer(capacity: ServerFrameEncoding.frameLength(payload: data.readableBytes))
+        ServerFrameEncoding.writeFrame(.connectionClose, payload: data, to: &frame)
         guard thenClose else {
             context.writeAndFlush(Self.wrapOutboundOut(frame), promise: nil)
             return
@@ -316,22 +324,42 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             return
         }
         guard context.channel.isWritable else { return }
-        let (items, overflowed) = outbox.take()
-        if overflowed {
+        var items: [Outbox.Item] = []
+        swap(&items, &spareItems)
+        defer {
+            items.removeAll(keepingCapacity: true)
+            swap(&items, &spareItems)
+        }
+        if outbox.take(swapping: &items) {
             self.initiateClose(.tryAgainLater, reason: "slow consumer: outbound queue full")
             return
         }
+        guard !items.isEmpty else { return }
+        // Every message up to the first close goes out as one buffer of frames (one write).
+        var batchBytes = 0
+        var payloadBytes = 0
         for item in items {
-            switch item {
-            case .text(let buffer):
-                self.write(buffer)
-            case .close(let code, let reason):
+            guard case .text(let buffer) = item else { break }
+            payloadBytes += buffer.readableBytes
+            batchBytes += ServerFrameEncoding.frameLength(payload: buffer.readableBytes)
+        }
+        if batchBytes > 0 {
+            var batch = context.channel.allocator.buffer(capacity: batchBytes)
+            for item in items {
+                guard case .text(let buffer) = item else { break }
+                ServerFrameEncoding.writeFrame(.text, payload: buffer, to: &batch)
+            }
+            metrics.bytesOut.increment(by: payloadBytes)
+            context.write(Self.wrapOutboundOut(batch), promise: nil)
+        }
+        for item in items {
+            if case .close(let code, let reason) = item {
                 self.flush()
                 self.initiateClose(code, reason: reason)
                 return
             }
         }
-        if !items.isEmpty { self.flush() }
+        self.flush()
     }
 
     func heartbeatTick() {
@@ -344,7 +372,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         }
         guard now - lastPing >= settings.heartbeatInterval else { return }
         lastPing = now
-        self.writeFrame(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0)), flush: true)
+        self.writeFrame(.ping, ByteBuffer(), flush: true)
     }
 
     /// Writes a reply the handler makes itself (error replies, echoes), outside the hub's bounded outbox.
@@ -361,12 +389,12 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             }
         }
         metrics.bytesOut.increment(by: data.readableBytes)
-        self.writeFrame(WebSocketFrame(fin: true, opcode: opcode, data: data), flush: true)
+        self.writeFrame(opcode, data, flush: true)
     }
 
     private func write(_ text: ByteBuffer) {
         metrics.bytesOut.increment(by: text.readableBytes)
-        self.writeFrame(WebSocketFrame(fin: true, opcode: .text, data: text), flush: false)
+        self.writeFrame(.text, text, flush: false)
     }
 
     /// Flushes now, or — while a batch of reads is being handled — once at the end of the batch, so a
@@ -406,9 +434,19 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         context.fireChannelReadComplete()
     }
 
-    private func writeFrame(_ frame: WebSocketFrame, flush: Bool) {
+    private func writeFrame(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, flush: Bool) {
         guard let context else { return }
-        context.write(Self.wrapOutboundOut(frame), promise: nil)
+        let length = payload.readableBytes
+        if length <= Self.copyLimit {
+            var frame = context.channel.allocator.buffer(capacity: ServerFrameEncoding.frameLength(payload: length))
+            ServerFrameEncoding.writeFrame(opcode, payload: payload, to: &frame)
+            context.write(Self.wrapOutboundOut(frame), promise: nil)
+        } else {
+            var header = context.channel.allocator.buffer(capacity: ServerFrameEncoding.headerLength(payload: length))
+            ServerFrameEncoding.writeHeader(opcode, payload: length, to: &header)
+            context.write(Self.wrapOutboundOut(header), promise: nil)
+            context.write(Self.wrapOutboundOut(payload), promise: nil)
+        }
         if flush { self.flush() }
     }
 

@@ -1,0 +1,60 @@
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// The WebSocket upgrade: NIO's ``NIOWebSocketServerUpgrader`` checks the request and builds the 101
+/// response, but the pipeline after the upgrade is ours. NIO's own `upgrade` would also add its
+/// `WebSocketFrameEncoder`, which cannot be removed again; ``WebSocketHandler`` encodes its frames
+/// itself (every message of one drain in one buffer), so only the frame decoder is added here.
+struct WebSocketUpgrader: HTTPServerProtocolUpgrader {
+    private let checks: NIOWebSocketServerUpgrader
+    private let maxFrameSize: Int
+    private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<Void>
+
+    /// - Parameters:
+    ///   - maxFrameSize: the largest frame the decoder accepts (a larger declared length is an error).
+    ///   - shouldUpgrade: extra response headers for a request to upgrade, or nil to refuse it.
+    ///   - upgradePipelineHandler: adds the handlers after the frame decoder.
+    init(
+        maxFrameSize: Int,
+        shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
+        upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<Void>
+    ) {
+        self.checks = NIOWebSocketServerUpgrader(
+            maxFrameSize: maxFrameSize,
+            automaticErrorHandling: false,
+            shouldUpgrade: shouldUpgrade,
+            upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
+        )
+        self.maxFrameSize = maxFrameSize
+        self.upgradePipelineHandler = upgradePipelineHandler
+    }
+
+    var supportedProtocol: String { checks.supportedProtocol }
+
+    var requiredUpgradeHeaders: [String] { checks.requiredUpgradeHeaders }
+
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        checks.buildUpgradeResponse(
+            channel: channel,
+            upgradeRequest: upgradeRequest,
+            initialResponseHeaders: initialResponseHeaders
+        )
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+        let channel = context.channel
+        let maxFrameSize = self.maxFrameSize
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize))
+            )
+        }.flatMap {
+            self.upgradePipelineHandler(channel, upgradeRequest)
+        }
+    }
+}
