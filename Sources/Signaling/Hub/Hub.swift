@@ -8,7 +8,7 @@ import NIOCore
 /// This is the routing seam: a session on this node is reached through its outbox; a later cluster
 /// backend (Redis, PeerMesh) plugs in where `HubState` finds no local session.
 public final class Hub: Sendable {
-    private struct Locked {
+    struct Locked {
         var state: HubState
         var outboxes: [ConnectionID: Outbox] = [:]
         var nextConnection: UInt64 = 1
@@ -33,7 +33,7 @@ public final class Hub: Sendable {
         }
     }
 
-    private let locked: NIOLockedValueBox<Locked>
+    let locked: NIOLockedValueBox<Locked>
     let welcome: WelcomeTemplate
     let metrics: HubMetrics
 
@@ -151,7 +151,7 @@ public final class Hub: Sendable {
 
     /// Appends actions to outboxes (under the lock, so per-connection order is decision order) and
     /// returns the outboxes whose owners must be woken once the lock is released.
-    private static func dispatch(_ actions: [HubAction], outboxes: [ConnectionID: Outbox], skipping: ConnectionID?) -> Wakes {
+    static func dispatch(_ actions: [HubAction], outboxes: [ConnectionID: Outbox], skipping: ConnectionID?) -> Wakes {
         var wakes = Wakes()
         for action in actions {
             let connection: ConnectionID

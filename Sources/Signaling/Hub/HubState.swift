@@ -152,7 +152,7 @@ public struct HubState: Sendable {
     private var sessions: [String: Session] = [:]
     private var connections: [ConnectionID: String] = [:]
     private var tokens: [String: String] = [:]
-    private var rooms: [String: [Member]] = [:]
+    private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
     private var bufferedBytes = 0
     private var randomness = SystemRandomNumberGenerator()
@@ -446,7 +446,7 @@ public struct HubState: Sendable {
     /// Gives a sequenced message to a session: written to its socket when connected, queued when it is
     /// away, and kept in its resume buffer either way. While away, a signal (`origin` set) is refused
     /// past the queue bound; a presence event pushes the oldest entries out instead (a gap on resume).
-    private mutating func deliver(
+    mutating func deliver(
         to peer: String,
         _ message: Sequenced,
         origin: QueuedOrigin?,

@@ -26,6 +26,8 @@ public final class SignalServer: Service, Sendable {
     public let hub: Hub
     /// The Redis-backed hub when the server joins a cluster (``ServerConfiguration/cluster``).
     public let cluster: ClusterHub?
+    /// A hub that wraps the in-memory one (PeerMesh's bridge), when one was given.
+    public let wrapper: (any SessionHub)?
     private let logger: Logger
     private let registry: PrometheusCollectorRegistry
     private let metrics: HubMetrics
@@ -38,10 +40,13 @@ public final class SignalServer: Service, Sendable {
     /// The heartbeat sweep of each event loop, by `ObjectIdentifier` of the loop.
     private let sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>]
 
+    /// - Parameter wrap: Builds the hub connections talk to around the in-memory ``hub`` (how PeerMesh
+    ///   plugs in: it handles what is not local and passes the rest on). Not used with a cluster.
     public init(
         configuration: ServerConfiguration,
         logger: Logger = Logger(label: "signal"),
-        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        wrap: (@Sendable (Hub) -> any SessionHub)? = nil
     ) async throws(TLSSetupError) {
         self.configuration = configuration
         self.tls = try configuration.tls.map { files throws(TLSSetupError) in try TLSContextStore(files: files) }
@@ -76,6 +81,7 @@ public final class SignalServer: Service, Sendable {
         } else {
             self.cluster = nil
         }
+        self.wrapper = configuration.cluster == nil ? wrap?(hub) : nil
         if let secret = configuration.jwtSecret {
             self.verifier = await TokenVerifier(secret: secret)
         } else {
@@ -282,7 +288,7 @@ public final class SignalServer: Service, Sendable {
                 try self.addWebSocketHandlers(channel, role: .echo, echo: true)
             }
         }
-        let hub: any SessionHub = self.cluster ?? self.hub
+        let hub: any SessionHub = self.cluster ?? self.wrapper ?? self.hub
         @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
             let role = WebSocketRole.session(hub: hub, request: open ?? .fresh(peer: nil, subject: nil, grant: .all), refusal: refusal)
             return channel.eventLoop.makeCompletedFuture {
