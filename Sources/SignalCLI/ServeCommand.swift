@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PeerMesh
 import ServiceLifecycle
 import UnixSignals
 import Signaling
@@ -13,6 +14,7 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup(title: "PeerMesh") var mesh: MeshOptions
 
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port to bind (0 picks a free port, printed at start).") var port = 8080
@@ -166,22 +168,36 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = logging.bootstrap(label: "signal")
         let configuration = try makeConfiguration()
-        raiseFileDescriptorLimit()
-        let server: SignalServer
-        do {
-            server = try await SignalServer(configuration: configuration, logger: logger)
-        } catch {
-            throw ValidationError(error.description)
+        if mesh.enabled && configuration.cluster != nil {
+            throw ValidationError("--redis and --mesh-listen are two ways to scale out; pick one")
         }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: server)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await group.run()
+        try await runServer(configuration: configuration, mesh: mesh, logger: logger)
     }
+}
+
+/// Runs a hub (with its mesh node, if any) until SIGTERM/SIGINT.
+func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Logger) async throws {
+    raiseFileDescriptorLimit()
+    let runtime = try mesh.makeRuntime(logger: logger)
+    var wrap: (@Sendable (Hub) -> any SessionHub)? = nil
+    if let runtime {
+        wrap = { hub in MeshBridge(hub: hub, runtime: runtime) }
+    }
+    let server: SignalServer
+    do {
+        server = try await SignalServer(configuration: configuration, logger: logger, wrap: wrap)
+    } catch {
+        throw ValidationError(error.description)
+    }
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+    if let runtime, let bridge = server.wrapper as? MeshBridge {
+        runtime.setDelivery(bridge)
+        services.append(.init(service: MeshService(runtime: runtime, bridge: bridge)))
+    }
+    let group = ServiceGroup(
+        configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    )
+    try await group.run()
 }
 
 /// Lifts the soft open-files limit to the hard limit, so one process can hold many connections.

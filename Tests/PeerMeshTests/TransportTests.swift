@@ -11,7 +11,7 @@ import Testing
     final class Inbox: MeshDelivery {
         let delivered = NIOLockedValueBox<[(peer: String, from: String, payload: [UInt8])]>([])
         let unavailable = NIOLockedValueBox<[String]>([])
-        func deliver(_ payload: [UInt8], from sender: String, to peer: String) {
+        func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
             delivered.withLockedValue { $0.append((peer, sender, payload)) }
         }
         func unavailable(_ key: SignalKey, peer: String) {

@@ -40,6 +40,12 @@ public struct MeshSignal: Hashable, Sendable {
 
     public var key: SignalKey { SignalKey(origin: origin, id: id) }
 
+    /// True for a signal to one peer, false for a room broadcast or one of its legs.
+    public var isAddressed: Bool {
+        if case .peer = target { return true }
+        return false
+    }
+
     /// Bytes on the wire: origin[32] ‖ id:UInt64 ‖ from ‖ kind:1 ‖ target ‖ route:1 ‖ hops:1 ‖ length:UInt32 ‖ payload.
     public var wireSize: Int {
         let target: Int

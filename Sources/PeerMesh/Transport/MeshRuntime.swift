@@ -6,8 +6,8 @@ import NIOPosix
 /// What a node does with the signals the mesh brings it: implemented by the hub that hosts the peers.
 public protocol MeshDelivery: AnyObject, Sendable {
     /// A signal for `peer`, connected to this node. `payload` is what the entry node handed to
-    /// ``MeshRuntime/send(from:to:payload:)``.
-    func deliver(_ payload: [UInt8], from sender: String, to peer: String)
+    /// ``MeshRuntime/send(from:to:payload:)``; `addressed` is false for a room broadcast.
+    func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool)
     /// A signal a local peer sent found no node hosting its recipient.
     func unavailable(_ key: SignalKey, peer: String)
 }
@@ -160,7 +160,10 @@ public final class MeshRuntime: Sendable {
             case .send(let to, let message):
                 transport.send(message, to: to)
             case .deliver(let peer, let signal):
-                delivery?.deliver(signal.payload, from: signal.from, to: peer)
+                // A room leg that came back to the sender's own node: its hub already gave it to the
+                // members here.
+                if signal.origin == id, !signal.isAddressed { continue }
+                delivery?.deliver(signal.payload, from: signal.from, to: peer, addressed: signal.isAddressed)
             case .unavailable(let key, let peer):
                 delivery?.unavailable(key, peer: peer)
             case .membership(let event):
