@@ -35,12 +35,23 @@ import Testing
         }
 
         let sender = try await hub.peer("sender")
+        // Cuts come 20-60 ms apart, each once the previous one was resumed (so a loaded machine, where a
+        // resume can take longer than that, still makes progress), until every signal arrived or the
+        // sender is done and 30 s have passed.
+        let stopDrops = NIOLockedValueBox(false)
+        let cuts = NIOLockedValueBox(0)
         let drops = Task {
             var count = 0
-            while received.withLockedValue({ $0.count }) < total {
+            while received.withLockedValue({ $0.count }) < total && !stopDrops.withLockedValue({ $0 }) {
                 try await Task.sleep(nanoseconds: UInt64.random(in: 20_000_000...60_000_000))
+                let before = await receiver.resumes
                 await receiver.dropConnection()
                 count += 1
+                cuts.withLockedValue { $0 = count }
+                let resumeDeadline = Date().addingTimeInterval(10)
+                while await receiver.resumes == before && Date() < resumeDeadline && !stopDrops.withLockedValue({ $0 }) {
+                    try await Task.sleep(nanoseconds: 2_000_000)
+                }
             }
             return count
         }
@@ -49,6 +60,11 @@ import Testing
         var acked = 0
         var errors: [[String: Any]] = []
         for n in 0..<total {
+            // Spread at least 60 cuts over the stream, however fast the machine relays.
+            let paceDeadline = Date().addingTimeInterval(10)
+            while cuts.withLockedValue({ $0 }) < n * 60 / total && Date() < paceDeadline {
+                try await Task.sleep(nanoseconds: 1_000_000)
+            }
             sender.send(#"{"type":"message","to":"receiver","data":\#(n),"id":"s\#(n)"}"#)
             if n - acked >= window {
                 let reply = try await sender.next(timeout: 10) { ["ack", "error"].contains($0["type"] as? String ?? "") }
@@ -65,6 +81,7 @@ import Testing
         while received.withLockedValue({ $0.count }) < total && Date() < deadline {
             try await Task.sleep(nanoseconds: 10_000_000)
         }
+        stopDrops.withLockedValue { $0 = true }
         let dropCount = try await drops.value
         collector.cancel()
         let got = received.withLockedValue { $0 }
