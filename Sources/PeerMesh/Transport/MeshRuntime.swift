@@ -116,14 +116,19 @@ public final class MeshRuntime: Sendable {
 
     /// Routes a signal from a local peer; a later ``MeshDelivery/unavailable(_:peer:)`` names the
     /// returned key if nobody hosts the recipient.
+    /// `register` is called with the key before anything is done with the signal (an `unavailable` can
+    /// come at once when no other node is live).
     @discardableResult
-    public func send(from peer: String, to target: MeshSignal.Target, payload: [UInt8]) -> SignalKey? {
+    public func send(
+        from peer: String, to target: MeshSignal.Target, payload: [UInt8], register: (SignalKey) -> Void = { _ in }
+    ) -> SignalKey? {
         let now = Self.now()
         let result: (SignalKey, [MeshAction])? = node.withLockedValue { node in
             guard node != nil else { return nil }
             return node!.send(from: peer, to: target, payload: payload, now: now)
         }
         guard let (key, actions) = result else { return nil }
+        register(key)
         self.perform(actions)
         return key
     }

@@ -74,12 +74,16 @@ final class MeshBridge: SessionHub, MeshDelivery {
                     return reply(local.outbox, ServerMessage.error(.notInRoom, "you are not in room \"\(room)\"", id: message.id))
                 }
                 let payload = ServerMessage.signalPrefix(envelope, from: peer)
-                guard let key = runtime.send(from: peer, to: .peer(target), payload: Array(buffer: payload)) else {
-                    return reply(local.outbox, ServerMessage.error(.peerUnavailable, "peer \"\(target)\" is not connected", id: message.id))
-                }
                 let now = NIODeadline.now().uptimeNanoseconds
-                state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
-                return reply(local.outbox, ServerMessage.ack(id: message.id, queued: false))
+                // The ack goes first: a `peer-unavailable` for this id may follow at once.
+                reply(local.outbox, ServerMessage.ack(id: message.id, queued: false))
+                let sent = runtime.send(from: peer, to: .peer(target), payload: Array(buffer: payload)) { key in
+                    state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
+                }
+                if sent == nil {
+                    reply(local.outbox, ServerMessage.error(.peerUnavailable, "the mesh node is not running yet", id: message.id))
+                }
+                return
             }
             hub.receive(connection, message)
             if envelope.to == nil, let room = envelope.room, hub.isMember(peer, of: room) {

@@ -1,0 +1,123 @@
+"""PeerMesh over real processes: `signal serve --mesh-listen …` nodes on loopback with no Redis and no
+central server. Two aiortc peers on different nodes negotiate WebRTC through the mesh, and keep doing
+so after a third node is killed; presence and room messages cross nodes; a TLS mesh link relays."""
+
+import asyncio
+import signal
+import time
+
+from cluster_helpers import Peer, eventually
+from conftest import free_port
+from test_aiortc import finish, start_peer
+from tls_helpers import make_cert
+
+SECRET = "a mesh secret for the end-to-end tests, long enough"
+
+
+def start_mesh(start_hub, tmp_path, count, *extra_for, seed_index=0):
+    secret = tmp_path / "mesh.secret"
+    secret.write_text(SECRET)
+    ports = [free_port() for _ in range(count)]
+    hubs = []
+    for i in range(count):
+        args = ["--mesh-listen", f"127.0.0.1:{ports[i]}", "--mesh-secret-file", str(secret), "--log-level", "warning"]
+        if i != seed_index:
+            args += ["--mesh-seed", f"127.0.0.1:{ports[seed_index]}"]
+        if extra_for:
+            args += list(extra_for[i])
+        hubs.append(start_hub(*args))
+    return hubs, ports
+
+
+def test_five_nodes_carry_an_aiortc_negotiation_and_survive_the_kill_of_a_third(start_hub, tmp_path):
+    hubs, _ = start_mesh(start_hub, tmp_path, 5)
+    time.sleep(2.0)  # membership converges (one probe round)
+
+    def pair(a_node, b_node, names, count=20):
+        # The polite side (greater id) waits for the offer, so it goes first; the other finds it by presence.
+        polite = start_peer(hubs[b_node], names[1], f"room-{names[0]}", "--count", str(count))
+        time.sleep(0.5)
+        impolite = start_peer(hubs[a_node], names[0], f"room-{names[0]}", "--count", str(count))
+        return finish(impolite, timeout=45), finish(polite, timeout=45)
+
+    before = pair(0, 3, ["mesh-a", "mesh-b"])
+    for result in before:
+        assert result["ok"] and result["exit"] == 0, result
+        assert result["received"] == 20 and "connected" in result["connection_states"]
+        assert result["stats"]["candidates_received"] >= 2
+    hubs[2].stop(signal.SIGKILL)
+    time.sleep(0.5)
+    after = pair(1, 4, ["mesh-c", "mesh-d"])
+    for result in after:
+        assert result["ok"] and result["exit"] == 0, result
+        assert result["received"] == 20 and "connected" in result["connection_states"]
+    a, b = after
+    assert a["remote"] == "mesh-d" and b["remote"] == "mesh-c"
+    print(f"\nbefore the kill: {before[0]['stats']}; after: {after[0]['stats']}")
+
+
+def test_presence_room_messages_and_unknown_peers_across_the_mesh(start_hub, tmp_path):
+    hubs, _ = start_mesh(start_hub, tmp_path, 3)
+    time.sleep(1.5)
+
+    async def scenario():
+        alice, bob, carol = Peer("alice"), Peer("bob"), Peer("carol")
+        await alice.connect(hubs[0].ws)
+        await bob.connect(hubs[2].ws)
+        await carol.connect(hubs[0].ws)
+        assert (await alice.request({"type": "join", "room": "r", "meta": {"n": "a"}}))["peers"] == []
+        await asyncio.sleep(0.3)
+        assert (await bob.request({"type": "join", "room": "r"}))["type"] == "joined"
+        await eventually(lambda: any(m["type"] == "peer-joined" and m["peer"] == "bob" for m in alice.messages), what="bob's presence")
+        await eventually(lambda: any(m["type"] == "peer-joined" and m["peer"] == "alice" and m["meta"] == {"n": "a"} for m in bob.messages),
+                         what="alice's presence answered to bob")
+        reply = await alice.request({"type": "offer", "to": "bob", "sdp": "v=0", "room": "r"})
+        assert reply["type"] == "ack"
+        await eventually(lambda: any(m["type"] == "offer" and m["from"] == "alice" for m in bob.messages), what="offer across nodes")
+        # Room scoping: carol is not in the room, so she may not signal into it.
+        refused = await carol.request({"type": "offer", "to": "bob", "sdp": "v=0", "room": "r"})
+        assert refused["type"] == "error" and refused["code"] == "not-in-room"
+        await bob.request({"type": "message", "room": "r", "data": "to everyone"})
+        await eventually(lambda: any(m["type"] == "message" and m["from"] == "bob" for m in alice.messages), what="room message")
+        assert not any(m["type"] == "message" for m in carol.messages)
+        # Nobody hosts "ghost": the ack is followed by peer-unavailable within 2 s.
+        started = time.time()
+        ack = await alice.request({"type": "offer", "to": "ghost", "sdp": "v=0"})
+        assert ack["type"] == "ack"
+        await eventually(lambda: any(v.get("code") == "peer-unavailable" for v in alice.replies.values()), timeout=4,
+                         what="peer-unavailable for an unknown peer")
+        assert time.time() - started <= 2.5
+        await bob.close()
+        await eventually(lambda: any(m["type"] == "peer-left" and m["peer"] == "bob" for m in alice.messages), what="peer-left across nodes")
+        for p in (alice, carol):
+            await p.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_tls_mesh_link_relays_a_signal_and_refuses_a_plain_node(start_hub, pki, tmp_path):
+    make_cert(pki, "mesh-a")
+    make_cert(pki, "mesh-b")
+    tls = [["--mesh-tls-cert", str(pki / f"{n}.pem"), "--mesh-tls-key", str(pki / f"{n}.key"), "--mesh-ca", str(pki / "ca.pem")]
+           for n in ("mesh-a", "mesh-b")]
+    hubs, ports = start_mesh(start_hub, tmp_path, 2, *tls)
+    plain = start_hub("--mesh-listen", f"127.0.0.1:{free_port()}", "--mesh-seed", f"127.0.0.1:{ports[0]}",
+                      "--mesh-secret-file", str(tmp_path / "mesh.secret"), "--log-level", "warning")
+    time.sleep(1.5)
+
+    async def scenario():
+        a, b, outsider = Peer("tls-a"), Peer("tls-b"), Peer("outsider")
+        await a.connect(hubs[0].ws)
+        await b.connect(hubs[1].ws)
+        await outsider.connect(plain.ws)
+        await asyncio.sleep(0.5)
+        assert (await a.request({"type": "offer", "to": "tls-b", "sdp": "v=0 over mutual TLS"}))["type"] == "ack"
+        await eventually(lambda: any(m["type"] == "offer" for m in b.messages), what="offer over the TLS link")
+        await outsider.request({"type": "offer", "to": "tls-a", "sdp": "v=0"})
+        await eventually(lambda: any(v.get("code") == "peer-unavailable" for v in outsider.replies.values()), timeout=4,
+                         what="the plain node is not part of the TLS mesh")
+        assert not any(m.get("from") == "outsider" for m in a.messages)
+        for p in (a, b, outsider):
+            await p.close()
+
+    asyncio.run(scenario())
