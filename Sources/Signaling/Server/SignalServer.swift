@@ -338,23 +338,20 @@ public final class SignalServer: Service, Sendable {
             closeTimeout: .milliseconds(Int64(configuration.closeTimeout * 1000)),
             outboundQueueBytes: configuration.outboundQueueBytes,
             maxMessageBytes: maxBytes,
+            maxFrameBytes: min(
+                max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0),
+                Int(UInt32.max)
+            ),
+            maxFragments: echo ? configuration.echoMaxFragments : configuration.maxFragments,
             rateBurst: configuration.rateBurst,
             ratePerSecond: configuration.ratePerSecond,
             rateMaxStrikes: configuration.rateMaxStrikes,
             decoder: MessageDecoder()
         )
-        let maxFragments = echo ? configuration.echoMaxFragments : configuration.maxFragments
         let sync = channel.pipeline.syncOperations
-        // FrameGuard decides every frame (masking, reserved bits and opcodes, fragmentation, size and
-        // fragment count, UTF-8 as fragments arrive) before the aggregator buffers anything.
-        try sync.addHandler(FrameGuard(maxMessageBytes: maxBytes, maxFragments: maxFragments))
-        try sync.addHandler(
-            NIOWebSocketFrameAggregator(
-                minNonFinalFragmentSize: 0,
-                maxAccumulatedFrameCount: maxFragments,
-                maxAccumulatedFrameSize: maxBytes
-            )
-        )
+        // One handler reads frames (deciding each one: masking, reserved bits and opcodes,
+        // fragmentation, size and fragment count, UTF-8 as fragments arrive), serves the connection and
+        // writes frames.
         let sweep = sweeps[ObjectIdentifier(channel.eventLoop)]!.value
         try sync.addHandler(
             WebSocketHandler(role: role, settings: settings, sweep: sweep, metrics: metrics, logger: logger)

@@ -1,7 +1,7 @@
 import NIOWebSocket
 
 /// The RFC 6455 rules for the frames a client sends, decided frame by frame before fragments are
-/// aggregated. A value type: ``FrameGuard`` feeds it each frame and carries out the verdict, and it is
+/// aggregated. A value type: ``InboundFrameReader`` feeds it each frame and carries out the verdict, and it is
 /// tested without sockets.
 ///
 /// What it enforces, beyond what NIO's frame decoder checks (control frame length and fragmentation,

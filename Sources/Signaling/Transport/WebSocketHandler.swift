@@ -19,17 +19,22 @@ struct WebSocketSettings {
     var closeTimeout: TimeAmount
     var outboundQueueBytes: Int
     var maxMessageBytes: Int
+    /// Largest frame accepted (a larger declared length closes with 1009 before anything is buffered).
+    var maxFrameBytes: Int
+    /// Most frames one message may arrive in.
+    var maxFragments: Int
     var rateBurst: Int
     var ratePerSecond: Int
     var rateMaxStrikes: Int
     var decoder: MessageDecoder
 }
 
-/// Translates WebSocket frames to hub events and hub decisions back to frames, and owns the connection-
+/// Reads WebSocket frames (``InboundFrameReader``) and writes them (``ServerFrameEncoding``), and
+/// translates them to hub events and hub decisions back to frames, and owns the connection-
 /// level protocol: UTF-8 validation, ping/pong, the close handshake, heartbeats, rate limiting and the
 /// bounded outbound queue. Every decision about sessions and rooms is the hub's.
 final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
-    typealias InboundIn = WebSocketFrame
+    typealias InboundIn = ByteBuffer
     /// Frames are encoded here (``ServerFrameEncoding``), so what goes down the pipeline is bytes.
     typealias OutboundOut = ByteBuffer
 
@@ -46,6 +51,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     private let sweep: HeartbeatSweep
     var sweepSlot: Int?
     private var handshake = CloseHandshake()
+    private var reader: InboundFrameReader
     private var lastInbound = NIODeadline.now()
     private var lastPing = NIODeadline.now()
     /// Between a `channelRead` and its `channelReadComplete`: flushes wait for the end of the batch.
@@ -68,6 +74,11 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         self.role = role
         self.settings = settings
         self.sweep = sweep
+        self.reader = InboundFrameReader(
+            maxFrameSize: settings.maxFrameBytes,
+            maxMessageBytes: settings.maxMessageBytes,
+            maxFragments: settings.maxFragments
+        )
         self.metrics = metrics
         self.logger = logger
         self.rate = RateLimiter(
@@ -160,8 +171,6 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             self.initiateClose(.goingAway, reason: "server shutting down")
-        } else if event is FrameGuard.DroppedFrame {
-            self.receivedFrameWhileClosing(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -174,6 +183,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             context.close(promise: nil)
             return
         }
+        self.receivedViolation(violation)
+    }
+
+    private func receivedViolation(_ violation: WebSocketViolation) {
         logger.debug(
             "protocol violation",
             metadata: self.logMetadata([
@@ -184,21 +197,33 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // FrameGuard has unmasked every frame and checked it (masking, reserved bits and opcodes,
-        // fragmentation, size, UTF-8 of text) before the aggregator joined the fragments.
-        let frame = Self.unwrapInboundIn(data)
-        self.lastInbound = .now()
         self.reading = true
-        if frame.opcode == .connectionClose {
-            self.receivedClose(frame.data)
+        reader.append(Self.unwrapInboundIn(data))
+        // The reader has unmasked every frame and checked it (masking, reserved bits and opcodes,
+        // fragmentation, size, UTF-8 of text), and joined the fragments of each message.
+        while context.channel.isActive, let event = reader.next(allocator: context.channel.allocator) {
+            switch event {
+            case .message(let opcode, let payload), .control(let opcode, let payload):
+                self.receivedFrame(opcode, payload, context: context)
+            case .violation(let violation):
+                self.receivedViolation(violation)
+            case .dropped:
+                self.receivedFrameWhileClosing(context: context)
+            }
+        }
+    }
+
+    private func receivedFrame(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, context: ChannelHandlerContext) {
+        self.lastInbound = .now()
+        if opcode == .connectionClose {
+            self.receivedClose(payload)
             return
         }
         guard case .open = handshake.state else {
             self.receivedFrameWhileClosing(context: context)
             return
         }
-        let payload = frame.data
-        switch frame.opcode {
+        switch opcode {
         case .text:
             metrics.bytesIn.increment(by: payload.readableBytes)
             guard payload.readableBytes <= settings.maxMessageBytes else {

@@ -3,16 +3,15 @@ import NIOHTTP1
 import NIOWebSocket
 
 /// The WebSocket upgrade: NIO's ``NIOWebSocketServerUpgrader`` checks the request and builds the 101
-/// response, but the pipeline after the upgrade is ours. NIO's own `upgrade` would also add its
-/// `WebSocketFrameEncoder`, which cannot be removed again; ``WebSocketHandler`` encodes its frames
-/// itself (every message of one drain in one buffer), so only the frame decoder is added here.
+/// response, but the pipeline after the upgrade is ours. NIO's own `upgrade` would add its frame
+/// decoder and its `WebSocketFrameEncoder` (which cannot be removed again); ``WebSocketHandler`` reads
+/// and writes frames itself, so `upgradePipelineHandler` adds everything.
 struct WebSocketUpgrader: HTTPServerProtocolUpgrader {
     private let checks: NIOWebSocketServerUpgrader
-    private let maxFrameSize: Int
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<Void>
 
     /// - Parameters:
-    ///   - maxFrameSize: the largest frame the decoder accepts (a larger declared length is an error).
+    ///   - maxFrameSize: the largest frame NIO's checks accept.
     ///   - shouldUpgrade: extra response headers for a request to upgrade, or nil to refuse it.
     ///   - upgradePipelineHandler: adds the handlers after the frame decoder.
     init(
@@ -26,7 +25,6 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader {
             shouldUpgrade: shouldUpgrade,
             upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededVoidFuture() }
         )
-        self.maxFrameSize = maxFrameSize
         self.upgradePipelineHandler = upgradePipelineHandler
     }
 
@@ -47,14 +45,6 @@ struct WebSocketUpgrader: HTTPServerProtocolUpgrader {
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
-        let channel = context.channel
-        let maxFrameSize = self.maxFrameSize
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize))
-            )
-        }.flatMap {
-            self.upgradePipelineHandler(channel, upgradeRequest)
-        }
+        self.upgradePipelineHandler(context.channel, upgradeRequest)
     }
 }
