@@ -155,7 +155,7 @@ public struct HubState: Sendable {
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
     private var bufferedBytes = 0
-    private var randomness = SystemRandomNumberGenerator()
+    private var randomness = RandomCharacters()
 
     public init(limits: HubLimits = HubLimits()) {
         self.limits = limits
@@ -577,14 +577,11 @@ public struct HubState: Sendable {
 
     // MARK: Randomness
 
-    private static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
-
     private mutating func randomString(count: Int) -> String {
-        var bytes = [UInt8](repeating: 0, count: count)
-        for index in bytes.indices {
-            bytes[index] = Self.alphabet[Int(randomness.next(upperBound: UInt64(Self.alphabet.count)))]
+        String(unsafeUninitializedCapacity: count) { bytes in
+            for index in 0..<count { bytes[index] = randomness.next() }
+            return count
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// 20 base-62 characters (~119 bits): unguessable, so knowing an id never lets anyone act as it.
@@ -598,5 +595,31 @@ public struct HubState: Sendable {
     /// 43 base-62 characters (~256 bits).
     private mutating func randomToken() -> String {
         randomString(count: 43)
+    }
+}
+
+/// Random base-62 characters for peer ids and resume tokens, drawn from the system's CSPRNG
+/// (`SystemRandomNumberGenerator`) 64 bits at a time — one system call per eight bytes rather than one
+/// per character — without bias: a byte is used only below 248 (4 × 62), as `byte % 62`.
+struct RandomCharacters: Sendable {
+    private static let alphabet: StaticString = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    private var generator = SystemRandomNumberGenerator()
+    private var bits: UInt64 = 0
+    private var bytesLeft = 0
+
+    mutating func next() -> UInt8 {
+        while true {
+            if bytesLeft == 0 {
+                bits = generator.next()
+                bytesLeft = 8
+            }
+            let byte = UInt8(truncatingIfNeeded: bits)
+            bits >>= 8
+            bytesLeft -= 1
+            if byte < 248 {
+                return Self.alphabet.utf8Start[Int(byte % 62)]
+            }
+        }
     }
 }
