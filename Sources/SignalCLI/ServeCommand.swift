@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PeerMesh
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 import Signaling
@@ -178,14 +179,15 @@ struct ServeCommand: AsyncParsableCommand {
 /// Runs a hub (with its mesh node, if any) until SIGTERM/SIGINT.
 func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Logger) async throws {
     raiseFileDescriptorLimit()
-    let runtime = try mesh.makeRuntime(logger: logger)
+    let registry = PrometheusCollectorRegistry()
+    let runtime = try mesh.makeRuntime(logger: logger, metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry)))
     var wrap: (@Sendable (Hub) -> any SessionHub)? = nil
     if let runtime {
         wrap = { hub in MeshBridge(hub: hub, runtime: runtime) }
     }
     let server: SignalServer
     do {
-        server = try await SignalServer(configuration: configuration, logger: logger, wrap: wrap)
+        server = try await SignalServer(configuration: configuration, logger: logger, registry: registry, wrap: wrap)
     } catch {
         throw ValidationError(error.description)
     }

@@ -39,6 +39,9 @@ public struct MeshNode: Sendable {
     /// Live members as this node sees them (itself included), in key order.
     public var liveMembers: [MeshKey] { live }
 
+    /// Live members this node currently suspects (routing avoids them).
+    public var suspectedMembers: Set<MeshKey> { suspects }
+
     public var nextDeadline: UInt64 {
         min(membership.nextDeadline, router.nextDeadline, publisher.nextDeadline, nextSweepAt, rehomeAt ?? .max)
     }

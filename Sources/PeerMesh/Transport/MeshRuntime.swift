@@ -26,7 +26,13 @@ public struct MeshRuntimeConfiguration: Sendable {
     public var tls: MeshTLS?
     public var mesh: MeshConfiguration
 
-    public init(listenHost: String, listenPort: Int, seeds: [String], secret: MeshSecret, identity: NodeIdentity = NodeIdentity()) {
+    public init(
+        listenHost: String,
+        listenPort: Int,
+        seeds: [String],
+        secret: MeshSecret,
+        identity: NodeIdentity = NodeIdentity()
+    ) {
         self.listenHost = listenHost
         self.listenPort = listenPort
         self.seeds = seeds
@@ -47,14 +53,28 @@ public final class MeshRuntime: Sendable {
     private let timer = NIOLockedValueBox<RepeatedTask?>(nil)
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let metrics: MeshMetrics?
 
-    public init(configuration: MeshRuntimeConfiguration, group: any EventLoopGroup, logger: Logger) throws {
+    /// - Parameter metrics: where link traffic, the member list and deliveries are counted (none: not
+    ///   counted).
+    public init(
+        configuration: MeshRuntimeConfiguration,
+        group: any EventLoopGroup,
+        logger: Logger,
+        metrics: MeshMetrics? = nil
+    ) throws {
         self.configuration = configuration
         self.group = group
         self.logger = logger
+        self.metrics = metrics
         self.node = NIOLockedValueBox(nil)
         self.transport = try MeshTransport(
-            identity: configuration.identity, secret: configuration.secret, tls: configuration.tls, group: group, logger: logger
+            identity: configuration.identity,
+            secret: configuration.secret,
+            tls: configuration.tls,
+            group: group,
+            logger: logger,
+            metrics: metrics
         )
     }
 
@@ -83,7 +103,12 @@ public final class MeshRuntime: Sendable {
         let port = try await transport.listen(host: configuration.listenHost, port: configuration.listenPort)
         let address = "\(configuration.advertisedHost ?? configuration.listenHost):\(port)"
         node.withLockedValue {
-            $0 = MeshNode(identity: configuration.identity, address: address, configuration: configuration.mesh, seed: UInt64.random(in: 0...UInt64.max))
+            $0 = MeshNode(
+                identity: configuration.identity,
+                address: address,
+                configuration: configuration.mesh,
+                seed: UInt64.random(in: 0...UInt64.max)
+            )
         }
         let seeds = await self.reachableSeeds()
         self.drive { $0.start(seeds: seeds, now: Self.now()) }
@@ -91,11 +116,16 @@ public final class MeshRuntime: Sendable {
             Task { await self.retrySeeds() }
         }
         let loop = group.next()
-        let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { [weak self] _ in
+        let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) {
+            [weak self] _ in
             self?.tick()
         }
         timer.withLockedValue { $0 = task }
-        logger.info("mesh node up", metadata: ["mesh.node": "\(id)", "mesh.address": "\(address)", "mesh.seeds": "\(seeds.count)"])
+        self.recordMembers()
+        logger.info(
+            "mesh node up",
+            metadata: ["mesh.node": "\(id)", "mesh.address": "\(address)", "mesh.seeds": "\(seeds.count)"]
+        )
         return port
     }
 
@@ -120,7 +150,10 @@ public final class MeshRuntime: Sendable {
     /// come at once when no other node is live).
     @discardableResult
     public func send(
-        from peer: String, to target: MeshSignal.Target, payload: [UInt8], register: (SignalKey) -> Void = { _ in }
+        from peer: String,
+        to target: MeshSignal.Target,
+        payload: [UInt8],
+        register: (SignalKey) -> Void = { _ in }
     ) -> SignalKey? {
         let now = Self.now()
         let result: (SignalKey, [MeshAction])? = node.withLockedValue { node in
@@ -160,6 +193,7 @@ public final class MeshRuntime: Sendable {
     private func perform(_ actions: [MeshAction]) {
         guard !actions.isEmpty else { return }
         let delivery = self.delivery.withLockedValue { $0 }
+        var changed = false
         for action in actions {
             switch action {
             case .send(let to, let message):
@@ -168,13 +202,23 @@ public final class MeshRuntime: Sendable {
                 // A room leg that came back to the sender's own node: its hub already gave it to the
                 // members here.
                 if signal.origin == id, !signal.isAddressed { continue }
+                metrics?.delivered(hops: signal.hops)
                 delivery?.deliver(signal.payload, from: signal.from, to: peer, addressed: signal.isAddressed)
             case .unavailable(let key, let peer):
                 delivery?.unavailable(key, peer: peer)
             case .membership(let event):
                 logger.info("mesh membership", metadata: ["mesh.event": "\(event)"])
+                changed = true
             }
         }
+        if changed { self.recordMembers() }
+    }
+
+    private func recordMembers() {
+        guard let metrics else { return }
+        let view = node.withLockedValue { node in node.map { ($0.liveMembers, $0.suspectedMembers) } }
+        guard let (live, suspects) = view else { return }
+        metrics.members(live: live, suspects: suspects, self: id)
     }
 
     // MARK: Seeds

@@ -70,14 +70,23 @@ public final class MeshTransport: Sendable {
     let group: any EventLoopGroup
     let logger: Logger
     private let tls: (server: NIOSSLContext, client: NIOSSLContext)?
+    private let metrics: MeshMetrics?
     private let handlers = NIOLockedValueBox(Handlers())
     private let state = NIOLockedValueBox(State())
 
-    public init(identity: NodeIdentity, secret: MeshSecret, tls: MeshTLS?, group: any EventLoopGroup, logger: Logger) throws {
+    public init(
+        identity: NodeIdentity,
+        secret: MeshSecret,
+        tls: MeshTLS?,
+        group: any EventLoopGroup,
+        logger: Logger,
+        metrics: MeshMetrics? = nil
+    ) throws {
         self.authenticator = LinkAuthenticator(secret: secret, identity: identity)
         self.group = group
         self.logger = logger
         self.tls = try tls?.contexts()
+        self.metrics = metrics
     }
 
     /// Where incoming messages and lost links go, and how to find a node's address.
@@ -162,7 +171,10 @@ public final class MeshTransport: Sendable {
                 case .success(let peer) where peer == node:
                     break  // linkUp flushed what waited
                 case .success(let peer):
-                    self.logger.warning("mesh address answered by another node", metadata: ["expected": "\(node)", "got": "\(peer)"])
+                    self.logger.warning(
+                        "mesh address answered by another node",
+                        metadata: ["expected": "\(node)", "got": "\(peer)"]
+                    )
                     self.failed(node)
                 case .failure(let error):
                     self.logger.debug("mesh dial failed", metadata: ["node": "\(node)", "error": "\(error)"])
@@ -185,7 +197,11 @@ public final class MeshTransport: Sendable {
 
     // MARK: Links
 
-    private func configure(_ channel: any Channel, role: LinkAuthenticator.Role, established: EventLoopPromise<MeshKey>?) throws {
+    private func configure(
+        _ channel: any Channel,
+        role: LinkAuthenticator.Role,
+        established: EventLoopPromise<MeshKey>?
+    ) throws {
         let sync = channel.pipeline.syncOperations
         if let tls {
             if role == .responder {
@@ -202,6 +218,7 @@ public final class MeshTransport: Sendable {
     func write(_ message: MeshMessage, on channel: any Channel) {
         let bytes = MeshWire.encode(message)
         state.withLockedValue { $0.sentBytes += bytes.count + 4 }
+        metrics?.sent(message, bytes: bytes.count + 4)
         channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
     }
 
@@ -231,6 +248,7 @@ public final class MeshTransport: Sendable {
 
     func received(_ message: MeshMessage, from node: MeshKey, bytes: Int) {
         state.withLockedValue { $0.receivedBytes += bytes + 4 }
+        metrics?.received(message, bytes: bytes + 4)
         handlers.withLockedValue { $0.message }(node, message)
     }
 
@@ -302,7 +320,10 @@ final class MeshLinkHandler: ChannelInboundHandler {
             do {
                 transport.received(try MeshWire.decode(bytes), from: peer, bytes: bytes.count)
             } catch {
-                transport.logger.warning("unreadable mesh message; closing the link", metadata: ["node": "\(peer)", "error": "\(error)"])
+                transport.logger.warning(
+                    "unreadable mesh message; closing the link",
+                    metadata: ["node": "\(peer)", "error": "\(error)"]
+                )
                 context.close(promise: nil)
             }
             return
@@ -313,14 +334,20 @@ final class MeshLinkHandler: ChannelInboundHandler {
         case .established(let node, let frame):
             timeout?.cancel()
             if let frame {
-                context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
+                context.writeAndFlush(
+                    Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)),
+                    promise: nil
+                )
             }
             peer = node
             transport.linkUp(node, context.channel)
             established?.succeed(node)
             established = nil
         case .failed(let reason):
-            transport.logger.warning("mesh link refused", metadata: ["reason": "\(reason)", "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+            transport.logger.warning(
+                "mesh link refused",
+                metadata: ["reason": "\(reason)", "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
+            )
             established?.fail(MeshIdentityError(reason))
             established = nil
             context.close(promise: nil)

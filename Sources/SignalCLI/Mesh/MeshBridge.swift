@@ -71,7 +71,10 @@ final class MeshBridge: SessionHub, MeshDelivery {
         case .signal(let envelope):
             if let target = envelope.to, target != peer, !hub.hasSession(target) {
                 if let room = envelope.room, !hub.isMember(peer, of: room) {
-                    return reply(local.outbox, ServerMessage.error(.notInRoom, "you are not in room \"\(room)\"", id: message.id))
+                    return reply(
+                        local.outbox,
+                        ServerMessage.error(.notInRoom, "you are not in room \"\(room)\"", id: message.id)
+                    )
                 }
                 let payload = ServerMessage.signalPrefix(envelope, from: peer)
                 let now = NIODeadline.now().uptimeNanoseconds
@@ -81,13 +84,20 @@ final class MeshBridge: SessionHub, MeshDelivery {
                     state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
                 }
                 if sent == nil {
-                    reply(local.outbox, ServerMessage.error(.peerUnavailable, "the mesh node is not running yet", id: message.id))
+                    reply(
+                        local.outbox,
+                        ServerMessage.error(.peerUnavailable, "the mesh node is not running yet", id: message.id)
+                    )
                 }
                 return
             }
             hub.receive(connection, message)
             if envelope.to == nil, let room = envelope.room, hub.isMember(peer, of: room) {
-                runtime.send(from: peer, to: .room(room), payload: Array(buffer: ServerMessage.signalPrefix(envelope, from: peer)))
+                runtime.send(
+                    from: peer,
+                    to: .room(room),
+                    payload: Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
+                )
             }
         case .join(let room, let meta):
             hub.receive(connection, message)
@@ -128,7 +138,11 @@ final class MeshBridge: SessionHub, MeshDelivery {
         let rooms: Set<String>? = state.withLockedValue { $0.announced.removeValue(forKey: peer) }
         guard let rooms else { return }
         for room in rooms.sorted() {
-            runtime.send(from: peer, to: .room(room), payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer)))
+            runtime.send(
+                from: peer,
+                to: .room(room),
+                payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))
+            )
         }
         runtime.disconnect(peer: peer)
     }
@@ -137,7 +151,11 @@ final class MeshBridge: SessionHub, MeshDelivery {
         for room in rooms {
             let removed = state.withLockedValue { $0.announced[peer]?.remove(room) != nil }
             guard removed else { continue }
-            runtime.send(from: peer, to: .room(room), payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer)))
+            runtime.send(
+                from: peer,
+                to: .room(room),
+                payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))
+            )
             runtime.leave(peer: peer, room: room)
         }
     }
@@ -153,7 +171,8 @@ final class MeshBridge: SessionHub, MeshDelivery {
     func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
         hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: payload))
         // A newcomer's announcement to the room (an answer to one comes addressed): tell it who is here.
-        guard !addressed, payload.starts(with: Self.peerJoined), let room = Self.room(in: payload), !hub.hasSession(sender),
+        guard !addressed, payload.starts(with: Self.peerJoined), let room = Self.room(in: payload),
+            !hub.hasSession(sender),
             hub.isMember(peer, of: room)
         else { return }
         let meta = hub.members(of: room).first { $0.peer == peer }?.meta

@@ -32,24 +32,33 @@ struct MeshOptions: ParsableArguments {
             return
         }
         guard Self.split(meshListen!) != nil else { throw ValidationError("--mesh-listen must be HOST:PORT") }
-        for seed in meshSeed where Self.split(seed) == nil { throw ValidationError("--mesh-seed \(seed) must be HOST:PORT") }
-        guard (meshTlsCert == nil) == (meshTlsKey == nil) else { throw ValidationError("--mesh-tls-cert and --mesh-tls-key go together") }
-        if meshCa != nil && meshTlsCert == nil { throw ValidationError("--mesh-ca needs --mesh-tls-cert and --mesh-tls-key") }
+        for seed in meshSeed where Self.split(seed) == nil {
+            throw ValidationError("--mesh-seed \(seed) must be HOST:PORT")
+        }
+        guard (meshTlsCert == nil) == (meshTlsKey == nil) else {
+            throw ValidationError("--mesh-tls-cert and --mesh-tls-key go together")
+        }
+        if meshCa != nil && meshTlsCert == nil {
+            throw ValidationError("--mesh-ca needs --mesh-tls-cert and --mesh-tls-key")
+        }
     }
 
     static func split(_ address: String) -> (String, Int)? {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port)
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (0...65535).contains(port)
         else { return nil }
         return (String(address[..<colon]), port)
     }
 
     /// The mesh node this configuration describes, not started yet (nil without `--mesh-listen`).
-    func makeRuntime(logger: Logger) throws -> MeshRuntime? {
+    func makeRuntime(logger: Logger, metrics: MeshMetrics? = nil) throws -> MeshRuntime? {
         guard let listen = meshListen, let (host, port) = Self.split(listen) else { return nil }
         let secret: MeshSecret
         do {
             if let file = meshSecretFile {
-                let text = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                let text = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(
+                    in: .whitespacesAndNewlines
+                )
                 secret = try MeshSecret(bytes: Array(text.utf8))
             } else if let text = ProcessInfo.processInfo.environment["SIGNAL_MESH_SECRET"] {
                 secret = try MeshSecret(bytes: Array(text.utf8))
@@ -61,19 +70,32 @@ struct MeshOptions: ParsableArguments {
         } catch let error as ValidationError {
             throw error
         } catch {
-            throw ValidationError("cannot read --mesh-secret-file \(meshSecretFile ?? ""): \(error.localizedDescription)")
+            throw ValidationError(
+                "cannot read --mesh-secret-file \(meshSecretFile ?? ""): \(error.localizedDescription)"
+            )
         }
         var configuration = MeshRuntimeConfiguration(
-            listenHost: host, listenPort: port, seeds: meshSeed, secret: secret, identity: try loadIdentity()
+            listenHost: host,
+            listenPort: port,
+            seeds: meshSeed,
+            secret: secret,
+            identity: try loadIdentity()
         )
         configuration.advertisedHost = meshAdvertise
         if let cert = meshTlsCert, let key = meshTlsKey {
             configuration.tls = MeshTLS(certificatePath: cert, keyPath: key, caPath: meshCa)
         }
         do {
-            return try MeshRuntime(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            return try MeshRuntime(
+                configuration: configuration,
+                group: MultiThreadedEventLoopGroup.singleton,
+                logger: logger,
+                metrics: metrics
+            )
         } catch {
-            throw ValidationError("mesh TLS: cannot use \(meshTlsCert ?? "") / \(meshTlsKey ?? "") / \(meshCa ?? "-"): \(error)")
+            throw ValidationError(
+                "mesh TLS: cannot use \(meshTlsCert ?? "") / \(meshTlsKey ?? "") / \(meshCa ?? "-"): \(error)"
+            )
         }
     }
 
@@ -82,14 +104,21 @@ struct MeshOptions: ParsableArguments {
         guard let path = meshKeyFile else { return NodeIdentity() }
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
             let hex = Array(text.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-            guard hex.count == 64, let bytes = Self.bytes(hex: hex), let identity = try? NodeIdentity(seed: bytes) else {
+            guard hex.count == 64, let bytes = Self.bytes(hex: hex), let identity = try? NodeIdentity(seed: bytes)
+            else {
                 throw ValidationError("--mesh-key-file \(path) does not hold a 64-hex-digit Ed25519 key")
             }
             return identity
         }
         let identity = NodeIdentity()
         let hex = identity.privateKey.rawRepresentation.map { String(format: "%02x", $0) }.joined()
-        guard FileManager.default.createFile(atPath: path, contents: Data((hex + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+        guard
+            FileManager.default.createFile(
+                atPath: path,
+                contents: Data((hex + "\n").utf8),
+                attributes: [.posixPermissions: 0o600]
+            )
+        else {
             throw ValidationError("cannot create --mesh-key-file \(path)")
         }
         return identity

@@ -1,0 +1,116 @@
+import CoreMetrics
+import Metrics
+import NIOConcurrencyHelpers
+
+/// A node's mesh figures as swift-metrics, created from an injected factory (the CLI passes the
+/// server's Prometheus registry, so they appear on `/metrics` beside the hub's):
+///
+/// - `signal_mesh_messages_sent_total{kind}`, `signal_mesh_sent_bytes_total{kind}` and the
+///   `received` pair: link traffic by kind — `signal` (signal hops, retries included), `hop_ack` (hop
+///   acks and `undeliverable` notices), `control` (membership, location stores and their acks). Bytes
+///   are frames as written: the 4-byte length and the message, without TCP/IP or TLS.
+/// - `signal_mesh_members_live` and `signal_mesh_members_suspect`: this node's view of the mesh
+///   (itself included in the live count);
+/// - `signal_mesh_member_live{node}` / `signal_mesh_member_suspect{node}` (1 or 0), one pair per member
+///   ever seen, `node` being the first 12 hex digits of its id: when this node declared which member
+///   dead, for failure-detection times measured from outside (the process harness polls them);
+/// - `signal_mesh_delivered_total{hops}`: signals this node delivered to local peers, by inter-node
+///   hops taken (1 or 2; signals between peers on the same node never enter the mesh).
+public final class MeshMetrics: Sendable {
+    /// How link traffic is counted.
+    public enum Kind: String, CaseIterable, Sendable {
+        case signal
+        case hopAck = "hop_ack"
+        case control
+
+        init(_ message: MeshMessage) {
+            switch message {
+            case .signal: self = .signal
+            case .hopAck, .undeliverable: self = .hopAck
+            case .membership, .store, .storeAck: self = .control
+            }
+        }
+    }
+
+    struct Traffic: Sendable {
+        let messages: Counter
+        let bytes: Counter
+    }
+
+    private let factory: any MetricsFactory
+    private let sent: [Kind: Traffic]
+    private let received: [Kind: Traffic]
+    private let liveMembers: Gauge
+    private let suspects: Gauge
+    private let delivered: [Counter]
+    private let members = NIOLockedValueBox<[MeshKey: (live: Gauge, suspect: Gauge)]>([:])
+
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+        func traffic(_ direction: String, _ kind: Kind) -> Traffic {
+            Traffic(
+                messages: Counter(
+                    label: "signal_mesh_messages_\(direction)_total",
+                    dimensions: [("kind", kind.rawValue)],
+                    factory: factory
+                ),
+                bytes: Counter(
+                    label: "signal_mesh_\(direction)_bytes_total",
+                    dimensions: [("kind", kind.rawValue)],
+                    factory: factory
+                )
+            )
+        }
+        sent = Dictionary(uniqueKeysWithValues: Kind.allCases.map { ($0, traffic("sent", $0)) })
+        received = Dictionary(uniqueKeysWithValues: Kind.allCases.map { ($0, traffic("received", $0)) })
+        liveMembers = Gauge(label: "signal_mesh_members_live", factory: factory)
+        suspects = Gauge(label: "signal_mesh_members_suspect", factory: factory)
+        delivered = (0...3).map {
+            Counter(label: "signal_mesh_delivered_total", dimensions: [("hops", String($0))], factory: factory)
+        }
+    }
+
+    func sent(_ message: MeshMessage, bytes: Int) {
+        let traffic = sent[Kind(message)]!
+        traffic.messages.increment()
+        traffic.bytes.increment(by: bytes)
+    }
+
+    func received(_ message: MeshMessage, bytes: Int) {
+        let traffic = received[Kind(message)]!
+        traffic.messages.increment()
+        traffic.bytes.increment(by: bytes)
+    }
+
+    func delivered(hops: UInt8) {
+        delivered[min(Int(hops), delivered.count - 1)].increment()
+    }
+
+    /// The member list changed: `live` and `suspects` as the node now sees them.
+    func members(live: [MeshKey], suspects suspected: Set<MeshKey>, self me: MeshKey) {
+        liveMembers.record(live.count)
+        suspects.record(suspected.count)
+        let liveSet = Set(live)
+        members.withLockedValue { gauges in
+            for key in liveSet.union(suspected).union(gauges.keys) where key != me {
+                let pair =
+                    gauges[key]
+                    ?? (
+                        Gauge(
+                            label: "signal_mesh_member_live",
+                            dimensions: [("node", key.description)],
+                            factory: factory
+                        ),
+                        Gauge(
+                            label: "signal_mesh_member_suspect",
+                            dimensions: [("node", key.description)],
+                            factory: factory
+                        )
+                    )
+                gauges[key] = pair
+                pair.live.record(liveSet.contains(key) ? 1 : 0)
+                pair.suspect.record(suspected.contains(key) ? 1 : 0)
+            }
+        }
+    }
+}
