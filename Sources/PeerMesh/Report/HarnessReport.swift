@@ -65,15 +65,24 @@ public struct ScenarioReport: Sendable, Codable {
     public var mesh: BackendFigures
     /// Mesh latency ÷ hub latency at p50, p95, p99.
     public var stretch: [String: Double]
-    /// Wall-clock seconds the two simulations took.
+    /// Wall-clock seconds the two runs took.
     public var wallSeconds: Double
+    /// What a reader of the figures should know about this scenario's run (the process backend says
+    /// how it measured and what went wrong, e.g. peers that could not connect).
+    public var notes: [String]?
 }
 
 /// Everything one `signal mesh harness` run measured.
 public struct HarnessReport: Sendable, Codable {
+    /// `sim` (the deterministic simulation) or `process` (real `signal` processes on loopback).
     public var backend = "sim"
     public var options: HarnessOptions
     public var scenarios: [ScenarioReport] = []
+    /// One line describing the setup, printed above the table instead of the simulation's (set by the
+    /// process backend).
+    public var setup: String?
+    /// Scenarios asked for that this backend cannot run, with the reason.
+    public var skipped: [String: String]?
 
     public init(options: HarnessOptions) {
         self.options = options

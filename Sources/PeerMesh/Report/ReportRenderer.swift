@@ -8,7 +8,7 @@ public enum ReportRenderer {
         return String(decoding: try encoder.encode(report), as: UTF8.self)
     }
 
-    static func format(_ value: Double, _ digits: Int = 1) -> String {
+    public static func format(_ value: Double, _ digits: Int = 1) -> String {
         String(format: "%.\(digits)f", value)
     }
 
@@ -22,15 +22,24 @@ public enum ReportRenderer {
             .joined(separator: ", ")
     }
 
+    /// How the nodes were linked: simulated delay, or loopback (the process backend, delay 0).
+    static func links(_ scenario: ScenarioReport) -> String {
+        scenario.linkDelayMs > 0 ? "\(format(scenario.linkDelayMs, 0)) ms links" : "processes on loopback"
+    }
+
     public static func markdown(_ report: HarnessReport) -> String {
         let options = report.options
         var lines: [String] = []
-        lines.append(
-            "Simulation: \(options.nodes) nodes, seed \(options.seed), links \(format(options.linkDelayMs, 0)) ms ± "
-                + "\(format(options.jitterFraction * 100, 0))% jitter, \(options.peersPerNode) peers per node in pairs on different "
-                + "nodes, \(format(options.signalsPerSecondPerNode, 0)) signals/s per node for \(format(options.workloadSeconds, 0)) s, "
-                + "\(options.payloadBytes)-byte payloads."
-        )
+        if let setup = report.setup {
+            lines.append(setup)
+        } else {
+            lines.append(
+                "Simulation: \(options.nodes) nodes, seed \(options.seed), links \(format(options.linkDelayMs, 0)) ms ± "
+                    + "\(format(options.jitterFraction * 100, 0))% jitter, \(options.peersPerNode) peers per node in pairs on different "
+                    + "nodes, \(format(options.signalsPerSecondPerNode, 0)) signals/s per node for \(format(options.workloadSeconds, 0)) s, "
+                    + "\(options.payloadBytes)-byte payloads."
+            )
+        }
         lines.append("")
         lines.append(
             "| scenario | backend | delivered | unavailable / silent | p50 ms | p95 ms | p99 ms | stretch p95 | hops | "
@@ -57,8 +66,16 @@ public enum ReportRenderer {
             }
         }
         lines.append("")
+        for scenario in report.scenarios {
+            for note in scenario.notes ?? [] { lines.append("- \(scenario.scenario): \(note)") }
+        }
+        for (name, reason) in (report.skipped ?? [:]).sorted(by: { $0.key < $1.key }) {
+            lines.append("- \(name): not run on the \(report.backend) backend — \(reason)")
+        }
+        if report.scenarios.contains(where: { $0.notes != nil }) || report.skipped != nil { lines.append("") }
         let wall = report.scenarios.reduce(0) { $0 + $1.wallSeconds }
-        lines.append("Wall time of the simulations: \(format(wall, 1)) s.")
+        let what = report.backend == "sim" ? "the simulations" : "the runs (hub and mesh, one after the other)"
+        lines.append("Wall time of \(what): \(format(wall, 1)) s.")
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -120,8 +137,7 @@ public enum ReportRenderer {
             let xMax = max(scenario.hub.latencyMs.p99, scenario.mesh.latencyMs.p99) * 1.2
             panel(
                 x: 0,
-                title:
-                    "Latency CDF (\(scenario.scenario), \(scenario.nodes) nodes, \(format(scenario.linkDelayMs, 0)) ms links)",
+                title: "Latency CDF (\(scenario.scenario), \(scenario.nodes) nodes, \(links(scenario)))",
                 xLabel: "end-to-end latency, ms",
                 yLabel: "fraction of delivered signals",
                 series: [("hub", scenario.hub.cdf), ("mesh", scenario.mesh.cdf)],

@@ -39,8 +39,14 @@ public struct SimulationScript: Sendable {
 
     /// Node identities exactly as `MeshCluster` derives them for `seed`.
     static func nodeKeys(count: Int, seed: UInt64) -> [MeshKey] {
+        nodeKeySeeds(count: count, seed: seed).map { try! NodeIdentity(seed: $0).id }
+    }
+
+    /// The 32-byte Ed25519 seeds of those identities (the process harness writes them to
+    /// `--mesh-key-file`s, so real nodes get the ids the script planned with).
+    public static func nodeKeySeeds(count: Int, seed: UInt64) -> [[UInt8]] {
         var identitySeed = SeededRandom(seed: seed ^ 0x5EED_1D)
-        return (0..<count).map { _ in try! NodeIdentity(seed: identitySeed.bytes(32)).id }
+        return (0..<count).map { _ in identitySeed.bytes(32) }
     }
 
     public init(scenario: Scenario, options: HarnessOptions) {

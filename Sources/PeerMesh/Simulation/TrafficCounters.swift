@@ -20,9 +20,17 @@ public struct DetectionEvent: Sendable {
     public var target: Int
     public var kind: Kind
     public var time: UInt64
+
+    public init(observer: Int, target: Int, kind: Kind, time: UInt64) {
+        self.observer = observer
+        self.target = target
+        self.kind = kind
+        self.time = time
+    }
 }
 
-/// What happened to the workload's signals in one run.
+/// What happened to the workload's signals in one run (simulated, or observed from outside real
+/// processes by the process harness, with times on the script's clock).
 public struct RunRecord: Sendable {
     /// Per planned signal: when it was delivered (first delivery), nil if never.
     public var deliveredAt: [UInt64?]
@@ -40,7 +48,7 @@ public struct RunRecord: Sendable {
     /// Events processed (a measure of simulation work).
     public var events = 0
 
-    init(signals: Int) {
+    public init(signals: Int) {
         deliveredAt = Array(repeating: nil, count: signals)
         hops = Array(repeating: 0, count: signals)
         unavailableAt = Array(repeating: nil, count: signals)
