@@ -52,16 +52,17 @@ public enum Identifier {
     public static func isValid(_ value: String) -> Bool {
         let utf8 = value.utf8
         guard !utf8.isEmpty, utf8.count <= maxLength else { return false }
-        for byte in utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"),
-                UInt8(ascii: "~"), UInt8(ascii: "-"):
-                continue
-            default:
-                return false
-            }
+        for byte in utf8 where !isAllowed(byte) {
+            return false
         }
         return true
+    }
+
+    @inline(__always)
+    private static func isAllowed(_ byte: UInt8) -> Bool {
+        // Plain comparisons: range patterns on UInt8 compiled to unspecialized generic calls here.
+        let letter = byte | 0x20  // folds A-Z onto a-z
+        return (letter >= 0x61 && letter <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
+            || byte == 0x2E || byte == 0x5F || byte == 0x7E || byte == 0x2D
     }
 }

@@ -296,6 +296,14 @@ public struct JSONScanner {
         self.index += 1
         var escaped = false
         while self.index < self.bytes.count {
+            // Fast path: skip 8 plain bytes at a time (no quote, backslash or control character; bytes
+            // of multi-byte UTF-8 sequences are all ≥ 0x80 and plain).
+            while self.index + 8 <= self.bytes.count {
+                let word = self.bytes.loadUnaligned(fromByteOffset: self.index, as: UInt64.self)
+                guard !Self.hasSpecialByte(word) else { break }
+                self.index += 8
+            }
+            guard self.index < self.bytes.count else { break }
             let byte = self.bytes[self.index]
             switch byte {
             case UInt8(ascii: "\""):
@@ -324,6 +332,23 @@ public struct JSONScanner {
             }
         }
         throw self.error("unterminated string")
+    }
+}
+
+extension JSONScanner {
+    private static let ones: UInt64 = 0x0101_0101_0101_0101
+    private static let highBits: UInt64 = 0x8080_8080_8080_8080
+
+    /// Whether any byte of `word` is `"`, `\\` or below 0x20 (SWAR: a byte is zero after XOR-ing with the
+    /// byte searched for; bytes ≥ 0x80 never match).
+    @inline(__always)
+    fileprivate static func hasSpecialByte(_ word: UInt64) -> Bool {
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let zeroQuote = (quote &- ones) & ~quote
+        let zeroBackslash = (backslash &- ones) & ~backslash
+        let control = (word &- ones &* 0x20) & ~word
+        return (zeroQuote | zeroBackslash | control) & highBits != 0
     }
 }
 
