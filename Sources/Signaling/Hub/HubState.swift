@@ -49,19 +49,41 @@ public struct HubCounters: Sendable, Equatable {
 /// The hub's whole state and every decision it makes, with no I/O: sessions, peer ids, rooms, presence,
 /// addressed relay, resume buffers and grace periods. Each event returns the actions to perform.
 public struct HubState: Sendable {
+    /// One entry of a resume buffer (48 bytes: it is kept for every sequenced message until confirmed).
     struct Buffered {
         var seq: UInt64
-        var bytes: ByteBuffer
+        /// The message as sent, or — when `awaitsSeq` — the prefix every recipient of a broadcast or
+        /// presence event shares (ending in `"seq":`), completed again if it is replayed. Sharing it keeps
+        /// one copy per event instead of one per recipient.
+        var stored: ByteBuffer
+        var awaitsSeq: Bool
         /// Whether it arrived while the session was away (so it is part of the bounded queue).
         var queued: Bool
         /// Set for a signal queued while its recipient was away: whom to tell if it expires.
-        var queuedFrom: QueuedOrigin?
+        var queuedFrom: QueuedOriginBox?
+
+        /// The message's length in bytes.
+        var size: Int {
+            awaitsSeq ? stored.readableBytes + decimalDigits(seq) + 1 : stored.readableBytes
+        }
+
+        /// The message as sent.
+        var message: ByteBuffer {
+            awaitsSeq ? ServerMessage.sequenced(stored, seq: seq) : stored
+        }
     }
 
     struct QueuedOrigin {
         var sender: String
         var id: String?
         var type: SignalType
+    }
+
+    /// A ``QueuedOrigin`` kept in a resume buffer entry, boxed so the entries of the (rarely away)
+    /// sessions stay small.
+    final class QueuedOriginBox: Sendable {
+        let origin: QueuedOrigin
+        init(_ origin: QueuedOrigin) { self.origin = origin }
     }
 
     struct Session {
@@ -250,7 +272,7 @@ public struct HubState: Sendable {
                 // queued while away, so no queued signal is left behind.
                 let entry = session.buffer[index]
                 guard entry.seq > last || (last > session.lastSeq && entry.queued) else { continue }
-                actions.append(.send(connection, entry.bytes))
+                actions.append(.send(connection, entry.message))
                 replayed += 1
             }
             for index in session.buffer.indices where session.buffer[index].queued {
@@ -488,13 +510,27 @@ public struct HubState: Sendable {
             defer { session.nextSeq += 1 }
             return session.nextSeq
         }
-        let bytes = message.complete(seq: seq)
-        let count = bytes.readableBytes
-        if let connection {
-            actions.append(.send(connection, bytes))
+        // A signal is kept as sent; a shared prefix is kept as it is and completed only for sending.
+        let queuedFrom = away ? origin.map(QueuedOriginBox.init) : nil
+        let entry: Buffered
+        switch message {
+        case .prefix(let prefix):
+            entry = Buffered(seq: seq, stored: prefix, awaitsSeq: true, queued: away, queuedFrom: queuedFrom)
+            if let connection { actions.append(.send(connection, ServerMessage.sequenced(prefix, seq: seq))) }
+        case .signal:
+            let bytes = message.complete(seq: seq)
+            entry = Buffered(
+                seq: seq,
+                stored: bytes,
+                awaitsSeq: false,
+                queued: away,
+                queuedFrom: queuedFrom
+            )
+            if let connection { actions.append(.send(connection, bytes)) }
         }
+        let count = entry.size
         self.session(at: index) { session in
-            session.buffer.append(Buffered(seq: seq, bytes: bytes, queued: away, queuedFrom: away ? origin : nil))
+            session.buffer.append(entry)
             session.bufferBytes += count
             if away {
                 session.queuedCount += 1
@@ -520,7 +556,7 @@ public struct HubState: Sendable {
     private mutating func dropOldest(at index: Dictionary<String, Session>.Index, actions: inout [HubAction]) {
         let (dropped, peer) = self.session(at: index) { session in
             let dropped = session.buffer.removeFirst()
-            let bytes = dropped.bytes.readableBytes
+            let bytes = dropped.size
             session.bufferBytes -= bytes
             session.droppedThrough = max(session.droppedThrough, dropped.seq)
             if dropped.queued {
@@ -529,9 +565,9 @@ public struct HubState: Sendable {
             }
             return (dropped, dropped.queuedFrom == nil ? nil : session.peer)
         }
-        bufferedBytes -= dropped.bytes.readableBytes
+        bufferedBytes -= dropped.size
         if let origin = dropped.queuedFrom, let peer {
-            self.notifyExpired(origin, to: peer, actions: &actions)
+            self.notifyExpired(origin.origin, to: peer, actions: &actions)
         }
     }
 
@@ -539,8 +575,8 @@ public struct HubState: Sendable {
         guard var session = sessions.removeValue(forKey: peer) else { return }
         while let first = session.buffer.first, first.seq <= seq, !first.queued {
             session.buffer.removeFirst()
-            session.bufferBytes -= first.bytes.readableBytes
-            bufferedBytes -= first.bytes.readableBytes
+            session.bufferBytes -= first.size
+            bufferedBytes -= first.size
         }
         sessions[peer] = session
     }
@@ -570,7 +606,7 @@ public struct HubState: Sendable {
         }
         for entry in session.buffer {
             if let origin = entry.queuedFrom {
-                self.notifyExpired(origin, to: peer, actions: &actions)
+                self.notifyExpired(origin.origin, to: peer, actions: &actions)
             }
         }
     }
@@ -622,4 +658,15 @@ struct RandomCharacters: Sendable {
             }
         }
     }
+}
+
+/// The number of decimal digits of `value` (what `ByteBuffer.writeDecimal` writes).
+func decimalDigits(_ value: UInt64) -> Int {
+    var digits = 1
+    var rest = value
+    while rest >= 10 {
+        rest /= 10
+        digits += 1
+    }
+    return digits
 }

@@ -37,6 +37,9 @@ public final class SignalServer: Service, Sendable {
     private let limiter: ConnectionLimiter
     private let endpoints: HTTPEndpoints
     private let tls: TLSContextStore?
+    /// What every `/ws` connection's handler shares (settings, metrics, logger), and every `/echo` one's.
+    private let sessionShared: WebSocketShared
+    private let echoShared: WebSocketShared
     /// The heartbeat sweep of each event loop, by `ObjectIdentifier` of the loop.
     private let sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>]
 
@@ -96,6 +99,30 @@ public final class SignalServer: Service, Sendable {
             )
         }
         self.sweeps = sweeps
+        func shared(echo: Bool) -> WebSocketShared {
+            WebSocketShared(
+                settings: WebSocketSettings(
+                    heartbeatInterval: .seconds(Int64(configuration.heartbeatInterval)),
+                    heartbeatTimeout: .seconds(Int64(configuration.heartbeatTimeout)),
+                    closeTimeout: .milliseconds(Int64(configuration.closeTimeout * 1000)),
+                    outboundQueueBytes: configuration.outboundQueueBytes,
+                    maxMessageBytes: echo ? configuration.echoMaxMessageBytes : configuration.maxMessageBytes,
+                    maxFrameBytes: min(
+                        max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0),
+                        Int(UInt32.max)
+                    ),
+                    maxFragments: echo ? configuration.echoMaxFragments : configuration.maxFragments,
+                    rateBurst: configuration.rateBurst,
+                    ratePerSecond: configuration.ratePerSecond,
+                    rateMaxStrikes: configuration.rateMaxStrikes,
+                    decoder: MessageDecoder()
+                ),
+                metrics: metrics,
+                logger: logger
+            )
+        }
+        self.sessionShared = shared(echo: false)
+        self.echoShared = shared(echo: true)
         self.limiter = ConnectionLimiter(maxTotal: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
         let phase = self.phase
         let hub = self.hub
@@ -331,30 +358,13 @@ public final class SignalServer: Service, Sendable {
     }
 
     private func addWebSocketHandlers(_ channel: any Channel, role: WebSocketRole, echo: Bool) throws {
-        let maxBytes = echo ? configuration.echoMaxMessageBytes : configuration.maxMessageBytes
-        let settings = WebSocketSettings(
-            heartbeatInterval: .seconds(Int64(configuration.heartbeatInterval)),
-            heartbeatTimeout: .seconds(Int64(configuration.heartbeatTimeout)),
-            closeTimeout: .milliseconds(Int64(configuration.closeTimeout * 1000)),
-            outboundQueueBytes: configuration.outboundQueueBytes,
-            maxMessageBytes: maxBytes,
-            maxFrameBytes: min(
-                max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0),
-                Int(UInt32.max)
-            ),
-            maxFragments: echo ? configuration.echoMaxFragments : configuration.maxFragments,
-            rateBurst: configuration.rateBurst,
-            ratePerSecond: configuration.ratePerSecond,
-            rateMaxStrikes: configuration.rateMaxStrikes,
-            decoder: MessageDecoder()
-        )
         let sync = channel.pipeline.syncOperations
         // One handler reads frames (deciding each one: masking, reserved bits and opcodes,
         // fragmentation, size and fragment count, UTF-8 as fragments arrive), serves the connection and
         // writes frames.
         let sweep = sweeps[ObjectIdentifier(channel.eventLoop)]!.value
         try sync.addHandler(
-            WebSocketHandler(role: role, settings: settings, sweep: sweep, metrics: metrics, logger: logger)
+            WebSocketHandler(role: role, shared: echo ? echoShared : sessionShared, sweep: sweep)
         )
     }
 }

@@ -12,8 +12,8 @@ enum WebSocketRole {
     case session(hub: any SessionHub, request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?)
 }
 
-/// Per-connection settings, taken from ``ServerConfiguration``.
-struct WebSocketSettings {
+/// Connection settings, taken from ``ServerConfiguration``.
+struct WebSocketSettings: Sendable {
     var heartbeatInterval: TimeAmount
     var heartbeatTimeout: TimeAmount
     var closeTimeout: TimeAmount
@@ -27,6 +27,22 @@ struct WebSocketSettings {
     var ratePerSecond: Int
     var rateMaxStrikes: Int
     var decoder: MessageDecoder
+}
+
+/// What every connection of one kind (`/ws` or `/echo`) shares: one object per server instead of a copy
+/// of the settings, the metrics and the logger in every connection's handler.
+final class WebSocketShared: Sendable {
+    let settings: WebSocketSettings
+    let metrics: HubMetrics
+    /// Per-connection metadata is passed at each log call (``WebSocketHandler``'s `logMetadata`) rather
+    /// than stored, which would copy the logger's metadata for every connection.
+    let logger: Logger
+
+    init(settings: WebSocketSettings, metrics: HubMetrics, logger: Logger) {
+        self.settings = settings
+        self.metrics = metrics
+        self.logger = logger
+    }
 }
 
 /// Reads WebSocket frames (``InboundFrameReader``) and writes them (``ServerFrameEncoding``), and
@@ -43,11 +59,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     private static let copyLimit = 8192
 
     private let role: WebSocketRole
-    private let settings: WebSocketSettings
-    private let metrics: HubMetrics
-    /// Shared by every connection; per-connection metadata is passed at each log call (``logMetadata``)
-    /// rather than stored here, which would copy the logger's metadata for every connection.
-    private let logger: Logger
+    private let shared: WebSocketShared
+    private var settings: WebSocketSettings { shared.settings }
+    private var metrics: HubMetrics { shared.metrics }
+    private var logger: Logger { shared.logger }
     private let sweep: HeartbeatSweep
     var sweepSlot: Int?
     private var handshake = CloseHandshake()
@@ -70,17 +85,16 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     /// The payload of the latest ping not answered yet because the socket was not writable.
     private var pendingPong: ByteBuffer?
 
-    init(role: WebSocketRole, settings: WebSocketSettings, sweep: HeartbeatSweep, metrics: HubMetrics, logger: Logger) {
+    init(role: WebSocketRole, shared: WebSocketShared, sweep: HeartbeatSweep) {
+        let settings = shared.settings
         self.role = role
-        self.settings = settings
+        self.shared = shared
         self.sweep = sweep
         self.reader = InboundFrameReader(
             maxFrameSize: settings.maxFrameBytes,
             maxMessageBytes: settings.maxMessageBytes,
             maxFragments: settings.maxFragments
         )
-        self.metrics = metrics
-        self.logger = logger
         self.rate = RateLimiter(
             burst: settings.rateBurst,
             ratePerSecond: settings.ratePerSecond,
