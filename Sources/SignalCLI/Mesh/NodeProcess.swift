@@ -45,12 +45,14 @@ final class NodeProcess: Sendable {
         return NodeProcess(process: process, port: port, meshPort: meshPort)
     }
 
-    /// This very binary (the harness runs the `signal` it is part of).
+    /// This very binary (the harness runs the `signal` it is part of). On Linux `/proc/self/exe`, which
+    /// still works when the file was replaced meanwhile (a rebuild during a run).
     static var executable: String {
         #if os(Linux)
-            if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
+            "/proc/self/exe"
+        #else
+            Bundle.main.executablePath ?? CommandLine.arguments[0]
         #endif
-        return Bundle.main.executablePath ?? CommandLine.arguments[0]
     }
 
     /// kill -9: no goodbye, no close frames; the kernel resets its connections.

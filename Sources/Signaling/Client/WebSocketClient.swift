@@ -102,7 +102,13 @@ public final class WebSocketClient: Sendable {
         if let localAddress {
             bootstrap = bootstrap.bind(to: localAddress)
         }
-        let channel = try await bootstrap.connect(host: url.host, port: url.port).get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: url.host, port: url.port).get()
+        } catch {
+            upgraded.fail(error)  // never completed otherwise: a leaked promise (a crash in debug builds)
+            throw error
+        }
         channel.closeFuture.whenComplete { _ in
             upgraded.fail(WebSocketClientError.connectionClosed)
         }
