@@ -160,11 +160,11 @@ public final class SignalServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             // NIO keeps each connection's last receive buffer for the next read. Most connections are
-            // idle or read small messages, so start at 512 B (NIO's default is 2 KiB); the buffer still
+            // idle or read small messages, so start at 256 B (NIO's default is 2 KiB); the buffer still
             // doubles for connections whose reads fill it.
             .childChannelOption(
                 .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
             )
             .childChannelInitializer { [self] channel in
                 self.initializeConnection(channel)
