@@ -66,6 +66,8 @@ public final class ClusterHub: SessionHub, Service {
     let subscriber: RedisSubscriber
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
+    /// Addressed signals one connection may have waiting for Redis at once.
+    static let maxPipelined = 64
 
     public init(
         configuration: ClusterConfiguration,
@@ -156,7 +158,16 @@ public final class ClusterHub: SessionHub, Service {
         state.withLockedValue { $0.locals[connection] = Local(outbox: outbox, work: continuation) }
         continuation.yield(.open(request))
         Task {
+            // Addressed signals are pipelined: each one's script is queued on the Redis connection at
+            // once, in order, and answered when its reply comes; anything else first waits for them.
+            var inFlight = CircularBuffer<EventLoopFuture<Void>>()
             for await work in stream {
+                if case .receive(let message) = work, case .signal(let envelope) = message.request, envelope.to != nil {
+                    if inFlight.count >= Self.maxPipelined, let oldest = inFlight.popFirst() { try? await oldest.get() }
+                    if let pending = self.relayPipelined(envelope, id: message.id, on: connection) { inFlight.append(pending) }
+                    continue
+                }
+                while let pending = inFlight.popFirst() { try? await pending.get() }
                 await self.handle(work, on: connection)
             }
         }
@@ -342,7 +353,7 @@ public final class ClusterHub: SessionHub, Service {
                 self.reply(connection, ServerMessage.left(room: room, id: id))
                 await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
             case .signal(let envelope):
-                try await self.relay(envelope, id: id, on: connection, peer: peer, rooms: rooms)
+                try await self.broadcast(envelope, id: id, on: connection, peer: peer, rooms: rooms)
             }
         } catch {
             logger.debug("cluster request failed", metadata: ["error": "\(error)"])
@@ -384,43 +395,68 @@ public final class ClusterHub: SessionHub, Service {
         self.reply(connection, ServerMessage.joined(room: room, peers: others, id: id))
     }
 
-    private func relay(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID, peer: String, rooms: [String]) async throws(RedisError) {
-        if let room = envelope.room, !rooms.contains(room) {
+    /// A room broadcast (`message` with `room` only): every other member, wherever it is. Addressed
+    /// signals take ``relayPipelined(_:id:on:)``.
+    private func broadcast(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID, peer: String, rooms: [String]) async throws(RedisError) {
+        guard let room = envelope.room, envelope.to == nil else { return }
+        guard rooms.contains(room) else {
             return self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
         }
         let prefix = ServerMessage.signalPrefix(envelope, from: peer)
-        let typeIndex = SignalType.allCases.firstIndex(of: envelope.type)!
-        guard let target = envelope.to else {
-            let room = envelope.room!
-            let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
-            let results = await withTaskGroup(of: Result<DeliveryResult, RedisError>.self) { group in
-                for member in members where member != peer {
-                    group.addTask { () async -> Result<DeliveryResult, RedisError> in
-                        do throws(RedisError) {
-                            return .success(
-                                try await self.deliver(prefix, to: member, from: peer, id: id, type: envelope.type, room: room, shared: nil, signal: true)
-                            )
-                        } catch {
-                            return .failure(error)
-                        }
+        let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
+        let results = await withTaskGroup(of: Result<DeliveryResult, RedisError>.self) { group in
+            for member in members where member != peer {
+                group.addTask { () async -> Result<DeliveryResult, RedisError> in
+                    do throws(RedisError) {
+                        return .success(
+                            try await self.deliver(prefix, to: member, from: peer, id: id, type: envelope.type, room: room, shared: nil, signal: true)
+                        )
+                    } catch {
+                        return .failure(error)
                     }
                 }
-                var all: [Result<DeliveryResult, RedisError>] = []
-                for await result in group { all.append(result) }
-                return all
             }
-            var queued = false
-            for result in results {
-                switch result {
-                case .success(let delivery): if delivery.status.hasSuffix("queued") { queued = true }
-                case .failure(let error): throw error
-                }
-            }
-            self.count { $0.signals[typeIndex] += 1 }
-            return self.reply(connection, ServerMessage.ack(id: id, queued: queued))
+            var all: [Result<DeliveryResult, RedisError>] = []
+            for await result in group { all.append(result) }
+            return all
         }
+        var queued = false
+        for result in results {
+            switch result {
+            case .success(let delivery): if delivery.status.hasSuffix("queued") { queued = true }
+            case .failure(let error): throw error
+            }
+        }
+        self.count { $0.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
+        self.reply(connection, ServerMessage.ack(id: id, queued: queued))
+    }
+
+    /// Queues one addressed signal's script without waiting for it; the returned future completes once
+    /// its sender has been answered. Nil when it was answered at once (not in a session, not in the room).
+    private func relayPipelined(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID) -> EventLoopFuture<Void>? {
+        guard let (peer, rooms, _) = self.session(of: connection), let target = envelope.to else { return nil }
+        if let room = envelope.room, !rooms.contains(room) {
+            self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
+            return nil
+        }
+        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         let shared = (limits.requireSharedRoom && target != peer && envelope.room == nil) ? rooms : nil
-        let result = try await self.deliver(prefix, to: target, from: peer, id: id, type: envelope.type, room: envelope.room, shared: shared, signal: true)
+        return redis.submit(
+            ClusterScripts.deliver,
+            keys: keys.session(target),
+            arguments: self.deliverArguments(prefix, from: peer, id: id, type: envelope.type, room: envelope.room, shared: shared, signal: true)
+        ).map { reply in
+            let result = self.interpret(reply, recipient: target, signal: true)
+            self.answer(result, for: envelope, to: target, id: id, on: connection)
+        }.recover { error in
+            self.logger.debug("cluster request failed", metadata: ["error": "\(error)"])
+            self.replyError(connection, .unavailable, "the cluster cannot reach its Redis; retry", id: id)
+        }
+    }
+
+    /// The sender's answer for an addressed signal.
+    private func answer(_ result: DeliveryResult, for envelope: SignalEnvelope, to target: String, id: String?, on connection: ConnectionID) {
+        let typeIndex = SignalType.allCases.firstIndex(of: envelope.type)!
         switch result.status {
         case "delivered", "dup-delivered":
             self.count { $0.signals[typeIndex] += 1 }
@@ -453,11 +489,22 @@ public final class ClusterHub: SessionHub, Service {
         let reply = try await redis.run(
             ClusterScripts.deliver,
             keys: keys.session(recipient),
-            arguments: [
-                prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
-                limits.resumeBufferMessages, limits.resumeBufferBytes, signal ? "1" : "0", keys.channelPrefix,
-            ]
+            arguments: self.deliverArguments(prefix, from: sender, id: id, type: type, room: room, shared: shared, signal: signal)
         )
+        return self.interpret(reply, recipient: recipient, signal: signal)
+    }
+
+    private func deliverArguments(
+        _ prefix: ByteBuffer, from sender: String, id: String?, type: SignalType?, room: String?, shared: [String]?, signal: Bool
+    ) -> [any RESPEncodable] {
+        [
+            prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
+            limits.resumeBufferMessages, limits.resumeBufferBytes, signal ? "1" : "0", keys.channelPrefix,
+        ]
+    }
+
+    /// Reads `deliver`'s reply; counts it, and sends the `expired` notices it asks for (in the background).
+    private func interpret(_ reply: RESPValue, recipient: String, signal: Bool) -> DeliveryResult {
         guard let parts = reply.array, let status = parts.first?.string else { return DeliveryResult(status: "unavailable") }
         if status == "dup" {
             return DeliveryResult(status: "dup-" + (parts.count > 1 ? parts[1].string ?? "delivered" : "delivered"))
@@ -466,7 +513,7 @@ public final class ClusterHub: SessionHub, Service {
             if parts[1].string != nodeName && signal { self.count(crossNode: 1) }
             if status == "queued" && signal { self.count { $0.queued += 1 } }
             if let expired = parts[2].array, !expired.isEmpty {
-                await self.notifyExpired(expired, recipient: recipient)
+                Task { await self.notifyExpired(expired, recipient: recipient) }
             }
         }
         return DeliveryResult(status: status)

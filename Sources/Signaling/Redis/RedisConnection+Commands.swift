@@ -254,6 +254,26 @@ extension RedisConnection {
         }
     }
 
+    /// Runs `script` like ``run(_:keys:arguments:timeout:)``, but queues it at once and returns a future:
+    /// scripts submitted one after another from one task go out, and run, in that order (nothing waits
+    /// in between, so a caller can keep many in flight without losing their order). The fallback to
+    /// `EVAL` after a `NOSCRIPT` (a server restart or `SCRIPT FLUSH`) is sent later and so may run after
+    /// scripts submitted in the meantime.
+    public func submit(
+        _ script: RedisScript,
+        keys: [String] = [],
+        arguments: [any RESPEncodable] = [],
+        timeout: Duration? = nil
+    ) -> EventLoopFuture<RESPValue> {
+        let first = submit(Self.scriptCall("EVALSHA", script.sha1, keys, arguments), timeout: timeout)
+        return first.flatMapError { error in
+            guard let redisError = error as? RedisError, redisError.serverErrorPrefix == "NOSCRIPT" else {
+                return self.eventLoop.makeFailedFuture(error)
+            }
+            return self.submit(Self.scriptCall("EVAL", script.source, keys, arguments), timeout: timeout)
+        }
+    }
+
     // MARK: - Helpers
 
     private func integer(_ reply: RESPValue) throws(RedisError) -> Int {

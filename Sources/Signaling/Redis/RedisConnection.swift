@@ -190,6 +190,22 @@ public final class RedisConnection: Sendable, Service {
         return reply
     }
 
+    /// Queues one command at once and returns a future of its reply (an error reply fails it with
+    /// ``RedisError/Code/server``). Commands submitted one after another go out in that order.
+    public func submit(_ arguments: [any RESPEncodable], timeout: Duration? = nil) -> EventLoopFuture<RESPValue> {
+        guard !arguments.isEmpty else {
+            return eventLoop.makeFailedFuture(RedisError(.invalidArgument, "a Redis command needs a name"))
+        }
+        var bytes = allocator.buffer(capacity: 64)
+        RESPEncoder().encodeCommand(arguments, into: &bytes)
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        submit(bytes: bytes, replies: 1, responder: .one(promise), timeout: timeout)
+        return promise.futureResult.flatMapThrowing { reply in
+            if let message = reply.errorMessage { throw RedisError.server(message) }
+            return reply
+        }
+    }
+
     /// Sends one command and returns its reply: `try await redis.send("INCR", key)`.
     @discardableResult
     public func send(_ arguments: any RESPEncodable..., timeout: Duration? = nil) async throws(RedisError) -> RESPValue
