@@ -141,21 +141,21 @@ public struct HubState: Sendable {
     enum Sequenced {
         /// A prefix ending in `"seq":`, shared by every recipient (presence, broadcasts, notices).
         case prefix(ByteBuffer)
-        /// An addressed signal: its relay prefix and sender, completed in one buffer per recipient.
-        case signal(relayPrefix: ByteBuffer, from: String)
+        /// An addressed signal: its members and sender, completed in one buffer.
+        case signal(members: ByteBuffer, from: String)
 
         /// The length of the message without its `seq` digits and closing brace.
         var prefixLength: Int {
             switch self {
             case .prefix(let prefix): return prefix.readableBytes
-            case .signal(let relayPrefix, let from): return ServerMessage.signalPrefixLength(relayPrefix, from: from)
+            case .signal(let members, let from): return ServerMessage.signalPrefixLength(members, from: from)
             }
         }
 
         func complete(seq: UInt64) -> ByteBuffer {
             switch self {
             case .prefix(let prefix): return ServerMessage.sequenced(prefix, seq: seq)
-            case .signal(let relayPrefix, let from): return ServerMessage.relayed(relayPrefix, from: from, seq: seq)
+            case .signal(let members, let from): return ServerMessage.relayed(members, from: from, seq: seq)
             }
         }
     }
@@ -452,7 +452,7 @@ public struct HubState: Sendable {
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
         let delivery = self.deliver(
             at: targetIndex,
-            .signal(relayPrefix: envelope.relayPrefix, from: peer),
+            .signal(members: envelope.members, from: peer),
             origin: origin,
             actions: &actions
         )

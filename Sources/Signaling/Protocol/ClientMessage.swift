@@ -26,9 +26,20 @@ public struct SignalEnvelope: Sendable {
     public var to: String?
     /// Room scope (required for a broadcast `message`, optional otherwise).
     public var room: String?
-    /// `{` followed by every member of the original message except `from` and `seq`, each followed by a
-    /// comma: appending `"from":"…","seq":N}` yields the message a recipient gets, with no re-encoding.
-    public var relayPrefix: ByteBuffer
+    /// `{` followed by every member of the original message except `from` and `seq`, separated by commas
+    /// (no comma after the last). When the client wrote its members separated by bare commas and sent no
+    /// `from` or `seq`, this is a slice of the received message (its bytes up to the end of the last
+    /// member), so nothing is copied until the relayed message is built.
+    public var members: ByteBuffer
+
+    /// ``members`` followed by a comma: appending `"from":"…","seq":N}` yields the message a recipient
+    /// gets, with no re-encoding.
+    public var relayPrefix: ByteBuffer {
+        var prefix = ByteBufferAllocator().buffer(capacity: members.readableBytes + 1)
+        prefix.writeImmutableBuffer(members)
+        prefix.writeInteger(UInt8(ascii: ","))
+        return prefix
+    }
 }
 
 /// What a client asked for.
@@ -166,15 +177,39 @@ public struct MessageDecoder: Sendable {
             guard to != nil || room != nil else { return fail(.badMessage, "'message' needs 'to' or 'room'") }
         }
 
-        // Build the relay prefix from the original bytes, dropping the server-owned members.
-        var prefix = ByteBufferAllocator().buffer(capacity: bytes.count + 48)
-        prefix.writeInteger(UInt8(ascii: "{"))
-        for field in fields where field.key != "from" && field.key != "seq" {
-            prefix.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.keyStart..<field.valueEnd]))
-            prefix.writeInteger(UInt8(ascii: ","))
+        // The members to relay: the original bytes, without the server-owned members.
+        let members: ByteBuffer
+        if Self.isCompact(fields, in: bytes) {
+            members = buffer.getSlice(at: buffer.readerIndex, length: fields[fields.count - 1].valueEnd)!
+        } else {
+            var rebuilt = ByteBufferAllocator().buffer(capacity: bytes.count)
+            rebuilt.writeInteger(UInt8(ascii: "{"))
+            for field in fields where field.key != "from" && field.key != "seq" {
+                if rebuilt.readableBytes > 1 { rebuilt.writeInteger(UInt8(ascii: ",")) }
+                rebuilt.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.keyStart..<field.valueEnd]))
+            }
+            members = rebuilt
         }
-        let envelope = SignalEnvelope(type: signalType, to: to, room: room, relayPrefix: prefix)
+        let envelope = SignalEnvelope(type: signalType, to: to, room: room, members: members)
         return .success(ClientMessage(id: id, request: .signal(envelope)))
+    }
+}
+
+extension MessageDecoder {
+    /// Whether the message starts with `{` directly followed by its first member, its members are
+    /// separated by bare commas, and none is `from` or `seq`: then its bytes up to the end of the last
+    /// member are exactly the members to relay.
+    fileprivate static func isCompact(_ fields: [JSONField], in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let first = fields.first, first.keyStart == 1, bytes[0] == UInt8(ascii: "{") else { return false }
+        var previousEnd = -1
+        for field in fields {
+            if field.key == "from" || field.key == "seq" { return false }
+            if previousEnd >= 0 && (field.keyStart != previousEnd + 1 || bytes[previousEnd] != UInt8(ascii: ",")) {
+                return false
+            }
+            previousEnd = field.valueEnd
+        }
+        return true
     }
 }
 

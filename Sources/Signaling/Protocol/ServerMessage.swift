@@ -16,26 +16,26 @@ public enum ServerMessage {
 
     /// The relayed form of a signal: the client's members, then `"from":…,"seq":`.
     public static func signalPrefix(_ envelope: SignalEnvelope, from peer: String) -> ByteBuffer {
-        var buffer = envelope.relayPrefix
-        buffer.reserveCapacity(minimumWritableBytes: peer.utf8.count + 24)
-        buffer.writeStaticString("\"from\":")
+        var buffer = allocator.buffer(capacity: signalPrefixLength(envelope.members, from: peer))
+        buffer.writeImmutableBuffer(envelope.members)
+        buffer.writeStaticString(",\"from\":")
         buffer.writeJSONString(peer)
         buffer.writeStaticString(",\"seq\":")
         return buffer
     }
 
-    /// The length of ``signalPrefix(_:from:)``'s result, without building it.
-    public static func signalPrefixLength(_ relayPrefix: ByteBuffer, from peer: String) -> Int {
-        relayPrefix.readableBytes + 14 + ByteBuffer.jsonStringLength(peer)
+    /// The length of ``signalPrefix(_:from:)``'s result for a signal's `members`, without building it.
+    public static func signalPrefixLength(_ members: ByteBuffer, from peer: String) -> Int {
+        members.readableBytes + 15 + ByteBuffer.jsonStringLength(peer)
     }
 
-    /// The relayed form of an addressed signal with its `seq`, built in one buffer: the client's members
-    /// (`relayPrefix`), then `"from":…,"seq":N}`. The same bytes as ``sequenced(_:seq:)`` of
+    /// The relayed form of an addressed signal with its `seq`, built in one buffer: the client's
+    /// `members`, then `,"from":…,"seq":N}`. The same bytes as ``sequenced(_:seq:)`` of
     /// ``signalPrefix(_:from:)``, without the intermediate copy.
-    public static func relayed(_ relayPrefix: ByteBuffer, from peer: String, seq: UInt64) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: signalPrefixLength(relayPrefix, from: peer) + 21)
-        buffer.writeImmutableBuffer(relayPrefix)
-        buffer.writeStaticString("\"from\":")
+    public static func relayed(_ members: ByteBuffer, from peer: String, seq: UInt64) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: members.readableBytes + 38 + peer.utf8.count)
+        buffer.writeImmutableBuffer(members)
+        buffer.writeStaticString(",\"from\":")
         buffer.writeJSONString(peer)
         buffer.writeStaticString(",\"seq\":")
         buffer.writeDecimal(seq)
