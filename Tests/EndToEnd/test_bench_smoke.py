@@ -77,7 +77,7 @@ def test_relay_closed_loop(start_hub):
     hub = start_hub(*LOAD_LIMITS)
     status, report, stderr = bench(
         "relay", "--url", hub.ws, "--pairs", "4", "--rate", "max", "--duration", "1",
-        "--warmup", "0.2", "--size", "300",
+        "--warmup", "0.2", "--size", "300", "--server-pid", str(hub.proc.pid),
     )
     assert status == 0, stderr
     check_common(report, "relay")
