@@ -60,9 +60,15 @@ public final class Hub: Sendable {
         let (outcome, wakes) = self.locked.withLockedValue { locked in
             locked.outboxes[connection] = outbox
             let welcome = self.welcome
-            let outcome = locked.state.open(connection, request, now: now, welcome: { peer, token, resumed, gap in
-                welcome.render(peer: peer, session: token, resumed: resumed, gap: gap)
-            }, actions: &actions)
+            let outcome = locked.state.open(
+                connection,
+                request,
+                now: now,
+                welcome: { peer, token, resumed, gap in
+                    welcome.render(peer: peer, session: token, resumed: resumed, gap: gap)
+                },
+                actions: &actions
+            )
             let wakes = Self.dispatch(actions, outboxes: locked.outboxes, skipping: connection)
             if case .refused = outcome {
                 // The refusal (error and close) is already in the outbox; no session owns it.
@@ -135,8 +141,10 @@ public final class Hub: Sendable {
             defer { locked.exported = locked.state.counters }
             return (
                 Snapshot(
-                    connections: locked.outboxes.count, sessions: locked.state.sessionCount,
-                    rooms: locked.state.roomCount, bufferedBytes: locked.state.totalBufferedBytes,
+                    connections: locked.outboxes.count,
+                    sessions: locked.state.sessionCount,
+                    rooms: locked.state.roomCount,
+                    bufferedBytes: locked.state.totalBufferedBytes,
                     counters: locked.state.counters
                 ), locked.exported
             )

@@ -212,7 +212,16 @@ public struct HubState: Sendable {
             if let subject {
                 if let requested {
                     guard requested == subject || requested.hasPrefix(subject + "~") else {
-                        actions.append(.send(connection, self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil)))
+                        actions.append(
+                            .send(
+                                connection,
+                                self.errorReply(
+                                    .forbidden,
+                                    "the token does not allow peer id \"\(requested)\"",
+                                    id: nil
+                                )
+                            )
+                        )
                         actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
                         return .refused(.unauthorized)
                     }
@@ -232,7 +241,9 @@ public struct HubState: Sendable {
                     }
                     self.endSession(peer, actions: &actions)
                 } else {
-                    actions.append(.send(connection, self.errorReply(.idTaken, "peer id \"\(peer)\" is in use", id: nil)))
+                    actions.append(
+                        .send(connection, self.errorReply(.idTaken, "peer id \"\(peer)\" is in use", id: nil))
+                    )
                     actions.append(.close(connection, .idTaken, reason: "id taken"))
                     return .refused(.idTaken)
                 }
@@ -291,7 +302,8 @@ public struct HubState: Sendable {
 
     /// A connection's socket is gone. `keepSession` is true for drops without a close frame and the
     /// server's own 1001/1011/1013 closes: the session then waits `resumeGrace` for its client.
-    public mutating func closed(_ connection: ConnectionID, keepSession: Bool, now: UInt64, actions: inout [HubAction]) {
+    public mutating func closed(_ connection: ConnectionID, keepSession: Bool, now: UInt64, actions: inout [HubAction])
+    {
         guard let peer = connections.removeValue(forKey: connection) else { return }
         guard sessions[peer]?.connection == connection else { return }
         if keepSession && limits.resumeGraceNanos > 0 {
@@ -350,12 +362,18 @@ public struct HubState: Sendable {
     // MARK: Rooms
 
     private mutating func join(
-        _ peer: String, connection: ConnectionID, room: String, meta: ByteBuffer?, id: String?,
+        _ peer: String,
+        connection: ConnectionID,
+        room: String,
+        meta: ByteBuffer?,
+        id: String?,
         actions: inout [HubAction]
     ) {
         let session = sessions[peer]!
         guard session.grant.allows(room) else {
-            actions.append(.send(connection, self.errorReply(.forbidden, "the token does not grant room \"\(room)\"", id: id)))
+            actions.append(
+                .send(connection, self.errorReply(.forbidden, "the token does not grant room \"\(room)\"", id: id))
+            )
             return
         }
         var members = rooms[room] ?? []
@@ -365,11 +383,25 @@ public struct HubState: Sendable {
             rooms[room] = members
         } else {
             guard session.rooms.count < limits.maxRoomsPerPeer else {
-                actions.append(.send(connection, self.errorReply(.tooManyRooms, "a peer may be in at most \(limits.maxRoomsPerPeer) rooms", id: id)))
+                actions.append(
+                    .send(
+                        connection,
+                        self.errorReply(
+                            .tooManyRooms,
+                            "a peer may be in at most \(limits.maxRoomsPerPeer) rooms",
+                            id: id
+                        )
+                    )
+                )
                 return
             }
             guard members.count < limits.maxPeersPerRoom else {
-                actions.append(.send(connection, self.errorReply(.roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)))
+                actions.append(
+                    .send(
+                        connection,
+                        self.errorReply(.roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)
+                    )
+                )
                 return
             }
             let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
@@ -543,8 +575,10 @@ public struct HubState: Sendable {
             let overSession = self.session(at: index) { session -> Bool? in
                 guard !session.buffer.isEmpty else { return nil }
                 return away
-                    ? session.queuedCount > limits.resumeBufferMessages || session.queuedBytes > limits.resumeBufferBytes
-                    : session.buffer.count > limits.resumeBufferMessages || session.bufferBytes > limits.resumeBufferBytes
+                    ? session.queuedCount > limits.resumeBufferMessages
+                        || session.queuedBytes > limits.resumeBufferBytes
+                    : session.buffer.count > limits.resumeBufferMessages
+                        || session.bufferBytes > limits.resumeBufferBytes
             }
             guard let overSession else { break }
             guard overSession || bufferedBytes > limits.globalBufferBytes else { break }

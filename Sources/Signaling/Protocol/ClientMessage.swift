@@ -228,7 +228,10 @@ private struct FieldReader {
     }
 
     func unsignedInteger(_ field: JSONField) -> UInt64? {
-        let raw = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[field.valueStart..<field.valueEnd]), as: UTF8.self)
+        let raw = String(
+            decoding: UnsafeRawBufferPointer(rebasing: bytes[field.valueStart..<field.valueEnd]),
+            as: UTF8.self
+        )
         return UInt64(raw)
     }
 

@@ -58,7 +58,8 @@ public struct JSONScanner {
     }
 
     /// Validates that `bytes` holds exactly one JSON value and returns its kind.
-    public static func validate(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 32) throws(JSONSyntaxError) -> JSONKind {
+    public static func validate(_ bytes: UnsafeRawBufferPointer, maxDepth: Int = 32) throws(JSONSyntaxError) -> JSONKind
+    {
         var scanner = JSONScanner(bytes: bytes, index: 0, maxDepth: maxDepth)
         scanner.skipWhitespace()
         let kind = try scanner.scanValue(depth: 0)

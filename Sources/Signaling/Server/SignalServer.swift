@@ -123,7 +123,10 @@ public final class SignalServer: Service, Sendable {
         }
         self.sessionShared = shared(echo: false)
         self.echoShared = shared(echo: true)
-        self.limiter = ConnectionLimiter(maxTotal: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
+        self.limiter = ConnectionLimiter(
+            maxTotal: configuration.maxConnections,
+            maxPerIP: configuration.maxConnectionsPerIP
+        )
         let phase = self.phase
         let hub = self.hub
         let cluster = self.cluster
@@ -271,7 +274,9 @@ public final class SignalServer: Service, Sendable {
         limits.maxHeaderFieldCount = configuration.maxHeaderCount
         limits.maxHeaderListSize = configuration.maxHeaderBytes
         limits.maxHeaderFieldSize = configuration.maxHeaderBytes
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
+        let decoder = ByteToMessageHandler(
+            HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)
+        )
         let encoder = HTTPResponseEncoder()
         let paths: Set<String> = configuration.echo ? ["/ws", "/echo"] : ["/ws"]
         let gatekeeper = HTTPGatekeeper(
@@ -283,7 +288,10 @@ public final class SignalServer: Service, Sendable {
         let router = HTTPRouter(endpoints: endpoints)
         // One frame never exceeds one message. NIO's decoder refuses a larger declared length (1009)
         // before buffering any of it, and traps on a limit above UInt32.max, so clamp the flag's value.
-        let maxFrameSize = max(configuration.maxMessageBytes, configuration.echo ? configuration.echoMaxMessageBytes : 0)
+        let maxFrameSize = max(
+            configuration.maxMessageBytes,
+            configuration.echo ? configuration.echoMaxMessageBytes : 0
+        )
         let upgrader = WebSocketUpgrader(
             maxFrameSize: min(maxFrameSize, Int(UInt32.max)),
             shouldUpgrade: { channel, head in
@@ -316,15 +324,23 @@ public final class SignalServer: Service, Sendable {
             }
         }
         let hub: any SessionHub = self.cluster ?? self.wrapper ?? self.hub
-        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void> {
-            let role = WebSocketRole.session(hub: hub, request: open ?? .fresh(peer: nil, subject: nil, grant: .all), refusal: refusal)
+        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void>
+        {
+            let role = WebSocketRole.session(
+                hub: hub,
+                request: open ?? .fresh(peer: nil, subject: nil, grant: .all),
+                refusal: refusal
+            )
             return channel.eventLoop.makeCompletedFuture {
                 try self.addWebSocketHandlers(channel, role: role, echo: false)
             }
         }
         let requestedPeer = request.query["peer"]
         if let requestedPeer, !Identifier.isValid(requestedPeer) {
-            return session(nil, refusal: (.badMessage, .policyViolation, "peer id must be 1-64 characters of [A-Za-z0-9._~-]"))
+            return session(
+                nil,
+                refusal: (.badMessage, .policyViolation, "peer id must be 1-64 characters of [A-Za-z0-9._~-]")
+            )
         }
         func openRequest(subject: String?, grant: RoomGrant) -> OpenRequest {
             if let resume = request.query["resume"] {

@@ -283,7 +283,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             case .failure(let error): id = error.requestID
             }
             metrics.errors[.rateLimited]?.increment()
-            self.sendDirect(.text, ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: id))
+            self.sendDirect(
+                .text,
+                ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: id)
+            )
             return
         case .disconnect:
             self.initiateClose(.policyViolation, reason: "rate limit exceeded")
@@ -329,7 +332,12 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     /// socket, or closes it right away when `inboundUsable` is false (no close frame can be read any more).
     func initiateClose(_ code: CloseCode, reason: String, inboundUsable: Bool = true) {
         guard let context else { return }
-        guard case .send(let code, let reason, let awaitReply) = handshake.initiate(code, reason: reason, inboundUsable: inboundUsable)
+        guard
+            case .send(let code, let reason, let awaitReply) = handshake.initiate(
+                code,
+                reason: reason,
+                inboundUsable: inboundUsable
+            )
         else { return }
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code.rawValue)
@@ -343,7 +351,9 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     }
 
     private func writeCloseFrame(_ data: ByteBuffer, context: ChannelHandlerContext, thenClose: Bool) {
-        var frame = context.channel.allocator.buffer(capacity: ServerFrameEncoding.frameLength(payload: data.readableBytes))
+        var frame = context.channel.allocator.buffer(
+            capacity: ServerFrameEncoding.frameLength(payload: data.readableBytes)
+        )
         ServerFrameEncoding.writeFrame(.connectionClose, payload: data, to: &frame)
         guard thenClose else {
             context.writeAndFlush(Self.wrapOutboundOut(frame), promise: nil)
