@@ -60,7 +60,9 @@ struct MeshHarnessCommand: AsyncParsableCommand {
             loopback: one plain `signal serve` (the hub) and N `signal serve --mesh-listen` nodes (the \
             mesh), one after the other, with the peers in this process; traffic, hops and failure \
             detection are read from each node's /metrics. It runs steady, kill-node, kill-home and \
-            churn; partition and loss need root (iptables, tc netem) and are skipped.
+            churn on loopback, and partition with each node and the hub in its own network namespace \
+            (root and iproute2: veth pairs to one bridge, the split made of blackhole routes); loss \
+            needs tc netem and is skipped.
 
             Scenarios: steady, kill-node, kill-home, partition, loss (1% and 5%), churn, or all.
             """
@@ -79,6 +81,11 @@ struct MeshHarnessCommand: AsyncParsableCommand {
     @Option(help: "Write the charts (latency CDF, delivery through the fault) as SVG to this file.") var svg: String?
     @Option(help: "Write the Markdown table to this file (it is printed to stdout as well).") var markdown: String?
     @Option(help: "process: keep each signal process's log in this directory.") var logDir: String?
+    @Option(
+        help:
+            "process: auto (network namespaces for partition only), loopback (never), netns (every scenario; root)."
+    )
+    var isolation = "auto"
 
     func validate() throws {
         guard backend == "sim" || backend == "process" else {
@@ -97,8 +104,18 @@ struct MeshHarnessCommand: AsyncParsableCommand {
                 "unknown --scenario \(scenario); use \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")), loss or all"
             )
         }
-        if backend == "process", scenarios.allSatisfy({ ProcessHarness.unsupported[$0] != nil }) {
-            let reasons = scenarios.map { "\($0.rawValue): \(ProcessHarness.unsupported[$0]!)" }.joined(separator: "; ")
+        guard let isolation = ProcessHarness.Isolation(rawValue: isolation) else {
+            throw ValidationError("--isolation \(self.isolation) is unknown; use auto, loopback or netns")
+        }
+        if backend == "process", isolation == .netns, let problem = netnsProblem(isolation, scenarios) {
+            throw ValidationError("--isolation netns: \(problem)")
+        }
+        let unsupported = ProcessHarness.unsupported(
+            isolation: isolation,
+            netnsProblem: netnsProblem(isolation, scenarios)
+        )
+        if backend == "process", scenarios.allSatisfy({ unsupported[$0] != nil }) {
+            let reasons = scenarios.map { "\($0.rawValue): \(unsupported[$0]!)" }.joined(separator: "; ")
             throw ValidationError(
                 "--scenario \(scenario) cannot run on the process backend: \(reasons). Use --backend sim."
             )
@@ -107,6 +124,15 @@ struct MeshHarnessCommand: AsyncParsableCommand {
             throw ValidationError("--link-delay-ms ≥ 1, --rate > 0, --duration ≥ 6 and --peers-per-node ≥ 2")
         }
     }
+
+    /// Why network namespaces cannot be used, when the run would use them (checked once).
+    private func netnsProblem(_ isolation: ProcessHarness.Isolation, _ scenarios: [Scenario]) -> String? {
+        guard backend == "process", isolation == .netns || (isolation == .auto && scenarios.contains(.partition))
+        else { return nil }
+        return Self.netnsCheck.reason
+    }
+
+    private static let netnsCheck = NetnsCheck()
 
     func run() async throws {
         var options = HarnessOptions()
@@ -122,6 +148,8 @@ struct MeshHarnessCommand: AsyncParsableCommand {
             report = try await ProcessHarness.run(
                 scenarios,
                 options: options,
+                isolation: ProcessHarness.Isolation(rawValue: isolation) ?? .auto,
+                netnsProblem: netnsProblem(ProcessHarness.Isolation(rawValue: isolation) ?? .auto, scenarios),
                 logDirectory: logDir,
                 group: MultiThreadedEventLoopGroup.singleton
             )
@@ -145,4 +173,10 @@ struct MeshHarnessCommand: AsyncParsableCommand {
         if let json { try ReportRenderer.json(report).write(toFile: json, atomically: true, encoding: .utf8) }
         if let svg { try ReportRenderer.svg(report).write(toFile: svg, atomically: true, encoding: .utf8) }
     }
+}
+
+/// Whether network namespaces work here, found out once per process (it adds and deletes one).
+final class NetnsCheck: Sendable {
+    let reason: String?
+    init() { reason = NetnsNetwork.unavailableReason() }
 }

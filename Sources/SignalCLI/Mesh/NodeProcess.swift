@@ -18,20 +18,31 @@ final class NodeProcess: Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
-    /// Starts `signal serve` with `arguments` after the common ones (loopback, one event loop thread,
-    /// a short resume grace so a peer that moves is not kept as a detached session). Output goes to
-    /// `log` (or nowhere).
+    /// Starts `signal serve` with `arguments` after the common ones (`host`, one event loop thread,
+    /// a short resume grace so a peer that moves is not kept as a detached session), in the network
+    /// namespace `namespace` if one is given (`ip netns exec`, which execs: the pid is the server's).
+    /// Output goes to `log` (or nowhere).
     static func launch(
+        host: String = "127.0.0.1",
         port: Int,
         meshPort: Int?,
         arguments: [String],
+        namespace: String? = nil,
         log: String?
     ) throws -> NodeProcess {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments =
-            ["serve", "--host", "127.0.0.1", "--port", String(port), "--threads", "1", "--resume-grace", "1"]
+        let serve =
+            ["serve", "--host", host, "--port", String(port), "--threads", "1", "--resume-grace", "1"]
             + ["--log-level", log == nil ? "error" : "info"] + arguments
+        if let namespace {
+            // `/proc/self/exe` would be `ip` itself once it runs: name this process's binary by pid.
+            let binary = executable == "/proc/self/exe" ? "/proc/\(getpid())/exe" : executable
+            process.executableURL = URL(fileURLWithPath: NetnsNetwork.ipPath ?? "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", namespace, binary] + serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = serve
+        }
         if let log {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))

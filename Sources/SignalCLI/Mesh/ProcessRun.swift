@@ -4,7 +4,8 @@ import NIOCore
 import PeerMesh
 import Signaling
 
-/// Executes a harness script in wall-clock time through real `signal` processes on loopback, and
+/// Executes a harness script in wall-clock time through real `signal` processes on loopback (or each in
+/// its own network namespace, `Settings.network`, where `partition` and `heal` are carried out), and
 /// records what the workload's peers saw, on the script's clock:
 ///
 /// - `.hub`: one plain `signal serve`; every peer connects to it, whatever node the script puts it on.
@@ -30,6 +31,9 @@ final class ProcessRun: Sendable {
         var pollInterval: UInt64 = 100_000_000
         /// How long the initial nodes get to see each other before the script's clock starts.
         var convergenceTimeout = 30.0
+        /// Each node (and the hub) in its own network namespace, which makes `partition` possible; nil:
+        /// everything on loopback.
+        var network: NetnsNetwork?
     }
 
     /// What the run saw, for `Harness.report` and the process-only figures.
@@ -125,6 +129,7 @@ final class ProcessRun: Sendable {
         poller.cancel()
         _ = await poller.value
         await self.stopAll()
+        settings.network?.heal()
         return self.outcome(convergence: convergence)
     }
 
@@ -132,25 +137,53 @@ final class ProcessRun: Sendable {
 
     private func port(of node: Int) -> Int { mode == .hub ? ports[0] : ports[1 + 2 * node] }
 
+    /// Where the peers of `node` connect: its address (for the hub run, the hub's address for that node's
+    /// peers), or loopback.
+    private func host(of node: Int) -> String {
+        guard let network = settings.network else { return "127.0.0.1" }
+        return mode == .hub ? network.hubAddress(for: node) : network.address(node)
+    }
+
+    /// Where `/metrics` of `node` (of the hub) is read: never cut by a partition.
+    private func metricsHost(of node: Int) -> String {
+        guard let network = settings.network else { return "127.0.0.1" }
+        return mode == .hub ? network.hubAddress : network.address(node)
+    }
+
     private func launch(_ node: Int) throws {
         let log = settings.logDirectory.map { "\($0)/\(script.scenario.rawValue)-\(mode.rawValue)-\(node).log" }
         let process: NodeProcess
         switch mode {
         case .hub:
-            process = try NodeProcess.launch(port: ports[0], meshPort: nil, arguments: [], log: log)
+            process = try NodeProcess.launch(
+                host: settings.network == nil ? "127.0.0.1" : "0.0.0.0",
+                port: ports[0],
+                meshPort: nil,
+                arguments: [],
+                namespace: settings.network?.hubNamespace,
+                log: log
+            )
         case .mesh:
             let meshPort = ports[2 + 2 * node]
             let keyFile = "\(settings.directory)/node-\(node).key"
             let hex = keySeeds[node].map { String(format: "%02x", $0) }.joined()
             try (hex + "\n").write(toFile: keyFile, atomically: true, encoding: .utf8)
             var arguments = [
-                "--mesh-listen", "127.0.0.1:\(meshPort)", "--mesh-secret-file", "\(settings.directory)/mesh.secret",
+                "--mesh-listen", "\(host(of: node)):\(meshPort)", "--mesh-secret-file",
+                "\(settings.directory)/mesh.secret",
                 "--mesh-key-file", keyFile,
             ]
             for seed in 0..<min(node, SimulationScript.seedNodes) {
-                arguments += ["--mesh-seed", "127.0.0.1:\(ports[2 + 2 * seed])"]
+                arguments += ["--mesh-seed", "\(host(of: seed)):\(ports[2 + 2 * seed])"]
             }
-            process = try NodeProcess.launch(port: port(of: node), meshPort: meshPort, arguments: arguments, log: log)
+            process = try NodeProcess.launch(
+                host: host(of: node),
+                port: port(of: node),
+                meshPort: meshPort,
+                arguments: arguments,
+                namespace: settings.network?.namespace(node),
+                log: log
+            )
         }
         let now = state.withLockedValue { $0.origin } == 0 ? 0 : clock()
         state.withLockedValue {
@@ -160,7 +193,13 @@ final class ProcessRun: Sendable {
     }
 
     private func scrape(_ node: Int) async -> MetricsSample? {
-        guard let text = await ServerProbe.fetchMetrics(host: "127.0.0.1", port: port(of: node), tls: nil, group: group)
+        guard
+            let text = await ServerProbe.fetchMetrics(
+                host: metricsHost(of: node),
+                port: port(of: node),
+                tls: nil,
+                group: group
+            )
         else { return nil }
         return MetricsSample(at: clock(), text: text)
     }
@@ -286,15 +325,21 @@ final class ProcessRun: Sendable {
             case .mesh: process?.kill()
             case .hub: for client in clients { Task { await client.close() } }
             }
-        case .partition, .heal:
-            // Not on this backend (refused by the command): there is no way to split loopback without root.
-            return
+        case .partition(let sides):
+            // Only with network namespaces (the command refuses the scenario without them).
+            do {
+                try settings.network?.partition(sides, hub: mode == .hub)
+            } catch {
+                FileHandle.standardError.write(Data("warning: cannot partition: \(error)\n".utf8))
+            }
+        case .heal:
+            settings.network?.heal()
         }
     }
 
     private func connect(peer: Int, node: Int) async {
         var options = SignalClient.Options(
-            url: try! WebSocketURL("ws://127.0.0.1:\(port(of: node))/ws"),
+            url: try! WebSocketURL("ws://\(host(of: node)):\(port(of: node))/ws"),
             peer: "p\(peer)"
         )
         options.autoResume = false
