@@ -8,6 +8,7 @@ import time
 
 from cluster_helpers import Peer, eventually
 from conftest import free_port
+from e2e_helpers import metric
 from test_aiortc import finish, start_peer
 from tls_helpers import make_cert
 
@@ -29,9 +30,20 @@ def start_mesh(start_hub, tmp_path, count, *extra_for, seed_index=0):
     return hubs, ports
 
 
+def wait_converged(hubs, timeout=20):
+    """Until every node counts every node live (its /metrics), so they agree on home nodes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(metric(h, "signal_mesh_members_live") == len(hubs) for h in hubs):
+            time.sleep(0.3)  # one more gossip round for the records
+            return
+        time.sleep(0.1)
+    raise AssertionError("the mesh did not converge")
+
+
 def test_five_nodes_carry_an_aiortc_negotiation_and_survive_the_kill_of_a_third(start_hub, tmp_path):
     hubs, _ = start_mesh(start_hub, tmp_path, 5)
-    time.sleep(2.0)  # membership converges (one probe round)
+    wait_converged(hubs)
 
     def pair(a_node, b_node, names, count=20):
         # The polite side (greater id) waits for the offer, so it goes first; the other finds it by presence.
@@ -46,7 +58,7 @@ def test_five_nodes_carry_an_aiortc_negotiation_and_survive_the_kill_of_a_third(
         assert result["received"] == 20 and "connected" in result["connection_states"]
         assert result["stats"]["candidates_received"] >= 2
     hubs[2].stop(signal.SIGKILL)
-    time.sleep(0.5)
+    wait_converged(hubs[:2] + hubs[3:])
     after = pair(1, 4, ["mesh-c", "mesh-d"])
     for result in after:
         assert result["ok"] and result["exit"] == 0, result
@@ -58,7 +70,7 @@ def test_five_nodes_carry_an_aiortc_negotiation_and_survive_the_kill_of_a_third(
 
 def test_presence_room_messages_and_unknown_peers_across_the_mesh(start_hub, tmp_path):
     hubs, _ = start_mesh(start_hub, tmp_path, 3)
-    time.sleep(1.5)
+    wait_converged(hubs)
 
     async def scenario():
         alice, bob, carol = Peer("alice"), Peer("bob"), Peer("carol")
@@ -119,5 +131,29 @@ def test_a_tls_mesh_link_relays_a_signal_and_refuses_a_plain_node(start_hub, pki
         assert not any(m.get("from") == "outsider" for m in a.messages)
         for p in (a, b, outsider):
             await p.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_signal_queued_for_a_peer_that_never_returns_expires_back_across_nodes(start_hub, tmp_path):
+    grace = ["--resume-grace", "2"]
+    hubs, _ = start_mesh(start_hub, tmp_path, 3, grace, grace, grace)
+    wait_converged(hubs)
+
+    async def scenario():
+        alice, bob = Peer("alice"), Peer("bob")
+        await alice.connect(hubs[0].ws)
+        await bob.connect(hubs[2].ws)
+        await asyncio.sleep(0.5)
+        bob.ws.transport.abort()  # gone without a close frame: its node keeps the session for the grace period
+        await eventually(lambda: bob.closed is not None, what="bob's drop")
+        await asyncio.sleep(0.3)
+        ack = await alice.request({"type": "offer", "to": "bob", "sdp": "v=0 never read", "id": "lost-offer"})
+        assert ack["type"] == "ack"
+        await eventually(lambda: any(m["type"] == "expired" for m in alice.messages), timeout=8,
+                         what="expired back on alice's node")
+        expired = next(m for m in alice.messages if m["type"] == "expired")
+        assert expired["id"] == "lost-offer" and expired["to"] == "bob" and expired["signal"] == "offer"
+        await alice.close()
 
     asyncio.run(scenario())

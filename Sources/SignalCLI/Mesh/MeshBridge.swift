@@ -80,7 +80,8 @@ final class MeshBridge: SessionHub, MeshDelivery {
                 let now = NIODeadline.now().uptimeNanoseconds
                 // The ack goes first: a `peer-unavailable` for this id may follow at once.
                 reply(local.outbox, ServerMessage.ack(id: message.id, queued: false))
-                let sent = runtime.send(from: peer, to: .peer(target), payload: Array(buffer: payload)) { key in
+                let framed = BridgePayload.signal(type: envelope.type, id: message.id, prefix: Array(buffer: payload)).encoded
+                let sent = runtime.send(from: peer, to: .peer(target), payload: framed) { key in
                     state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
                 }
                 if sent == nil {
@@ -93,10 +94,11 @@ final class MeshBridge: SessionHub, MeshDelivery {
             }
             hub.receive(connection, message)
             if envelope.to == nil, let room = envelope.room, hub.isMember(peer, of: room) {
+                let prefix = Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
                 runtime.send(
                     from: peer,
                     to: .room(room),
-                    payload: Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
+                    payload: BridgePayload.signal(type: envelope.type, id: message.id, prefix: prefix).encoded
                 )
             }
         case .join(let room, let meta):
@@ -106,7 +108,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
             if isNew {
                 runtime.join(peer: peer, room: room)
                 let presence = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
-                runtime.send(from: peer, to: .room(room), payload: Array(buffer: presence))
+                runtime.send(from: peer, to: .room(room), payload: BridgePayload.presence(prefix: Array(buffer: presence)).encoded)
             }
         case .leave(let room):
             hub.receive(connection, message)
@@ -131,6 +133,10 @@ final class MeshBridge: SessionHub, MeshDelivery {
             return Array(state.announced.keys)
         }
         for peer in peers { self.forgetIfEnded(peer) }
+        // Signals from other nodes queued for sessions that ended unread: their senders get `expired`.
+        for expiry in hub.takeRemoteExpiries() {
+            self.notify(.expired, to: expiry.sender, about: expiry.recipient, type: expiry.signal, id: expiry.id)
+        }
     }
 
     private func forgetIfEnded(_ peer: String) {
@@ -141,7 +147,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
             runtime.send(
                 from: peer,
                 to: .room(room),
-                payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))
+                payload: BridgePayload.presence(prefix: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))).encoded
             )
         }
         runtime.disconnect(peer: peer)
@@ -154,7 +160,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
             runtime.send(
                 from: peer,
                 to: .room(room),
-                payload: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))
+                payload: BridgePayload.presence(prefix: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))).encoded
             )
             runtime.leave(peer: peer, room: room)
         }
@@ -169,16 +175,46 @@ final class MeshBridge: SessionHub, MeshDelivery {
     private static let peerJoined = Array("{\"type\":\"peer-joined\",\"room\":\"".utf8)
 
     func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
-        hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: payload))
-        // A newcomer's announcement to the room (an answer to one comes addressed): tell it who is here.
-        guard !addressed, payload.starts(with: Self.peerJoined), let room = Self.room(in: payload),
-            !hub.hasSession(sender),
-            hub.isMember(peer, of: room)
-        else { return }
-        let meta = hub.members(of: room).first { $0.peer == peer }?.meta
-        let answer = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
-        // Marked as an answer by being addressed (`.peer`), so the newcomer's node does not answer back.
-        runtime.send(from: peer, to: .peer(sender), payload: Array(buffer: answer))
+        switch BridgePayload(payload) {
+        case .signal(let type, let id, let prefix):
+            let result = hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: prefix), origin: (sender, id, type))
+            // A room leg that finds no member here needs no answer; an addressed signal does.
+            guard addressed else { return }
+            switch result {
+            case .noSession: self.notify(.unavailable, to: sender, about: peer, type: type, id: id)
+            case .queueFull: self.notify(.queueFull, to: sender, about: peer, type: type, id: id)
+            case .delivered, .queued: break
+            }
+        case .presence(let prefix):
+            hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: prefix))
+            // A newcomer's announcement to the room (an answer to one comes addressed): tell it who is here.
+            guard !addressed, prefix.starts(with: Self.peerJoined), let room = Self.room(in: prefix),
+                !hub.hasSession(sender), hub.isMember(peer, of: room)
+            else { return }
+            let meta = hub.members(of: room).first { $0.peer == peer }?.meta
+            let answer = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
+            // Marked as an answer by being addressed (`.peer`), so the newcomer's node does not answer back.
+            runtime.send(from: peer, to: .peer(sender), payload: BridgePayload.presence(prefix: Array(buffer: answer)).encoded)
+        case .notice(let notice, let type, let id, let recipient):
+            // `peer` sent a signal to `recipient` on another node, and it was not delivered.
+            switch notice {
+            case .expired:
+                hub.deliverRemote(to: peer, prefix: ServerMessage.expiredPrefix(id: id, to: recipient, signal: type))
+            case .unavailable, .queueFull:
+                let code: ErrorCode = notice == .unavailable ? .peerUnavailable : .queueFull
+                let text = notice == .unavailable ? "peer \"\(recipient)\" is not connected" : "peer \"\(recipient)\" is away and its queue is full"
+                let outboxes = state.withLockedValue { $0.connections.values.filter { $0.peer == peer }.map(\.outbox) }
+                for outbox in outboxes { reply(outbox, ServerMessage.error(code, text, id: id)) }
+            }
+        case nil:
+            return
+        }
+    }
+
+    /// Reports back to `sender` (on another node) what became of its signal to local peer `recipient`.
+    private func notify(_ notice: BridgePayload.Notice, to sender: String, about recipient: String, type: SignalType, id: String?) {
+        let payload = BridgePayload.notice(notice, type: type, id: id, recipient: recipient).encoded
+        runtime.send(from: recipient, to: .peer(sender), payload: payload)
     }
 
     func unavailable(_ key: SignalKey, peer: String) {

@@ -20,18 +20,46 @@ extension Hub {
         locked.withLockedValue { $0.state.rooms[room]?.contains { $0.peer == peer } ?? false }
     }
 
+    /// What became of a message from another node.
+    public enum RemoteDelivery: Sendable, Equatable {
+        /// Written to the session's connection (and kept for resume).
+        case delivered
+        /// The session is away: kept for its resume.
+        case queued
+        /// The session is away and its queue is full.
+        case queueFull
+        /// No session here.
+        case noSession
+    }
+
     /// Gives a local session a message that arrived from another node. `prefix` ends in `"seq":` (as
     /// `ServerMessage.signalPrefix` and the presence builders make it); the session's next `seq` completes
-    /// it. Returns false when `peer` has no session here.
+    /// it. With `origin` (a signal's sender, request id and type) a signal queued for an away session
+    /// that is never read is reported by ``takeRemoteExpiries()``, and a full queue refuses it.
     @discardableResult
-    public func deliverRemote(to peer: String, prefix: ByteBuffer) -> Bool {
+    public func deliverRemote(
+        to peer: String, prefix: ByteBuffer, origin: (sender: String, id: String?, type: SignalType)? = nil
+    ) -> RemoteDelivery {
         var actions: [HubAction] = []
-        let (found, wakes) = locked.withLockedValue { locked -> (Bool, Wakes) in
-            guard locked.state.hasSession(peer) else { return (false, Wakes()) }
-            _ = locked.state.deliver(to: peer, .prefix(prefix), origin: nil, actions: &actions)
-            return (true, Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil))
+        let queued = origin.map { HubState.QueuedOrigin(sender: $0.sender, id: $0.id, type: $0.type, remote: true) }
+        let (result, wakes) = locked.withLockedValue { locked -> (RemoteDelivery, Wakes) in
+            guard locked.state.hasSession(peer) else { return (.noSession, Wakes()) }
+            let delivery = locked.state.deliver(to: peer, .prefix(prefix), origin: queued, actions: &actions)
+            let result: RemoteDelivery
+            switch delivery {
+            case .delivered: result = .delivered
+            case .queued: result = .queued
+            case .queueFull: result = .queueFull
+            }
+            return (result, Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil))
         }
         wakes.wakeAll()
-        return found
+        return result
+    }
+
+    /// The `expired` notices owed to senders on other nodes (queued signals whose recipient's session
+    /// ended unread), for the backend to carry back.
+    public func takeRemoteExpiries() -> [HubState.RemoteExpiry] {
+        locked.withLockedValue { $0.state.takeRemoteExpiries() }
     }
 }

@@ -77,6 +77,16 @@ public struct HubState: Sendable {
         var sender: String
         var id: String?
         var type: SignalType
+        /// The sender is on another node (PeerMesh): its `expired` goes out through ``takeRemoteExpiries()``.
+        var remote = false
+    }
+
+    /// A queued signal from a sender on another node that its recipient never read.
+    public struct RemoteExpiry: Sendable, Equatable {
+        public var sender: String
+        public var id: String?
+        public var signal: SignalType
+        public var recipient: String
     }
 
     /// A ``QueuedOrigin`` kept in a resume buffer entry, boxed so the entries of the (rarely away)
@@ -177,6 +187,7 @@ public struct HubState: Sendable {
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
     private var bufferedBytes = 0
+    private var remoteExpiries: [RemoteExpiry] = []
     private var randomness = RandomCharacters()
 
     public init(limits: HubLimits = HubLimits()) {
@@ -500,6 +511,12 @@ public struct HubState: Sendable {
     /// Gives a sequenced message to a session: written to its socket when connected, queued when it is
     /// away, and kept in its resume buffer either way. While away, a signal (`origin` set) is refused
     /// past the queue bound; a presence event pushes the oldest entries out instead (a gap on resume).
+    /// The `expired` notices owed to senders on other nodes since the last call (bounded).
+    public mutating func takeRemoteExpiries() -> [RemoteExpiry] {
+        defer { remoteExpiries = [] }
+        return remoteExpiries
+    }
+
     mutating func deliver(
         to peer: String,
         _ message: Sequenced,
@@ -617,6 +634,12 @@ public struct HubState: Sendable {
 
     private mutating func notifyExpired(_ origin: QueuedOrigin, to recipient: String, actions: inout [HubAction]) {
         counters.expired += 1
+        if origin.remote {
+            if remoteExpiries.count < 65_536 {
+                remoteExpiries.append(RemoteExpiry(sender: origin.sender, id: origin.id, signal: origin.type, recipient: recipient))
+            }
+            return
+        }
         guard sessions[origin.sender] != nil else { return }
         let prefix = ServerMessage.expiredPrefix(id: origin.id, to: recipient, signal: origin.type)
         _ = self.deliver(to: origin.sender, .prefix(prefix), origin: nil, actions: &actions)
