@@ -41,8 +41,12 @@ struct ServerProbe: Sendable {
         group: any EventLoopGroup
     ) async -> ServerProbe? {
         if let pid { return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters) }
-        if let pid = listeningProcess(port: port) {
-            return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters)
+        // Reading /proc races with processes coming and going; a loaded machine can miss once.
+        for attempt in 0..<3 {
+            if let pid = listeningProcess(port: port) {
+                return ServerProbe(source: .process(pid: pid), mallocCounters: mallocCounters)
+            }
+            if attempt < 2 { try? await Task.sleep(for: .milliseconds(100)) }
         }
         let probe = ServerProbe(source: .metrics(host: host, port: port, tls: tls), mallocCounters: mallocCounters)
         let reading = await probe.read(group: group)
