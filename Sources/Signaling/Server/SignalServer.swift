@@ -195,6 +195,16 @@ public final class SignalServer: Service, Sendable {
 
     /// Drains and stops: stop accepting, close clients with 1001, wait up to the drain timeout.
     public func shutdown() async {
+        // The quiescing helper must be gone before the event loops stop: its deinit completes a promise
+        // on one of them. `drain()` holds the last reference and drops it when it returns.
+        await drain()
+        phase.withLockedValue { $0 = .stopped }
+        await cluster?.shutdown()
+        try? await group.shutdownGracefully()
+        logger.info("signal hub stopped")
+    }
+
+    private func drain() async {
         let running: (ServerQuiescingHelper, RepeatedTask)? = phase.withLockedValue { phase in
             guard case .running(_, let quiesce, let tick) = phase else { return nil }
             phase = .draining
@@ -213,10 +223,6 @@ public final class SignalServer: Service, Sendable {
                 waiters.cancelAll()
             }
         }
-        phase.withLockedValue { $0 = .stopped }
-        await cluster?.shutdown()
-        try? await group.shutdownGracefully()
-        logger.info("signal hub stopped")
     }
 
     public func run() async throws {
