@@ -24,11 +24,7 @@ enum HubBackend {
 
     static func run(_ script: SimulationScript) -> RunRecord {
         let options = script.options
-        let link = LinkModel(
-            delay: options.delay,
-            jitter: UInt64(Double(options.delay) * options.jitterFraction),
-            loss: script.scenario.loss
-        )
+        let link = script.link
         let configuration = MeshBackend.configuration(for: options)
         let hub = script.totalNodes
         var record = RunRecord(signals: script.signals.count)

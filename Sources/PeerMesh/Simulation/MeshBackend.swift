@@ -42,11 +42,7 @@ enum MeshBackend {
 
     static func run(_ script: SimulationScript) -> RunRecord {
         let options = script.options
-        let link = LinkModel(
-            delay: options.delay,
-            jitter: UInt64(Double(options.delay) * options.jitterFraction),
-            loss: script.scenario.loss
-        )
+        let link = script.link
         let cluster = MeshCluster(link: link, configuration: configuration(for: options), seed: options.seed)
         let recorder = Recorder(signals: script.signals.count, window: script.window)
         var keyIndex: [MeshKey: Int] = [:]

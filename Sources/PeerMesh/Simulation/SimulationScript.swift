@@ -193,3 +193,14 @@ public struct SimulationScript: Sendable {
         steps.sort { $0.time < $1.time }
     }
 }
+
+extension SimulationScript {
+    /// The links both backends (hub star and mesh) of this script run on.
+    var link: LinkModel {
+        LinkModel(
+            delay: options.delay,
+            jitter: UInt64(Double(options.delay) * options.jitterFraction),
+            loss: scenario.loss
+        )
+    }
+}

@@ -108,7 +108,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
             if isNew {
                 runtime.join(peer: peer, room: room)
                 let presence = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
-                runtime.send(from: peer, to: .room(room), payload: BridgePayload.presence(prefix: Array(buffer: presence)).encoded)
+                self.announce(presence, from: peer, to: .room(room))
             }
         case .leave(let room):
             hub.receive(connection, message)
@@ -144,11 +144,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
         let rooms: Set<String>? = state.withLockedValue { $0.announced.removeValue(forKey: peer) }
         guard let rooms else { return }
         for room in rooms.sorted() {
-            runtime.send(
-                from: peer,
-                to: .room(room),
-                payload: BridgePayload.presence(prefix: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))).encoded
-            )
+            self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), from: peer, to: .room(room))
         }
         runtime.disconnect(peer: peer)
     }
@@ -157,13 +153,14 @@ final class MeshBridge: SessionHub, MeshDelivery {
         for room in rooms {
             let removed = state.withLockedValue { $0.announced[peer]?.remove(room) != nil }
             guard removed else { continue }
-            runtime.send(
-                from: peer,
-                to: .room(room),
-                payload: BridgePayload.presence(prefix: Array(buffer: ServerMessage.peerLeftPrefix(room: room, peer: peer))).encoded
-            )
+            self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), from: peer, to: .room(room))
             runtime.leave(peer: peer, room: room)
         }
+    }
+
+    /// Sends a presence event (`peer-joined`, `peer-left`) through the mesh.
+    private func announce(_ prefix: ByteBuffer, from peer: String, to target: MeshSignal.Target) {
+        runtime.send(from: peer, to: target, payload: BridgePayload.presence(prefix: Array(buffer: prefix)).encoded)
     }
 
     private func reply(_ outbox: Outbox, _ message: ByteBuffer) {
@@ -194,7 +191,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
             let meta = hub.members(of: room).first { $0.peer == peer }?.meta
             let answer = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
             // Marked as an answer by being addressed (`.peer`), so the newcomer's node does not answer back.
-            runtime.send(from: peer, to: .peer(sender), payload: BridgePayload.presence(prefix: Array(buffer: answer)).encoded)
+            self.announce(answer, from: peer, to: .peer(sender))
         case .notice(let notice, let type, let id, let recipient):
             // `peer` sent a signal to `recipient` on another node, and it was not delivered.
             switch notice {

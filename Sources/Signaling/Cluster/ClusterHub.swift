@@ -215,18 +215,14 @@ public final class ClusterHub: SessionHub, Service {
             switch request {
             case .fresh(let requested, let subject, let grant):
                 var peer: String
-                if let subject {
-                    if let requested {
-                        guard requested == subject || requested.hasPrefix(subject + "~") else {
-                            self.refuse(connection, .forbidden, "the token does not allow peer id \"\(requested)\"", .unauthorized)
-                            return
-                        }
-                        peer = requested
-                    } else {
-                        peer = subject
-                    }
-                } else {
-                    peer = requested ?? Self.randomPeerID()
+                switch PeerIdentity.choose(requested: requested, subject: subject) {
+                case .id(let id):
+                    peer = id
+                case .random:
+                    peer = Self.randomPeerID()
+                case .forbidden(let requested):
+                    self.refuse(connection, .forbidden, "the token does not allow peer id \"\(requested)\"", .unauthorized)
+                    return
                 }
                 while true {
                     let token = peer + "." + Self.randomString(count: 43)
@@ -258,7 +254,7 @@ public final class ClusterHub: SessionHub, Service {
 
             case .resume(let token, let last, let subject):
                 let peer = token.lastIndex(of: ".").map { String(token[..<$0]) } ?? ""
-                guard Identifier.isValid(peer), subject == nil || subject == peer || peer.hasPrefix(subject! + "~") else {
+                guard Identifier.isValid(peer), PeerIdentity.owns(subject, peer) else {
                     self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
                     return
                 }
@@ -423,7 +419,7 @@ public final class ClusterHub: SessionHub, Service {
         var queued = false
         for result in results {
             switch result {
-            case .success(let delivery): if delivery.status.hasSuffix("queued") { queued = true }
+            case .success(let delivery): if delivery == .queued { queued = true }
             case .failure(let error): throw error
             }
         }
@@ -457,26 +453,30 @@ public final class ClusterHub: SessionHub, Service {
     /// The sender's answer for an addressed signal.
     private func answer(_ result: DeliveryResult, for envelope: SignalEnvelope, to target: String, id: String?, on connection: ConnectionID) {
         let typeIndex = SignalType.allCases.firstIndex(of: envelope.type)!
-        switch result.status {
-        case "delivered", "dup-delivered":
+        switch result {
+        case .delivered, .queued:
             self.count { $0.signals[typeIndex] += 1 }
-            self.reply(connection, ServerMessage.ack(id: id, queued: false))
-        case "queued", "dup-queued":
-            self.count { $0.signals[typeIndex] += 1 }
-            self.reply(connection, ServerMessage.ack(id: id, queued: true))
-        case "queue-full":
+            self.reply(connection, ServerMessage.ack(id: id, queued: result == .queued))
+        case .queueFull:
             self.replyError(connection, .queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
-        case "not-in-room":
+        case .notInRoom:
             self.replyError(connection, .notInRoom, "peer \"\(target)\" is not in room \"\(envelope.room ?? "")\"", id: id)
-        case "not-shared":
+        case .notShared:
             self.replyError(connection, .notInRoom, "you share no room with peer \"\(target)\"", id: id)
-        default:
+        case .unavailable:
             self.replyError(connection, .peerUnavailable, "peer \"\(target)\" is not connected", id: id)
         }
     }
 
-    struct DeliveryResult: Sendable {
-        var status: String
+    /// What ``ClusterScripts/deliver`` did with a message. A resent request id (`dup`) is answered as
+    /// the first delivery was.
+    enum DeliveryResult: String, Sendable {
+        case delivered
+        case queued
+        case queueFull = "queue-full"
+        case notInRoom = "not-in-room"
+        case notShared = "not-shared"
+        case unavailable
     }
 
     /// Runs ``ClusterScripts/deliver`` for one recipient and handles what it reports back (messages its
@@ -505,9 +505,9 @@ public final class ClusterHub: SessionHub, Service {
 
     /// Reads `deliver`'s reply; counts it, and sends the `expired` notices it asks for (in the background).
     private func interpret(_ reply: RESPValue, recipient: String, signal: Bool) -> DeliveryResult {
-        guard let parts = reply.array, let status = parts.first?.string else { return DeliveryResult(status: "unavailable") }
+        guard let parts = reply.array, let status = parts.first?.string else { return .unavailable }
         if status == "dup" {
-            return DeliveryResult(status: "dup-" + (parts.count > 1 ? parts[1].string ?? "delivered" : "delivered"))
+            return parts.count > 1 && parts[1].string == "queued" ? .queued : .delivered
         }
         if status == "delivered" || status == "queued", parts.count == 3 {
             if parts[1].string != nodeName && signal { self.count(crossNode: 1) }
@@ -516,7 +516,7 @@ public final class ClusterHub: SessionHub, Service {
                 Task { await self.notifyExpired(expired, recipient: recipient) }
             }
         }
-        return DeliveryResult(status: status)
+        return DeliveryResult(rawValue: status) ?? .unavailable
     }
 
     /// Sends a presence event to each of `peers` (errors are logged: presence is best effort when Redis is
@@ -618,19 +618,7 @@ public final class ClusterHub: SessionHub, Service {
         }
         switch parsed {
         case .deliver(let connection, let seq, let bytes):
-            let outbox: Outbox? = state.withLockedValue { state in
-                guard var local = state.locals[connection], !local.detachedFromSession else { return nil }
-                if !local.isOpen {
-                    local.held.append((seq, bytes))
-                    state.locals[connection] = local
-                    return nil
-                }
-                guard seq > local.lastWritten else { return nil }
-                local.lastWritten = seq
-                state.locals[connection] = local
-                return local.outbox.append(.text(bytes)) ? local.outbox : nil
-            }
-            outbox?.wakeOwner()
+            self.write(bytes, seq: seq, to: connection)
         case .close(let connection, let code):
             self.closeConnection(connection, code, reason: code == .idTaken ? "session resumed elsewhere" : "session ended")
         }
@@ -651,7 +639,7 @@ public final class ClusterHub: SessionHub, Service {
                     continue
                 }
                 for entry in Self.entries(parts[1]) {
-                    self.handleDelivery(connection, seq: entry.seq, bytes: entry.bytes)
+                    self.write(entry.bytes, seq: entry.seq, to: connection)
                 }
             } catch {
                 logger.warning("catch-up failed", metadata: ["peer": "\(peer)", "error": "\(error)"])
@@ -659,11 +647,22 @@ public final class ClusterHub: SessionHub, Service {
         }
     }
 
-    private func handleDelivery(_ connection: ConnectionID, seq: UInt64, bytes: ByteBuffer) {
-        var payload = ByteBuffer()
-        payload.writeString("D \(connection.raw) \(seq) ")
-        payload.writeImmutableBuffer(bytes)
-        self.handleChannel(payload)
+    /// Writes sequenced message `seq` to a connection once: held until its open or resume is complete,
+    /// skipped when the connection already has it (a replay and the live stream can overlap).
+    private func write(_ bytes: ByteBuffer, seq: UInt64, to connection: ConnectionID) {
+        let outbox: Outbox? = state.withLockedValue { state in
+            guard var local = state.locals[connection], !local.detachedFromSession else { return nil }
+            if !local.isOpen {
+                local.held.append((seq, bytes))
+                state.locals[connection] = local
+                return nil
+            }
+            guard seq > local.lastWritten else { return nil }
+            local.lastWritten = seq
+            state.locals[connection] = local
+            return local.outbox.append(.text(bytes)) ? local.outbox : nil
+        }
+        outbox?.wakeOwner()
     }
 
     // MARK: Maintenance
@@ -849,8 +848,7 @@ public final class ClusterHub: SessionHub, Service {
     private var ttlMillis: Int { liveMillis * 2 + 60_000 }
 
     static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        UInt64(max(0, RedisBackoff.nanoseconds(duration)))
     }
 
     static func epochMillis() -> Int {
@@ -881,15 +879,10 @@ public final class ClusterHub: SessionHub, Service {
         string == "*" ? .all : .only(Set(string.split(separator: ",").map(String.init)))
     }
 
-    private static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
-
+    /// Random base-62 characters (the hub's ``RandomCharacters``: one system call per eight bytes).
     static func randomString(count: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = [UInt8](repeating: 0, count: count)
-        for index in bytes.indices {
-            bytes[index] = alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))]
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        var characters = RandomCharacters()
+        return characters.string(count: count)
     }
 
     static func randomPeerID() -> String { "p-" + randomString(count: 20) }

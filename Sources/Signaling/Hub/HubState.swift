@@ -220,28 +220,17 @@ public struct HubState: Sendable {
         switch request {
         case .fresh(let requested, let subject, let grant):
             let peer: String
-            if let subject {
-                if let requested {
-                    guard requested == subject || requested.hasPrefix(subject + "~") else {
-                        actions.append(
-                            .send(
-                                connection,
-                                self.errorReply(
-                                    .forbidden,
-                                    "the token does not allow peer id \"\(requested)\"",
-                                    id: nil
-                                )
-                            )
-                        )
-                        actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
-                        return .refused(.unauthorized)
-                    }
-                    peer = requested
-                } else {
-                    peer = subject
-                }
-            } else {
-                peer = requested ?? self.randomPeerID()
+            switch PeerIdentity.choose(requested: requested, subject: subject) {
+            case .id(let id):
+                peer = id
+            case .random:
+                peer = self.randomPeerID()
+            case .forbidden(let requested):
+                actions.append(
+                    .send(connection, self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil))
+                )
+                actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
+                return .refused(.unauthorized)
             }
             if sessions[peer] != nil {
                 if subject != nil {
@@ -267,9 +256,7 @@ public struct HubState: Sendable {
             return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
 
         case .resume(let oldToken, let last, let subject):
-            guard let peer = tokens[oldToken], var session = sessions[peer],
-                subject == nil || subject == peer || peer.hasPrefix(subject! + "~")
-            else {
+            guard let peer = tokens[oldToken], var session = sessions[peer], PeerIdentity.owns(subject, peer) else {
                 actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
                 return .refused(.sessionNotResumable)
             }
@@ -671,10 +658,7 @@ public struct HubState: Sendable {
     // MARK: Randomness
 
     private mutating func randomString(count: Int) -> String {
-        String(unsafeUninitializedCapacity: count) { bytes in
-            for index in 0..<count { bytes[index] = randomness.next() }
-            return count
-        }
+        randomness.string(count: count)
     }
 
     /// 20 base-62 characters (~119 bits): unguessable, so knowing an id never lets anyone act as it.
@@ -713,6 +697,14 @@ struct RandomCharacters: Sendable {
             if byte < 248 {
                 return Self.alphabet.utf8Start[Int(byte % 62)]
             }
+        }
+    }
+
+    /// `count` random characters.
+    mutating func string(count: Int) -> String {
+        String(unsafeUninitializedCapacity: count) { bytes in
+            for index in 0..<count { bytes[index] = self.next() }
+            return count
         }
     }
 }

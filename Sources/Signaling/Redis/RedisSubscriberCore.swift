@@ -133,13 +133,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
             case "psubscribe": waiter.remaining.subtract(sentPatterns)
             default: continue
             }
-            if waiter.remaining.isEmpty {
-                waiter.timer?.cancel()
-                waiter.promise.succeed()
-                waiters[id] = nil
-            } else {
-                waiters[id] = waiter
-            }
+            self.store(waiter, id)
         }
         if reconnected {
             continuation.yield(.reconnected)
@@ -267,16 +261,21 @@ final class RedisSubscriberCore: RedisConnectionCore {
         waiters[id] = Waiter(confirmation: confirmation, remaining: Set(names), promise: promise, timer: timer)
     }
 
+    /// Keeps a waiter that still expects confirmations, or resolves it when it expects none.
+    private func store(_ waiter: Waiter, _ id: Int) {
+        if waiter.remaining.isEmpty {
+            waiter.timer?.cancel()
+            waiter.promise.succeed()
+            waiters[id] = nil
+        } else {
+            waiters[id] = waiter
+        }
+    }
+
     private func confirm(_ confirmation: String, _ name: String) {
         for (id, var waiter) in waiters where waiter.confirmation == confirmation {
             guard waiter.remaining.remove(name) != nil else { continue }
-            if waiter.remaining.isEmpty {
-                waiter.timer?.cancel()
-                waiter.promise.succeed()
-                waiters[id] = nil
-            } else {
-                waiters[id] = waiter
-            }
+            self.store(waiter, id)
         }
     }
 
