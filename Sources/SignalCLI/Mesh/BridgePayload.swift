@@ -37,7 +37,8 @@ enum BridgePayload: Equatable {
         guard let kind = bytes.first else { return nil }
         switch kind {
         case 1:
-            guard bytes.count >= 3, let type = Self.type(at: bytes[1]), let (id, rest) = Self.decodeID(bytes, at: 2) else { return nil }
+            guard bytes.count >= 3, let type = Self.type(at: bytes[1]), let (id, rest) = Self.decodeID(bytes, at: 2)
+            else { return nil }
             self = .signal(type: type, id: id, prefix: Array(bytes[rest...]))
         case 2:
             self = .presence(prefix: Array(bytes.dropFirst()))

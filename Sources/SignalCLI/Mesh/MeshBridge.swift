@@ -80,7 +80,8 @@ final class MeshBridge: SessionHub, MeshDelivery {
                 let now = NIODeadline.now().uptimeNanoseconds
                 // The ack goes first: a `peer-unavailable` for this id may follow at once.
                 reply(local.outbox, ServerMessage.ack(id: message.id, queued: false))
-                let framed = BridgePayload.signal(type: envelope.type, id: message.id, prefix: Array(buffer: payload)).encoded
+                let framed = BridgePayload.signal(type: envelope.type, id: message.id, prefix: Array(buffer: payload))
+                    .encoded
                 let sent = runtime.send(from: peer, to: .peer(target), payload: framed) { key in
                     state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
                 }
@@ -199,7 +200,9 @@ final class MeshBridge: SessionHub, MeshDelivery {
                 hub.deliverRemote(to: peer, prefix: ServerMessage.expiredPrefix(id: id, to: recipient, signal: type))
             case .unavailable, .queueFull:
                 let code: ErrorCode = notice == .unavailable ? .peerUnavailable : .queueFull
-                let text = notice == .unavailable ? "peer \"\(recipient)\" is not connected" : "peer \"\(recipient)\" is away and its queue is full"
+                let text =
+                    notice == .unavailable
+                    ? "peer \"\(recipient)\" is not connected" : "peer \"\(recipient)\" is away and its queue is full"
                 let outboxes = state.withLockedValue { $0.connections.values.filter { $0.peer == peer }.map(\.outbox) }
                 for outbox in outboxes { reply(outbox, ServerMessage.error(code, text, id: id)) }
             }
@@ -209,7 +212,13 @@ final class MeshBridge: SessionHub, MeshDelivery {
     }
 
     /// Reports back to `sender` (on another node) what became of its signal to local peer `recipient`.
-    private func notify(_ notice: BridgePayload.Notice, to sender: String, about recipient: String, type: SignalType, id: String?) {
+    private func notify(
+        _ notice: BridgePayload.Notice,
+        to sender: String,
+        about recipient: String,
+        type: SignalType,
+        id: String?
+    ) {
         let payload = BridgePayload.notice(notice, type: type, id: id, recipient: recipient).encoded
         runtime.send(from: recipient, to: .peer(sender), payload: payload)
     }

@@ -95,7 +95,11 @@ public final class ClusterHub: SessionHub, Service {
             onStateChange: { state in clusterMetrics.redisUp.record(state.isConnected ? 1 : 0) },
             onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
         )
-        self.subscriber = try RedisSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.subscriber = try RedisSubscriber(
+            configuration: redisConfiguration,
+            eventLoopGroup: eventLoopGroup,
+            logger: logger
+        )
     }
 
     /// True while both Redis connections are up: `/readyz` reports not-ready otherwise.
@@ -164,7 +168,9 @@ public final class ClusterHub: SessionHub, Service {
             for await work in stream {
                 if case .receive(let message) = work, case .signal(let envelope) = message.request, envelope.to != nil {
                     if inFlight.count >= Self.maxPipelined, let oldest = inFlight.popFirst() { try? await oldest.get() }
-                    if let pending = self.relayPipelined(envelope, id: message.id, on: connection) { inFlight.append(pending) }
+                    if let pending = self.relayPipelined(envelope, id: message.id, on: connection) {
+                        inFlight.append(pending)
+                    }
                     continue
                 }
                 while let pending = inFlight.popFirst() { try? await pending.get() }
@@ -200,7 +206,8 @@ public final class ClusterHub: SessionHub, Service {
 
     private func session(of connection: ConnectionID) -> (String, [String], RoomGrant)? {
         state.withLockedValue { state in
-            guard let local = state.locals[connection], local.isOpen, !local.detachedFromSession, let peer = local.peer else {
+            guard let local = state.locals[connection], local.isOpen, !local.detachedFromSession, let peer = local.peer
+            else {
                 return nil
             }
             return (peer, local.rooms, local.grant)
@@ -221,7 +228,12 @@ public final class ClusterHub: SessionHub, Service {
                 case .random:
                     peer = Self.randomPeerID()
                 case .forbidden(let requested):
-                    self.refuse(connection, .forbidden, "the token does not allow peer id \"\(requested)\"", .unauthorized)
+                    self.refuse(
+                        connection,
+                        .forbidden,
+                        "the token does not allow peer id \"\(requested)\"",
+                        .unauthorized
+                    )
                     return
                 }
                 while true {
@@ -230,7 +242,8 @@ public final class ClusterHub: SessionHub, Service {
                         ClusterScripts.create,
                         keys: keys.session(peer),
                         arguments: [
-                            token, node, conn, now + liveMillis, ttlMillis, subject != nil ? "1" : "0", Self.grantString(grant),
+                            token, node, conn, now + liveMillis, ttlMillis, subject != nil ? "1" : "0",
+                            Self.grantString(grant),
                             keys.channelPrefix,
                         ]
                     )
@@ -248,7 +261,15 @@ public final class ClusterHub: SessionHub, Service {
                         await self.cleanUp(peer: peer, rooms: parts[1].string ?? "", origins: parts[2])
                     }
                     _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
-                    self.opened(connection, peer: peer, grant: grant, rooms: [], welcome: welcome.render(peer: peer, session: token, resumed: false, gap: false), replay: [], through: 0)
+                    self.opened(
+                        connection,
+                        peer: peer,
+                        grant: grant,
+                        rooms: [],
+                        welcome: welcome.render(peer: peer, session: token, resumed: false, gap: false),
+                        replay: [],
+                        through: 0
+                    )
                     return
                 }
 
@@ -262,7 +283,9 @@ public final class ClusterHub: SessionHub, Service {
                 let reply = try await redis.run(
                     ClusterScripts.resume,
                     keys: keys.session(peer),
-                    arguments: [token, newToken, node, conn, String(last), now + liveMillis, ttlMillis, keys.channelPrefix]
+                    arguments: [
+                        token, newToken, node, conn, String(last), now + liveMillis, ttlMillis, keys.channelPrefix,
+                    ]
                 )
                 guard let parts = reply.array, parts.count == 6, parts[0].string == "resumed" else {
                     self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
@@ -280,8 +303,13 @@ public final class ClusterHub: SessionHub, Service {
                     if gap { $0.gaps += 1 }
                 }
                 self.opened(
-                    connection, peer: peer, grant: grant, rooms: rooms,
-                    welcome: welcome.render(peer: peer, session: newToken, resumed: true, gap: gap), replay: replay, through: seq
+                    connection,
+                    peer: peer,
+                    grant: grant,
+                    rooms: rooms,
+                    welcome: welcome.render(peer: peer, session: newToken, resumed: true, gap: gap),
+                    replay: replay,
+                    through: seq
                 )
             }
         } catch {
@@ -292,8 +320,13 @@ public final class ClusterHub: SessionHub, Service {
 
     /// Writes the welcome and the replay, then whatever was published meanwhile and not replayed.
     private func opened(
-        _ connection: ConnectionID, peer: String, grant: RoomGrant, rooms: [String], welcome: ByteBuffer,
-        replay: [(seq: UInt64, bytes: ByteBuffer)], through seq: UInt64
+        _ connection: ConnectionID,
+        peer: String,
+        grant: RoomGrant,
+        rooms: [String],
+        welcome: ByteBuffer,
+        replay: [(seq: UInt64, bytes: ByteBuffer)],
+        through seq: UInt64
     ) {
         let outbox: Outbox? = state.withLockedValue { state in
             guard var local = state.locals[connection] else { return nil }
@@ -327,7 +360,13 @@ public final class ClusterHub: SessionHub, Service {
         self.closeConnection(connection, close, reason: message)
     }
 
-    private func receive(_ message: ClientMessage, on connection: ConnectionID, peer: String, rooms: [String], grant: RoomGrant) async {
+    private func receive(
+        _ message: ClientMessage,
+        on connection: ConnectionID,
+        peer: String,
+        rooms: [String],
+        grant: RoomGrant
+    ) async {
         let id = message.id
         do throws(RedisError) {
             switch message.request {
@@ -335,7 +374,9 @@ public final class ClusterHub: SessionHub, Service {
                 self.reply(connection, ServerMessage.pong(id: id))
             case .received(let seq):
                 _ = try await redis.run(
-                    ClusterScripts.trim, keys: keys.session(peer), arguments: [nodeName, String(connection.raw), String(seq)]
+                    ClusterScripts.trim,
+                    keys: keys.session(peer),
+                    arguments: [nodeName, String(connection.raw), String(seq)]
                 )
             case .join(let room, let meta):
                 try await self.join(room, meta: meta, id: id, on: connection, peer: peer, rooms: rooms, grant: grant)
@@ -344,7 +385,11 @@ public final class ClusterHub: SessionHub, Service {
                     return self.replyError(connection, .notInRoom, "not in room \"\(room)\"", id: id)
                 }
                 let remaining = try await self.leave(room, peer: peer)
-                _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session(peer)[0]], arguments: ["del", room])
+                _ = try await redis.run(
+                    ClusterScripts.sessionRooms,
+                    keys: [keys.session(peer)[0]],
+                    arguments: ["del", room]
+                )
                 self.updateRooms(connection) { $0.removeAll { $0 == room } }
                 self.reply(connection, ServerMessage.left(room: room, id: id))
                 await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
@@ -358,21 +403,39 @@ public final class ClusterHub: SessionHub, Service {
     }
 
     private func join(
-        _ room: String, meta: ByteBuffer?, id: String?, on connection: ConnectionID, peer: String, rooms: [String], grant: RoomGrant
+        _ room: String,
+        meta: ByteBuffer?,
+        id: String?,
+        on connection: ConnectionID,
+        peer: String,
+        rooms: [String],
+        grant: RoomGrant
     ) async throws(RedisError) {
         guard grant.allows(room) else {
             return self.replyError(connection, .forbidden, "the token does not grant room \"\(room)\"", id: id)
         }
         let isNew = !rooms.contains(room)
         if isNew && rooms.count >= limits.maxRoomsPerPeer {
-            return self.replyError(connection, .tooManyRooms, "a peer may be in at most \(limits.maxRoomsPerPeer) rooms", id: id)
+            return self.replyError(
+                connection,
+                .tooManyRooms,
+                "a peer may be in at most \(limits.maxRoomsPerPeer) rooms",
+                id: id
+            )
         }
         let metaBytes = meta ?? ByteBuffer()
         let reply = try await redis.run(
-            ClusterScripts.joinRoom, keys: [keys.room(room)], arguments: [peer, metaBytes, limits.maxPeersPerRoom]
+            ClusterScripts.joinRoom,
+            keys: [keys.room(room)],
+            arguments: [peer, metaBytes, limits.maxPeersPerRoom]
         )
         guard let parts = reply.array, parts.first?.string != "full", parts.count == 2, let flat = parts[1].array else {
-            return self.replyError(connection, .roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)
+            return self.replyError(
+                connection,
+                .roomFull,
+                "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)",
+                id: id
+            )
         }
         var others: [(peer: String, meta: ByteBuffer?)] = []
         var index = 0
@@ -384,16 +447,29 @@ public final class ClusterHub: SessionHub, Service {
             index += 2
         }
         if parts[0].string == "new" {
-            _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session(peer)[0]], arguments: ["add", room])
+            _ = try await redis.run(
+                ClusterScripts.sessionRooms,
+                keys: [keys.session(peer)[0]],
+                arguments: ["add", room]
+            )
             self.updateRooms(connection) { $0.append(room) }
-            await self.announce(ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta), to: others.map(\.peer))
+            await self.announce(
+                ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta),
+                to: others.map(\.peer)
+            )
         }
         self.reply(connection, ServerMessage.joined(room: room, peers: others, id: id))
     }
 
     /// A room broadcast (`message` with `room` only): every other member, wherever it is. Addressed
     /// signals take ``relayPipelined(_:id:on:)``.
-    private func broadcast(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID, peer: String, rooms: [String]) async throws(RedisError) {
+    private func broadcast(
+        _ envelope: SignalEnvelope,
+        id: String?,
+        on connection: ConnectionID,
+        peer: String,
+        rooms: [String]
+    ) async throws(RedisError) {
         guard let room = envelope.room, envelope.to == nil else { return }
         guard rooms.contains(room) else {
             return self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
@@ -405,7 +481,16 @@ public final class ClusterHub: SessionHub, Service {
                 group.addTask { () async -> Result<DeliveryResult, RedisError> in
                     do throws(RedisError) {
                         return .success(
-                            try await self.deliver(prefix, to: member, from: peer, id: id, type: envelope.type, room: room, shared: nil, signal: true)
+                            try await self.deliver(
+                                prefix,
+                                to: member,
+                                from: peer,
+                                id: id,
+                                type: envelope.type,
+                                room: room,
+                                shared: nil,
+                                signal: true
+                            )
                         )
                     } catch {
                         return .failure(error)
@@ -429,7 +514,9 @@ public final class ClusterHub: SessionHub, Service {
 
     /// Queues one addressed signal's script without waiting for it; the returned future completes once
     /// its sender has been answered. Nil when it was answered at once (not in a session, not in the room).
-    private func relayPipelined(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID) -> EventLoopFuture<Void>? {
+    private func relayPipelined(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID)
+        -> EventLoopFuture<Void>?
+    {
         guard let (peer, rooms, _) = self.session(of: connection), let target = envelope.to else { return nil }
         if let room = envelope.room, !rooms.contains(room) {
             self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
@@ -440,7 +527,15 @@ public final class ClusterHub: SessionHub, Service {
         return redis.submit(
             ClusterScripts.deliver,
             keys: keys.session(target),
-            arguments: self.deliverArguments(prefix, from: peer, id: id, type: envelope.type, room: envelope.room, shared: shared, signal: true)
+            arguments: self.deliverArguments(
+                prefix,
+                from: peer,
+                id: id,
+                type: envelope.type,
+                room: envelope.room,
+                shared: shared,
+                signal: true
+            )
         ).map { reply in
             let result = self.interpret(reply, recipient: target, signal: true)
             self.answer(result, for: envelope, to: target, id: id, on: connection)
@@ -451,7 +546,13 @@ public final class ClusterHub: SessionHub, Service {
     }
 
     /// The sender's answer for an addressed signal.
-    private func answer(_ result: DeliveryResult, for envelope: SignalEnvelope, to target: String, id: String?, on connection: ConnectionID) {
+    private func answer(
+        _ result: DeliveryResult,
+        for envelope: SignalEnvelope,
+        to target: String,
+        id: String?,
+        on connection: ConnectionID
+    ) {
         let typeIndex = SignalType.allCases.firstIndex(of: envelope.type)!
         switch result {
         case .delivered, .queued:
@@ -460,7 +561,12 @@ public final class ClusterHub: SessionHub, Service {
         case .queueFull:
             self.replyError(connection, .queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
         case .notInRoom:
-            self.replyError(connection, .notInRoom, "peer \"\(target)\" is not in room \"\(envelope.room ?? "")\"", id: id)
+            self.replyError(
+                connection,
+                .notInRoom,
+                "peer \"\(target)\" is not in room \"\(envelope.room ?? "")\"",
+                id: id
+            )
         case .notShared:
             self.replyError(connection, .notInRoom, "you share no room with peer \"\(target)\"", id: id)
         case .unavailable:
@@ -483,19 +589,39 @@ public final class ClusterHub: SessionHub, Service {
     /// buffer bound pushed out become `expired` notices to their senders).
     @discardableResult
     private func deliver(
-        _ prefix: ByteBuffer, to recipient: String, from sender: String, id: String?, type: SignalType?, room: String?,
-        shared: [String]?, signal: Bool
+        _ prefix: ByteBuffer,
+        to recipient: String,
+        from sender: String,
+        id: String?,
+        type: SignalType?,
+        room: String?,
+        shared: [String]?,
+        signal: Bool
     ) async throws(RedisError) -> DeliveryResult {
         let reply = try await redis.run(
             ClusterScripts.deliver,
             keys: keys.session(recipient),
-            arguments: self.deliverArguments(prefix, from: sender, id: id, type: type, room: room, shared: shared, signal: signal)
+            arguments: self.deliverArguments(
+                prefix,
+                from: sender,
+                id: id,
+                type: type,
+                room: room,
+                shared: shared,
+                signal: signal
+            )
         )
         return self.interpret(reply, recipient: recipient, signal: signal)
     }
 
     private func deliverArguments(
-        _ prefix: ByteBuffer, from sender: String, id: String?, type: SignalType?, room: String?, shared: [String]?, signal: Bool
+        _ prefix: ByteBuffer,
+        from sender: String,
+        id: String?,
+        type: SignalType?,
+        room: String?,
+        shared: [String]?,
+        signal: Bool
     ) -> [any RESPEncodable] {
         [
             prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
@@ -526,9 +652,21 @@ public final class ClusterHub: SessionHub, Service {
             for member in peers {
                 group.addTask {
                     do throws(RedisError) {
-                        try await self.deliver(prefix, to: member, from: "", id: nil, type: nil, room: nil, shared: nil, signal: false)
+                        try await self.deliver(
+                            prefix,
+                            to: member,
+                            from: "",
+                            id: nil,
+                            type: nil,
+                            room: nil,
+                            shared: nil,
+                            signal: false
+                        )
                     } catch {
-                        self.logger.debug("presence not delivered", metadata: ["peer": "\(member)", "error": "\(error)"])
+                        self.logger.debug(
+                            "presence not delivered",
+                            metadata: ["peer": "\(member)", "error": "\(error)"]
+                        )
                     }
                 }
             }
@@ -543,7 +681,10 @@ public final class ClusterHub: SessionHub, Service {
             let fields = text.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3, let type = SignalType(rawValue: String(fields[1])) else { continue }
             let id = fields[2].isEmpty ? nil : String(fields[2])
-            await self.announce(ServerMessage.expiredPrefix(id: id, to: recipient, signal: type), to: [String(fields[0])])
+            await self.announce(
+                ServerMessage.expiredPrefix(id: id, to: recipient, signal: type),
+                to: [String(fields[0])]
+            )
         }
     }
 
@@ -561,7 +702,10 @@ public final class ClusterHub: SessionHub, Service {
                 let remaining = try await self.leave(String(room), peer: peer)
                 await self.announce(ServerMessage.peerLeftPrefix(room: String(room), peer: peer), to: remaining)
             } catch {
-                logger.warning("could not take an ended session out of its room", metadata: ["peer": "\(peer)", "room": "\(room)"])
+                logger.warning(
+                    "could not take an ended session out of its room",
+                    metadata: ["peer": "\(peer)", "room": "\(room)"]
+                )
             }
         }
         if let origins = origins.array, !origins.isEmpty {
@@ -577,12 +721,20 @@ public final class ClusterHub: SessionHub, Service {
         do throws(RedisError) {
             if keepSession && limits.resumeGraceNanos > 0 {
                 let deadline = Self.epochMillis() + Int(limits.resumeGraceNanos / 1_000_000)
-                let kept = try await redis.run(ClusterScripts.detach, keys: keys.session(peer), arguments: [node, conn, deadline, ttlMillis])
+                let kept = try await redis.run(
+                    ClusterScripts.detach,
+                    keys: keys.session(peer),
+                    arguments: [node, conn, deadline, ttlMillis]
+                )
                 if kept.int == 1 {
                     _ = try await redis.send(["ZADD", keys.deadlines, deadline, peer])
                 }
             } else {
-                let reply = try await redis.run(ClusterScripts.end, keys: keys.session(peer), arguments: ["close", node, conn, 0, keys.channelPrefix])
+                let reply = try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(peer),
+                    arguments: ["close", node, conn, 0, keys.channelPrefix]
+                )
                 if let parts = reply.array, parts.count == 3, parts[0].string == "ended" {
                     _ = try? await redis.send(["ZREM", keys.deadlines, peer])
                     await self.cleanUp(peer: peer, rooms: parts[1].string ?? "", origins: parts[2])
@@ -620,19 +772,27 @@ public final class ClusterHub: SessionHub, Service {
         case .deliver(let connection, let seq, let bytes):
             self.write(bytes, seq: seq, to: connection)
         case .close(let connection, let code):
-            self.closeConnection(connection, code, reason: code == .idTaken ? "session resumed elsewhere" : "session ended")
+            self.closeConnection(
+                connection,
+                code,
+                reason: code == .idTaken ? "session resumed elsewhere" : "session ended"
+            )
         }
     }
 
     /// After the subscription was lost: every connection gets what was published meanwhile.
     private func catchUp() async {
         let open = state.withLockedValue { state in
-            state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? (id, local.peer!, local.lastWritten) : nil }
+            state.locals.compactMap { id, local in
+                local.isOpen && !local.detachedFromSession ? (id, local.peer!, local.lastWritten) : nil
+            }
         }
         for (connection, peer, after) in open {
             do throws(RedisError) {
                 let reply = try await redis.run(
-                    ClusterScripts.since, keys: keys.session(peer), arguments: [nodeName, String(connection.raw), String(after)]
+                    ClusterScripts.since,
+                    keys: keys.session(peer),
+                    arguments: [nodeName, String(connection.raw), String(after)]
                 )
                 guard let parts = reply.array, parts.first?.string == "ok", parts.count == 2 else {
                     self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
@@ -698,7 +858,8 @@ public final class ClusterHub: SessionHub, Service {
     /// whose session ended or moved while this node could not hear about it.
     private func refresh() async {
         let open = state.withLockedValue { state in
-            state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? (id, local.peer!) : nil }
+            state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? (id, local.peer!) : nil
+            }
         }
         guard !open.isEmpty else { return }
         let deadline = Self.epochMillis() + liveMillis
@@ -706,7 +867,8 @@ public final class ClusterHub: SessionHub, Service {
         for (connection, peer) in open {
             do throws(RedisError) {
                 let reply = try await redis.run(
-                    ClusterScripts.touch, keys: keys.session(peer),
+                    ClusterScripts.touch,
+                    keys: keys.session(peer),
                     arguments: [nodeName, String(connection.raw), deadline, ttlMillis]
                 )
                 switch reply.int {
@@ -728,10 +890,15 @@ public final class ClusterHub: SessionHub, Service {
     /// Ends sessions whose deadline passed (their client did not resume in time, or their node died).
     private func sweep() async {
         let now = Self.epochMillis()
-        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array else { return }
+        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array
+        else { return }
         for peer in due.compactMap(\.string) {
             do throws(RedisError) {
-                let reply = try await redis.run(ClusterScripts.end, keys: keys.session(peer), arguments: ["expire", "", "", now, keys.channelPrefix])
+                let reply = try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(peer),
+                    arguments: ["expire", "", "", now, keys.channelPrefix]
+                )
                 guard let parts = reply.array, let status = parts.first?.string else { continue }
                 if status == "alive" { continue }
                 _ = try await redis.run(ClusterScripts.forgetDeadline, keys: [keys.deadlines], arguments: [peer, now])
@@ -759,7 +926,9 @@ public final class ClusterHub: SessionHub, Service {
                 state.unreachableSince = now
                 return nil
             }
-            guard let timeout = configuration.partitionTimeout, now - since >= Self.nanoseconds(timeout) else { return [] }
+            guard let timeout = configuration.partitionTimeout, now - since >= Self.nanoseconds(timeout) else {
+                return []
+            }
             return state.locals.compactMap { id, local in local.isOpen && !local.detachedFromSession ? id : nil }
         }
         guard let evict else {
@@ -767,7 +936,10 @@ public final class ClusterHub: SessionHub, Service {
             return
         }
         if !evict.isEmpty {
-            logger.warning("Redis unreachable: sending clients to other nodes", metadata: ["connections": "\(evict.count)"])
+            logger.warning(
+                "Redis unreachable: sending clients to other nodes",
+                metadata: ["connections": "\(evict.count)"]
+            )
             for connection in evict {
                 self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
             }
@@ -905,7 +1077,8 @@ enum NodeMessage: Equatable {
             guard let seq = Self.readNumber(&buffer), buffer.readableBytes > 0 else { return nil }
             self = .deliver(ConnectionID(conn), seq: seq, buffer)
         case UInt8(ascii: "K"):
-            guard let raw = Self.readNumber(&buffer), let code = CloseCode(rawValue: UInt16(truncatingIfNeeded: raw)) else { return nil }
+            guard let raw = Self.readNumber(&buffer), let code = CloseCode(rawValue: UInt16(truncatingIfNeeded: raw))
+            else { return nil }
             self = .close(ConnectionID(conn), code)
         default:
             return nil

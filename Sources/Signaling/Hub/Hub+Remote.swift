@@ -38,7 +38,9 @@ extension Hub {
     /// that is never read is reported by ``takeRemoteExpiries()``, and a full queue refuses it.
     @discardableResult
     public func deliverRemote(
-        to peer: String, prefix: ByteBuffer, origin: (sender: String, id: String?, type: SignalType)? = nil
+        to peer: String,
+        prefix: ByteBuffer,
+        origin: (sender: String, id: String?, type: SignalType)? = nil
     ) -> RemoteDelivery {
         var actions: [HubAction] = []
         let queued = origin.map { HubState.QueuedOrigin(sender: $0.sender, id: $0.id, type: $0.type, remote: true) }

@@ -227,7 +227,10 @@ public struct HubState: Sendable {
                 peer = self.randomPeerID()
             case .forbidden(let requested):
                 actions.append(
-                    .send(connection, self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil))
+                    .send(
+                        connection,
+                        self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil)
+                    )
                 )
                 actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
                 return .refused(.unauthorized)
@@ -623,7 +626,9 @@ public struct HubState: Sendable {
         counters.expired += 1
         if origin.remote {
             if remoteExpiries.count < 65_536 {
-                remoteExpiries.append(RemoteExpiry(sender: origin.sender, id: origin.id, signal: origin.type, recipient: recipient))
+                remoteExpiries.append(
+                    RemoteExpiry(sender: origin.sender, id: origin.id, signal: origin.type, recipient: recipient)
+                )
             }
             return
         }
