@@ -8,7 +8,7 @@ let strict: [SwiftSetting] = [
 
 let package = Package(
     name: "signal",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Signaling", targets: ["Signaling"]),
         .library(name: "PeerMesh", targets: ["PeerMesh"]),

@@ -15,16 +15,26 @@ struct HubHarness {
     }
 
     static func welcome(_ peer: String, _ token: String, _ resumed: Bool, _ gap: Bool) -> ByteBuffer {
-        ByteBuffer(string: #"{"type":"welcome","peer":"\#(peer)","session":"\#(token)","resumed":\#(resumed),"gap":\#(gap)}"#)
+        ByteBuffer(
+            string: #"{"type":"welcome","peer":"\#(peer)","session":"\#(token)","resumed":\#(resumed),"gap":\#(gap)}"#
+        )
     }
 
     /// Opens a session and returns the actions.
     @discardableResult
-    mutating func connect(_ peer: String?, subject: String? = nil, grant: RoomGrant = .all) -> (OpenOutcome, [HubAction]) {
+    mutating func connect(_ peer: String?, subject: String? = nil, grant: RoomGrant = .all) -> (
+        OpenOutcome, [HubAction]
+    ) {
         let connection = ConnectionID(nextConnection)
         nextConnection += 1
         var actions: [HubAction] = []
-        let outcome = state.open(connection, .fresh(peer: peer, subject: subject, grant: grant), now: now, welcome: Self.welcome, actions: &actions)
+        let outcome = state.open(
+            connection,
+            .fresh(peer: peer, subject: subject, grant: grant),
+            now: now,
+            welcome: Self.welcome,
+            actions: &actions
+        )
         if case .opened(let id, _, _, _) = outcome { connections[id] = connection }
         return (outcome, actions)
     }
@@ -33,7 +43,13 @@ struct HubHarness {
         let connection = ConnectionID(nextConnection)
         nextConnection += 1
         var actions: [HubAction] = []
-        let outcome = state.open(connection, .resume(token: token, last: last, subject: nil), now: now, welcome: Self.welcome, actions: &actions)
+        let outcome = state.open(
+            connection,
+            .resume(token: token, last: last, subject: nil),
+            now: now,
+            welcome: Self.welcome,
+            actions: &actions
+        )
         if case .opened = outcome { connections[peer] = connection }
         return (outcome, actions)
     }
@@ -67,7 +83,9 @@ struct HubHarness {
     /// Text messages `actions` send to `peer`'s current connection.
     func texts(_ actions: [HubAction], to peer: String) -> [String] {
         actions.compactMap {
-            if case .send(let connection, let buffer) = $0, connection == connections[peer] { return String(buffer: buffer) }
+            if case .send(let connection, let buffer) = $0, connection == connections[peer] {
+                return String(buffer: buffer)
+            }
             return nil
         }
     }
@@ -88,7 +106,11 @@ struct HubHarness {
         let a = hub.send("alice", #"{"type":"join","room":"r","meta":{"name":"A"},"id":"1"}"#)
         #expect(hub.texts(a, to: "alice") == [#"{"type":"joined","room":"r","peers":[],"id":"1"}"#])
         let b = hub.send("bob", #"{"type":"join","room":"r","id":"2"}"#)
-        #expect(hub.texts(b, to: "bob") == [#"{"type":"joined","room":"r","peers":[{"peer":"alice","meta":{"name":"A"}}],"id":"2"}"#])
+        #expect(
+            hub.texts(b, to: "bob") == [
+                #"{"type":"joined","room":"r","peers":[{"peer":"alice","meta":{"name":"A"}}],"id":"2"}"#
+            ]
+        )
         #expect(hub.texts(b, to: "alice") == [#"{"type":"peer-joined","room":"r","peer":"bob","meta":{},"seq":1}"#])
         let again = hub.send("bob", #"{"type":"join","room":"r"}"#)
         #expect(hub.texts(again, to: "alice").isEmpty, "joining twice is idempotent")
@@ -104,7 +126,11 @@ struct HubHarness {
         hub.connect("alice")
         hub.connect("bob")
         let actions = hub.send("alice", #"{"type":"offer","to":"bob","sdp":"v=0","from":"eve","id":"o1"}"#)
-        #expect(hub.texts(actions, to: "bob") == [#"{"type":"offer","to":"bob","sdp":"v=0","id":"o1","from":"alice","seq":1}"#])
+        #expect(
+            hub.texts(actions, to: "bob") == [
+                #"{"type":"offer","to":"bob","sdp":"v=0","id":"o1","from":"alice","seq":1}"#
+            ]
+        )
         #expect(hub.texts(actions, to: "alice") == [#"{"type":"ack","id":"o1"}"#])
         let missing = hub.send("alice", #"{"type":"bye","to":"nobody","id":"b"}"#)
         #expect(hub.texts(missing, to: "alice").first?.contains(#""code":"peer-unavailable""#) == true)
@@ -148,7 +174,9 @@ struct HubHarness {
         for peer in ["a", "b", "c"] { hub.connect(peer) }
         hub.send("a", #"{"type":"join","room":"r1"}"#)
         hub.send("a", #"{"type":"join","room":"r2"}"#)
-        #expect(hub.texts(hub.send("a", #"{"type":"join","room":"r3"}"#), to: "a").first?.contains("too-many-rooms") == true)
+        #expect(
+            hub.texts(hub.send("a", #"{"type":"join","room":"r3"}"#), to: "a").first?.contains("too-many-rooms") == true
+        )
         hub.send("b", #"{"type":"join","room":"r1"}"#)
         #expect(hub.texts(hub.send("c", #"{"type":"join","room":"r1"}"#), to: "c").first?.contains("room-full") == true)
     }
@@ -156,8 +184,14 @@ struct HubHarness {
     @Test func tokenGrantsRooms() {
         var hub = HubHarness()
         hub.connect(nil, subject: "alice", grant: RoomGrant(claim: ["lobby"]))
-        #expect(hub.texts(hub.send("alice", #"{"type":"join","room":"vip"}"#), to: "alice").first?.contains("forbidden") == true)
-        #expect(hub.texts(hub.send("alice", #"{"type":"join","room":"lobby"}"#), to: "alice").first?.contains("joined") == true)
+        #expect(
+            hub.texts(hub.send("alice", #"{"type":"join","room":"vip"}"#), to: "alice").first?.contains("forbidden")
+                == true
+        )
+        #expect(
+            hub.texts(hub.send("alice", #"{"type":"join","room":"lobby"}"#), to: "alice").first?.contains("joined")
+                == true
+        )
         #expect(RoomGrant(claim: ["*"]) == .all)
     }
 
@@ -198,7 +232,10 @@ struct HubHarness {
         #expect(outcome == .opened(peer: "bob", resumed: true, gap: false, replayed: 3))
         let texts = hub.texts(actions, to: "bob")
         #expect(texts.first?.contains(#""resumed":true"#) == true)
-        #expect(texts.dropFirst().map { $0.contains(#""seq":4"#) || $0.contains(#""seq":5"#) || $0.contains(#""seq":6"#) } == [true, true, true])
+        #expect(
+            texts.dropFirst().map { $0.contains(#""seq":4"#) || $0.contains(#""seq":5"#) || $0.contains(#""seq":6"#) }
+                == [true, true, true]
+        )
         // A used token is refused.
         let (reused, closes) = hub.resume("bob", token: token, last: 0)
         #expect(reused == .refused(.sessionNotResumable))
@@ -277,7 +314,11 @@ struct HubHarness {
         hub.connect("bob")
         hub.drop("bob")
         var full = 0
-        guard case .success(let message) = MessageDecoder().decode(ByteBuffer(string: #"{"type":"message","to":"bob","data":1}"#)) else {
+        guard
+            case .success(let message) = MessageDecoder().decode(
+                ByteBuffer(string: #"{"type":"message","to":"bob","data":1}"#)
+            )
+        else {
             Issue.record("invalid message")
             return
         }
@@ -372,19 +413,24 @@ struct HubHarness {
 
 @Suite struct RateLimiterTests {
     @Test func burstThenRefuseThenDisconnect() {
-        var limiter = RateLimiter(burst: 3, ratePerSecond: 1, maxStrikes: 2, now: 0)
-        #expect((0..<3).map { _ in limiter.take(now: 0) } == [.allow, .allow, .allow])
-        #expect(limiter.take(now: 0) == .refuse)
-        #expect(limiter.take(now: 0) == .refuse)
-        #expect(limiter.take(now: 0) == .disconnect)
+        let policy = RateLimiter.Policy(burst: 3, ratePerSecond: 1, maxStrikes: 2)
+        var limiter = RateLimiter(policy: policy, now: 0)
+        #expect((0..<3).map { _ in limiter.take(now: 0, policy: policy) } == [.allow, .allow, .allow])
+        #expect(limiter.take(now: 0, policy: policy) == .refuse)
+        #expect(limiter.take(now: 0, policy: policy) == .refuse)
+        #expect(limiter.take(now: 0, policy: policy) == .disconnect)
     }
 
     @Test func refillsAndForgivesAfterAQuietSecond() {
-        var limiter = RateLimiter(burst: 1, ratePerSecond: 10, maxStrikes: 1, now: 0)
-        #expect(limiter.take(now: 0) == .allow)
-        #expect(limiter.take(now: 0) == .refuse)
-        #expect(limiter.take(now: 2_000_000_000) == .allow)
-        #expect(limiter.take(now: 2_000_000_000) == .refuse, "strikes were forgiven: refuse, not disconnect")
+        let policy = RateLimiter.Policy(burst: 1, ratePerSecond: 10, maxStrikes: 1)
+        var limiter = RateLimiter(policy: policy, now: 0)
+        #expect(limiter.take(now: 0, policy: policy) == .allow)
+        #expect(limiter.take(now: 0, policy: policy) == .refuse)
+        #expect(limiter.take(now: 2_000_000_000, policy: policy) == .allow)
+        #expect(
+            limiter.take(now: 2_000_000_000, policy: policy) == .refuse,
+            "strikes were forgiven: refuse, not disconnect"
+        )
     }
 }
 

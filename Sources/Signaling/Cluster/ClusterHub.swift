@@ -1057,7 +1057,10 @@ public final class ClusterHub: SessionHub, Service {
         return characters.string(count: count)
     }
 
-    static func randomPeerID() -> String { "p-" + randomString(count: 20) }
+    static func randomPeerID() -> String {
+        var characters = RandomCharacters()
+        return PeerIdentity.randomID(using: &characters)
+    }
 }
 
 /// A message on a node's channel.

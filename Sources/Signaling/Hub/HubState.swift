@@ -98,13 +98,13 @@ public struct HubState: Sendable {
 
     struct Session {
         let peer: String
-        var token: String
+        var token: SessionToken
         var connection: ConnectionID?
         var detachedUntil: UInt64 = 0
         var rooms: [String] = []
         var grant: RoomGrant
         var nextSeq: UInt64 = 1
-        var buffer = CircularBuffer<Buffered>(initialCapacity: 4)
+        var buffer = ResumeRing<Buffered>()
         var bufferBytes = 0
         /// Entries that arrived while away; the queue bound applies to these only, so messages the client
         /// was sent but has not confirmed never make a signal to it bounce.
@@ -183,7 +183,7 @@ public struct HubState: Sendable {
     public private(set) var counters = HubCounters()
     private var sessions: [String: Session] = [:]
     private var connections: [ConnectionID: String] = [:]
-    private var tokens: [String: String] = [:]
+    private var tokens: [SessionToken: String] = [:]
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
     private var bufferedBytes = 0
@@ -203,7 +203,7 @@ public struct HubState: Sendable {
     public func peer(of connection: ConnectionID) -> String? { connections[connection] }
     public func members(of room: String) -> [String] { rooms[room]?.map(\.peer) ?? [] }
     public func hasSession(_ peer: String) -> Bool { sessions[peer] != nil }
-    public func resumeToken(of peer: String) -> String? { sessions[peer]?.token }
+    public func resumeToken(of peer: String) -> String? { sessions[peer]?.token.description }
     public func bufferedCount(of peer: String) -> Int { sessions[peer]?.buffer.count ?? 0 }
 
     // MARK: Events
@@ -255,11 +255,13 @@ public struct HubState: Sendable {
             sessions[peer] = Session(peer: peer, token: token, connection: connection, grant: grant)
             tokens[token] = peer
             connections[connection] = peer
-            actions.append(.send(connection, welcome(peer, token, false, false)))
+            actions.append(.send(connection, welcome(peer, token.description, false, false)))
             return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
 
         case .resume(let oldToken, let last, let subject):
-            guard let peer = tokens[oldToken], var session = sessions[peer], PeerIdentity.owns(subject, peer) else {
+            guard let oldToken = SessionToken(oldToken), let peer = tokens[oldToken], var session = sessions[peer],
+                PeerIdentity.owns(subject, peer)
+            else {
                 actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
                 return .refused(.sessionNotResumable)
             }
@@ -277,7 +279,7 @@ public struct HubState: Sendable {
             tokens[token] = peer
             connections[connection] = peer
             let gap = last < session.droppedThrough || last > session.lastSeq
-            actions.append(.send(connection, welcome(peer, token, true, gap)))
+            actions.append(.send(connection, welcome(peer, token.description, true, gap)))
             var replayed = 0
             for index in session.buffer.indices {
                 // Everything after `last`; with an impossible `last` (beyond our seq) at least what was
@@ -662,21 +664,21 @@ public struct HubState: Sendable {
 
     // MARK: Randomness
 
-    private mutating func randomString(count: Int) -> String {
-        randomness.string(count: count)
-    }
-
-    /// 20 base-62 characters (~119 bits): unguessable, so knowing an id never lets anyone act as it.
+    /// An unused random id (``PeerIdentity/randomID(using:)``): unguessable, so knowing an id never
+    /// lets anyone act as it.
     private mutating func randomPeerID() -> String {
         while true {
-            let candidate = "p-" + randomString(count: 20)
+            let candidate = PeerIdentity.randomID(using: &randomness)
             if sessions[candidate] == nil { return candidate }
         }
     }
 
-    /// 43 base-62 characters (~256 bits).
-    private mutating func randomToken() -> String {
-        randomString(count: 43)
+    /// 128 random bits, unused by any other session.
+    private mutating func randomToken() -> SessionToken {
+        while true {
+            let candidate = SessionToken.random()
+            if tokens[candidate] == nil { return candidate }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// The bounded queue of messages waiting for one connection's event loop.
 ///
@@ -8,17 +8,21 @@ import NIOCore
 /// the outbox stops taking messages and flags an overflow: the handler then closes the connection with
 /// 1013 (slow consumer). Nothing is lost by that: every sequenced message is also in the session's
 /// resume buffer.
-public final class Outbox: @unchecked Sendable {
+public final class Outbox: Sendable {
     public enum Item: Sendable {
         case text(ByteBuffer)
         case close(CloseCode, reason: String)
     }
 
-    private let lock = NIOLock()
-    private var items: [Item] = []
-    private var bytes = 0
-    private var overflowed = false
-    private var wakePending = false
+    private struct State {
+        var items: [Item] = []
+        var bytes = 0
+        var overflowed = false
+        var wakePending = false
+    }
+
+    /// Kept inline (a futex word, not a separately allocated lock): one outbox per connection.
+    private let state = Mutex(State())
     private let limit: Int
     private let wake: @Sendable () -> Void
 
@@ -33,21 +37,22 @@ public final class Outbox: @unchecked Sendable {
 
     /// Appends an item; returns true when the owner must be woken (see ``wakeOwner()``).
     public func append(_ item: Item) -> Bool {
-        self.lock.withLock {
-            if overflowed { return false }
+        let limit = self.limit
+        return self.state.withLock { state in
+            if state.overflowed { return false }
             if case .text(let buffer) = item {
-                bytes += buffer.readableBytes
-                if bytes > limit {
+                state.bytes += buffer.readableBytes
+                if state.bytes > limit {
                     // Overflow always wakes the owner, even when it is waiting for writability.
-                    overflowed = true
-                    items.removeAll()
-                    wakePending = true
+                    state.overflowed = true
+                    state.items.removeAll()
+                    state.wakePending = true
                     return true
                 }
             }
-            items.append(item)
-            if wakePending { return false }
-            wakePending = true
+            state.items.append(item)
+            if state.wakePending { return false }
+            state.wakePending = true
             return true
         }
     }
@@ -58,13 +63,13 @@ public final class Outbox: @unchecked Sendable {
 
     /// Takes everything queued. `overflowed` means the connection must be closed with 1013.
     public func take() -> (items: [Item], overflowed: Bool) {
-        self.lock.withLock {
-            wakePending = false
+        self.state.withLock { state in
+            state.wakePending = false
             defer {
-                items.removeAll(keepingCapacity: true)
-                bytes = 0
+                state.items.removeAll(keepingCapacity: true)
+                state.bytes = 0
             }
-            return (items, overflowed)
+            return (state.items, state.overflowed)
         }
     }
 
@@ -73,16 +78,16 @@ public final class Outbox: @unchecked Sendable {
     /// outbox overflowed (the connection must then be closed with 1013).
     public func take(swapping items: inout [Item]) -> Bool {
         precondition(items.isEmpty, "take(swapping:) needs an empty array")
-        return self.lock.withLock {
-            wakePending = false
-            swap(&self.items, &items)
-            bytes = 0
-            return overflowed
+        return self.state.withLock { state in
+            state.wakePending = false
+            swap(&state.items, &items)
+            state.bytes = 0
+            return state.overflowed
         }
     }
 
     /// Whether the outbox overflowed (checked while the socket is not writable).
     public var isOverflowed: Bool {
-        self.lock.withLock { overflowed }
+        self.state.withLock { $0.overflowed }
     }
 }

@@ -23,4 +23,13 @@ public enum PeerIdentity {
         guard let subject else { return true }
         return peer == subject || peer.hasPrefix(subject + "~")
     }
+
+    /// Random characters after `p-` in an id the hub picks: 13 base-62 characters (~77 bits), so an
+    /// id is unguessable and, at 15 bytes, fits in a Swift small string (no heap allocation per id).
+    static let randomIDCharacters = 13
+
+    /// A random id (`p-` and ``randomIDCharacters`` base-62 characters).
+    static func randomID(using characters: inout RandomCharacters) -> String {
+        "p-" + characters.string(count: randomIDCharacters)
+    }
 }

@@ -8,30 +8,38 @@ public struct RateLimiter: Sendable {
         case disconnect
     }
 
-    /// Tokens the bucket holds when full (the burst a client may send at once).
-    public let burst: Double
-    /// Tokens added per second (the sustained rate).
-    public let ratePerSecond: Double
-    /// Refused messages tolerated before the connection is closed. The count starts over once a client
-    /// has gone a whole second without being refused.
-    public let maxStrikes: Int
+    /// The limits, shared by every connection of a server (kept apart from the per-connection state so
+    /// each connection stores only its counters).
+    public struct Policy: Sendable {
+        /// Tokens the bucket holds when full (the burst a client may send at once).
+        public var burst: Double
+        /// Tokens added per second (the sustained rate).
+        public var ratePerSecond: Double
+        /// Refused messages tolerated before the connection is closed. The count starts over once a
+        /// client has gone a whole second without being refused.
+        public var maxStrikes: Int
+
+        public init(burst: Int, ratePerSecond: Int, maxStrikes: Int) {
+            self.burst = Double(burst)
+            self.ratePerSecond = Double(ratePerSecond)
+            self.maxStrikes = maxStrikes
+        }
+    }
 
     private var tokens: Double
     private var lastRefill: UInt64
     private var strikes = 0
     private var lastRefusal: UInt64 = 0
 
-    public init(burst: Int, ratePerSecond: Int, maxStrikes: Int, now: UInt64) {
-        self.burst = Double(burst)
-        self.ratePerSecond = Double(ratePerSecond)
-        self.maxStrikes = maxStrikes
-        self.tokens = Double(burst)
+    /// A full bucket.
+    public init(policy: Policy, now: UInt64) {
+        self.tokens = policy.burst
         self.lastRefill = now
     }
 
-    public mutating func take(now: UInt64) -> Decision {
+    public mutating func take(now: UInt64, policy: Policy) -> Decision {
         if now > lastRefill {
-            tokens = min(burst, tokens + Double(now - lastRefill) / 1e9 * ratePerSecond)
+            tokens = min(policy.burst, tokens + Double(now - lastRefill) / 1e9 * policy.ratePerSecond)
             lastRefill = now
         }
         if tokens >= 1 {
@@ -41,6 +49,6 @@ public struct RateLimiter: Sendable {
         }
         strikes += 1
         lastRefusal = now
-        return strikes > maxStrikes ? .disconnect : .refuse
+        return strikes > policy.maxStrikes ? .disconnect : .refuse
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 
-/// One heartbeat timer per event loop instead of one `RepeatedTask` per connection.
+/// One heartbeat timer per event loop instead of one `RepeatedTask` per connection (and the loop's other
+/// per-connection scratch state).
 ///
 /// Every connection on the loop is visited once per `period`, a slice of them at each of `slices` ticks,
 /// so pings and timeout checks are spread evenly over the period rather than bunched the way the
@@ -20,6 +21,10 @@ final class HeartbeatSweep {
     private var members: [any Member] = []
     private var task: RepeatedTask?
     private var nextSlice = 0
+    /// The array every connection of this loop drains its outbox into (``Outbox/take(swapping:)``), so a
+    /// drain allocates nothing and an idle connection keeps no array of its own. A nested drain finds it
+    /// empty (swapped out) and simply uses a fresh one.
+    var drainScratch: [Outbox.Item] = []
 
     /// - Parameters:
     ///   - period: how often each member is visited.

@@ -37,9 +37,15 @@ final class WebSocketShared: Sendable {
     /// Per-connection metadata is passed at each log call (``WebSocketHandler``'s `logMetadata`) rather
     /// than stored, which would copy the logger's metadata for every connection.
     let logger: Logger
+    let ratePolicy: RateLimiter.Policy
 
     init(settings: WebSocketSettings, metrics: HubMetrics, logger: Logger) {
         self.settings = settings
+        self.ratePolicy = RateLimiter.Policy(
+            burst: settings.rateBurst,
+            ratePerSecond: settings.ratePerSecond,
+            maxStrikes: settings.rateMaxStrikes
+        )
         self.metrics = metrics
         self.logger = logger
     }
@@ -58,7 +64,11 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     /// ones (echoed messages) are written as they are after a header buffer.
     private static let copyLimit = 8192
 
-    private let role: WebSocketRole
+    /// The hub of a `/ws` session; nil for `/echo`.
+    private let hub: (any SessionHub)?
+    /// What the session is opened with, until ``handlerAdded(context:)`` has opened it (then let go, so
+    /// an open connection does not keep its upgrade request).
+    private var opening: Opening?
     private let shared: WebSocketShared
     private var settings: WebSocketSettings { shared.settings }
     private var metrics: HubMetrics { shared.metrics }
@@ -77,8 +87,6 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     private var connection: ConnectionID?
     private var peer: String?
     private var outbox: Outbox?
-    /// The array handed to ``Outbox/take(swapping:)``, kept so a drain allocates no array.
-    private var spareItems: [Outbox.Item] = []
     private var rate: RateLimiter
     /// Bytes the handler wrote itself (error replies, echoes) since the socket stopped being writable.
     private var unwritableBytes = 0
@@ -87,7 +95,13 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
 
     init(role: WebSocketRole, shared: WebSocketShared, sweep: HeartbeatSweep) {
         let settings = shared.settings
-        self.role = role
+        switch role {
+        case .echo:
+            self.hub = nil
+        case .session(let hub, let request, let refusal):
+            self.hub = hub
+            self.opening = Opening(request: request, refusal: refusal)
+        }
         self.shared = shared
         self.sweep = sweep
         self.reader = InboundFrameReader(
@@ -95,12 +109,17 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             maxMessageBytes: settings.maxMessageBytes,
             maxFragments: settings.maxFragments
         )
-        self.rate = RateLimiter(
-            burst: settings.rateBurst,
-            ratePerSecond: settings.ratePerSecond,
-            maxStrikes: settings.rateMaxStrikes,
-            now: NIODeadline.now().uptimeNanoseconds
-        )
+        self.rate = RateLimiter(policy: shared.ratePolicy, now: NIODeadline.now().uptimeNanoseconds)
+    }
+
+    private final class Opening {
+        let request: OpenRequest
+        let refusal: (ErrorCode, CloseCode, String)?
+
+        init(request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?) {
+            self.request = request
+            self.refusal = refusal
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -114,7 +133,8 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         metrics.connectionsOpened.increment()
 
-        guard case .session(let hub, let request, let refusal) = role else { return }
+        guard let hub, let opening = self.opening.take() else { return }
+        let (request, refusal) = (opening.request, opening.refusal)
         let eventLoop = context.eventLoop
         let outbox = Outbox(limit: settings.outboundQueueBytes) {
             eventLoop.execute { loopBound.value.drainFromWake() }
@@ -163,7 +183,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             keep = true
             metrics.recordClose(1006)
         }
-        if case .session(let hub, _, _) = role, let connection {
+        if let hub, let connection {
             hub.closed(connection, keepSession: keep)
             logger.debug("connection closed", metadata: self.logMetadata(["session.kept": "\(keep)"]))
         }
@@ -246,7 +266,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             }
             self.receivedText(payload)
         case .binary:
-            if case .echo = role {
+            if hub == nil {
                 self.sendDirect(.binary, payload)
             } else {
                 self.initiateClose(.unsupportedData, reason: "binary frames are not accepted")
@@ -267,14 +287,14 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     }
 
     private func receivedText(_ text: ByteBuffer) {
-        guard case .session(let hub, _, _) = role, let connection else {
+        guard let hub, let connection else {
             self.sendDirect(.text, text)
             return
         }
         metrics.messagesIn.increment()
         // Decoded first so that even a refusal names the request it refuses.
         let decoded = settings.decoder.decode(text)
-        switch rate.take(now: NIODeadline.now().uptimeNanoseconds) {
+        switch rate.take(now: NIODeadline.now().uptimeNanoseconds, policy: shared.ratePolicy) {
         case .allow: break
         case .refuse:
             let id: String?
@@ -374,10 +394,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         }
         guard context.channel.isWritable else { return }
         var items: [Outbox.Item] = []
-        swap(&items, &spareItems)
+        swap(&items, &sweep.drainScratch)
         defer {
             items.removeAll(keepingCapacity: true)
-            swap(&items, &spareItems)
+            swap(&items, &sweep.drainScratch)
         }
         if outbox.take(swapping: &items) {
             self.initiateClose(.tryAgainLater, reason: "slow consumer: outbound queue full")
