@@ -86,6 +86,9 @@ struct HubHarness {
             if case .send(let connection, let buffer) = $0, connection == connections[peer] {
                 return String(buffer: buffer)
             }
+            if case .ack(let connection, let id, let queued) = $0, connection == connections[peer] {
+                return String(buffer: ServerMessage.ack(id: id, queued: queued))
+            }
             return nil
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 
@@ -16,7 +17,9 @@ import Testing
     }
 
     @Test func decodesAnOfferAndStripsServerOwnedFields() throws {
-        let message = try decode(#"{"type":"offer","to":"bob","sdp":"v=0","from":"mallory","seq":99,"sid":"call-1","id":"r1"}"#).get()
+        let message = try decode(
+            #"{"type":"offer","to":"bob","sdp":"v=0","from":"mallory","seq":99,"sid":"call-1","id":"r1"}"#
+        ).get()
         #expect(message.id == "r1")
         guard case .signal(let envelope) = message.request else {
             Issue.record("not a signal")
@@ -25,7 +28,10 @@ import Testing
         #expect(envelope.type == .offer)
         #expect(envelope.to == "bob")
         let relayed = ServerMessage.sequenced(ServerMessage.signalPrefix(envelope, from: "alice"), seq: 7)
-        #expect(String(buffer: relayed) == #"{"type":"offer","to":"bob","sdp":"v=0","sid":"call-1","id":"r1","from":"alice","seq":7}"#)
+        #expect(
+            String(buffer: relayed)
+                == #"{"type":"offer","to":"bob","sdp":"v=0","sid":"call-1","id":"r1","from":"alice","seq":7}"#
+        )
     }
 
     @Test func validatesEachSignalSchema() {
@@ -36,11 +42,17 @@ import Testing
         #expect(error(#"{"type":"candidate","to":"bob"}"#)?.code == .badMessage)
         #expect(error(#"{"type":"candidate","to":"bob","candidate":""}"#)?.code == .badMessage)
         #expect(error(#"{"type":"candidate","to":"bob","candidate":{"sdpMid":"0"}}"#)?.code == .badMessage)
-        #expect(error(#"{"type":"candidate","to":"bob","candidate":{"candidate":"c","sdpMLineIndex":-1}}"#)?.code == .badMessage)
+        #expect(
+            error(#"{"type":"candidate","to":"bob","candidate":{"candidate":"c","sdpMLineIndex":-1}}"#)?.code
+                == .badMessage
+        )
         #expect(error(#"{"type":"message","to":"bob"}"#)?.code == .badMessage)
         #expect(error(#"{"type":"message","data":1}"#)?.code == .badMessage)
         #expect(error(#"{"type":"bye"}"#)?.code == .badMessage)
-        #expect(error(#"{"type":"zap","id":"z"}"#) == ProtocolError(.unknownType, "unknown message type \"zap\"", requestID: "z"))
+        #expect(
+            error(#"{"type":"zap","id":"z"}"#)
+                == ProtocolError(.unknownType, "unknown message type \"zap\"", requestID: "z")
+        )
         #expect(error(#"{"to":"bob"}"#)?.code == .badMessage)
         #expect(error(#"{"type":1}"#)?.code == .badMessage)
         #expect(error("not json")?.code == .badMessage)
@@ -68,7 +80,10 @@ import Testing
         #expect(error(#"{"type":"join","room":"r","meta":"x"}"#)?.code == .badMessage)
         let big = #"{"type":"join","room":"r","meta":{"n":"\#(String(repeating: "x", count: 1100))"}}"#
         #expect(error(big)?.code == .tooLarge)
-        guard case .join(let room, let meta) = try decode(#"{"type":"join","room":"r.1~_-","meta":{"name":"A"}}"#).get().request else {
+        guard
+            case .join(let room, let meta) = try decode(#"{"type":"join","room":"r.1~_-","meta":{"name":"A"}}"#).get()
+                .request
+        else {
             Issue.record("not a join")
             return
         }
@@ -84,5 +99,17 @@ import Testing
         #expect(seq == 42)
         #expect(error(#"{"type":"received","seq":-1}"#)?.code == .badMessage)
         #expect(error(#"{"type":"received","seq":1.5}"#)?.code == .badMessage)
+    }
+}
+
+@Suite struct AckEncodingTests {
+    @Test(arguments: [nil, "o1", "12345678", "a \"quoted\" \\ id\n", "é-ü"], [false, true])
+    func anAckWrittenIntoAFrameHasItsDeclaredLength(_ id: String?, _ queued: Bool) throws {
+        let ack = ServerMessage.ack(id: id, queued: queued)
+        #expect(ack.readableBytes == ServerMessage.ackLength(id: id, queued: queued))
+        let decoded = try JSONSerialization.jsonObject(with: Data(ack.readableBytesView)) as? [String: Any]
+        #expect(decoded?["type"] as? String == "ack")
+        #expect(decoded?["id"] as? String == id)
+        #expect((decoded?["queued"] as? Bool ?? false) == queued)
     }
 }

@@ -168,6 +168,9 @@ public final class Hub: Sendable {
             case .send(let id, let buffer):
                 connection = id
                 item = .text(buffer)
+            case .ack(let id, let request, let queued):
+                connection = id
+                item = .ack(id: request, queued: queued)
             case .close(let id, let code, let reason):
                 connection = id
                 item = .close(code, reason: reason)

@@ -11,6 +11,9 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 public enum HubAction: Sendable {
     /// Write one text message to a connection.
     case send(ConnectionID, ByteBuffer)
+    /// Write an `ack` (``ServerMessage/ack(id:queued:)``) to a connection. Kept as its fields, so the
+    /// connection writes it straight into its outgoing frames: no buffer per acknowledged signal.
+    case ack(ConnectionID, id: String?, queued: Bool)
     /// Close a connection with a close frame.
     case close(ConnectionID, CloseCode, reason: String)
 }
@@ -96,6 +99,21 @@ public struct HubState: Sendable {
         init(_ origin: QueuedOrigin) { self.origin = origin }
     }
 
+    /// The answer to a request, remembered by request id so a resend is answered again (not redone).
+    enum Answer {
+        /// An `ack`: two fields rather than its bytes.
+        case ack(queued: Bool)
+        /// Any other answer (an `error`, `left`).
+        case message(ByteBuffer)
+
+        func action(_ connection: ConnectionID, id: String?) -> HubAction {
+            switch self {
+            case .ack(let queued): return .ack(connection, id: id, queued: queued)
+            case .message(let buffer): return .send(connection, buffer)
+            }
+        }
+    }
+
     struct Session {
         let peer: String
         var token: SessionToken
@@ -114,10 +132,10 @@ public struct HubState: Sendable {
         var droppedThrough: UInt64 = 0
         /// Answers to requests (signals, `leave`) on the current connection: a ring of at most the
         /// remembered-requests limit, oldest at `answersStart` once full (so remembering one is O(1)).
-        var answers: [(id: String, reply: ByteBuffer)] = []
+        var answers: [(id: String, answer: Answer)] = []
         var answersStart = 0
         /// Answers given on earlier connections of this session, bounded like `answers`.
-        var previousAnswers: [String: ByteBuffer] = [:]
+        var previousAnswers: [String: Answer] = [:]
         var previousOrder: [String] = []
 
         /// Moves the current connection's answers to `previousAnswers`, keeping the newest `limit`.
@@ -135,11 +153,11 @@ public struct HubState: Sendable {
         }
 
         /// Remembers the answer to request `id`, forgetting the oldest past `limit`.
-        mutating func remember(_ reply: ByteBuffer, for id: String, limit: Int) {
+        mutating func remember(_ answer: Answer, for id: String, limit: Int) {
             if answers.count < limit {
-                answers.append((id, reply))
+                answers.append((id, answer))
             } else {
-                answers[answersStart] = (id, reply)
+                answers[answersStart] = (id, answer)
                 answersStart = (answersStart + 1) % limit
             }
         }
@@ -343,21 +361,21 @@ public struct HubState: Sendable {
             if let id = message.id,
                 let earlier = self.session(at: index, { $0.previousAnswers.isEmpty ? nil : $0.previousAnswers[id] })
             {
-                actions.append(.send(connection, earlier))
+                actions.append(earlier.action(connection, id: id))
                 return
             }
-            let reply: ByteBuffer
+            let answer: Answer
             if case .signal(let envelope) = message.request {
-                reply = self.relay(envelope, from: peer, at: index, id: message.id, actions: &actions)
+                answer = self.relay(envelope, from: peer, at: index, id: message.id, actions: &actions)
             } else if case .leave(let room) = message.request {
-                reply = self.leave(peer, room: room, id: message.id, actions: &actions)
+                answer = .message(self.leave(peer, room: room, id: message.id, actions: &actions))
             } else {
                 return
             }
-            actions.append(.send(connection, reply))
+            actions.append(answer.action(connection, id: message.id))
             if let id = message.id, limits.rememberedRequests > 0, let index = sessions.index(forKey: peer) {
                 let limit = limits.rememberedRequests
-                self.session(at: index) { $0.remember(reply, for: id, limit: limit) }
+                self.session(at: index) { $0.remember(answer, for: id, limit: limit) }
             }
         }
     }
@@ -451,10 +469,10 @@ public struct HubState: Sendable {
         at senderIndex: Dictionary<String, Session>.Index,
         id: String?,
         actions: inout [HubAction]
-    ) -> ByteBuffer {
+    ) -> Answer {
         let senderRooms = self.session(at: senderIndex) { $0.rooms }
         if let room = envelope.room, !senderRooms.contains(room) {
-            return self.errorReply(.notInRoom, "you are not in room \"\(room)\"", id: id)
+            return .message(self.errorReply(.notInRoom, "you are not in room \"\(room)\"", id: id))
         }
         guard let target = envelope.to else {
             // Room broadcast (`message` with `room` only): every other member.
@@ -470,19 +488,19 @@ public struct HubState: Sendable {
                 }
             }
             counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
-            return ServerMessage.ack(id: id, queued: queued)
+            return .ack(queued: queued)
         }
         guard let targetIndex = sessions.index(forKey: target) else {
-            return self.errorReply(.peerUnavailable, "peer \"\(target)\" is not connected", id: id)
+            return .message(self.errorReply(.peerUnavailable, "peer \"\(target)\" is not connected", id: id))
         }
         if let room = envelope.room {
             guard self.session(at: targetIndex, { $0.rooms.contains(room) }) else {
-                return self.errorReply(.notInRoom, "peer \"\(target)\" is not in room \"\(room)\"", id: id)
+                return .message(self.errorReply(.notInRoom, "peer \"\(target)\" is not in room \"\(room)\"", id: id))
             }
         } else if limits.requireSharedRoom && target != peer
             && !self.session(at: targetIndex, { $0.rooms.contains(where: senderRooms.contains) })
         {
-            return self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id)
+            return .message(self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id))
         }
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
         let delivery = self.deliver(
@@ -493,10 +511,10 @@ public struct HubState: Sendable {
         )
         if delivery != .queueFull { counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
         switch delivery {
-        case .delivered: return ServerMessage.ack(id: id, queued: false)
-        case .queued: return ServerMessage.ack(id: id, queued: true)
+        case .delivered: return .ack(queued: false)
+        case .queued: return .ack(queued: true)
         case .queueFull:
-            return self.errorReply(.queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
+            return .message(self.errorReply(.queueFull, "peer \"\(target)\" is away and its queue is full", id: id))
         }
     }
 

@@ -11,6 +11,8 @@ import Synchronization
 public final class Outbox: Sendable {
     public enum Item: Sendable {
         case text(ByteBuffer)
+        /// An `ack` (``ServerMessage/ack(id:queued:)``), written by the connection straight into its frames.
+        case ack(id: String?, queued: Bool)
         case close(CloseCode, reason: String)
     }
 
@@ -40,8 +42,8 @@ public final class Outbox: Sendable {
         let limit = self.limit
         return self.state.withLock { state in
             if state.overflowed { return false }
-            if case .text(let buffer) = item {
-                state.bytes += buffer.readableBytes
+            if let size = item.size {
+                state.bytes += size
                 if state.bytes > limit {
                     // Overflow always wakes the owner, even when it is waiting for writability.
                     state.overflowed = true
@@ -89,5 +91,16 @@ public final class Outbox: Sendable {
     /// Whether the outbox overflowed (checked while the socket is not writable).
     public var isOverflowed: Bool {
         self.state.withLock { $0.overflowed }
+    }
+}
+
+extension Outbox.Item {
+    /// The bytes of the message, counted against the outbox's limit (nil for a close).
+    var size: Int? {
+        switch self {
+        case .text(let buffer): return buffer.readableBytes
+        case .ack(let id, let queued): return ServerMessage.ackLength(id: id, queued: queued)
+        case .close: return nil
+        }
     }
 }

@@ -81,12 +81,25 @@ public enum ServerMessage {
     }
 
     public static func ack(id: String?, queued: Bool) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 48)
+        var buffer = allocator.buffer(capacity: ackLength(id: id, queued: queued))
+        writeAck(id: id, queued: queued, to: &buffer)
+        return buffer
+    }
+
+    /// The length of ``ack(id:queued:)``'s message, so it can be written straight into a frame.
+    public static func ackLength(id: String?, queued: Bool) -> Int {
+        var length = 13 + 1  // {"type":"ack" and }
+        if let id { length += 6 + ByteBuffer.jsonStringLength(id) }
+        if queued { length += 14 }
+        return length
+    }
+
+    /// Writes an `ack` (``ack(id:queued:)``) into `buffer`.
+    public static func writeAck(id: String?, queued: Bool, to buffer: inout ByteBuffer) {
         buffer.writeStaticString("{\"type\":\"ack\"")
         writeID(id, to: &buffer)
         if queued { buffer.writeStaticString(",\"queued\":true") }
         buffer.writeInteger(UInt8(ascii: "}"))
-        return buffer
     }
 
     public static func error(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {

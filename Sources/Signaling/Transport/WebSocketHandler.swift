@@ -408,15 +408,27 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         var batchBytes = 0
         var payloadBytes = 0
         for item in items {
-            guard case .text(let buffer) = item else { break }
-            payloadBytes += buffer.readableBytes
-            batchBytes += ServerFrameEncoding.frameLength(payload: buffer.readableBytes)
+            guard let size = item.size else { break }
+            payloadBytes += size
+            batchBytes += ServerFrameEncoding.frameLength(payload: size)
         }
         if batchBytes > 0 {
             var batch = context.channel.allocator.buffer(capacity: batchBytes)
             for item in items {
-                guard case .text(let buffer) = item else { break }
-                ServerFrameEncoding.writeFrame(.text, payload: buffer, to: &batch)
+                switch item {
+                case .text(let buffer):
+                    ServerFrameEncoding.writeFrame(.text, payload: buffer, to: &batch)
+                case .ack(let id, let queued):
+                    ServerFrameEncoding.writeHeader(
+                        .text,
+                        payload: ServerMessage.ackLength(id: id, queued: queued),
+                        to: &batch
+                    )
+                    ServerMessage.writeAck(id: id, queued: queued, to: &batch)
+                case .close:
+                    break
+                }
+                if case .close = item { break }
             }
             metrics.bytesOut.increment(by: payloadBytes)
             context.write(Self.wrapOutboundOut(batch), promise: nil)
