@@ -167,6 +167,9 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.stopTimers()
         self.context = nil
+        // The outbox's wake-up refers to this handler: letting go of the outbox here breaks that cycle,
+        // or every closed connection's handler and outbox would stay in memory.
+        self.outbox = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
