@@ -39,17 +39,14 @@ import Testing
         #expect(Array(ring) == ["b!", "c!", "d!"])
     }
 
-    @Test func storageGrownForABurstIsReleasedOnceEmpty() {
+    @Test func storageIsReleasedOnceEmpty() {
         var ring = ResumeRing<Int>()
         for value in 0..<100 { ring.append(value) }
         #expect(ring.capacity >= 100)
         while !ring.isEmpty { ring.removeFirst() }
         #expect(ring.capacity == 0)
         ring.append(1)
-        ring.append(2)
-        ring.removeFirst()
-        ring.removeFirst()
-        #expect(ring.capacity == 2, "small storage is kept for the next message")
+        #expect(Array(ring) == [1])
     }
 }
 

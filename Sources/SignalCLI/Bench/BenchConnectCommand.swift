@@ -16,6 +16,11 @@ struct BenchConnectCommand: AsyncParsableCommand {
             exchange messages at --probe-rate: latency_ms is relay latency with every \
             session connected.
 
+            Like the browser SDK, which reports the highest seq it processed every \
+            second, each session confirms the presence events it got (`received`) once \
+            all are held, so the hub can let go of them; --no-confirm keeps them \
+            unconfirmed (a client that never confirms: the hub keeps them for resume).
+
             With --websocket-only the connections are bare WebSockets (no welcome, no \
             rooms, no probe): the memory per connection of an echo endpoint.
             """
@@ -30,6 +35,10 @@ struct BenchConnectCommand: AsyncParsableCommand {
     @Option(help: "Probe pairs, spread evenly over the rooms.") var probePairs = 100
     @Option(help: "Bytes per probe message.") var size = 256
     @Flag(help: "Bare WebSocket connections: no welcome expected, no rooms, no probe.") var websocketOnly = false
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Confirm the presence events received (`received`), as the SDK does each second."
+    ) var confirm = true
 
     func validate() throws {
         guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
@@ -47,6 +56,7 @@ struct BenchConnectCommand: AsyncParsableCommand {
         let probeStride = max(1, units.count / max(1, probePairs))
         let probePairs = self.probePairs
         let size = self.size
+        let confirm = self.confirm
         let runner = BenchRunner(mode: "connect", options: options, units: units, sessions: !websocketOnly)
         let probing = !websocketOnly && probeRate > 0 && probePairs > 0 && roomSize >= 2 && duration > 0
         var report = try await runner.run(
@@ -61,12 +71,14 @@ struct BenchConnectCommand: AsyncParsableCommand {
                 runID: runID,
                 roomSize: roomSize,
                 size: size,
+                confirm: confirm,
                 probeStride: probeStride,
                 probePairs: probePairs,
                 maxConnectsInFlight: maxConnects
             )
         }
         report.roomSize = websocketOnly ? nil : roomSize
+        report.confirmed = websocketOnly ? nil : confirm
         report.rooms = websocketOnly ? nil : units.count
         if probing {
             report.rate = BenchRate.perSecond(probeRate).description

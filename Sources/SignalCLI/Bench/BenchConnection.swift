@@ -30,6 +30,8 @@ final class BenchConnection: ChannelInboundHandler {
     var failed = false
     /// The peer id from `welcome`.
     var peer = ""
+    /// The highest `seq` of the presence events received (the connect scenario confirms it).
+    var lastSeq: UInt64 = 0
     /// When the connect started (monotonic nanoseconds).
     var startedAt: UInt64 = 0
     /// Templates this connection sends, set by the scenario.

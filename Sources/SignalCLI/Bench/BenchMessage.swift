@@ -132,6 +132,32 @@ enum BenchMessage {
         }
     }
 
+    /// `received`: the highest `seq` processed, as the SDK reports it (each second).
+    static func received(seq: UInt64) -> FrameTemplate {
+        FrameTemplate(payload: Array(#"{"type":"received","seq":\#(seq)}"#.utf8))
+    }
+
+    /// The value of the last `"seq":<digits>` member of a message (the hub puts `seq` last), or nil.
+    static func lastSeq(in payload: UnsafeRawBufferPointer) -> UInt64? {
+        let needle = Array(#""seq":"#.utf8)
+        var index = payload.count - needle.count
+        while index >= 0 {
+            if needle.indices.allSatisfy({ payload[index + $0] == needle[$0] }) {
+                var value: UInt64 = 0
+                var end = index + needle.count
+                guard end < payload.count, payload[end] >= UInt8(ascii: "0"), payload[end] <= UInt8(ascii: "9")
+                else { return nil }
+                while end < payload.count, payload[end] >= UInt8(ascii: "0"), payload[end] <= UInt8(ascii: "9") {
+                    value = value * 10 + UInt64(payload[end] - UInt8(ascii: "0"))
+                    end += 1
+                }
+                return value
+            }
+            index -= 1
+        }
+        return nil
+    }
+
     static func join(room: String) -> FrameTemplate {
         FrameTemplate(payload: Array(#"{"type":"join","room":"\#(room)","id":"j"}"#.utf8))
     }

@@ -10,6 +10,8 @@ struct BenchReport: Encodable, Sendable {
     var pairs: Int?
     var rooms: Int?
     var roomSize: Int?
+    /// `connect`: whether the sessions confirmed their presence events (`received`), as the SDK does.
+    var confirmed: Bool?
     var rate: String?
     var sizeBytes: Int?
     var inflight: Int?
@@ -41,6 +43,7 @@ struct BenchReport: Encodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case mode, url, threads, connections, pairs, rooms
         case roomSize = "room_size"
+        case confirmed
         case rate
         case sizeBytes = "size_bytes"
         case inflight

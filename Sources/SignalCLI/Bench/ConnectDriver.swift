@@ -12,6 +12,7 @@ final class ConnectDriver: LoopDriver {
     private let runID: String
     private let roomSize: Int
     private let size: Int
+    private let confirm: Bool
     private var probes: [Probe] = []
     private var nextProbe = 0
 
@@ -24,6 +25,7 @@ final class ConnectDriver: LoopDriver {
         runID: String,
         roomSize: Int,
         size: Int,
+        confirm: Bool,
         probeStride: Int,
         probePairs: Int,
         maxConnectsInFlight: Int
@@ -31,6 +33,7 @@ final class ConnectDriver: LoopDriver {
         self.runID = runID
         self.roomSize = roomSize
         self.size = size
+        self.confirm = confirm
         super.init(
             loop: loop,
             plan: plan,
@@ -53,6 +56,12 @@ final class ConnectDriver: LoopDriver {
     override var unitCount: Int { probes.count }
 
     override func prepare() {
+        // Like the SDK (every second): tell the hub what was processed, so it can let go of it.
+        if confirm {
+            for connection in connections where connection.ready && !connection.failed && connection.lastSeq > 0 {
+                connection.send(BenchMessage.received(seq: connection.lastSeq), stamp: 0)
+            }
+        }
         for probe in probes {
             let from = connections[probe.from]
             let to = connections[probe.to]

@@ -244,7 +244,8 @@ class LoopDriver {
         case .joined:
             if !connection.ready { self.ready(connection) }
         case .other:
-            break
+            // Presence events (`peer-joined`, `peer-left`): remember their seq for a `received`.
+            if let seq = BenchMessage.lastSeq(in: payload) { connection.lastSeq = max(connection.lastSeq, seq) }
         }
     }
 

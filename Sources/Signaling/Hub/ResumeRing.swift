@@ -2,15 +2,13 @@
 /// out at the front, read in order on a resume.
 ///
 /// Unlike NIO's `CircularBuffer`, an empty ring holds no storage (most sessions are idle), the storage
-/// grows 2, 4, 8… as needed, an entry leaves by moving out (no copy, no retain), and storage that grew
-/// for a burst is let go once the ring is empty again, so an idle session's buffer costs nothing.
+/// grows 2, 4, 8… as needed, an entry leaves by moving out (no copy, no retain), and the storage is let
+/// go whenever the ring is empty again (a client confirms what it received every second or so), so an
+/// idle session's buffer costs nothing.
 struct ResumeRing<Element> {
     private var storage: ContiguousArray<Element?> = []
     private var head = 0
     private(set) var count = 0
-
-    /// Storage larger than this is released when the ring becomes empty.
-    private static var keptCapacity: Int { 8 }
 
     var isEmpty: Bool { count == 0 }
 
@@ -50,7 +48,7 @@ struct ResumeRing<Element> {
         count -= 1
         if count == 0 {
             head = 0
-            if storage.count > Self.keptCapacity { storage = [] }
+            storage = []
         }
         return element
     }
