@@ -168,15 +168,7 @@ public final class SignalServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            // NIO keeps each connection's last receive buffer for the next read. Most connections are
-            // idle or read small messages, so start at 256 B (NIO's default is 2 KiB); the buffer still
-            // doubles for connections whose reads fill it.
-            .childChannelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
-            )
+            // The connection's options are set in `initializeConnection`.
             .childChannelInitializer { [self] channel in
                 self.initializeConnection(channel)
             }
@@ -276,6 +268,18 @@ public final class SignalServer: Service, Sendable {
             metrics.connectionsRefused.increment()
         }
         return channel.eventLoop.makeCompletedFuture {
+            // Set here, synchronously: NIO's child channel options are applied one future at a time.
+            if let options = channel.syncOptions {
+                try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                try options.setOption(.maxMessagesPerRead, value: 16)
+                // NIO keeps each connection's last receive buffer for the next read. Most connections are
+                // idle or read small messages, so start at 256 B (NIO's default is 2 KiB); the buffer still
+                // doubles for connections whose reads fill it.
+                try options.setOption(
+                    .recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+                )
+            }
             if let tls = self.tls {
                 try channel.pipeline.syncOperations.addHandler(TLSSniffer(store: tls))
             }

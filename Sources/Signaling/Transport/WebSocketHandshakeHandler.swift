@@ -18,7 +18,7 @@ protocol WebSocketHandshakeHost: AnyObject, Sendable {
 /// Anything else goes to the HTTP pipeline exactly as before: the handler installs it behind itself,
 /// passes on every byte received so far and leaves. Until then it keeps the handshake timeout and closes
 /// the connection when the server starts to quiesce.
-final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, NIOScheduledCallbackHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
@@ -37,7 +37,9 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     private var phase = Phase.reading
     /// What arrived and is not handed on yet: a head that came in pieces, frames sent during `upgrading`.
     private var received: ByteBuffer?
-    private var timer: Scheduled<Void>?
+    /// The handshake timeout (a scheduled callback: no promise or closure per connection).
+    private var timer: NIOScheduledCallback?
+    private var context: ChannelHandlerContext?
 
     init(host: any WebSocketHandshakeHost, rules: WebSocketHandshakeReader.Rules, deadline: NIODeadline) {
         self.host = host
@@ -46,14 +48,22 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: deadline) {
-            loopBound.value.close(promise: nil)
+        self.context = context
+        do {
+            timer = try context.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: self)
+        } catch {
+            context.close(promise: nil)
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.cancelTimer()
+        self.context = nil
+    }
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        timer = nil
+        context?.close(promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
