@@ -153,28 +153,20 @@ final class BenchConnection: ChannelInboundHandler {
 
     /// Reads the HTTP response once complete; returns true when the connection is open.
     private func readUpgradeResponse(_ buffer: inout ByteBuffer) -> Bool {
-        let headerEnd: Int? = buffer.withUnsafeReadableBytes { raw in
-            guard raw.count >= 4 else { return nil }
-            for index in 0...(raw.count - 4)
-            where raw[index] == 13 && raw[index + 1] == 10 && raw[index + 2] == 13 && raw[index + 3] == 10 {
-                return index + 4
-            }
-            return nil
+        let verdict: (headLength: Int, refusal: String?)? = buffer.withUnsafeReadableBytes { raw in
+            guard let headLength = UpgradeResponse.headLength(raw) else { return nil }
+            let head = UnsafeRawBufferPointer(rebasing: raw[..<headLength])
+            return (headLength, UpgradeResponse.refusal(head, expectedAccept: ConnectionPlan.expectedAccept))
         }
-        guard let headerEnd else {
+        guard let verdict else {
             if buffer.readableBytes > 16384 { self.fail("upgrade response too long") }
             return false
         }
-        let head = buffer.readString(length: headerEnd) ?? ""
-        let statusLine = head.prefix { $0 != "\r" }
-        guard statusLine.hasPrefix("HTTP/1.1 101") else {
-            self.fail("upgrade refused: \(statusLine)")
+        if let refusal = verdict.refusal {
+            self.fail(refusal)
             return false
         }
-        guard head.lowercased().contains("sec-websocket-accept: \(ConnectionPlan.expectedAccept.lowercased())") else {
-            self.fail("upgrade response without the expected Sec-WebSocket-Accept")
-            return false
-        }
+        buffer.moveReaderIndex(forwardBy: verdict.headLength)
         phase = .open
         driver.connectionUpgraded(self)
         return true

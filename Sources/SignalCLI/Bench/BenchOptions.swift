@@ -17,7 +17,7 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Event loop threads of the load generator.")
     var threads = 1
 
-    @Option(help: "Spread connections over loopback sources 127.0.0.1…127.0.0.N (0: one per 20,000 connections).")
+    @Option(help: "Spread connections over loopback sources 127.0.0.1…127.0.0.N (0: one per 2,000 connections).")
     var sourceAddresses = 0
 
     @Option(

@@ -38,8 +38,9 @@ struct ConnectionPlan: Sendable {
         self.upgradeRequest = Array(request.utf8)
     }
 
-    func source(for globalIndex: Int) -> SocketAddress? {
-        sources.isEmpty ? nil : sources[globalIndex % sources.count]
+    /// The index in `sources` of the address a connection binds (nil: none).
+    func sourceIndex(for globalIndex: Int) -> Int? {
+        sources.isEmpty ? nil : globalIndex % sources.count
     }
 
     /// `count` loopback addresses 127.0.0.1 … 127.0.0.count (Linux routes all of 127/8 to `lo`), so

@@ -28,6 +28,10 @@ class LoopDriver {
     private var pacer: RepeatedTask?
     private var pacerStart: UInt64 = 0
     private var pacerFired = 0
+    /// One bootstrap per source address (index 0: no source address), reused for every connect.
+    private var bootstraps: [ClientBootstrap?] = []
+    /// The connection whose channel `connect` is setting up (its initializer adds it to the pipeline).
+    private var connecting: BenchConnection?
 
     /// Measurement window (monotonic nanoseconds): sends inside it are counted, and deliveries of them.
     private(set) var windowStart: UInt64 = .max
@@ -188,6 +192,23 @@ class LoopDriver {
         connection.phase = .connecting
         connection.startedAt = Self.now()
         let bound = NIOLoopBound(connection, eventLoop: loop)
+        // The bootstrap runs the channel initializer inside `connect` (on this loop), which takes the
+        // connection from `connecting`.
+        connecting = connection
+        let connected = self.bootstrap(for: plan.sourceIndex(for: connection.globalIndex)).connect(to: plan.server)
+        connecting = nil
+        connected.whenFailure { error in
+            let connection = bound.value
+            connection.phase = .closed
+            connection.driver.connectionError(connection, "connect failed: \(error)")
+        }
+    }
+
+    /// The bootstrap for connections from `plan.sources[source]` (nil: let the kernel pick), made once.
+    private func bootstrap(for source: Int?) -> ClientBootstrap {
+        let slot = source.map { $0 + 1 } ?? 0
+        if slot < bootstraps.count, let bootstrap = bootstraps[slot] { return bootstrap }
+        let driver = NIOLoopBound(self, eventLoop: loop)
         let tls = plan.tls
         var bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -195,11 +216,14 @@ class LoopDriver {
             .connectTimeout(.seconds(30))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard let connection = driver.value.connecting else {
+                        throw ChannelError.inappropriateOperationForState
+                    }
                     try tls?.addHandler(to: channel.pipeline.syncOperations)
-                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                    try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
-        if let source = plan.source(for: connection.globalIndex) {
+        if let source {
             // Pick the source port at connect time, per destination (IP_BIND_ADDRESS_NO_PORT = 24).
             #if os(Linux)
                 bootstrap = bootstrap.channelOption(
@@ -207,13 +231,11 @@ class LoopDriver {
                     value: 1
                 )
             #endif
-            bootstrap = bootstrap.bind(to: source)
+            bootstrap = bootstrap.bind(to: plan.sources[source])
         }
-        bootstrap.connect(to: plan.server).whenFailure { error in
-            let connection = bound.value
-            connection.phase = .closed
-            connection.driver.connectionError(connection, "connect failed: \(error)")
-        }
+        if slot >= bootstraps.count { bootstraps += Array(repeating: nil, count: slot + 1 - bootstraps.count) }
+        bootstraps[slot] = bootstrap
+        return bootstrap
     }
 
     /// A connection finished its upgrade.

@@ -42,6 +42,8 @@ public final class SignalServer: Service, Sendable {
     private let echoShared: WebSocketShared
     /// The heartbeat sweep of each event loop, by `ObjectIdentifier` of the loop.
     private let sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>]
+    /// What the WebSocket fast path accepts (the same paths, origins and header limits as the HTTP pipeline).
+    private let handshakeRules: WebSocketHandshakeReader.Rules
 
     /// - Parameter wrap: Builds the hub connections talk to around the in-memory ``hub`` (how PeerMesh
     ///   plugs in: it handles what is not local and passes the rest on). Not used with a cluster.
@@ -123,6 +125,12 @@ public final class SignalServer: Service, Sendable {
         }
         self.sessionShared = shared(echo: false)
         self.echoShared = shared(echo: true)
+        self.handshakeRules = WebSocketHandshakeReader.Rules(
+            webSocketPaths: configuration.echo ? ["/ws", "/echo"] : ["/ws"],
+            originPolicy: OriginPolicy(allowedOrigins: configuration.allowedOrigins),
+            maxHeaderCount: configuration.maxHeaderCount,
+            maxHeaderBytes: configuration.maxHeaderBytes
+        )
         self.limiter = ConnectionLimiter(
             maxTotal: configuration.maxConnections,
             maxPerIP: configuration.maxConnectionsPerIP
@@ -160,15 +168,7 @@ public final class SignalServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            // NIO keeps each connection's last receive buffer for the next read. Most connections are
-            // idle or read small messages, so start at 256 B (NIO's default is 2 KiB); the buffer still
-            // doubles for connections whose reads fill it.
-            .childChannelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
-            )
+            // The connection's options are set in `initializeConnection`.
             .childChannelInitializer { [self] channel in
                 self.initializeConnection(channel)
             }
@@ -268,14 +268,38 @@ public final class SignalServer: Service, Sendable {
             metrics.connectionsRefused.increment()
         }
         return channel.eventLoop.makeCompletedFuture {
+            // Set here, synchronously: NIO's child channel options are applied one future at a time.
+            if let options = channel.syncOptions {
+                try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                try options.setOption(.maxMessagesPerRead, value: 16)
+                // NIO keeps each connection's last receive buffer for the next read. Most connections are
+                // idle or read small messages, so start at 256 B (NIO's default is 2 KiB); the buffer still
+                // doubles for connections whose reads fill it.
+                try options.setOption(
+                    .recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+                )
+            }
             if let tls = self.tls {
                 try channel.pipeline.syncOperations.addHandler(TLSSniffer(store: tls))
             }
-            try self.addHTTPHandlers(channel, overCapacity: !admitted)
+            let deadline = NIODeadline.now() + .milliseconds(Int64(self.configuration.handshakeTimeout * 1000))
+            if admitted {
+                // Upgrades are answered by one small handler; everything else gets the HTTP pipeline.
+                try channel.pipeline.syncOperations.addHandler(
+                    WebSocketHandshakeHandler(host: self, rules: self.handshakeRules, deadline: deadline)
+                )
+            } else {
+                try self.addHTTPHandlers(channel, overCapacity: true, deadline: deadline)
+            }
         }
     }
 
-    private func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool) throws {
+    func addHTTPHandlers(_ channel: any Channel, deadline: NIODeadline) throws {
+        try self.addHTTPHandlers(channel, overCapacity: false, deadline: deadline)
+    }
+
+    private func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool, deadline: NIODeadline) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldCount = configuration.maxHeaderCount
         limits.maxHeaderListSize = configuration.maxHeaderBytes
@@ -284,11 +308,11 @@ public final class SignalServer: Service, Sendable {
             HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)
         )
         let encoder = HTTPResponseEncoder()
-        let paths: Set<String> = configuration.echo ? ["/ws", "/echo"] : ["/ws"]
+        let paths = handshakeRules.webSocketPaths
         let gatekeeper = HTTPGatekeeper(
-            originPolicy: OriginPolicy(allowedOrigins: configuration.allowedOrigins),
+            originPolicy: handshakeRules.originPolicy,
             webSocketPaths: paths,
-            handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeout * 1000)),
+            deadline: deadline,
             overCapacity: overCapacity
         )
         let router = HTTPRouter(endpoints: endpoints)
@@ -305,7 +329,12 @@ public final class SignalServer: Service, Sendable {
                 return channel.eventLoop.makeSucceededFuture(paths.contains(path) ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { [self] channel, head in
-                self.upgrade(channel, head)
+                do {
+                    return try self.upgrade(channel, UpgradeRequest(head))
+                        ?? channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
             }
         )
         let upgradeHandler = HTTPServerUpgradeHandler(
@@ -322,31 +351,27 @@ public final class SignalServer: Service, Sendable {
         try sync.addHandler(router)
     }
 
-    private func upgrade(_ channel: any Channel, _ head: HTTPRequestHead) -> EventLoopFuture<Void> {
-        let request = UpgradeRequest(head)
+    func upgrade(_ channel: any Channel, _ request: UpgradeRequest) throws -> EventLoopFuture<Void>? {
         if request.path == "/echo" {
-            return channel.eventLoop.makeCompletedFuture {
-                try self.addWebSocketHandlers(channel, role: .echo, echo: true)
-            }
+            try self.addWebSocketHandlers(channel, role: .echo, echo: true)
+            return nil
         }
         let hub: any SessionHub = self.cluster ?? self.wrapper ?? self.hub
-        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) -> EventLoopFuture<Void>
-        {
+        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) throws {
             let role = WebSocketRole.session(
                 hub: hub,
                 request: open ?? .fresh(peer: nil, subject: nil, grant: .all),
                 refusal: refusal
             )
-            return channel.eventLoop.makeCompletedFuture {
-                try self.addWebSocketHandlers(channel, role: role, echo: false)
-            }
+            try self.addWebSocketHandlers(channel, role: role, echo: false)
         }
         let requestedPeer = request.query["peer"]
         if let requestedPeer, !Identifier.isValid(requestedPeer) {
-            return session(
+            try session(
                 nil,
                 refusal: (.badMessage, .policyViolation, "peer id must be 1-64 characters of [A-Za-z0-9._~-]")
             )
+            return nil
         }
         func openRequest(subject: String?, grant: RoomGrant) -> OpenRequest {
             if let resume = request.query["resume"] {
@@ -356,10 +381,12 @@ public final class SignalServer: Service, Sendable {
             return .fresh(peer: requestedPeer, subject: subject, grant: grant)
         }
         guard let verifier else {
-            return session(openRequest(subject: nil, grant: .all), refusal: nil)
+            try session(openRequest(subject: nil, grant: .all), refusal: nil)
+            return nil
         }
         guard let token = request.token else {
-            return session(nil, refusal: (.unauthorized, .unauthorized, "token required"))
+            try session(nil, refusal: (.unauthorized, .unauthorized, "token required"))
+            return nil
         }
         let promise = channel.eventLoop.makePromise(of: Void.self)
         Task {
@@ -374,7 +401,7 @@ public final class SignalServer: Service, Sendable {
                 refusal = (.unauthorized, .unauthorized, rejection.reason)
             }
             // Pipeline changes happen on the channel's event loop.
-            promise.completeWith(channel.eventLoop.flatSubmit { session(open, refusal: refusal) })
+            promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal) })
         }
         return promise.futureResult
     }
@@ -390,3 +417,5 @@ public final class SignalServer: Service, Sendable {
         )
     }
 }
+
+extension SignalServer: WebSocketHandshakeHost {}

@@ -12,22 +12,23 @@ final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let originPolicy: OriginPolicy
     private let webSocketPaths: Set<String>
-    private let handshakeTimeout: TimeAmount
+    private let deadline: NIODeadline
     private let overCapacity: Bool
     private var timer: Scheduled<Void>?
     private var swallowing = false
     private var busy = false
 
-    init(originPolicy: OriginPolicy, webSocketPaths: Set<String>, handshakeTimeout: TimeAmount, overCapacity: Bool) {
+    /// - Parameter deadline: when the handshake timeout closes the connection.
+    init(originPolicy: OriginPolicy, webSocketPaths: Set<String>, deadline: NIODeadline, overCapacity: Bool) {
         self.originPolicy = originPolicy
         self.webSocketPaths = webSocketPaths
-        self.handshakeTimeout = handshakeTimeout
+        self.deadline = deadline
         self.overCapacity = overCapacity
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: handshakeTimeout) {
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
             loopBound.value.close(promise: nil)
         }
     }

@@ -9,7 +9,16 @@ struct UpgradeRequest {
     var bearer: String?
 
     init(_ head: HTTPRequestHead) {
-        let uri = head.uri
+        self.init(
+            uri: head.uri,
+            origin: head.headers.first(name: "origin"),
+            host: head.headers.first(name: "host"),
+            authorization: head.headers.first(name: "authorization")
+        )
+    }
+
+    /// From the request target and the values of the headers of those names.
+    init(uri: String, origin: String?, host: String?, authorization: String?) {
         if let mark = uri.firstIndex(of: "?") {
             path = String(uri[..<mark])
             query = Self.parseQuery(uri[uri.index(after: mark)...])
@@ -17,11 +26,9 @@ struct UpgradeRequest {
             path = uri
             query = [:]
         }
-        origin = head.headers.first(name: "origin")
-        host = head.headers.first(name: "host")
-        if let authorization = head.headers.first(name: "authorization"),
-            authorization.lowercased().hasPrefix("bearer ")
-        {
+        self.origin = origin
+        self.host = host
+        if let authorization, authorization.lowercased().hasPrefix("bearer ") {
             bearer = String(authorization.dropFirst(7)).trimmingSpaces()
         }
     }

@@ -1,0 +1,170 @@
+import Crypto
+import NIOCore
+
+/// What the fast path needs from the server: the HTTP pipeline to fall back to and the WebSocket
+/// handler to install.
+protocol WebSocketHandshakeHost: AnyObject, Sendable {
+    /// Adds the HTTP pipeline (decoder, encoder, gatekeeper, upgrader, router) at the end of the
+    /// pipeline; its handshake timeout fires at `deadline`.
+    func addHTTPHandlers(_ channel: any Channel, deadline: NIODeadline) throws
+    /// Adds the WebSocket handler for `request` at the end of the pipeline: now (nil), or once its token
+    /// is checked (the future).
+    func upgrade(_ channel: any Channel, _ request: UpgradeRequest) throws -> EventLoopFuture<Void>?
+}
+
+/// First handler of a connection (behind TLS, if any): a well-formed WebSocket upgrade
+/// (``WebSocketHandshakeReader``) is answered with `101` here, and the handler swaps itself for
+/// ``WebSocketHandler``: one handler added and removed per connection instead of NIO's five HTTP ones.
+/// Anything else goes to the HTTP pipeline exactly as before: the handler installs it behind itself,
+/// passes on every byte received so far and leaves. Until then it keeps the handshake timeout and closes
+/// the connection when the server starts to quiesce.
+final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, NIOScheduledCallbackHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private enum Phase {
+        /// Reading the request head.
+        case reading
+        /// `101` sent; waiting for the WebSocket handler (a token being checked); frames are kept.
+        case upgrading
+        /// Handed over (or closed): passing everything on until removed.
+        case done
+    }
+
+    private let host: any WebSocketHandshakeHost
+    private var reader: WebSocketHandshakeReader
+    private let deadline: NIODeadline
+    private var phase = Phase.reading
+    /// What arrived and is not handed on yet: a head that came in pieces, frames sent during `upgrading`.
+    private var received: ByteBuffer?
+    /// The handshake timeout (a scheduled callback: no promise or closure per connection).
+    private var timer: NIOScheduledCallback?
+    private var context: ChannelHandlerContext?
+
+    init(host: any WebSocketHandshakeHost, rules: WebSocketHandshakeReader.Rules, deadline: NIODeadline) {
+        self.host = host
+        self.reader = WebSocketHandshakeReader(rules: rules)
+        self.deadline = deadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        do {
+            timer = try context.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: self)
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimer()
+        self.context = nil
+    }
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        timer = nil
+        context?.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch phase {
+        case .done:
+            context.fireChannelRead(data)
+        case .upgrading:
+            self.keep(Self.unwrapInboundIn(data))
+        case .reading:
+            self.keep(Self.unwrapInboundIn(data))
+            let outcome = received!.withUnsafeReadableBytes { reader.read($0) }
+            switch outcome {
+            case .needMore:
+                break
+            case .fallBack:
+                self.fallBack(context: context)
+            case .upgrade(let request, let accept, let headLength):
+                received!.moveReaderIndex(forwardBy: headLength)
+                self.upgrade(context: context, request: request, accept: accept)
+            }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Like the HTTP gatekeeper: a connection that has not sent a whole request yet is closed.
+        if event is ChannelShouldQuiesceEvent, phase == .reading {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func keep(_ bytes: ByteBuffer) {
+        if received == nil {
+            received = bytes
+        } else {
+            var bytes = bytes
+            received!.writeBuffer(&bytes)
+        }
+    }
+
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    /// Installs the HTTP pipeline, gives it what was read and leaves.
+    private func fallBack(context: ChannelHandlerContext) {
+        phase = .done
+        self.cancelTimer()
+        do {
+            try host.addHTTPHandlers(context.channel, deadline: deadline)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        if let bytes = received {
+            received = nil
+            context.fireChannelRead(Self.wrapInboundOut(bytes))
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    private func upgrade(context: ChannelHandlerContext, request: UpgradeRequest, accept: Insecure.SHA1Digest) {
+        phase = .upgrading
+        self.cancelTimer()
+        var response = context.channel.allocator.buffer(capacity: 129)
+        WebSocketHandshakeReader.writeSwitchingProtocols(accept: accept, into: &response)
+        // Not flushed yet: a session's `welcome` goes out in the same write.
+        context.write(NIOAny(response), promise: nil)
+        let pending: EventLoopFuture<Void>?
+        do {
+            pending = try host.upgrade(context.channel, request)
+        } catch {
+            return self.upgraded(context: context, result: .failure(error), afterRead: false)
+        }
+        guard let pending else {
+            return self.upgraded(context: context, result: .success(()), afterRead: false)
+        }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let contextBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        pending.whenComplete { result in
+            loopBound.value.upgraded(context: contextBound.value, result: result, afterRead: true)
+        }
+    }
+
+    /// `afterRead`: not called from `channelRead`, so no `channelReadComplete` follows by itself.
+    private func upgraded(context: ChannelHandlerContext, result: Result<Void, any Error>, afterRead: Bool) {
+        phase = .done
+        context.flush()
+        guard case .success = result else {
+            context.close(promise: nil)
+            return
+        }
+        if let frames = received {
+            received = nil
+            if frames.readableBytes > 0 {
+                context.fireChannelRead(Self.wrapInboundOut(frames))
+                if afterRead { context.fireChannelReadComplete() }
+            }
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
