@@ -49,7 +49,8 @@ import Testing
                 count += 1
                 cuts.withLockedValue { $0 = count }
                 let resumeDeadline = Date().addingTimeInterval(10)
-                while await receiver.resumes == before && Date() < resumeDeadline && !stopDrops.withLockedValue({ $0 }) {
+                while await receiver.resumes == before && Date() < resumeDeadline && !stopDrops.withLockedValue({ $0 })
+                {
                     try await Task.sleep(nanoseconds: 2_000_000)
                 }
             }
@@ -65,9 +66,17 @@ import Testing
             while cuts.withLockedValue({ $0 }) < n * 60 / total && Date() < paceDeadline {
                 try await Task.sleep(nanoseconds: 1_000_000)
             }
+            // Flow control, as an app would do: never more than 200 signals ahead of what the receiver has
+            // read, so a resume that is slow on a loaded machine cannot fill its 256-message queue.
+            let flowDeadline = Date().addingTimeInterval(10)
+            while n - received.withLockedValue({ $0.count }) >= 200 && Date() < flowDeadline {
+                try await Task.sleep(nanoseconds: 1_000_000)
+            }
             sender.send(#"{"type":"message","to":"receiver","data":\#(n),"id":"s\#(n)"}"#)
             if n - acked >= window {
-                let reply = try await sender.next(timeout: 10) { ["ack", "error"].contains($0["type"] as? String ?? "") }
+                let reply = try await sender.next(timeout: 10) {
+                    ["ack", "error"].contains($0["type"] as? String ?? "")
+                }
                 if reply["type"] as? String == "error" { errors.append(reply) }
                 acked += 1
             }

@@ -65,6 +65,18 @@ import Testing
         )
     }
 
+    @Test func theWireFormNamesThePeer() throws {
+        let secret = SessionToken.random()
+        let wire = secret.wireForm(peer: "alice.home")
+        let (peer, parsed) = try #require(SessionToken.parseWireForm(wire))
+        #expect(peer == "alice.home")
+        #expect(parsed.matches(secret))
+        #expect(!parsed.matches(SessionToken.random()))
+        #expect(SessionToken.parseWireForm(secret.description) == nil, "no peer")
+        #expect(SessionToken.parseWireForm("." + secret.description) == nil, "empty peer")
+        #expect(SessionToken.parseWireForm("alice.xyz") == nil)
+    }
+
     @Test(arguments: [
         "", "abc", String(repeating: "0", count: 31), String(repeating: "0", count: 33),
         String(repeating: "A", count: 32), String(repeating: "g", count: 32), "é" + String(repeating: "0", count: 30),

@@ -50,6 +50,7 @@ public actor SignalClient {
     private var runner: Task<Void, Never>?
     private var closing = false
     public private(set) var peer: String?
+    /// Resumes completed: `welcome`s with `resumed: true` received.
     public private(set) var resumes = 0
 
     public init(options: Options, group: any EventLoopGroup) {
@@ -95,7 +96,8 @@ public actor SignalClient {
     private func connect(resume: Bool) async throws -> WebSocketClient {
         var query: [String] = []
         func encoded(_ value: String) -> String {
-            value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+            value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~")))
+                ?? value
         }
         if resume, let session {
             query.append("resume=\(encoded(session))")
@@ -137,7 +139,6 @@ public actor SignalClient {
             try? await Task.sleep(nanoseconds: UInt64(jittered * 1e9))
             if let client = try? await self.connect(resume: true) {
                 connection = client
-                resumes += 1
                 return client
             }
             delay = min(options.maxBackoff, delay * 2)
@@ -170,6 +171,9 @@ public actor SignalClient {
             session = object["session"] as? String
             peer = object["peer"] as? String
             if object["resumed"] as? Bool == true {
+                // Counted when this welcome (and its new session token) arrives, not when the socket
+                // connects: the hub retires the previous token as soon as it takes the resume.
+                resumes += 1
                 if object["gap"] as? Bool == true {
                     continuation.yield(.status("resumed with a gap: some messages were lost; renegotiate"))
                 }

@@ -201,7 +201,6 @@ public struct HubState: Sendable {
     public private(set) var counters = HubCounters()
     private var sessions: [String: Session] = [:]
     private var connections: [ConnectionID: String] = [:]
-    private var tokens: [SessionToken: String] = [:]
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
     private var bufferedBytes = 0
@@ -221,7 +220,7 @@ public struct HubState: Sendable {
     public func peer(of connection: ConnectionID) -> String? { connections[connection] }
     public func members(of room: String) -> [String] { rooms[room]?.map(\.peer) ?? [] }
     public func hasSession(_ peer: String) -> Bool { sessions[peer] != nil }
-    public func resumeToken(of peer: String) -> String? { sessions[peer]?.token.description }
+    public func resumeToken(of peer: String) -> String? { sessions[peer].map { $0.token.wireForm(peer: peer) } }
     public func bufferedCount(of peer: String) -> Int { sessions[peer]?.buffer.count ?? 0 }
 
     // MARK: Events
@@ -269,35 +268,33 @@ public struct HubState: Sendable {
                     return .refused(.idTaken)
                 }
             }
-            let token = self.randomToken()
+            let token = SessionToken.random()
             sessions[peer] = Session(peer: peer, token: token, connection: connection, grant: grant)
-            tokens[token] = peer
             connections[connection] = peer
-            actions.append(.send(connection, welcome(peer, token.description, false, false)))
+            actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), false, false)))
             return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
 
         case .resume(let oldToken, let last, let subject):
-            guard let oldToken = SessionToken(oldToken), let peer = tokens[oldToken], var session = sessions[peer],
-                PeerIdentity.owns(subject, peer)
+            // The token names its session's peer, so no table of tokens is kept (one less entry per session).
+            guard let (peer, secret) = SessionToken.parseWireForm(oldToken), var session = sessions[peer],
+                session.token.matches(secret), PeerIdentity.owns(subject, peer)
             else {
                 actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
                 return .refused(.sessionNotResumable)
             }
-            tokens[oldToken] = nil
             if let old = session.connection {
                 connections[old] = nil
                 actions.append(.close(old, .idTaken, reason: "session resumed elsewhere"))
             } else {
                 detached.remove(peer)
             }
-            let token = self.randomToken()
+            let token = SessionToken.random()
             session.token = token
             session.connection = connection
             session.archiveAnswers(limit: limits.rememberedRequests)
-            tokens[token] = peer
             connections[connection] = peer
             let gap = last < session.droppedThrough || last > session.lastSeq
-            actions.append(.send(connection, welcome(peer, token.description, true, gap)))
+            actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), true, gap)))
             var replayed = 0
             for index in session.buffer.indices {
                 // Everything after `last`; with an impossible `last` (beyond our seq) at least what was
@@ -666,7 +663,6 @@ public struct HubState: Sendable {
 
     private mutating func endSession(_ peer: String, actions: inout [HubAction]) {
         guard let session = sessions.removeValue(forKey: peer) else { return }
-        tokens[session.token] = nil
         detached.remove(peer)
         if let connection = session.connection { connections[connection] = nil }
         bufferedBytes -= session.bufferBytes
@@ -688,14 +684,6 @@ public struct HubState: Sendable {
         while true {
             let candidate = PeerIdentity.randomID(using: &randomness)
             if sessions[candidate] == nil { return candidate }
-        }
-    }
-
-    /// 128 random bits, unused by any other session.
-    private mutating func randomToken() -> SessionToken {
-        while true {
-            let candidate = SessionToken.random()
-            if tokens[candidate] == nil { return candidate }
         }
     }
 }

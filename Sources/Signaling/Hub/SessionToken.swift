@@ -1,5 +1,6 @@
-/// A resume token: 128 random bits, kept as two integers (no heap allocation per session) and written
-/// on the wire as 32 lowercase hexadecimal digits.
+/// A resume token's secret: 128 random bits, kept as two integers (no heap allocation per session). On
+/// the wire a token is `<peer id>.<32 lowercase hexadecimal digits>`: it names its session, so the hub
+/// needs no table from tokens to sessions.
 struct SessionToken: Hashable, Sendable, CustomStringConvertible {
     let high: UInt64
     let low: UInt64
@@ -42,5 +43,24 @@ struct SessionToken: Hashable, Sendable, CustomStringConvertible {
             }
             return 32
         }
+    }
+
+    /// Whether `other` is this secret, compared without an early exit on the first differing word.
+    func matches(_ other: SessionToken) -> Bool {
+        (high ^ other.high) | (low ^ other.low) == 0
+    }
+
+    /// The token as sent in `welcome`: `<peer>.<secret>`.
+    func wireForm(peer: String) -> String {
+        peer + "." + description
+    }
+
+    /// Splits a token from the wire into its peer id and secret; nil when it has not that shape. Peer
+    /// ids may contain dots, so the secret is what follows the last one.
+    static func parseWireForm(_ token: String) -> (peer: String, secret: SessionToken)? {
+        guard let dot = token.utf8.lastIndex(of: UInt8(ascii: ".")), dot > token.utf8.startIndex,
+            let secret = SessionToken(String(token[token.index(after: dot)...]))
+        else { return nil }
+        return (String(token[..<dot]), secret)
     }
 }
