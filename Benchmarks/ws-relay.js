@@ -87,6 +87,8 @@ wss.on('connection', (ws) => {
     const requestId = typeof message.id === 'string' ? message.id : undefined;
     const type = message.type;
     if (type === 'ping') return reply(ws, { type: 'pong' }, requestId);
+    // No resume buffer here, so a client's report of what it processed needs no work (v1 sends no reply).
+    if (type === 'received') return;
     if (type === 'join') {
       const room = message.room;
       if (typeof room !== 'string') return reply(ws, { type: 'error', code: 'bad-message', message: "missing 'room'" }, requestId);
