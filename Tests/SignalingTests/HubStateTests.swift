@@ -239,10 +239,36 @@ struct HubHarness {
             texts.dropFirst().map { $0.contains(#""seq":4"#) || $0.contains(#""seq":5"#) || $0.contains(#""seq":6"#) }
                 == [true, true, true]
         )
-        // A used token is refused.
+        // Once the client has sent something on the resumed connection, the used token is refused.
+        hub.send("bob", #"{"type":"ping"}"#)
         let (reused, closes) = hub.resume("bob", token: token, last: 0)
         #expect(reused == .refused(.sessionNotResumable))
         #expect(hub.closes(closes).map(\.1) == [.sessionNotResumable])
+    }
+
+    @Test func aResumeCutOffBeforeItsWelcomeCanBeRetried() throws {
+        var hub = HubHarness()
+        hub.connect("alice")
+        hub.connect("bob")
+        hub.send("alice", #"{"type":"message","to":"bob","data":1}"#)
+        let first = try #require(hub.state.resumeToken(of: "bob"))
+        hub.drop("bob")
+        // The hub takes the resume, but the connection dies before bob reads the welcome (new token).
+        let (taken, _) = hub.resume("bob", token: first, last: 0)
+        #expect(taken == .opened(peer: "bob", resumed: true, gap: false, replayed: 1))
+        hub.drop("bob")
+        // bob only knows the first token: it still works, and nothing is lost.
+        let (retried, actions) = hub.resume("bob", token: first, last: 0)
+        #expect(retried == .opened(peer: "bob", resumed: true, gap: false, replayed: 1))
+        #expect(hub.texts(actions, to: "bob").dropFirst().first?.contains(#""data":1"#) == true)
+        // bob speaks on the new connection: from now on only the newest token resumes.
+        let newest = try #require(hub.state.resumeToken(of: "bob"))
+        hub.send("bob", #"{"type":"ping"}"#)
+        hub.drop("bob")
+        let (stale, _) = hub.resume("bob", token: first, last: 1)
+        #expect(stale == .refused(.sessionNotResumable))
+        let (fresh, _) = hub.resume("bob", token: newest, last: 1)
+        #expect(fresh == .opened(peer: "bob", resumed: true, gap: false, replayed: 0))
     }
 
     @Test func resumeTakesOverALiveSocket() throws {

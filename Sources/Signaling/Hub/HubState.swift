@@ -203,6 +203,10 @@ public struct HubState: Sendable {
     private var connections: [ConnectionID: String] = [:]
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
+    /// Sessions resumed whose client has not sent anything on the new connection yet, with the secret it
+    /// resumed with. Until it does, that secret stays good for another resume: a resume cut off before
+    /// its `welcome` (and the new token) arrived can be retried instead of losing the session.
+    private var unconfirmedResumes: [String: SessionToken] = [:]
     private var bufferedBytes = 0
     private var remoteExpiries: [RemoteExpiry] = []
     private var randomness = RandomCharacters()
@@ -277,7 +281,8 @@ public struct HubState: Sendable {
         case .resume(let oldToken, let last, let subject):
             // The token names its session's peer, so no table of tokens is kept (one less entry per session).
             guard let (peer, secret) = SessionToken.parseWireForm(oldToken), var session = sessions[peer],
-                session.token.matches(secret), PeerIdentity.owns(subject, peer)
+                session.token.matches(secret) || unconfirmedResumes[peer]?.matches(secret) == true,
+                PeerIdentity.owns(subject, peer)
             else {
                 actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
                 return .refused(.sessionNotResumable)
@@ -288,6 +293,7 @@ public struct HubState: Sendable {
             } else {
                 detached.remove(peer)
             }
+            unconfirmedResumes[peer] = secret
             let token = SessionToken.random()
             session.token = token
             session.connection = connection
@@ -345,6 +351,8 @@ public struct HubState: Sendable {
     /// A validated request from a connected client.
     public mutating func receive(_ connection: ConnectionID, _ message: ClientMessage, actions: inout [HubAction]) {
         guard let peer = connections[connection] else { return }
+        // The client read the welcome of its resume: the secret it resumed with is done.
+        if !unconfirmedResumes.isEmpty { unconfirmedResumes[peer] = nil }
         switch message.request {
         case .ping:
             actions.append(.send(connection, ServerMessage.pong(id: message.id)))
@@ -664,6 +672,7 @@ public struct HubState: Sendable {
     private mutating func endSession(_ peer: String, actions: inout [HubAction]) {
         guard let session = sessions.removeValue(forKey: peer) else { return }
         detached.remove(peer)
+        unconfirmedResumes[peer] = nil
         if let connection = session.connection { connections[connection] = nil }
         bufferedBytes -= session.bufferBytes
         for room in session.rooms {
