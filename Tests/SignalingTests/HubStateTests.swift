@@ -25,32 +25,20 @@ struct HubHarness {
     mutating func connect(_ peer: String?, subject: String? = nil, grant: RoomGrant = .all) -> (
         OpenOutcome, [HubAction]
     ) {
-        let connection = ConnectionID(nextConnection)
-        nextConnection += 1
-        var actions: [HubAction] = []
-        let outcome = state.open(
-            connection,
-            .fresh(peer: peer, subject: subject, grant: grant),
-            now: now,
-            welcome: Self.welcome,
-            actions: &actions
-        )
-        if case .opened(let id, _, _, _) = outcome { connections[id] = connection }
-        return (outcome, actions)
+        self.open(.fresh(peer: peer, subject: subject, grant: grant), as: nil)
     }
 
     mutating func resume(_ peer: String, token: String, last: UInt64) -> (OpenOutcome, [HubAction]) {
+        self.open(.resume(token: token, last: last, subject: nil), as: peer)
+    }
+
+    /// Opens a connection with `request`; once opened it is `peer`'s (nil: whatever id the hub chose).
+    private mutating func open(_ request: OpenRequest, as peer: String?) -> (OpenOutcome, [HubAction]) {
         let connection = ConnectionID(nextConnection)
         nextConnection += 1
         var actions: [HubAction] = []
-        let outcome = state.open(
-            connection,
-            .resume(token: token, last: last, subject: nil),
-            now: now,
-            welcome: Self.welcome,
-            actions: &actions
-        )
-        if case .opened = outcome { connections[peer] = connection }
+        let outcome = state.open(connection, request, now: now, welcome: Self.welcome, actions: &actions)
+        if case .opened(let id, _, _, _) = outcome { connections[peer ?? id] = connection }
         return (outcome, actions)
     }
 
