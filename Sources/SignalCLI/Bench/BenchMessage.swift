@@ -53,20 +53,20 @@ enum BenchMessage {
 
     /// The value of the first `"name":"…"` string member (no escapes expected: peer ids are plain).
     static func stringMember(_ name: String, in payload: UnsafeRawBufferPointer) -> String? {
-        let needle = Array("\"\(name)\":\"".utf8)
-        guard payload.count > needle.count else { return nil }
-        var index = 0
-        while index + needle.count <= payload.count {
-            if payload[index] == needle[0], needle.indices.allSatisfy({ payload[index + $0] == needle[$0] }) {
-                let start = index + needle.count
-                var end = start
-                while end < payload.count, payload[end] != UInt8(ascii: "\"") { end += 1 }
-                guard end < payload.count else { return nil }
-                return String(decoding: UnsafeRawBufferPointer(rebasing: payload[start..<end]), as: UTF8.self)
-            }
-            index += 1
-        }
-        return nil
+        guard let start = offset(after: Array("\"\(name)\":\"".utf8), in: payload, last: false) else { return nil }
+        var end = start
+        while end < payload.count, payload[end] != UInt8(ascii: "\"") { end += 1 }
+        guard end < payload.count else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: payload[start..<end]), as: UTF8.self)
+    }
+
+    /// The offset just past the first (or, with `last`, the last) occurrence of `needle` in `payload`.
+    private static func offset(after needle: [UInt8], in payload: UnsafeRawBufferPointer, last: Bool) -> Int? {
+        guard payload.count >= needle.count else { return nil }
+        let starts = 0...(payload.count - needle.count)
+        let matches = { (index: Int) in needle.indices.allSatisfy { payload[index + $0] == needle[$0] } }
+        let found = last ? starts.reversed().first(where: matches) : starts.first(where: matches)
+        return found.map { $0 + needle.count }
     }
 
     // MARK: Builders
@@ -139,23 +139,15 @@ enum BenchMessage {
 
     /// The value of the last `"seq":<digits>` member of a message (the hub puts `seq` last), or nil.
     static func lastSeq(in payload: UnsafeRawBufferPointer) -> UInt64? {
-        let needle = Array(#""seq":"#.utf8)
-        var index = payload.count - needle.count
-        while index >= 0 {
-            if needle.indices.allSatisfy({ payload[index + $0] == needle[$0] }) {
-                var value: UInt64 = 0
-                var end = index + needle.count
-                guard end < payload.count, payload[end] >= UInt8(ascii: "0"), payload[end] <= UInt8(ascii: "9")
-                else { return nil }
-                while end < payload.count, payload[end] >= UInt8(ascii: "0"), payload[end] <= UInt8(ascii: "9") {
-                    value = value * 10 + UInt64(payload[end] - UInt8(ascii: "0"))
-                    end += 1
-                }
-                return value
-            }
-            index -= 1
+        guard var end = offset(after: Array(#""seq":"#.utf8), in: payload, last: true) else { return nil }
+        let digits = UInt8(ascii: "0")...UInt8(ascii: "9")
+        guard end < payload.count, digits.contains(payload[end]) else { return nil }
+        var value: UInt64 = 0
+        while end < payload.count, digits.contains(payload[end]) {
+            value = value * 10 + UInt64(payload[end] - UInt8(ascii: "0"))
+            end += 1
         }
-        return nil
+        return value
     }
 
     static func join(room: String) -> FrameTemplate {

@@ -482,14 +482,15 @@ public final class ClusterHub: SessionHub, Service {
                     do throws(RedisError) {
                         return .success(
                             try await self.deliver(
-                                prefix,
-                                to: member,
-                                from: peer,
-                                id: id,
-                                type: envelope.type,
-                                room: room,
-                                shared: nil,
-                                signal: true
+                                DeliveryRequest(
+                                    prefix: prefix,
+                                    sender: peer,
+                                    id: id,
+                                    type: envelope.type,
+                                    room: room,
+                                    signal: true
+                                ),
+                                to: member
                             )
                         )
                     } catch {
@@ -527,14 +528,16 @@ public final class ClusterHub: SessionHub, Service {
         return redis.submit(
             ClusterScripts.deliver,
             keys: keys.session(target),
-            arguments: self.deliverArguments(
-                prefix,
-                from: peer,
-                id: id,
-                type: envelope.type,
-                room: envelope.room,
-                shared: shared,
-                signal: true
+            arguments: self.arguments(
+                for: DeliveryRequest(
+                    prefix: prefix,
+                    sender: peer,
+                    id: id,
+                    type: envelope.type,
+                    room: envelope.room,
+                    shared: shared,
+                    signal: true
+                )
             )
         ).map { reply in
             let result = self.interpret(reply, recipient: target, signal: true)
@@ -585,47 +588,38 @@ public final class ClusterHub: SessionHub, Service {
         case unavailable
     }
 
+    /// What ``ClusterScripts/deliver`` is asked to give one recipient: a signal (`signal`, with its
+    /// sender, request id, type, room and — when a shared room is required — the sender's rooms) or a
+    /// presence event (`prefix` only).
+    private struct DeliveryRequest {
+        var prefix: ByteBuffer
+        var sender = ""
+        var id: String? = nil
+        var type: SignalType? = nil
+        var room: String? = nil
+        var shared: [String]? = nil
+        var signal: Bool
+    }
+
     /// Runs ``ClusterScripts/deliver`` for one recipient and handles what it reports back (messages its
     /// buffer bound pushed out become `expired` notices to their senders).
     @discardableResult
-    private func deliver(
-        _ prefix: ByteBuffer,
-        to recipient: String,
-        from sender: String,
-        id: String?,
-        type: SignalType?,
-        room: String?,
-        shared: [String]?,
-        signal: Bool
-    ) async throws(RedisError) -> DeliveryResult {
+    private func deliver(_ request: DeliveryRequest, to recipient: String) async throws(RedisError)
+        -> DeliveryResult
+    {
         let reply = try await redis.run(
             ClusterScripts.deliver,
             keys: keys.session(recipient),
-            arguments: self.deliverArguments(
-                prefix,
-                from: sender,
-                id: id,
-                type: type,
-                room: room,
-                shared: shared,
-                signal: signal
-            )
+            arguments: self.arguments(for: request)
         )
-        return self.interpret(reply, recipient: recipient, signal: signal)
+        return self.interpret(reply, recipient: recipient, signal: request.signal)
     }
 
-    private func deliverArguments(
-        _ prefix: ByteBuffer,
-        from sender: String,
-        id: String?,
-        type: SignalType?,
-        room: String?,
-        shared: [String]?,
-        signal: Bool
-    ) -> [any RESPEncodable] {
+    private func arguments(for request: DeliveryRequest) -> [any RESPEncodable] {
         [
-            prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
-            limits.resumeBufferMessages, limits.resumeBufferBytes, signal ? "1" : "0", keys.channelPrefix,
+            request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
+            request.shared.map { $0.joined(separator: ",") } ?? "-",
+            limits.resumeBufferMessages, limits.resumeBufferBytes, request.signal ? "1" : "0", keys.channelPrefix,
         ]
     }
 
@@ -652,16 +646,7 @@ public final class ClusterHub: SessionHub, Service {
             for member in peers {
                 group.addTask {
                     do throws(RedisError) {
-                        try await self.deliver(
-                            prefix,
-                            to: member,
-                            from: "",
-                            id: nil,
-                            type: nil,
-                            room: nil,
-                            shared: nil,
-                            signal: false
-                        )
+                        try await self.deliver(DeliveryRequest(prefix: prefix, signal: false), to: member)
                     } catch {
                         self.logger.debug(
                             "presence not delivered",

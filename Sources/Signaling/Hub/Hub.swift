@@ -170,7 +170,7 @@ public final class Hub: Sendable {
                 item = .text(buffer)
             case .ack(let id, let request, let queued):
                 connection = id
-                item = .ack(id: request, queued: queued)
+                item = .ack(ServerMessage.Ack(id: request, queued: queued))
             case .close(let id, let code, let reason):
                 connection = id
                 item = .close(code, reason: reason)

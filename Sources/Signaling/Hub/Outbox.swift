@@ -12,7 +12,7 @@ public final class Outbox: Sendable {
     public enum Item: Sendable {
         case text(ByteBuffer)
         /// An `ack` (``ServerMessage/ack(id:queued:)``), written by the connection straight into its frames.
-        case ack(id: String?, queued: Bool)
+        case ack(ServerMessage.Ack)
         case close(CloseCode, reason: String)
     }
 
@@ -99,7 +99,7 @@ extension Outbox.Item {
     var size: Int? {
         switch self {
         case .text(let buffer): return buffer.readableBytes
-        case .ack(let id, let queued): return ServerMessage.ackLength(id: id, queued: queued)
+        case .ack(let ack): return ack.length
         case .close: return nil
         }
     }

@@ -81,8 +81,9 @@ public enum ServerMessage {
     }
 
     public static func ack(id: String?, queued: Bool) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: ackLength(id: id, queued: queued))
-        writeAck(id: id, queued: queued, to: &buffer)
+        let ack = Ack(id: id, queued: queued)
+        var buffer = allocator.buffer(capacity: ack.length)
+        ack.write(to: &buffer)
         return buffer
     }
 
@@ -94,12 +95,27 @@ public enum ServerMessage {
         return length
     }
 
-    /// Writes an `ack` (``ack(id:queued:)``) into `buffer`.
-    public static func writeAck(id: String?, queued: Bool, to buffer: inout ByteBuffer) {
-        buffer.writeStaticString("{\"type\":\"ack\"")
-        writeID(id, to: &buffer)
-        if queued { buffer.writeStaticString(",\"queued\":true") }
-        buffer.writeInteger(UInt8(ascii: "}"))
+    /// An `ack` kept as its fields (no buffer) with its length worked out once, so a connection can write
+    /// it straight into its outgoing frames.
+    public struct Ack: Sendable {
+        public let id: String?
+        public let queued: Bool
+        /// The message's length in bytes (``ServerMessage/ackLength(id:queued:)``).
+        public let length: Int
+
+        public init(id: String?, queued: Bool) {
+            self.id = id
+            self.queued = queued
+            self.length = ServerMessage.ackLength(id: id, queued: queued)
+        }
+
+        /// Writes the message (``ServerMessage/ack(id:queued:)``) into `buffer`.
+        public func write(to buffer: inout ByteBuffer) {
+            buffer.writeStaticString("{\"type\":\"ack\"")
+            ServerMessage.writeID(id, to: &buffer)
+            if queued { buffer.writeStaticString(",\"queued\":true") }
+            buffer.writeInteger(UInt8(ascii: "}"))
+        }
     }
 
     public static func error(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {
@@ -153,7 +169,7 @@ public enum ServerMessage {
         return buffer
     }
 
-    private static func writeID(_ id: String?, to buffer: inout ByteBuffer) {
+    fileprivate static func writeID(_ id: String?, to buffer: inout ByteBuffer) {
         if let id {
             buffer.writeStaticString(",\"id\":")
             buffer.writeJSONString(id)

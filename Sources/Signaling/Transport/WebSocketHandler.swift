@@ -417,21 +417,16 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         }
         if batchBytes > 0 {
             var batch = context.channel.allocator.buffer(capacity: batchBytes)
-            for item in items {
+            frames: for item in items {
                 switch item {
                 case .text(let buffer):
                     ServerFrameEncoding.writeFrame(.text, payload: buffer, to: &batch)
-                case .ack(let id, let queued):
-                    ServerFrameEncoding.writeHeader(
-                        .text,
-                        payload: ServerMessage.ackLength(id: id, queued: queued),
-                        to: &batch
-                    )
-                    ServerMessage.writeAck(id: id, queued: queued, to: &batch)
+                case .ack(let ack):
+                    ServerFrameEncoding.writeHeader(.text, payload: ack.length, to: &batch)
+                    ack.write(to: &batch)
                 case .close:
-                    break
+                    break frames
                 }
-                if case .close = item { break }
             }
             metrics.bytesOut.increment(by: payloadBytes)
             context.write(Self.wrapOutboundOut(batch), promise: nil)
