@@ -333,6 +333,8 @@ def test_peer_ids_are_unique_across_nodes_and_an_ended_session_resumes_nowhere(s
             assert twin.close_code == 4009
         token = alice.token
         await alice.close()  # a close frame ends the session cluster-wide
+        # Its node ends it in Redis just after the socket closes: wait for that, not for a race.
+        await eventually(lambda: not redis.exists("sig:{alice}:s"), what="alice's session to end in Redis")
         async with websockets.connect(f"{hubs[1].ws}?resume={token}&last=0") as late:
             with pytest.raises(websockets.ConnectionClosed):
                 await late.recv()
