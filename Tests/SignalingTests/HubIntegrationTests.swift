@@ -219,6 +219,63 @@ import Testing
         _ = try await a.next("pong")
     }
 
+    /// Each way a connection can go (a session, a refused session, an echo, plain HTTP, a request cut off
+    /// half-way) gives its connection slot back when it closes.
+    @Test func everyClosedConnectionGivesItsSlotBack() async throws {
+        let secret = "test-secret-0123456789-0123456789-abcdef"
+        let hub = try await TestHub {
+            $0.maxConnectionsPerIP = 2
+            $0.echo = true
+            $0.jwtSecret = secret
+        }
+        defer { Task { await hub.stop() } }
+        func slotsReturned(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+            for _ in 0..<200 where hub.server.admittedConnections > 0 {
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            #expect(hub.server.admittedConnections == 0, sourceLocation: sourceLocation)
+        }
+        let token = try await TokenVerifier(secret: secret).sign(
+            SignalTokenPayload(sub: "alice", exp: Date(timeIntervalSinceNow: 60))
+        )
+        for _ in 0..<3 {
+            // A session opened once its token is checked, closed by the client.
+            let alice = try await hub.peer(query: "token=\(token)")
+            #expect(hub.server.admittedConnections == 1)
+            alice.client.close()
+            _ = try await alice.closed()
+            try await slotsReturned()
+            // A session refused (no token), closed by the server.
+            let refused = try await hub.connect()
+            #expect(try await refused.closed() == 4001)
+            try await slotsReturned()
+            // An echo connection.
+            let echo = try await WebSocketClient.connect(
+                to: try WebSocketURL("ws://127.0.0.1:\(hub.port)/echo"),
+                group: TestHub.group
+            )
+            echo.close()
+            _ = await echo.closed()
+            try await slotsReturned()
+            // Plain HTTP (the fallback to NIO's HTTP pipeline).
+            #expect(try await httpGet(port: hub.port, path: "/healthz").0 == 200)
+            try await slotsReturned()
+            // A request head that never ends, cut off by the client.
+            try await sendAndClose(port: hub.port, "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            try await slotsReturned()
+        }
+        // The cap still admits two.
+        let bobToken = try await TokenVerifier(secret: secret).sign(
+            SignalTokenPayload(sub: "bob", exp: Date(timeIntervalSinceNow: 60))
+        )
+        let a = try await hub.peer(query: "token=\(token)")
+        let b = try await hub.peer(query: "token=\(bobToken)")
+        a.send(#"{"type":"ping","id":"a"}"#)
+        _ = try await a.next("pong")
+        b.send(#"{"type":"ping","id":"b"}"#)
+        _ = try await b.next("pong")
+    }
+
     @Test func slowConsumerIsClosed1013WhileOthersKeepFlowing() async throws {
         let hub = try await TestHub {
             $0.outboundQueueBytes = 128 * 1024
@@ -317,18 +374,41 @@ func httpGet(port: Int, path: String) async throws -> (Int, String) {
     }
 }
 
+/// Connects over a raw socket, sends `text` and closes (without reading).
+func sendAndClose(port: Int, _ text: String) async throws {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        Thread.detachNewThread {
+            continuation.resume(
+                with: Result {
+                    let fd = try blockingConnect(port: port)
+                    defer { close(fd) }
+                    _ = text.withCString { send(fd, $0, strlen($0), 0) }
+                }
+            )
+        }
+    }
+}
+
+private func blockingConnect(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw CancellationError()
+    }
+    return fd
+}
+
 private func blockingGet(port: Int, path: String) throws -> (Int, String) {
     try {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try blockingConnect(port: port)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw CancellationError() }
         let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         _ = request.withCString { send(fd, $0, strlen($0), 0) }
         var response = [UInt8]()

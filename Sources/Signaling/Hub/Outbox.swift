@@ -9,6 +9,14 @@ import Synchronization
 /// 1013 (slow consumer). Nothing is lost by that: every sequenced message is also in the session's
 /// resume buffer.
 public final class Outbox: Sendable {
+    /// Who is woken when the outbox goes from empty to non-empty.
+    private enum Wake: Sendable {
+        case closure(@Sendable () -> Void)
+        /// A connection's handler, called on its event loop: kept in the outbox itself rather than in a
+        /// closure's separately allocated context (one per connection).
+        case drainer(NIOLoopBound<any OutboxDrainer>)
+    }
+
     public enum Item: Sendable {
         case text(ByteBuffer)
         /// An `ack` (``ServerMessage/ack(id:queued:)``), written by the connection straight into its frames.
@@ -26,7 +34,7 @@ public final class Outbox: Sendable {
     /// Kept inline (a futex word, not a separately allocated lock): one outbox per connection.
     private let state = Mutex(State())
     private let limit: Int
-    private let wake: @Sendable () -> Void
+    private let wake: Wake
 
     /// - Parameters:
     ///   - limit: bytes the outbox may hold before it overflows.
@@ -34,7 +42,15 @@ public final class Outbox: Sendable {
     ///     for the owner to call ``take()`` on its event loop.
     public init(limit: Int, wake: @escaping @Sendable () -> Void) {
         self.limit = limit
-        self.wake = wake
+        self.wake = .closure(wake)
+    }
+
+    /// An outbox whose owner is woken by ``OutboxDrainer/drainOutboxAfterWake()`` on `eventLoop`.
+    ///
+    /// The outbox holds `drainer` strongly: the owner lets go of the outbox when it is done with it.
+    init(limit: Int, drainer: any OutboxDrainer, on eventLoop: any EventLoop) {
+        self.limit = limit
+        self.wake = .drainer(NIOLoopBound(drainer, eventLoop: eventLoop))
     }
 
     /// Appends an item; returns true when the owner must be woken (see ``wakeOwner()``).
@@ -60,7 +76,12 @@ public final class Outbox: Sendable {
     }
 
     public func wakeOwner() {
-        self.wake()
+        switch wake {
+        case .closure(let wake):
+            wake()
+        case .drainer(let drainer):
+            drainer.eventLoop.execute { drainer.value.drainOutboxAfterWake() }
+        }
     }
 
     /// Takes everything queued. `overflowed` means the connection must be closed with 1013.
@@ -92,6 +113,12 @@ public final class Outbox: Sendable {
     public var isOverflowed: Bool {
         self.state.withLock { $0.overflowed }
     }
+}
+
+/// The owner of an ``Outbox`` that is woken on its event loop (a connection's handler).
+protocol OutboxDrainer: AnyObject {
+    /// Called on the owner's event loop after the outbox went from empty to non-empty.
+    func drainOutboxAfterWake()
 }
 
 extension Outbox.Item {

@@ -256,15 +256,16 @@ public final class SignalServer: Service, Sendable {
         }
     }
 
+    /// Connections holding a slot of the connection caps (every accepted connection until it closes).
+    var admittedConnections: Int { limiter.total }
+
     // MARK: Pipeline
 
     private func initializeConnection(_ channel: any Channel) -> EventLoopFuture<Void> {
-        let ip = channel.remoteAddress?.ipAddress ?? "unknown"
-        let admitted = limiter.acquire(ip)
-        if admitted {
-            let limiter = self.limiter
-            channel.closeFuture.whenComplete { _ in limiter.release(ip) }
-        } else {
+        // An admitted connection's slot is held by its handshake handler, which hands it on (see
+        // ``ConnectionLimiter``).
+        let admitted = limiter.acquire(ConnectionLimiter.key(channel.remoteAddress))
+        if !admitted {
             metrics.connectionsRefused.increment()
         }
         return channel.eventLoop.makeCompletedFuture {
@@ -287,7 +288,12 @@ public final class SignalServer: Service, Sendable {
             if admitted {
                 // Upgrades are answered by one small handler; everything else gets the HTTP pipeline.
                 try channel.pipeline.syncOperations.addHandler(
-                    WebSocketHandshakeHandler(host: self, rules: self.handshakeRules, deadline: deadline)
+                    WebSocketHandshakeHandler(
+                        host: self,
+                        rules: self.handshakeRules,
+                        deadline: deadline,
+                        limiter: self.limiter
+                    )
                 )
             } else {
                 try self.addHTTPHandlers(channel, overCapacity: true, deadline: deadline)
@@ -330,7 +336,8 @@ public final class SignalServer: Service, Sendable {
             },
             upgradePipelineHandler: { [self] channel, head in
                 do {
-                    return try self.upgrade(channel, UpgradeRequest(head))
+                    // This connection's slot is released by its close future (see `WebSocketHandshakeHandler`).
+                    return try self.upgrade(channel, UpgradeRequest(head), connectionSlot: nil)
                         ?? channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -351,9 +358,13 @@ public final class SignalServer: Service, Sendable {
         try sync.addHandler(router)
     }
 
-    func upgrade(_ channel: any Channel, _ request: UpgradeRequest) throws -> EventLoopFuture<Void>? {
+    func upgrade(
+        _ channel: any Channel,
+        _ request: UpgradeRequest,
+        connectionSlot: ConnectionLimiter?
+    ) throws -> EventLoopFuture<Void>? {
         if request.path == "/echo" {
-            try self.addWebSocketHandlers(channel, role: .echo, echo: true)
+            try self.addWebSocketHandlers(channel, role: .echo, echo: true, connectionSlot: connectionSlot)
             return nil
         }
         let hub: any SessionHub = self.cluster ?? self.wrapper ?? self.hub
@@ -363,7 +374,7 @@ public final class SignalServer: Service, Sendable {
                 request: open ?? .fresh(peer: nil, subject: nil, grant: .all),
                 refusal: refusal
             )
-            try self.addWebSocketHandlers(channel, role: role, echo: false)
+            try self.addWebSocketHandlers(channel, role: role, echo: false, connectionSlot: connectionSlot)
         }
         let requestedPeer = request.query["peer"]
         if let requestedPeer, !Identifier.isValid(requestedPeer) {
@@ -406,14 +417,24 @@ public final class SignalServer: Service, Sendable {
         return promise.futureResult
     }
 
-    private func addWebSocketHandlers(_ channel: any Channel, role: WebSocketRole, echo: Bool) throws {
+    private func addWebSocketHandlers(
+        _ channel: any Channel,
+        role: WebSocketRole,
+        echo: Bool,
+        connectionSlot: ConnectionLimiter?
+    ) throws {
         let sync = channel.pipeline.syncOperations
         // One handler reads frames (deciding each one: masking, reserved bits and opcodes,
         // fragmentation, size and fragment count, UTF-8 as fragments arrive), serves the connection and
         // writes frames.
         let sweep = sweeps[ObjectIdentifier(channel.eventLoop)]!.value
         try sync.addHandler(
-            WebSocketHandler(role: role, shared: echo ? echoShared : sessionShared, sweep: sweep)
+            WebSocketHandler(
+                role: role,
+                shared: echo ? echoShared : sessionShared,
+                sweep: sweep,
+                connectionSlot: connectionSlot
+            )
         )
     }
 }

@@ -55,7 +55,7 @@ final class WebSocketShared: Sendable {
 /// translates them to hub events and hub decisions back to frames, and owns the connection-
 /// level protocol: UTF-8 validation, ping/pong, the close handshake, heartbeats, rate limiting and the
 /// bounded outbound queue. Every decision about sessions and rooms is the hub's.
-final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
+final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, OutboxDrainer {
     typealias InboundIn = ByteBuffer
     /// Frames are encoded here (``ServerFrameEncoding``), so what goes down the pipeline is bytes.
     typealias OutboundOut = ByteBuffer
@@ -92,8 +92,15 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
     private var unwritableBytes = 0
     /// The payload of the latest ping not answered yet because the socket was not writable.
     private var pendingPong: ByteBuffer?
+    /// Released when the handler is removed (the connection closed), if it holds the connection's slot.
+    private var connectionSlot: ConnectionLimiter?
 
-    init(role: WebSocketRole, shared: WebSocketShared, sweep: HeartbeatSweep) {
+    init(
+        role: WebSocketRole,
+        shared: WebSocketShared,
+        sweep: HeartbeatSweep,
+        connectionSlot: ConnectionLimiter? = nil
+    ) {
         let settings = shared.settings
         switch role {
         case .echo:
@@ -104,6 +111,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         }
         self.shared = shared
         self.sweep = sweep
+        self.connectionSlot = connectionSlot
         self.reader = InboundFrameReader(
             maxFrameSize: settings.maxFrameBytes,
             maxMessageBytes: settings.maxMessageBytes,
@@ -130,15 +138,11 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         // interval) by the event loop's sweep, so a dead connection is dropped within about
         // timeout + timeout/4.
         sweep.add(self)
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         metrics.connectionsOpened.increment()
 
         guard let hub, let opening = self.opening.take() else { return }
         let (request, refusal) = (opening.request, opening.refusal)
-        let eventLoop = context.eventLoop
-        let outbox = Outbox(limit: settings.outboundQueueBytes) {
-            eventLoop.execute { loopBound.value.drainFromWake() }
-        }
+        let outbox = Outbox(limit: settings.outboundQueueBytes, drainer: self, on: context.eventLoop)
         self.outbox = outbox
         if let (errorCode, closeCode, reason) = refusal {
             metrics.errors[errorCode]?.increment()
@@ -170,6 +174,9 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
         // The outbox's wake-up refers to this handler: letting go of the outbox here breaks that cycle,
         // or every closed connection's handler and outbox would stay in memory.
         self.outbox = nil
+        if let slot = connectionSlot.take() {
+            slot.release(ConnectionLimiter.key(context.channel.remoteAddress))
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -489,13 +496,13 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member {
             // `channelReadComplete` normally flushes first; this guarantees the flush by the end of the
             // event-loop turn even for frames delivered without one (e.g. replayed by the upgrader).
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.execute { loopBound.value.drainFromWake() }
+            context.eventLoop.execute { loopBound.value.drainOutboxAfterWake() }
         }
     }
 
     /// A wake-up from the hub runs between read batches: any flush deferred by a batch whose
     /// `channelReadComplete` never came (e.g. frames replayed by the upgrader) goes out now too.
-    private func drainFromWake() {
+    func drainOutboxAfterWake() {
         reading = false
         drainOutbox()
         if flushPending {

@@ -8,8 +8,12 @@ protocol WebSocketHandshakeHost: AnyObject, Sendable {
     /// pipeline; its handshake timeout fires at `deadline`.
     func addHTTPHandlers(_ channel: any Channel, deadline: NIODeadline) throws
     /// Adds the WebSocket handler for `request` at the end of the pipeline: now (nil), or once its token
-    /// is checked (the future).
-    func upgrade(_ channel: any Channel, _ request: UpgradeRequest) throws -> EventLoopFuture<Void>?
+    /// is checked (the future). The handler releases `connectionSlot` (when given) as it is removed.
+    func upgrade(
+        _ channel: any Channel,
+        _ request: UpgradeRequest,
+        connectionSlot: ConnectionLimiter?
+    ) throws -> EventLoopFuture<Void>?
 }
 
 /// First handler of a connection (behind TLS, if any): a well-formed WebSocket upgrade
@@ -18,6 +22,10 @@ protocol WebSocketHandshakeHost: AnyObject, Sendable {
 /// Anything else goes to the HTTP pipeline exactly as before: the handler installs it behind itself,
 /// passes on every byte received so far and leaves. Until then it keeps the handshake timeout and closes
 /// the connection when the server starts to quiesce.
+///
+/// It holds the connection's ``ConnectionLimiter`` slot and hands it on: to the ``WebSocketHandler``
+/// once that is added, to a close-future callback when it falls back to HTTP, and releases it itself
+/// when the connection closes before either.
 final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, NIOScheduledCallbackHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -40,11 +48,19 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     /// The handshake timeout (a scheduled callback: no promise or closure per connection).
     private var timer: NIOScheduledCallback?
     private var context: ChannelHandlerContext?
+    /// The connection's slot while this handler holds it (nil once handed on).
+    private var connectionSlot: ConnectionLimiter?
 
-    init(host: any WebSocketHandshakeHost, rules: WebSocketHandshakeReader.Rules, deadline: NIODeadline) {
+    init(
+        host: any WebSocketHandshakeHost,
+        rules: WebSocketHandshakeReader.Rules,
+        deadline: NIODeadline,
+        limiter: ConnectionLimiter?
+    ) {
         self.host = host
         self.reader = WebSocketHandshakeReader(rules: rules)
         self.deadline = deadline
+        self.connectionSlot = limiter
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -59,6 +75,10 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     func handlerRemoved(context: ChannelHandlerContext) {
         self.cancelTimer()
         self.context = nil
+        // Still held: the connection closed before the slot was handed on.
+        if let slot = connectionSlot.take() {
+            slot.release(ConnectionLimiter.key(context.channel.remoteAddress))
+        }
     }
 
     func handleScheduledCallback(eventLoop: some EventLoop) {
@@ -114,6 +134,10 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     private func fallBack(context: ChannelHandlerContext) {
         phase = .done
         self.cancelTimer()
+        if let slot = connectionSlot.take() {
+            let key = ConnectionLimiter.key(context.channel.remoteAddress)
+            context.channel.closeFuture.whenComplete { _ in slot.release(key) }
+        }
         do {
             try host.addHTTPHandlers(context.channel, deadline: deadline)
         } catch {
@@ -136,7 +160,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         context.write(NIOAny(response), promise: nil)
         let pending: EventLoopFuture<Void>?
         do {
-            pending = try host.upgrade(context.channel, request)
+            pending = try host.upgrade(context.channel, request, connectionSlot: connectionSlot)
         } catch {
             return self.upgraded(context: context, result: .failure(error), afterRead: false)
         }
@@ -158,6 +182,8 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
+        // The WebSocket handler is in the pipeline and releases the slot from now on.
+        connectionSlot = nil
         if let frames = received {
             received = nil
             if frames.readableBytes > 0 {
