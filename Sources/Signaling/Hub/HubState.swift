@@ -118,47 +118,105 @@ public struct HubState: Sendable {
         let peer: String
         var token: SessionToken
         var connection: ConnectionID?
-        var detachedUntil: UInt64 = 0
         var rooms: [String] = []
         var grant: RoomGrant
         var nextSeq: UInt64 = 1
         var buffer = ResumeRing<Buffered>()
         var bufferBytes = 0
-        /// Entries that arrived while away; the queue bound applies to these only, so messages the client
-        /// was sent but has not confirmed never make a signal to it bounce.
-        var queuedCount = 0
-        var queuedBytes = 0
-        /// Highest seq dropped from the buffer before the client confirmed it.
-        var droppedThrough: UInt64 = 0
-        /// Answers to requests (signals, `leave`) on the current connection: a ring of at most the
-        /// remembered-requests limit, oldest at `answersStart` once full (so remembering one is O(1)).
-        var answers: [(id: String, answer: Answer)] = []
-        var answersStart = 0
-        /// Answers given on earlier connections of this session, bounded like `answers`.
-        var previousAnswers: [String: Answer] = [:]
-        var previousOrder: [String] = []
+        /// What only some sessions need (a detached one, one that sent requests with ids), created on first
+        /// use: kept out of line, it makes every entry of the sessions table 56 bytes smaller. Copied on
+        /// write, so `Session` keeps value semantics.
+        fileprivate var rare: Rare? = nil
 
-        /// Moves the current connection's answers to `previousAnswers`, keeping the newest `limit`.
-        mutating func archiveAnswers(limit: Int) {
-            for offset in answers.indices {
-                let (id, reply) = answers[(answersStart + offset) % answers.count]
-                if previousAnswers.updateValue(reply, forKey: id) == nil { previousOrder.append(id) }
-            }
-            answers = []
-            answersStart = 0
-            if previousOrder.count > limit {
-                for id in previousOrder.prefix(previousOrder.count - limit) { previousAnswers[id] = nil }
-                previousOrder.removeFirst(previousOrder.count - limit)
+        /// The fields of ``Session`` most sessions never set.
+        fileprivate final class Rare: @unchecked Sendable {
+            // Sendable as a value is: it is only changed through `rareForWriting()`, which copies it
+            // first unless the changed `Session` holds the only reference.
+            var detachedUntil: UInt64 = 0
+            var queuedCount = 0
+            var queuedBytes = 0
+            var droppedThrough: UInt64 = 0
+            var answers: [(id: String, answer: Answer)] = []
+            var answersStart = 0
+            var previousAnswers: [String: Answer] = [:]
+            var previousOrder: [String] = []
+
+            func copy() -> Rare {
+                let copy = Rare()
+                copy.detachedUntil = detachedUntil
+                copy.queuedCount = queuedCount
+                copy.queuedBytes = queuedBytes
+                copy.droppedThrough = droppedThrough
+                copy.answers = answers
+                copy.answersStart = answersStart
+                copy.previousAnswers = previousAnswers
+                copy.previousOrder = previousOrder
+                return copy
             }
         }
 
-        /// Remembers the answer to request `id`, forgetting the oldest past `limit`.
+        private mutating func rareForWriting() -> Rare {
+            guard rare != nil else {
+                let created = Rare()
+                rare = created
+                return created
+            }
+            if !isKnownUniquelyReferenced(&rare) { rare = rare!.copy() }
+            return rare!
+        }
+
+        /// When a detached session ends (uptime nanoseconds).
+        var detachedUntil: UInt64 {
+            get { rare?.detachedUntil ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().detachedUntil = newValue } }
+        }
+        /// Entries that arrived while away; the queue bound applies to these only, so messages the client
+        /// was sent but has not confirmed never make a signal to it bounce.
+        var queuedCount: Int {
+            get { rare?.queuedCount ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().queuedCount = newValue } }
+        }
+        var queuedBytes: Int {
+            get { rare?.queuedBytes ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().queuedBytes = newValue } }
+        }
+        /// Highest seq dropped from the buffer before the client confirmed it.
+        var droppedThrough: UInt64 {
+            get { rare?.droppedThrough ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().droppedThrough = newValue } }
+        }
+
+        /// The answer given to request `id` on an earlier connection of this session.
+        func previousAnswer(for id: String) -> Answer? {
+            guard let rare, !rare.previousAnswers.isEmpty else { return nil }
+            return rare.previousAnswers[id]
+        }
+
+        /// Moves the current connection's answers to the previous ones, keeping the newest `limit`.
+        mutating func archiveAnswers(limit: Int) {
+            guard self.rare != nil else { return }
+            let rare = rareForWriting()
+            for offset in rare.answers.indices {
+                let (id, reply) = rare.answers[(rare.answersStart + offset) % rare.answers.count]
+                if rare.previousAnswers.updateValue(reply, forKey: id) == nil { rare.previousOrder.append(id) }
+            }
+            rare.answers = []
+            rare.answersStart = 0
+            if rare.previousOrder.count > limit {
+                for id in rare.previousOrder.prefix(rare.previousOrder.count - limit) { rare.previousAnswers[id] = nil }
+                rare.previousOrder.removeFirst(rare.previousOrder.count - limit)
+            }
+        }
+
+        /// Remembers the answer to request `id` on the current connection (a ring of at most `limit`, oldest
+        /// at `answersStart` once full, so remembering one is O(1)), forgetting the oldest past `limit`.
         mutating func remember(_ answer: Answer, for id: String, limit: Int) {
-            if answers.count < limit {
-                answers.append((id, answer))
+            let rare = rareForWriting()
+            if rare.answers.count < limit {
+                rare.answers.append((id, answer))
             } else {
-                answers[answersStart] = (id, answer)
-                answersStart = (answersStart + 1) % limit
+                rare.answers[rare.answersStart] = (id, answer)
+                rare.answersStart = (rare.answersStart + 1) % limit
             }
         }
 
@@ -364,7 +422,7 @@ public struct HubState: Sendable {
             // Requests that must not take effect twice: a resent id is answered from memory.
             guard let index = sessions.index(forKey: peer) else { return }
             if let id = message.id,
-                let earlier = self.session(at: index, { $0.previousAnswers.isEmpty ? nil : $0.previousAnswers[id] })
+                let earlier = self.session(at: index, { $0.previousAnswer(for: id) })
             {
                 actions.append(earlier.action(connection, id: id))
                 return
