@@ -512,11 +512,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // A pending flush is not done here but by the task `flush()` scheduled, which runs once the event
+        // loop has handled every socket that was ready: what this connection is sent by the others in the
+        // same round (relayed signals) then goes out in the same `writev` as its own acks.
         reading = false
-        if flushPending {
-            flushPending = false
-            context.flush()
-        }
         context.fireChannelReadComplete()
     }
 
