@@ -1036,14 +1036,14 @@ public final class ClusterHub: SessionHub, Service {
         string == "*" ? .all : .only(Set(string.split(separator: ",").map(String.init)))
     }
 
-    /// Random base-62 characters (the hub's ``RandomCharacters``: one system call per eight bytes).
+    /// Random base-62 characters (the hub's ``RandomCharacters``, fetching just what one string needs).
     static func randomString(count: Int) -> String {
-        var characters = RandomCharacters()
+        var characters = RandomCharacters(source: BufferedSystemRandom(numbers: (count + 7) / 8 + 1))
         return characters.string(count: count)
     }
 
     static func randomPeerID() -> String {
-        var characters = RandomCharacters()
+        var characters = RandomCharacters(source: BufferedSystemRandom(numbers: 3))
         return PeerIdentity.randomID(using: &characters)
     }
 }

@@ -1,5 +1,11 @@
 import NIOCore
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Identifies one WebSocket connection (a session may be served by several over its life).
 public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public let raw: UInt64
@@ -330,7 +336,7 @@ public struct HubState: Sendable {
                     return .refused(.idTaken)
                 }
             }
-            let token = SessionToken.random()
+            let token = SessionToken.random(using: &randomness.source)
             sessions[peer] = Session(peer: peer, token: token, connection: connection, grant: grant)
             connections[connection] = peer
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), false, false)))
@@ -352,7 +358,7 @@ public struct HubState: Sendable {
                 detached.remove(peer)
             }
             unconfirmedResumes[peer] = secret
-            let token = SessionToken.random()
+            let token = SessionToken.random(using: &randomness.source)
             session.token = token
             session.connection = connection
             session.archiveAnswers(limit: limits.rememberedRequests)
@@ -761,14 +767,19 @@ public struct HubState: Sendable {
 struct RandomCharacters: Sendable {
     private static let alphabet: StaticString = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-    private var generator = SystemRandomNumberGenerator()
+    /// The random numbers behind the characters; the hub also takes its session tokens from it.
+    var source: BufferedSystemRandom
     private var bits: UInt64 = 0
     private var bytesLeft = 0
+
+    init(source: BufferedSystemRandom = BufferedSystemRandom()) {
+        self.source = source
+    }
 
     mutating func next() -> UInt8 {
         while true {
             if bytesLeft == 0 {
-                bits = generator.next()
+                bits = source.next()
                 bytesLeft = 8
             }
             let byte = UInt8(truncatingIfNeeded: bits)
@@ -798,4 +809,50 @@ func decimalDigits(_ value: UInt64) -> Int {
         digits += 1
     }
     return digits
+}
+
+/// Cryptographically secure random numbers from the system, fetched 256 bytes per system call (a session
+/// takes four numbers: one `read` of `/dev/urandom` per eight sessions instead of four `getrandom`s per
+/// session).
+struct BufferedSystemRandom: RandomNumberGenerator, Sendable {
+    /// Opened once per process; -1 where there is none (then the standard library's generator is used).
+    private static let urandom: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+
+    private var buffer: [UInt64]
+    private var position: Int
+
+    /// - Parameter numbers: how many numbers one system call fetches (a one-off use needs few).
+    init(numbers: Int = 32) {
+        buffer = [UInt64](repeating: 0, count: max(1, numbers))
+        position = buffer.count
+    }
+
+    mutating func next() -> UInt64 {
+        if position == buffer.count { self.refill() }
+        defer { position += 1 }
+        return buffer[position]
+    }
+
+    private mutating func refill() {
+        buffer.withUnsafeMutableBytes { bytes in
+            var filled = 0
+            if Self.urandom >= 0 {
+                while filled < bytes.count {
+                    let count = read(Self.urandom, bytes.baseAddress! + filled, bytes.count - filled)
+                    if count > 0 {
+                        filled += count
+                    } else if count == 0 || errno != EINTR {
+                        break
+                    }
+                }
+            }
+            if filled < bytes.count {
+                var system = SystemRandomNumberGenerator()
+                for index in 0..<(bytes.count / 8) {
+                    bytes.storeBytes(of: system.next(), toByteOffset: index * 8, as: UInt64.self)
+                }
+            }
+        }
+        position = 0
+    }
 }

@@ -13,7 +13,12 @@ struct SessionToken: Hashable, Sendable, CustomStringConvertible {
     /// A fresh token from the system's CSPRNG.
     static func random() -> SessionToken {
         var generator = SystemRandomNumberGenerator()
-        return SessionToken(high: generator.next(), low: generator.next())
+        return random(using: &generator)
+    }
+
+    /// A fresh token from `generator`, which must be cryptographically secure.
+    static func random(using generator: inout some RandomNumberGenerator) -> SessionToken {
+        SessionToken(high: generator.next(), low: generator.next())
     }
 
     /// Parses the wire form; nil for anything that is not exactly 32 lowercase hexadecimal digits.
