@@ -120,7 +120,12 @@ public struct HubState: Sendable {
         }
     }
 
-    struct Session {
+    /// One session. A class, so the sessions table holds 24-byte entries (key and reference) rather than
+    /// whole sessions: a table sits at up to 2.7 buckets per entry after it grows (2.6 at 100,000
+    /// sessions), and every bucket of an inline table would take a session's size. Only `HubState` holds
+    /// sessions, under its owner's lock (hence `@unchecked Sendable`); a copy of a `HubState` would share
+    /// them, so a `HubState` is never copied.
+    final class Session: @unchecked Sendable {
         let peer: String
         var token: SessionToken
         var connection: ConnectionID?
@@ -130,9 +135,15 @@ public struct HubState: Sendable {
         var buffer = ResumeRing<Buffered>()
         var bufferBytes = 0
         /// What only some sessions need (a detached one, one that sent requests with ids), created on first
-        /// use: kept out of line, it makes every entry of the sessions table 56 bytes smaller. Copied on
-        /// write, so `Session` keeps value semantics.
+        /// use: kept out of line, it keeps every session 56 bytes smaller.
         fileprivate var rare: Rare? = nil
+
+        init(peer: String, token: SessionToken, connection: ConnectionID?, grant: RoomGrant) {
+            self.peer = peer
+            self.token = token
+            self.connection = connection
+            self.grant = grant
+        }
 
         /// The fields of ``Session`` most sessions never set.
         fileprivate final class Rare: @unchecked Sendable {
@@ -161,7 +172,7 @@ public struct HubState: Sendable {
             }
         }
 
-        private mutating func rareForWriting() -> Rare {
+        private func rareForWriting() -> Rare {
             guard rare != nil else {
                 let created = Rare()
                 rare = created
@@ -199,7 +210,7 @@ public struct HubState: Sendable {
         }
 
         /// Moves the current connection's answers to the previous ones, keeping the newest `limit`.
-        mutating func archiveAnswers(limit: Int) {
+        func archiveAnswers(limit: Int) {
             guard self.rare != nil else { return }
             let rare = rareForWriting()
             for offset in rare.answers.indices {
@@ -216,7 +227,7 @@ public struct HubState: Sendable {
 
         /// Remembers the answer to request `id` on the current connection (a ring of at most `limit`, oldest
         /// at `answersStart` once full, so remembering one is O(1)), forgetting the oldest past `limit`.
-        mutating func remember(_ answer: Answer, for id: String, limit: Int) {
+        func remember(_ answer: Answer, for id: String, limit: Int) {
             let rare = rareForWriting()
             if rare.answers.count < limit {
                 rare.answers.append((id, answer))
@@ -344,7 +355,7 @@ public struct HubState: Sendable {
 
         case .resume(let oldToken, let last, let subject):
             // The token names its session's peer, so no table of tokens is kept (one less entry per session).
-            guard let (peer, secret) = SessionToken.parseWireForm(oldToken), var session = sessions[peer],
+            guard let (peer, secret) = SessionToken.parseWireForm(oldToken), let session = sessions[peer],
                 session.token.matches(secret) || unconfirmedResumes[peer]?.matches(secret) == true,
                 PeerIdentity.owns(subject, peer)
             else {
@@ -380,7 +391,6 @@ public struct HubState: Sendable {
             }
             session.queuedCount = 0
             session.queuedBytes = 0
-            sessions[peer] = session
             counters.resumes += 1
             counters.replayed += replayed
             if gap { counters.gaps += 1 }
@@ -606,8 +616,7 @@ public struct HubState: Sendable {
         return self.deliver(at: index, message, origin: origin, actions: &actions)
     }
 
-    /// Runs `body` on the session at `index` in place: reading a field through `sessions[peer]!` would
-    /// copy the whole `Session` (retaining every string, array and buffer in it) first.
+    /// Runs `body` on the session at `index` (found once by the caller, so the key is hashed once).
     @inline(__always)
     private mutating func session<Result>(
         at index: Dictionary<String, Session>.Index,
@@ -702,13 +711,12 @@ public struct HubState: Sendable {
     }
 
     private mutating func trimBuffer(of peer: String, through seq: UInt64) {
-        guard var session = sessions.removeValue(forKey: peer) else { return }
+        guard let session = sessions[peer] else { return }
         while let first = session.buffer.first, first.seq <= seq, !first.queued {
             session.buffer.removeFirst()
             session.bufferBytes -= first.size
             bufferedBytes -= first.size
         }
-        sessions[peer] = session
     }
 
     private mutating func notifyExpired(_ origin: QueuedOrigin, to recipient: String, actions: inout [HubAction]) {
