@@ -122,6 +122,22 @@ def test_echo_endpoint(start_hub):
     assert report["signals"] == report["sent"]
 
 
+def test_state_reports_the_hubs_own_memory_per_session():
+    # In-process: no server. The hub state's part of a session's memory, at a count sockets cannot reach here.
+    proc = subprocess.run(
+        [SIGNAL, "bench", "state", "--sessions", "20000", "--room-size", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["mode"] == "state"
+    assert report["sessions"] == 20000 and report["rooms"] == 5000
+    # A session, its room membership and its tables' share: more than its 112-byte object, less than 4 KiB.
+    assert 112 < report["hub_state_rss_bytes_per_session"] < 4096
+
+
 def test_errors_are_counted_when_the_hub_rate_limits(start_hub):
     # The hub's default limits (a burst of 200, 100 messages/s) refuse a closed-loop relay: the bench must
     # say so instead of reporting a clean run.

@@ -13,6 +13,8 @@ struct BenchCommand: AsyncParsableCommand {
             fanout   room broadcasts: deliveries/s, latency
             echo     the transport ceiling against an echo endpoint
                      (the hub's /echo with `signal serve --echo`)
+            state    the hub's own memory per session at any count, in this
+                     process (no server, no sockets)
 
             A progress line goes to stderr while it runs and a summary to stdout at \
             the end; with --json the summary is one JSON object with signals_per_sec, \
@@ -26,6 +28,9 @@ struct BenchCommand: AsyncParsableCommand {
                 --max-connections 200000 --max-connections-per-ip 1000000 \\
                 --max-peers-per-room 10000
             """,
-        subcommands: [BenchConnectCommand.self, BenchRelayCommand.self, BenchFanoutCommand.self, BenchEchoCommand.self]
+        subcommands: [
+            BenchConnectCommand.self, BenchRelayCommand.self, BenchFanoutCommand.self, BenchEchoCommand.self,
+            BenchStateCommand.self,
+        ]
     )
 }
