@@ -145,62 +145,33 @@ public struct HubState: Sendable {
             self.grant = grant
         }
 
-        /// The fields of ``Session`` most sessions never set.
-        fileprivate final class Rare: @unchecked Sendable {
-            // Sendable as a value is: it is only changed through `rareForWriting()`, which copies it
-            // first unless the changed `Session` holds the only reference.
+        /// The fields of ``Session`` most sessions never set (only its session refers to it).
+        fileprivate final class Rare {
+            /// When a detached session ends (uptime nanoseconds).
             var detachedUntil: UInt64 = 0
+            /// Entries that arrived while away; the queue bound applies to these only, so messages the
+            /// client was sent but has not confirmed never make a signal to it bounce.
             var queuedCount = 0
             var queuedBytes = 0
+            /// Highest seq dropped from the buffer before the client confirmed it.
             var droppedThrough: UInt64 = 0
             var answers: [(id: String, answer: Answer)] = []
             var answersStart = 0
             var previousAnswers: [String: Answer] = [:]
             var previousOrder: [String] = []
-
-            func copy() -> Rare {
-                let copy = Rare()
-                copy.detachedUntil = detachedUntil
-                copy.queuedCount = queuedCount
-                copy.queuedBytes = queuedBytes
-                copy.droppedThrough = droppedThrough
-                copy.answers = answers
-                copy.answersStart = answersStart
-                copy.previousAnswers = previousAnswers
-                copy.previousOrder = previousOrder
-                return copy
-            }
         }
 
         private func rareForWriting() -> Rare {
-            guard rare != nil else {
-                let created = Rare()
-                rare = created
-                return created
-            }
-            if !isKnownUniquelyReferenced(&rare) { rare = rare!.copy() }
-            return rare!
+            if let rare { return rare }
+            let created = Rare()
+            rare = created
+            return created
         }
 
-        /// When a detached session ends (uptime nanoseconds).
-        var detachedUntil: UInt64 {
-            get { rare?.detachedUntil ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().detachedUntil = newValue } }
-        }
-        /// Entries that arrived while away; the queue bound applies to these only, so messages the client
-        /// was sent but has not confirmed never make a signal to it bounce.
-        var queuedCount: Int {
-            get { rare?.queuedCount ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().queuedCount = newValue } }
-        }
-        var queuedBytes: Int {
-            get { rare?.queuedBytes ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().queuedBytes = newValue } }
-        }
-        /// Highest seq dropped from the buffer before the client confirmed it.
-        var droppedThrough: UInt64 {
-            get { rare?.droppedThrough ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().droppedThrough = newValue } }
+        /// A counter kept in `rare`: zero until set, and setting zero to an unset counter creates nothing.
+        fileprivate subscript<Value: BinaryInteger>(rare field: ReferenceWritableKeyPath<Rare, Value>) -> Value {
+            get { rare?[keyPath: field] ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting()[keyPath: field] = newValue } }
         }
 
         /// The answer given to request `id` on an earlier connection of this session.
@@ -211,8 +182,7 @@ public struct HubState: Sendable {
 
         /// Moves the current connection's answers to the previous ones, keeping the newest `limit`.
         func archiveAnswers(limit: Int) {
-            guard self.rare != nil else { return }
-            let rare = rareForWriting()
+            guard let rare else { return }
             for offset in rare.answers.indices {
                 let (id, reply) = rare.answers[(rare.answersStart + offset) % rare.answers.count]
                 if rare.previousAnswers.updateValue(reply, forKey: id) == nil { rare.previousOrder.append(id) }
@@ -374,7 +344,7 @@ public struct HubState: Sendable {
             session.connection = connection
             session.archiveAnswers(limit: limits.rememberedRequests)
             connections[connection] = peer
-            let gap = last < session.droppedThrough || last > session.lastSeq
+            let gap = last < session[rare: \.droppedThrough] || last > session.lastSeq
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), true, gap)))
             var replayed = 0
             for index in session.buffer.indices {
@@ -389,8 +359,8 @@ public struct HubState: Sendable {
                 session.buffer[index].queued = false
                 session.buffer[index].queuedFrom = nil
             }
-            session.queuedCount = 0
-            session.queuedBytes = 0
+            session[rare: \.queuedCount] = 0
+            session[rare: \.queuedBytes] = 0
             counters.resumes += 1
             counters.replayed += replayed
             if gap { counters.gaps += 1 }
@@ -406,7 +376,7 @@ public struct HubState: Sendable {
         guard sessions[peer]?.connection == connection else { return }
         if keepSession && limits.resumeGraceNanos > 0 {
             sessions[peer]!.connection = nil
-            sessions[peer]!.detachedUntil = now + limits.resumeGraceNanos
+            sessions[peer]![rare: \.detachedUntil] = now + limits.resumeGraceNanos
             detached.insert(peer)
         } else {
             self.endSession(peer, actions: &actions)
@@ -416,7 +386,7 @@ public struct HubState: Sendable {
     /// Time passed: ends the sessions whose grace period is over.
     public mutating func tick(now: UInt64, actions: inout [HubAction]) {
         guard !detached.isEmpty else { return }
-        let expired = detached.filter { (sessions[$0]?.detachedUntil ?? 0) <= now }
+        let expired = detached.filter { (sessions[$0]?[rare: \.detachedUntil] ?? 0) <= now }
         for peer in expired {
             self.endSession(peer, actions: &actions)
         }
@@ -637,7 +607,8 @@ public struct HubState: Sendable {
         if connection == nil && origin != nil {
             let full =
                 self.session(at: index) {
-                    $0.queuedCount >= limits.resumeBufferMessages || $0.queuedBytes + size > limits.resumeBufferBytes
+                    $0[rare: \.queuedCount] >= limits.resumeBufferMessages
+                        || $0[rare: \.queuedBytes] + size > limits.resumeBufferBytes
                 }
                 || bufferedBytes + size > limits.globalBufferBytes
             if full { return .queueFull }
@@ -670,8 +641,8 @@ public struct HubState: Sendable {
             session.buffer.append(entry)
             session.bufferBytes += count
             if away {
-                session.queuedCount += 1
-                session.queuedBytes += count
+                session[rare: \.queuedCount] += 1
+                session[rare: \.queuedBytes] += count
             }
         }
         bufferedBytes += count
@@ -680,8 +651,8 @@ public struct HubState: Sendable {
             let overSession = self.session(at: index) { session -> Bool? in
                 guard !session.buffer.isEmpty else { return nil }
                 return away
-                    ? session.queuedCount > limits.resumeBufferMessages
-                        || session.queuedBytes > limits.resumeBufferBytes
+                    ? session[rare: \.queuedCount] > limits.resumeBufferMessages
+                        || session[rare: \.queuedBytes] > limits.resumeBufferBytes
                     : session.buffer.count > limits.resumeBufferMessages
                         || session.bufferBytes > limits.resumeBufferBytes
             }
@@ -697,10 +668,10 @@ public struct HubState: Sendable {
             let dropped = session.buffer.removeFirst()
             let bytes = dropped.size
             session.bufferBytes -= bytes
-            session.droppedThrough = max(session.droppedThrough, dropped.seq)
+            session[rare: \.droppedThrough] = max(session[rare: \.droppedThrough], dropped.seq)
             if dropped.queued {
-                session.queuedCount -= 1
-                session.queuedBytes -= bytes
+                session[rare: \.queuedCount] -= 1
+                session[rare: \.queuedBytes] -= bytes
             }
             return (dropped, dropped.queuedFrom == nil ? nil : session.peer)
         }
