@@ -168,10 +168,22 @@ public struct HubState: Sendable {
             return created
         }
 
-        /// A counter kept in `rare`: zero until set, and setting zero to an unset counter creates nothing.
-        fileprivate subscript<Value: BinaryInteger>(rare field: ReferenceWritableKeyPath<Rare, Value>) -> Value {
-            get { rare?[keyPath: field] ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting()[keyPath: field] = newValue } }
+        /// When a detached session ends (uptime nanoseconds); see ``Rare``.
+        var detachedUntil: UInt64 {
+            get { rare?.detachedUntil ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().detachedUntil = newValue } }
+        }
+        var queuedCount: Int {
+            get { rare?.queuedCount ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().queuedCount = newValue } }
+        }
+        var queuedBytes: Int {
+            get { rare?.queuedBytes ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().queuedBytes = newValue } }
+        }
+        var droppedThrough: UInt64 {
+            get { rare?.droppedThrough ?? 0 }
+            set { if rare != nil || newValue != 0 { rareForWriting().droppedThrough = newValue } }
         }
 
         /// The answer given to request `id` on an earlier connection of this session.
@@ -344,7 +356,7 @@ public struct HubState: Sendable {
             session.connection = connection
             session.archiveAnswers(limit: limits.rememberedRequests)
             connections[connection] = peer
-            let gap = last < session[rare: \.droppedThrough] || last > session.lastSeq
+            let gap = last < session.droppedThrough || last > session.lastSeq
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), true, gap)))
             var replayed = 0
             for index in session.buffer.indices {
@@ -359,8 +371,8 @@ public struct HubState: Sendable {
                 session.buffer[index].queued = false
                 session.buffer[index].queuedFrom = nil
             }
-            session[rare: \.queuedCount] = 0
-            session[rare: \.queuedBytes] = 0
+            session.queuedCount = 0
+            session.queuedBytes = 0
             counters.resumes += 1
             counters.replayed += replayed
             if gap { counters.gaps += 1 }
@@ -376,7 +388,7 @@ public struct HubState: Sendable {
         guard sessions[peer]?.connection == connection else { return }
         if keepSession && limits.resumeGraceNanos > 0 {
             sessions[peer]!.connection = nil
-            sessions[peer]![rare: \.detachedUntil] = now + limits.resumeGraceNanos
+            sessions[peer]!.detachedUntil = now + limits.resumeGraceNanos
             detached.insert(peer)
         } else {
             self.endSession(peer, actions: &actions)
@@ -386,7 +398,7 @@ public struct HubState: Sendable {
     /// Time passed: ends the sessions whose grace period is over.
     public mutating func tick(now: UInt64, actions: inout [HubAction]) {
         guard !detached.isEmpty else { return }
-        let expired = detached.filter { (sessions[$0]?[rare: \.detachedUntil] ?? 0) <= now }
+        let expired = detached.filter { (sessions[$0]?.detachedUntil ?? 0) <= now }
         for peer in expired {
             self.endSession(peer, actions: &actions)
         }
@@ -607,8 +619,8 @@ public struct HubState: Sendable {
         if connection == nil && origin != nil {
             let full =
                 self.session(at: index) {
-                    $0[rare: \.queuedCount] >= limits.resumeBufferMessages
-                        || $0[rare: \.queuedBytes] + size > limits.resumeBufferBytes
+                    $0.queuedCount >= limits.resumeBufferMessages
+                        || $0.queuedBytes + size > limits.resumeBufferBytes
                 }
                 || bufferedBytes + size > limits.globalBufferBytes
             if full { return .queueFull }
@@ -641,8 +653,8 @@ public struct HubState: Sendable {
             session.buffer.append(entry)
             session.bufferBytes += count
             if away {
-                session[rare: \.queuedCount] += 1
-                session[rare: \.queuedBytes] += count
+                session.queuedCount += 1
+                session.queuedBytes += count
             }
         }
         bufferedBytes += count
@@ -651,8 +663,8 @@ public struct HubState: Sendable {
             let overSession = self.session(at: index) { session -> Bool? in
                 guard !session.buffer.isEmpty else { return nil }
                 return away
-                    ? session[rare: \.queuedCount] > limits.resumeBufferMessages
-                        || session[rare: \.queuedBytes] > limits.resumeBufferBytes
+                    ? session.queuedCount > limits.resumeBufferMessages
+                        || session.queuedBytes > limits.resumeBufferBytes
                     : session.buffer.count > limits.resumeBufferMessages
                         || session.bufferBytes > limits.resumeBufferBytes
             }
@@ -668,10 +680,10 @@ public struct HubState: Sendable {
             let dropped = session.buffer.removeFirst()
             let bytes = dropped.size
             session.bufferBytes -= bytes
-            session[rare: \.droppedThrough] = max(session[rare: \.droppedThrough], dropped.seq)
+            session.droppedThrough = max(session.droppedThrough, dropped.seq)
             if dropped.queued {
-                session[rare: \.queuedCount] -= 1
-                session[rare: \.queuedBytes] -= bytes
+                session.queuedCount -= 1
+                session.queuedBytes -= bytes
             }
             return (dropped, dropped.queuedFrom == nil ? nil : session.peer)
         }
