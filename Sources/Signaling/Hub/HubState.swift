@@ -147,6 +147,15 @@ public struct HubState: Sendable {
 
         /// The fields of ``Session`` most sessions never set (only its session refers to it).
         fileprivate final class Rare {
+            var resumeState = ResumeState()
+            var answers: [(id: String, answer: Answer)] = []
+            var answersStart = 0
+            var previousAnswers: [String: Answer] = [:]
+            var previousOrder: [String] = []
+        }
+
+        /// What a session keeps for being away and resuming, beyond its buffer.
+        struct ResumeState: Equatable {
             /// When a detached session ends (uptime nanoseconds).
             var detachedUntil: UInt64 = 0
             /// Entries that arrived while away; the queue bound applies to these only, so messages the
@@ -155,10 +164,6 @@ public struct HubState: Sendable {
             var queuedBytes = 0
             /// Highest seq dropped from the buffer before the client confirmed it.
             var droppedThrough: UInt64 = 0
-            var answers: [(id: String, answer: Answer)] = []
-            var answersStart = 0
-            var previousAnswers: [String: Answer] = [:]
-            var previousOrder: [String] = []
         }
 
         private func rareForWriting() -> Rare {
@@ -168,22 +173,11 @@ public struct HubState: Sendable {
             return created
         }
 
-        /// When a detached session ends (uptime nanoseconds); see ``Rare``.
-        var detachedUntil: UInt64 {
-            get { rare?.detachedUntil ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().detachedUntil = newValue } }
-        }
-        var queuedCount: Int {
-            get { rare?.queuedCount ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().queuedCount = newValue } }
-        }
-        var queuedBytes: Int {
-            get { rare?.queuedBytes ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().queuedBytes = newValue } }
-        }
-        var droppedThrough: UInt64 {
-            get { rare?.droppedThrough ?? 0 }
-            set { if rare != nil || newValue != 0 { rareForWriting().droppedThrough = newValue } }
+        /// Kept in `rare`: all zero until set, and setting all zero on a session without `rare` creates
+        /// nothing.
+        var resumeState: ResumeState {
+            get { rare?.resumeState ?? ResumeState() }
+            set { if rare != nil || newValue != ResumeState() { rareForWriting().resumeState = newValue } }
         }
 
         /// The answer given to request `id` on an earlier connection of this session.
@@ -356,7 +350,7 @@ public struct HubState: Sendable {
             session.connection = connection
             session.archiveAnswers(limit: limits.rememberedRequests)
             connections[connection] = peer
-            let gap = last < session.droppedThrough || last > session.lastSeq
+            let gap = last < session.resumeState.droppedThrough || last > session.lastSeq
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), true, gap)))
             var replayed = 0
             for index in session.buffer.indices {
@@ -371,8 +365,8 @@ public struct HubState: Sendable {
                 session.buffer[index].queued = false
                 session.buffer[index].queuedFrom = nil
             }
-            session.queuedCount = 0
-            session.queuedBytes = 0
+            session.resumeState.queuedCount = 0
+            session.resumeState.queuedBytes = 0
             counters.resumes += 1
             counters.replayed += replayed
             if gap { counters.gaps += 1 }
@@ -388,7 +382,7 @@ public struct HubState: Sendable {
         guard sessions[peer]?.connection == connection else { return }
         if keepSession && limits.resumeGraceNanos > 0 {
             sessions[peer]!.connection = nil
-            sessions[peer]!.detachedUntil = now + limits.resumeGraceNanos
+            sessions[peer]!.resumeState.detachedUntil = now + limits.resumeGraceNanos
             detached.insert(peer)
         } else {
             self.endSession(peer, actions: &actions)
@@ -398,7 +392,7 @@ public struct HubState: Sendable {
     /// Time passed: ends the sessions whose grace period is over.
     public mutating func tick(now: UInt64, actions: inout [HubAction]) {
         guard !detached.isEmpty else { return }
-        let expired = detached.filter { (sessions[$0]?.detachedUntil ?? 0) <= now }
+        let expired = detached.filter { (sessions[$0]?.resumeState.detachedUntil ?? 0) <= now }
         for peer in expired {
             self.endSession(peer, actions: &actions)
         }
@@ -619,8 +613,8 @@ public struct HubState: Sendable {
         if connection == nil && origin != nil {
             let full =
                 self.session(at: index) {
-                    $0.queuedCount >= limits.resumeBufferMessages
-                        || $0.queuedBytes + size > limits.resumeBufferBytes
+                    $0.resumeState.queuedCount >= limits.resumeBufferMessages
+                        || $0.resumeState.queuedBytes + size > limits.resumeBufferBytes
                 }
                 || bufferedBytes + size > limits.globalBufferBytes
             if full { return .queueFull }
@@ -653,8 +647,8 @@ public struct HubState: Sendable {
             session.buffer.append(entry)
             session.bufferBytes += count
             if away {
-                session.queuedCount += 1
-                session.queuedBytes += count
+                session.resumeState.queuedCount += 1
+                session.resumeState.queuedBytes += count
             }
         }
         bufferedBytes += count
@@ -663,8 +657,8 @@ public struct HubState: Sendable {
             let overSession = self.session(at: index) { session -> Bool? in
                 guard !session.buffer.isEmpty else { return nil }
                 return away
-                    ? session.queuedCount > limits.resumeBufferMessages
-                        || session.queuedBytes > limits.resumeBufferBytes
+                    ? session.resumeState.queuedCount > limits.resumeBufferMessages
+                        || session.resumeState.queuedBytes > limits.resumeBufferBytes
                     : session.buffer.count > limits.resumeBufferMessages
                         || session.bufferBytes > limits.resumeBufferBytes
             }
@@ -680,10 +674,10 @@ public struct HubState: Sendable {
             let dropped = session.buffer.removeFirst()
             let bytes = dropped.size
             session.bufferBytes -= bytes
-            session.droppedThrough = max(session.droppedThrough, dropped.seq)
+            session.resumeState.droppedThrough = max(session.resumeState.droppedThrough, dropped.seq)
             if dropped.queued {
-                session.queuedCount -= 1
-                session.queuedBytes -= bytes
+                session.resumeState.queuedCount -= 1
+                session.resumeState.queuedBytes -= bytes
             }
             return (dropped, dropped.queuedFrom == nil ? nil : session.peer)
         }
