@@ -746,9 +746,9 @@ public struct HubState: Sendable {
     }
 }
 
-/// Random base-62 characters for peer ids and resume tokens, drawn from the system's CSPRNG
-/// (`SystemRandomNumberGenerator`) 64 bits at a time — one system call per eight bytes rather than one
-/// per character — without bias: a byte is used only below 248 (4 × 62), as `byte % 62`.
+/// Random base-62 characters for peer ids, drawn from the system's CSPRNG through a
+/// ``BufferedSystemRandom`` (which the hub also takes its resume tokens from), without bias: a byte is
+/// used only below 248 (4 × 62), as `byte % 62`.
 struct RandomCharacters: Sendable {
     private static let alphabet: StaticString = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

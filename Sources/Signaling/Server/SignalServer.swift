@@ -264,7 +264,7 @@ public final class SignalServer: Service, Sendable {
     private func initializeConnection(_ channel: any Channel) -> EventLoopFuture<Void> {
         // An admitted connection's slot is held by its handshake handler, which hands it on (see
         // ``ConnectionLimiter``).
-        let admitted = limiter.acquire(ConnectionLimiter.key(channel.remoteAddress))
+        let admitted = limiter.acquire(for: channel)
         if !admitted {
             metrics.connectionsRefused.increment()
         }

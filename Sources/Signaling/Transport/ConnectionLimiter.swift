@@ -35,8 +35,18 @@ final class ConnectionLimiter: Sendable {
 
     /// The key a connection is counted under: its remote IP address. A channel keeps its addresses until
     /// its handlers have been removed, so a handler's `handlerRemoved` gets the same key as the accept.
-    static func key(_ address: SocketAddress?) -> String {
-        address?.ipAddress ?? "unknown"
+    static func key(_ channel: any Channel) -> String {
+        channel.remoteAddress?.ipAddress ?? "unknown"
+    }
+
+    /// Takes a slot for `channel`'s address (see ``acquire(_:)``).
+    func acquire(for channel: any Channel) -> Bool {
+        self.acquire(Self.key(channel))
+    }
+
+    /// Gives back `channel`'s slot; called by whichever handler holds it as it is removed.
+    func release(for channel: any Channel) {
+        self.release(Self.key(channel))
     }
 
     func release(_ ip: String) {

@@ -174,9 +174,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
         // The outbox's wake-up refers to this handler: letting go of the outbox here breaks that cycle,
         // or every closed connection's handler and outbox would stay in memory.
         self.outbox = nil
-        if let slot = connectionSlot.take() {
-            slot.release(ConnectionLimiter.key(context.channel.remoteAddress))
-        }
+        connectionSlot.take()?.release(for: context.channel)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -493,8 +491,9 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
         }
         if !flushPending {
             flushPending = true
-            // `channelReadComplete` normally flushes first; this guarantees the flush by the end of the
-            // event-loop turn even for frames delivered without one (e.g. replayed by the upgrader).
+            // Runs once the event loop has handled every socket that was ready in this round (see
+            // `channelReadComplete`), also for frames delivered without a `channelReadComplete` (e.g.
+            // replayed by the upgrader).
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             context.eventLoop.execute { loopBound.value.drainOutboxAfterWake() }
         }

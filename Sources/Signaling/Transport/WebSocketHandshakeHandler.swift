@@ -76,9 +76,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         self.cancelTimer()
         self.context = nil
         // Still held: the connection closed before the slot was handed on.
-        if let slot = connectionSlot.take() {
-            slot.release(ConnectionLimiter.key(context.channel.remoteAddress))
-        }
+        connectionSlot.take()?.release(for: context.channel)
     }
 
     func handleScheduledCallback(eventLoop: some EventLoop) {
@@ -135,7 +133,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         phase = .done
         self.cancelTimer()
         if let slot = connectionSlot.take() {
-            let key = ConnectionLimiter.key(context.channel.remoteAddress)
+            let key = ConnectionLimiter.key(context.channel)
             context.channel.closeFuture.whenComplete { _ in slot.release(key) }
         }
         do {

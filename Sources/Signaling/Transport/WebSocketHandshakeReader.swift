@@ -126,25 +126,19 @@ struct WebSocketHandshakeReader {
             if end == position { break }
             count += 1
             guard count <= rules.maxHeaderCount, let value = headerLine(head, position..<end) else { return nil }
+            // A field that may appear once falls back to the HTTP pipeline when repeated.
+            func once(_ slot: inout Range<Int>?) -> Bool {
+                guard slot == nil else { return false }
+                slot = value.range
+                return true
+            }
             switch field(head, position..<value.colon) {
-            case .host:
-                guard host == nil else { return nil }
-                host = value.range
-            case .origin:
-                guard origin == nil else { return nil }
-                origin = value.range
-            case .authorization:
-                guard authorization == nil else { return nil }
-                authorization = value.range
-            case .upgrade:
-                guard upgrade == nil else { return nil }
-                upgrade = value.range
-            case .key:
-                guard key == nil else { return nil }
-                key = value.range
-            case .version:
-                guard keyVersion == nil else { return nil }
-                keyVersion = value.range
+            case .host: guard once(&host) else { return nil }
+            case .origin: guard once(&origin) else { return nil }
+            case .authorization: guard once(&authorization) else { return nil }
+            case .upgrade: guard once(&upgrade) else { return nil }
+            case .key: guard once(&key) else { return nil }
+            case .version: guard once(&keyVersion) else { return nil }
             case .connection:
                 connectionUpgrade = connectionUpgrade || hasUpgradeToken(head, value.range)
             case .body:
