@@ -227,11 +227,13 @@ struct HubHarness {
             texts.dropFirst().map { $0.contains(#""seq":4"#) || $0.contains(#""seq":5"#) || $0.contains(#""seq":6"#) }
                 == [true, true, true]
         )
-        // Once the client has sent something on the resumed connection, the used token is refused.
-        hub.send("bob", #"{"type":"ping"}"#)
+        // Once the resumed connection's welcome is written, the used token is refused and the live
+        // session is left alone (no 4009 for it).
+        hub.state.welcomeWritten(hub.connections["bob"]!)
         let (reused, closes) = hub.resume("bob", token: token, last: 0)
         #expect(reused == .refused(.sessionNotResumable))
         #expect(hub.closes(closes).map(\.1) == [.sessionNotResumable])
+        #expect(hub.state.peer(of: hub.connections["bob"]!) == "bob")
     }
 
     @Test func aResumeCutOffBeforeItsWelcomeCanBeRetried() throws {
@@ -244,14 +246,20 @@ struct HubHarness {
         // The hub takes the resume, but the connection dies before bob reads the welcome (new token).
         let (taken, _) = hub.resume("bob", token: first, last: 0)
         #expect(taken == .opened(peer: "bob", resumed: true, gap: false, replayed: 1))
+        let cutOff = hub.connections["bob"]!
         hub.drop("bob")
+        hub.state.welcomeWritten(cutOff)  // too late: that connection is no longer the session's
         // bob only knows the first token: it still works, and nothing is lost.
         let (retried, actions) = hub.resume("bob", token: first, last: 0)
         #expect(retried == .opened(peer: "bob", resumed: true, gap: false, replayed: 1))
         #expect(hub.texts(actions, to: "bob").dropFirst().first?.contains(#""data":1"#) == true)
-        // bob speaks on the new connection: from now on only the newest token resumes.
+        // This time the welcome is written: from now on only the newest token resumes, even while the
+        // client has sent nothing yet.
         let newest = try #require(hub.state.resumeToken(of: "bob"))
-        hub.send("bob", #"{"type":"ping"}"#)
+        hub.state.welcomeWritten(hub.connections["bob"]!)
+        let (reused, reusedActions) = hub.resume("bob", token: first, last: 0)
+        #expect(reused == .refused(.sessionNotResumable))
+        #expect(hub.closes(reusedActions).map(\.1) == [.sessionNotResumable], "the live session is left alone")
         hub.drop("bob")
         let (stale, _) = hub.resume("bob", token: first, last: 1)
         #expect(stale == .refused(.sessionNotResumable))

@@ -55,6 +55,9 @@ public final class ClusterHub: SessionHub, Service {
 
     public let configuration: ClusterConfiguration
     let limits: HubLimits
+    /// The protocol's rules, shared with the single hub and the mesh; the scripts decide what needs the
+    /// shared state (room size, the recipient's rooms) and their answers map onto its refusals.
+    let policy: RoutingPolicy
     let welcome: WelcomeTemplate
     let metrics: HubMetrics
     let clusterMetrics: ClusterMetrics
@@ -80,6 +83,7 @@ public final class ClusterHub: SessionHub, Service {
     ) throws(RedisError) {
         self.configuration = configuration
         self.limits = limits
+        self.policy = RoutingPolicy(limits: limits)
         self.welcome = welcome
         self.metrics = metrics
         self.clusterMetrics = clusterMetrics
@@ -222,39 +226,38 @@ public final class ClusterHub: SessionHub, Service {
             switch request {
             case .fresh(let requested, let subject, let grant):
                 var peer: String
-                switch PeerIdentity.choose(requested: requested, subject: subject) {
+                switch policy.identity(requested: requested, subject: subject) {
                 case .id(let id):
                     peer = id
                 case .random:
                     peer = Self.randomPeerID()
-                case .forbidden(let requested):
-                    self.refuse(
-                        connection,
-                        .forbidden,
-                        "the token does not allow peer id \"\(requested)\"",
-                        .unauthorized
-                    )
+                case .refuse(let refusal):
+                    self.refuse(connection, refusal)
                     return
                 }
+                // Whether an existing session with this id is taken over (the script ends it) is the policy's call.
+                let takeOver = policy.collision(peer: peer, requested: requested, subject: subject) == .takeOver
                 while true {
                     let token = peer + "." + Self.randomString(count: 43)
                     let reply = try await redis.run(
                         ClusterScripts.create,
                         keys: keys.session(peer),
                         arguments: [
-                            token, node, conn, now + liveMillis, ttlMillis, subject != nil ? "1" : "0",
+                            token, node, conn, now + liveMillis, ttlMillis, takeOver ? "1" : "0",
                             Self.grantString(grant),
                             keys.channelPrefix,
                         ]
                     )
                     let status = reply.array?.first?.string
                     if status == "taken" {
-                        if requested == nil && subject == nil {
+                        switch policy.collision(peer: peer, requested: requested, subject: subject) {
+                        case .drawAgain, .takeOver:  // (the script took it over when `takeOver`)
                             peer = Self.randomPeerID()
                             continue
+                        case .refuse(let refusal):
+                            self.refuse(connection, refusal)
+                            return
                         }
-                        self.refuse(connection, .idTaken, "peer id \"\(peer)\" is in use", .idTaken)
-                        return
                     }
                     if status == "took-over", let parts = reply.array, parts.count == 3 {
                         self.count { $0.takeovers += 1 }
@@ -275,8 +278,8 @@ public final class ClusterHub: SessionHub, Service {
 
             case .resume(let token, let last, let subject):
                 let peer = token.lastIndex(of: ".").map { String(token[..<$0]) } ?? ""
-                guard Identifier.isValid(peer), PeerIdentity.owns(subject, peer) else {
-                    self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
+                if let refusal = policy.resume(peer: Identifier.isValid(peer) ? peer : nil, known: true, subject: subject) {
+                    self.refuse(connection, refusal)
                     return
                 }
                 let newToken = peer + "." + Self.randomString(count: 43)
@@ -288,7 +291,7 @@ public final class ClusterHub: SessionHub, Service {
                     ]
                 )
                 guard let parts = reply.array, parts.count == 6, parts[0].string == "resumed" else {
-                    self.refuse(connection, nil, "unknown or ended session", .sessionNotResumable)
+                    self.refuse(connection, .sessionNotResumable)
                     return
                 }
                 _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
@@ -314,7 +317,7 @@ public final class ClusterHub: SessionHub, Service {
             }
         } catch {
             logger.warning("cluster open failed", metadata: ["error": "\(error)"])
-            self.refuse(connection, nil, "cluster unavailable, retry", .tryAgainLater)
+            self.refuse(connection, .unavailable)
         }
     }
 
@@ -352,12 +355,10 @@ public final class ClusterHub: SessionHub, Service {
         outbox?.wakeOwner()
     }
 
-    private func refuse(_ connection: ConnectionID, _ code: ErrorCode?, _ message: String, _ close: CloseCode) {
-        if let code {
-            self.count { $0.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1 }
-            self.reply(connection, ServerMessage.error(code, message, id: nil))
-        }
-        self.closeConnection(connection, close, reason: message)
+    private func refuse(_ connection: ConnectionID, _ refusal: Refusal) {
+        let close = refusal.close
+        if close.sendsError { self.replyError(connection, refusal, id: nil) }
+        self.closeConnection(connection, close.code, reason: refusal.message)
     }
 
     private func receive(
@@ -381,8 +382,8 @@ public final class ClusterHub: SessionHub, Service {
             case .join(let room, let meta):
                 try await self.join(room, meta: meta, id: id, on: connection, peer: peer, rooms: rooms, grant: grant)
             case .leave(let room):
-                guard rooms.contains(room) else {
-                    return self.replyError(connection, .notInRoom, "not in room \"\(room)\"", id: id)
+                if let refusal = policy.leave(room: room, isMember: rooms.contains(room)) {
+                    return self.replyError(connection, refusal, id: id)
                 }
                 let remaining = try await self.leave(room, peer: peer)
                 _ = try await redis.run(
@@ -398,7 +399,7 @@ public final class ClusterHub: SessionHub, Service {
             }
         } catch {
             logger.debug("cluster request failed", metadata: ["error": "\(error)"])
-            self.replyError(connection, .unavailable, "the cluster cannot reach its Redis; retry", id: id)
+            self.replyError(connection, .unavailable, id: id)
         }
     }
 
@@ -411,17 +412,16 @@ public final class ClusterHub: SessionHub, Service {
         rooms: [String],
         grant: RoomGrant
     ) async throws(RedisError) {
-        guard grant.allows(room) else {
-            return self.replyError(connection, .forbidden, "the token does not grant room \"\(room)\"", id: id)
-        }
         let isNew = !rooms.contains(room)
-        if isNew && rooms.count >= limits.maxRoomsPerPeer {
-            return self.replyError(
-                connection,
-                .tooManyRooms,
-                "a peer may be in at most \(limits.maxRoomsPerPeer) rooms",
-                id: id
-            )
+        // The room's size is decided atomically by the script (`full`); the policy decides the rest.
+        if case .refuse(let refusal) = policy.join(
+            room: room,
+            grant: grant,
+            isMember: !isNew,
+            roomsHeld: rooms.count,
+            roomSize: 0
+        ) {
+            return self.replyError(connection, refusal, id: id)
         }
         let metaBytes = meta ?? ByteBuffer()
         let reply = try await redis.run(
@@ -430,12 +430,7 @@ public final class ClusterHub: SessionHub, Service {
             arguments: [peer, metaBytes, limits.maxPeersPerRoom]
         )
         guard let parts = reply.array, parts.first?.string != "full", parts.count == 2, let flat = parts[1].array else {
-            return self.replyError(
-                connection,
-                .roomFull,
-                "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)",
-                id: id
-            )
+            return self.replyError(connection, .roomFull(room, limit: limits.maxPeersPerRoom), id: id)
         }
         var others: [(peer: String, meta: ByteBuffer?)] = []
         var index = 0
@@ -471,8 +466,8 @@ public final class ClusterHub: SessionHub, Service {
         rooms: [String]
     ) async throws(RedisError) {
         guard let room = envelope.room, envelope.to == nil else { return }
-        guard rooms.contains(room) else {
-            return self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
+        if let refusal = policy.send(room: room, senderRooms: rooms) {
+            return self.replyError(connection, refusal, id: id)
         }
         let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
@@ -519,12 +514,12 @@ public final class ClusterHub: SessionHub, Service {
         -> EventLoopFuture<Void>?
     {
         guard let (peer, rooms, _) = self.session(of: connection), let target = envelope.to else { return nil }
-        if let room = envelope.room, !rooms.contains(room) {
-            self.replyError(connection, .notInRoom, "you are not in room \"\(room)\"", id: id)
+        if let refusal = policy.send(room: envelope.room, senderRooms: rooms) {
+            self.replyError(connection, refusal, id: id)
             return nil
         }
         let prefix = ServerMessage.signalPrefix(envelope, from: peer)
-        let shared = (limits.requireSharedRoom && target != peer && envelope.room == nil) ? rooms : nil
+        let shared = policy.needsSenderRooms(room: envelope.room, to: target, from: peer) ? rooms : nil
         return redis.submit(
             ClusterScripts.deliver,
             keys: keys.session(target),
@@ -544,7 +539,7 @@ public final class ClusterHub: SessionHub, Service {
             self.answer(result, for: envelope, to: target, id: id, on: connection)
         }.recover { error in
             self.logger.debug("cluster request failed", metadata: ["error": "\(error)"])
-            self.replyError(connection, .unavailable, "the cluster cannot reach its Redis; retry", id: id)
+            self.replyError(connection, .unavailable, id: id)
         }
     }
 
@@ -561,19 +556,8 @@ public final class ClusterHub: SessionHub, Service {
         case .delivered, .queued:
             self.count { $0.signals[typeIndex] += 1 }
             self.reply(connection, ServerMessage.ack(id: id, queued: result == .queued))
-        case .queueFull:
-            self.replyError(connection, .queueFull, "peer \"\(target)\" is away and its queue is full", id: id)
-        case .notInRoom:
-            self.replyError(
-                connection,
-                .notInRoom,
-                "peer \"\(target)\" is not in room \"\(envelope.room ?? "")\"",
-                id: id
-            )
-        case .notShared:
-            self.replyError(connection, .notInRoom, "you share no room with peer \"\(target)\"", id: id)
-        case .unavailable:
-            self.replyError(connection, .peerUnavailable, "peer \"\(target)\" is not connected", id: id)
+        case .queueFull, .notInRoom, .notShared, .unavailable:
+            self.replyError(connection, result.refusal(recipient: target, room: envelope.room), id: id)
         }
     }
 
@@ -586,6 +570,16 @@ public final class ClusterHub: SessionHub, Service {
         case notInRoom = "not-in-room"
         case notShared = "not-shared"
         case unavailable
+
+        /// The routing policy's refusal this script answer stands for (for an undelivered message).
+        func refusal(recipient: String, room: String?) -> Refusal {
+            switch self {
+            case .delivered, .queued, .unavailable: return .peerUnavailable(recipient)
+            case .queueFull: return .queueFull(recipient)
+            case .notInRoom: return .recipientNotInRoom(peer: recipient, room: room ?? "")
+            case .notShared: return .noSharedRoom(recipient)
+            }
+        }
     }
 
     /// What ``ClusterScripts/deliver`` is asked to give one recipient: a signal (`signal`, with its
@@ -938,9 +932,9 @@ public final class ClusterHub: SessionHub, Service {
         if let outbox, outbox.append(.text(buffer)) { outbox.wakeOwner() }
     }
 
-    private func replyError(_ connection: ConnectionID, _ code: ErrorCode, _ message: String, id: String?) {
-        self.count { $0.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1 }
-        self.reply(connection, ServerMessage.error(code, message, id: id))
+    private func replyError(_ connection: ConnectionID, _ refusal: Refusal, id: String?) {
+        self.count { $0.errors[ErrorCode.allCases.firstIndex(of: refusal.code)!] += 1 }
+        self.reply(connection, refusal.errorMessage(id: id))
     }
 
     /// Closes a connection; unless the code keeps the session (1001, 1011, 1013), its session is no longer

@@ -77,7 +77,16 @@ public final class Hub: Sendable {
             return (outcome, wakes)
         }
         wakes.wakeAll()
+        if case .opened(_, resumed: true, _, _) = outcome {
+            // The retry window of the token it resumed with closes once its welcome is written.
+            outbox.afterOwnerDrains { self.welcomeWritten(connection) }
+        }
         return outcome
+    }
+
+    /// A resumed connection's `welcome` was handed to its socket: the token it resumed with is spent.
+    func welcomeWritten(_ connection: ConnectionID) {
+        self.locked.withLockedValue { $0.state.welcomeWritten(connection) }
     }
 
     /// A validated request from a connection. The caller drains its own outbox afterwards.

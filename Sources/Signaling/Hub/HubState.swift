@@ -249,14 +249,17 @@ public struct HubState: Sendable {
     }
 
     public let limits: HubLimits
+    /// The protocol's rules, shared with the cluster and the mesh.
+    public let policy: RoutingPolicy
     public private(set) var counters = HubCounters()
     private var sessions: [String: Session] = [:]
     private var connections: [ConnectionID: String] = [:]
     private(set) var rooms: [String: [Member]] = [:]
     private var detached: Set<String> = []
-    /// Sessions resumed whose client has not sent anything on the new connection yet, with the secret it
-    /// resumed with. Until it does, that secret stays good for another resume: a resume cut off before
-    /// its `welcome` (and the new token) arrived can be retried instead of losing the session.
+    /// Sessions resumed whose new connection's `welcome` has not been written yet, with the secret it
+    /// resumed with. Until then, that secret stays good for another resume: a resume cut off before its
+    /// `welcome` (and the new token) went out can be retried instead of losing the session. Once the
+    /// welcome is written (``welcomeWritten(_:)``), the token has been used: it resumes exactly once.
     private var unconfirmedResumes: [String: SessionToken] = [:]
     private var bufferedBytes = 0
     private var remoteExpiries: [RemoteExpiry] = []
@@ -264,6 +267,7 @@ public struct HubState: Sendable {
 
     public init(limits: HubLimits = HubLimits()) {
         self.limits = limits
+        self.policy = RoutingPolicy(limits: limits)
     }
 
     // MARK: Inspection
@@ -291,36 +295,28 @@ public struct HubState: Sendable {
     ) -> OpenOutcome {
         switch request {
         case .fresh(let requested, let subject, let grant):
-            let peer: String
-            switch PeerIdentity.choose(requested: requested, subject: subject) {
+            var peer: String
+            switch policy.identity(requested: requested, subject: subject) {
             case .id(let id):
                 peer = id
             case .random:
                 peer = self.randomPeerID()
-            case .forbidden(let requested):
-                actions.append(
-                    .send(
-                        connection,
-                        self.errorReply(.forbidden, "the token does not allow peer id \"\(requested)\"", id: nil)
-                    )
-                )
-                actions.append(.close(connection, .unauthorized, reason: "peer id not allowed by token"))
-                return .refused(.unauthorized)
+            case .refuse(let refusal):
+                return self.refuse(connection, refusal, actions: &actions)
             }
             if sessions[peer] != nil {
-                if subject != nil {
+                switch policy.collision(peer: peer, requested: requested, subject: subject) {
+                case .takeOver:
                     // The token's owner takes its id over; the older session ends.
                     counters.takeovers += 1
                     if let old = sessions[peer]?.connection {
                         actions.append(.close(old, .idTaken, reason: "session taken over"))
                     }
                     self.endSession(peer, actions: &actions)
-                } else {
-                    actions.append(
-                        .send(connection, self.errorReply(.idTaken, "peer id \"\(peer)\" is in use", id: nil))
-                    )
-                    actions.append(.close(connection, .idTaken, reason: "id taken"))
-                    return .refused(.idTaken)
+                case .drawAgain:
+                    peer = self.randomPeerID()
+                case .refuse(let refusal):
+                    return self.refuse(connection, refusal, actions: &actions)
                 }
             }
             let token = SessionToken.random(using: &randomness.source)
@@ -331,12 +327,18 @@ public struct HubState: Sendable {
 
         case .resume(let oldToken, let last, let subject):
             // The token names its session's peer, so no table of tokens is kept (one less entry per session).
-            guard let (peer, secret) = SessionToken.parseWireForm(oldToken), let session = sessions[peer],
-                session.token.matches(secret) || unconfirmedResumes[peer]?.matches(secret) == true,
-                PeerIdentity.owns(subject, peer)
-            else {
-                actions.append(.close(connection, .sessionNotResumable, reason: "unknown or ended session"))
-                return .refused(.sessionNotResumable)
+            let parsed = SessionToken.parseWireForm(oldToken)
+            let session = parsed.flatMap { sessions[$0.peer] }
+            let known =
+                parsed.map { parsed in
+                    session?.token.matches(parsed.secret) == true
+                        || unconfirmedResumes[parsed.peer]?.matches(parsed.secret) == true
+                } ?? false
+            if let refusal = policy.resume(peer: parsed?.peer, known: known, subject: subject) {
+                return self.refuse(connection, refusal, actions: &actions)
+            }
+            guard let (peer, secret) = parsed, let session else {
+                return self.refuse(connection, .sessionNotResumable, actions: &actions)
             }
             if let old = session.connection {
                 connections[old] = nil
@@ -387,6 +389,14 @@ public struct HubState: Sendable {
         } else {
             self.endSession(peer, actions: &actions)
         }
+    }
+
+    /// A resumed connection's `welcome` was written while it was still the session's connection: the
+    /// token it resumed with no longer resumes (until then a resume cut off before its welcome may be
+    /// retried with it).
+    public mutating func welcomeWritten(_ connection: ConnectionID) {
+        guard !unconfirmedResumes.isEmpty, let peer = connections[connection] else { return }
+        unconfirmedResumes[peer] = nil
     }
 
     /// Time passed: ends the sessions whose grace period is over.
@@ -446,56 +456,44 @@ public struct HubState: Sendable {
         actions: inout [HubAction]
     ) {
         let session = sessions[peer]!
-        guard session.grant.allows(room) else {
-            actions.append(
-                .send(connection, self.errorReply(.forbidden, "the token does not grant room \"\(room)\"", id: id))
-            )
+        let index = rooms[room]?.firstIndex(where: { $0.peer == peer })
+        switch policy.join(
+            room: room,
+            grant: session.grant,
+            isMember: index != nil,
+            roomsHeld: session.rooms.count,
+            roomSize: rooms[room]?.count ?? 0
+        ) {
+        case .refuse(let refusal):
+            actions.append(.send(connection, self.errorReply(refusal, id: id)))
             return
-        }
-        var members = rooms[room] ?? []
-        if let index = members.firstIndex(where: { $0.peer == peer }) {
-            // Joining twice is idempotent: the meta is updated, nobody else is told again.
-            members[index].meta = meta
-            rooms[room] = members
-        } else {
-            guard session.rooms.count < limits.maxRoomsPerPeer else {
-                actions.append(
-                    .send(
-                        connection,
-                        self.errorReply(
-                            .tooManyRooms,
-                            "a peer may be in at most \(limits.maxRoomsPerPeer) rooms",
-                            id: id
-                        )
-                    )
-                )
-                return
-            }
-            guard members.count < limits.maxPeersPerRoom else {
-                actions.append(
-                    .send(
-                        connection,
-                        self.errorReply(.roomFull, "room \"\(room)\" is full (\(limits.maxPeersPerRoom) peers)", id: id)
-                    )
-                )
-                return
-            }
+        case .rejoin:
+            // Joining twice is idempotent: the meta is updated in place, nobody else is told again.
+            rooms[room]![index!].meta = Self.ownCopy(of: meta)
+        case .join:
+            let meta = Self.ownCopy(of: meta)
             let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
-            for member in members {
+            for member in rooms[room] ?? [] {
                 _ = self.deliver(to: member.peer, .prefix(prefix), origin: nil, actions: &actions)
             }
-            members.append(Member(peer: peer, meta: meta))
-            rooms[room] = members
+            rooms[room, default: []].append(Member(peer: peer, meta: meta))
             sessions[peer]!.rooms.append(room)
         }
-        let others = members.lazy.filter { $0.peer != peer }.map { (peer: $0.peer, meta: $0.meta) }
+        let others = (rooms[room] ?? []).lazy.filter { $0.peer != peer }.map { (peer: $0.peer, meta: $0.meta) }
         actions.append(.send(connection, ServerMessage.joined(room: room, peers: Array(others), id: id)))
     }
 
+    /// What the hub keeps from a message is copied out of the received frame at its own size, so a frame
+    /// padded with ignored members is not held alive by what was kept from it.
+    static func ownCopy(of bytes: ByteBuffer?) -> ByteBuffer? {
+        guard let bytes else { return nil }
+        return ByteBuffer(bytes: bytes.readableBytesView)
+    }
+
     private mutating func leave(_ peer: String, room: String, id: String?, actions: inout [HubAction]) -> ByteBuffer {
-        guard let index = sessions[peer]!.rooms.firstIndex(of: room) else {
-            return self.errorReply(.notInRoom, "not in room \"\(room)\"", id: id)
-        }
+        let index = sessions[peer]!.rooms.firstIndex(of: room)
+        if let refusal = policy.leave(room: room, isMember: index != nil) { return self.errorReply(refusal, id: id) }
+        guard let index else { return ServerMessage.left(room: room, id: id) }
         sessions[peer]!.rooms.remove(at: index)
         self.removeMember(peer, from: room, actions: &actions)
         return ServerMessage.left(room: room, id: id)
@@ -526,8 +524,8 @@ public struct HubState: Sendable {
         actions: inout [HubAction]
     ) -> Answer {
         let senderRooms = self.session(at: senderIndex) { $0.rooms }
-        if let room = envelope.room, !senderRooms.contains(room) {
-            return .message(self.errorReply(.notInRoom, "you are not in room \"\(room)\"", id: id))
+        if let refusal = policy.send(room: envelope.room, senderRooms: senderRooms) {
+            return .message(self.errorReply(refusal, id: id))
         }
         guard let target = envelope.to else {
             // Room broadcast (`message` with `room` only): every other member.
@@ -545,18 +543,18 @@ public struct HubState: Sendable {
             counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
             return .ack(queued: queued)
         }
-        guard let targetIndex = sessions.index(forKey: target) else {
-            return .message(self.errorReply(.peerUnavailable, "peer \"\(target)\" is not connected", id: id))
+        let targetIndex = sessions.index(forKey: target)
+        let recipientRooms = targetIndex.map { sessions.values[$0].rooms }
+        if let refusal = policy.deliver(
+            to: target,
+            from: peer,
+            room: envelope.room,
+            recipientRooms: recipientRooms,
+            senderRooms: senderRooms
+        ) {
+            return .message(self.errorReply(refusal, id: id))
         }
-        if let room = envelope.room {
-            guard self.session(at: targetIndex, { $0.rooms.contains(room) }) else {
-                return .message(self.errorReply(.notInRoom, "peer \"\(target)\" is not in room \"\(room)\"", id: id))
-            }
-        } else if limits.requireSharedRoom && target != peer
-            && !self.session(at: targetIndex, { $0.rooms.contains(where: senderRooms.contains) })
-        {
-            return .message(self.errorReply(.notInRoom, "you share no room with peer \"\(target)\"", id: id))
-        }
+        guard let targetIndex else { return .message(self.errorReply(.peerUnavailable(target), id: id)) }
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
         let delivery = self.deliver(
             at: targetIndex,
@@ -569,7 +567,7 @@ public struct HubState: Sendable {
         case .delivered: return .ack(queued: false)
         case .queued: return .ack(queued: true)
         case .queueFull:
-            return .message(self.errorReply(.queueFull, "peer \"\(target)\" is away and its queue is full", id: id))
+            return .message(self.errorReply(.queueFull(target), id: id))
         }
     }
 
@@ -611,13 +609,17 @@ public struct HubState: Sendable {
         let size = message.prefixLength + 21
         let connection = self.session(at: index) { $0.connection }
         if connection == nil && origin != nil {
-            let full =
-                self.session(at: index) {
-                    $0.resumeState.queuedCount >= limits.resumeBufferMessages
-                        || $0.resumeState.queuedBytes + size > limits.resumeBufferBytes
-                }
-                || bufferedBytes + size > limits.globalBufferBytes
-            if full { return .queueFull }
+            let globalBytes = bufferedBytes
+            let policy = self.policy
+            let mayQueue = self.session(at: index) {
+                policy.mayQueue(
+                    size: size,
+                    queuedCount: $0.resumeState.queuedCount,
+                    queuedBytes: $0.resumeState.queuedBytes,
+                    globalBytes: globalBytes
+                )
+            }
+            if !mayQueue { return .queueFull }
         }
         let away = connection == nil
         let seq = self.session(at: index) { session in
@@ -711,9 +713,19 @@ public struct HubState: Sendable {
         _ = self.deliver(to: origin.sender, .prefix(prefix), origin: nil, actions: &actions)
     }
 
-    private mutating func errorReply(_ code: ErrorCode, _ message: String, id: String?) -> ByteBuffer {
-        counters.errors[ErrorCode.allCases.firstIndex(of: code)!] += 1
-        return ServerMessage.error(code, message, id: id)
+    private mutating func errorReply(_ refusal: Refusal, id: String?) -> ByteBuffer {
+        counters.errors[ErrorCode.allCases.firstIndex(of: refusal.code)!] += 1
+        return refusal.errorMessage(id: id)
+    }
+
+    /// Refuses a connection's session: its `error` (when the contract sends one), then its close.
+    private mutating func refuse(_ connection: ConnectionID, _ refusal: Refusal, actions: inout [HubAction])
+        -> OpenOutcome
+    {
+        let close = refusal.close
+        if close.sendsError { actions.append(.send(connection, self.errorReply(refusal, id: nil))) }
+        actions.append(.close(connection, close.code, reason: refusal.message))
+        return .refused(close.code)
     }
 
     // MARK: Session end

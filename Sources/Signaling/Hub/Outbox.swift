@@ -53,6 +53,15 @@ public final class Outbox: Sendable {
         self.wake = .drainer(NIOLoopBound(drainer, eventLoop: eventLoop))
     }
 
+    /// Runs `body` on the owner's event loop once the owner has handled what it is doing now (for a
+    /// connection opening, that is writing its `welcome`); at once for an outbox woken by a closure.
+    public func afterOwnerDrains(_ body: @escaping @Sendable () -> Void) {
+        switch wake {
+        case .closure: body()
+        case .drainer(let drainer): drainer.eventLoop.execute(body)
+        }
+    }
+
     /// Appends an item; returns true when the owner must be woken (see ``wakeOwner()``).
     public func append(_ item: Item) -> Bool {
         let limit = self.limit

@@ -1,0 +1,87 @@
+import NIOCore
+
+/// Why a request (or a connection's session) was refused: the one place where every routing refusal gets
+/// its wire error code, its message text and, for a refused session, its close code.
+///
+/// The single hub, the cluster and the mesh all answer with these values, so a client sees the same
+/// `error` for the same situation whichever backend serves it. A refusal carries only what its text
+/// names (peer ids, room names, limits), never a message payload.
+public enum Refusal: Sendable, Equatable, Error {
+    /// `?peer=` names an id the token's `sub` does not own.
+    case peerIDNotAllowed(String)
+    /// The id belongs to a live session and the client holds no token that owns it.
+    case idTaken(String)
+    /// The resume token is unknown, already used, or its session ended.
+    case sessionNotResumable
+    /// The token's `rooms` claim does not include the room.
+    case roomNotGranted(String)
+    /// The peer is already in the most rooms a peer may be in.
+    case tooManyRooms(limit: Int)
+    /// The room already holds the most peers a room may hold.
+    case roomFull(String, limit: Int)
+    /// `leave` of a room the peer is not in.
+    case notInRoom(String)
+    /// A signal scoped to a room its sender is not in.
+    case senderNotInRoom(String)
+    /// A signal scoped to a room its recipient is not in.
+    case recipientNotInRoom(peer: String, room: String)
+    /// `--require-shared-room`: sender and recipient share no room.
+    case noSharedRoom(String)
+    /// No session has that id (on any node).
+    case peerUnavailable(String)
+    /// The recipient is away and its queue is at its bound.
+    case queueFull(String)
+    /// The backend cannot decide now (a cluster node cannot reach Redis, a mesh node not yet running).
+    case unavailable
+
+    /// The protocol's error code.
+    public var code: ErrorCode {
+        switch self {
+        case .peerIDNotAllowed, .roomNotGranted: return .forbidden
+        case .idTaken: return .idTaken
+        case .sessionNotResumable: return .unavailable
+        case .tooManyRooms: return .tooManyRooms
+        case .roomFull: return .roomFull
+        case .notInRoom, .senderNotInRoom, .recipientNotInRoom, .noSharedRoom: return .notInRoom
+        case .peerUnavailable: return .peerUnavailable
+        case .queueFull: return .queueFull
+        case .unavailable: return .unavailable
+        }
+    }
+
+    /// The human-readable `message` of the `error` (and the close reason of a refused session).
+    public var message: String {
+        switch self {
+        case .peerIDNotAllowed(let peer): return "the token does not allow peer id \"\(peer)\""
+        case .idTaken(let peer): return "peer id \"\(peer)\" is in use"
+        case .sessionNotResumable: return "unknown or ended session"
+        case .roomNotGranted(let room): return "the token does not grant room \"\(room)\""
+        case .tooManyRooms(let limit): return "a peer may be in at most \(limit) rooms"
+        case .roomFull(let room, let limit): return "room \"\(room)\" is full (\(limit) peers)"
+        case .notInRoom(let room): return "not in room \"\(room)\""
+        case .senderNotInRoom(let room): return "you are not in room \"\(room)\""
+        case .recipientNotInRoom(let peer, let room): return "peer \"\(peer)\" is not in room \"\(room)\""
+        case .noSharedRoom(let peer): return "you share no room with peer \"\(peer)\""
+        case .peerUnavailable(let peer): return "peer \"\(peer)\" is not connected"
+        case .queueFull(let peer): return "peer \"\(peer)\" is away and its queue is full"
+        case .unavailable: return "the hub cannot decide this now; retry"
+        }
+    }
+
+    /// For a refused session: the close code, and whether an `error` message precedes the close (a resume
+    /// that fails is closed with 4002 and no `error`, per the contract).
+    public var close: (code: CloseCode, sendsError: Bool) {
+        switch self {
+        case .peerIDNotAllowed: return (.unauthorized, true)
+        case .idTaken: return (.idTaken, true)
+        case .sessionNotResumable: return (.sessionNotResumable, false)
+        case .unavailable: return (.tryAgainLater, false)
+        default: return (.policyViolation, true)
+        }
+    }
+
+    /// The `error` message for this refusal, answering request `id`.
+    public func errorMessage(id: String?) -> ByteBuffer {
+        ServerMessage.error(code, message, id: id)
+    }
+}
