@@ -12,8 +12,12 @@ let package = Package(
     products: [
         .library(name: "Signaling", targets: ["Signaling"]),
         .library(name: "PeerMesh", targets: ["PeerMesh"]),
+        .library(name: "SignalMesh", targets: ["SignalMesh"]),
         .executable(name: "signal", targets: ["SignalCLI"]),
+        .executable(name: "signal-mesh-harness", targets: ["SignalMeshHarness"]),
         .executable(name: "decoder-fuzz", targets: ["DecoderFuzz"]),
+        .executable(name: "mesh-wire-fuzz", targets: ["MeshWireFuzz"]),
+        .executable(name: "resp-fuzz", targets: ["RESPFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -68,11 +72,47 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "SignalMesh",
+            dependencies: [
+                "Signaling",
+                "PeerMesh",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The harness that measures the mesh (simulator, report, process runs, network namespaces): no
+        // product, linked only by its own executable and its tests, never by the libraries or `signal`.
+        .target(
+            name: "MeshHarness",
+            dependencies: [
+                "Signaling",
+                "PeerMesh",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "SignalMeshHarness",
+            dependencies: [
+                "MeshHarness",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "SignalCLI",
             dependencies: [
                 "Signaling",
                 "PeerMesh",
+                "SignalMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -86,6 +126,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "DecoderFuzz",
+            dependencies: ["Signaling", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // Fuzz targets for the mesh link (handshake and wire decoder) and the Redis reply decoder; built
+        // like DecoderFuzz (Docs/security.md, "Fuzzing").
+        .executableTarget(name: "MeshWireFuzz", dependencies: ["PeerMesh"], swiftSettings: strict),
+        .executableTarget(
+            name: "RESPFuzz",
             dependencies: ["Signaling", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
@@ -105,10 +153,31 @@ let package = Package(
             name: "PeerMeshTests",
             dependencies: [
                 "PeerMesh",
+                "MeshHarness",  // MeshCluster: N nodes on a simulated network
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SignalMeshTests",
+            dependencies: [
+                "SignalMesh",
+                "Signaling",
+                "PeerMesh",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MeshHarnessTests",
+            dependencies: ["MeshHarness", "PeerMesh"],
             swiftSettings: strict
         ),
     ]

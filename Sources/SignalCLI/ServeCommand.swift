@@ -4,8 +4,9 @@ import Logging
 import PeerMesh
 import Prometheus
 import ServiceLifecycle
-import UnixSignals
+import SignalMesh
 import Signaling
+import UnixSignals
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

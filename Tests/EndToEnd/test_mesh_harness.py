@@ -1,4 +1,5 @@
-"""The harness's process backend, kept from rotting: a short steady run through real `signal` processes
+"""The harness's process backend (`signal-mesh-harness`, an executable of its own beside `signal`), kept
+from rotting: a short steady run through real `signal` processes
 (one plain hub, four mesh nodes) must report every figure and deliver; `loss` is refused with the reason,
 and `partition` too unless network namespaces work (root, `ip netns`), in which case a short partition
 run must cut delivery across the split, recover after the heal and leave no namespace or link behind
@@ -17,16 +18,24 @@ import pytest
 from conftest import SIGNAL, free_port
 
 SECRET = "a mesh secret for the harness smoke test, long enough"
+HARNESS = os.path.join(os.path.dirname(SIGNAL), "signal-mesh-harness")
 
 
 def run_harness(tmp_path, *args, timeout=180):
     return subprocess.run(
-        [SIGNAL, "mesh", "harness", "--backend", "process", *args],
+        [HARNESS, "--backend", "process", "--signal", SIGNAL, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=tmp_path,
     )
+
+
+def test_the_signal_server_has_no_harness():
+    result = subprocess.run([SIGNAL, "mesh", "harness", "--backend", "sim"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0, result.stdout
+    with open(SIGNAL, "rb") as binary:
+        assert b"NetnsNetwork" not in binary.read()
 
 
 def test_process_backend_steady_smoke(tmp_path):
@@ -117,7 +126,7 @@ def split_figures(note):
 def test_process_backend_partition_in_namespaces(tmp_path):
     report_path = tmp_path / "report.json"
     harness = subprocess.Popen(
-        [SIGNAL, "mesh", "harness", "--backend", "process", "--nodes", "4", "--scenario", "partition",
+        [HARNESS, "--backend", "process", "--signal", SIGNAL, "--nodes", "4", "--scenario", "partition",
          "--duration", "9", "--json", str(report_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
@@ -148,7 +157,7 @@ def test_process_backend_partition_in_namespaces(tmp_path):
 @pytest.mark.skipif(NETNS_PROBLEM is not None, reason=f"partition needs network namespaces: {NETNS_PROBLEM}")
 def test_process_backend_partition_cleans_up_on_sigint(tmp_path):
     harness = subprocess.Popen(
-        [SIGNAL, "mesh", "harness", "--backend", "process", "--nodes", "4", "--scenario", "partition",
+        [HARNESS, "--backend", "process", "--signal", SIGNAL, "--nodes", "4", "--scenario", "partition",
          "--duration", "9"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )

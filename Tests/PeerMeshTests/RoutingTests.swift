@@ -1,5 +1,6 @@
 import Testing
 
+@testable import MeshHarness
 @testable import PeerMesh
 
 @Suite struct RoutingTests {

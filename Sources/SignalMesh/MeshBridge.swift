@@ -16,7 +16,7 @@ import Signaling
 ///   of their nodes answers with `peer-joined` for its own members, and a leave or a session's end sends
 ///   `peer-left`;
 /// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones.
-final class MeshBridge: SessionHub, MeshDelivery {
+public final class MeshBridge: SessionHub, MeshDelivery {
     struct Connection {
         var peer: String
         var outbox: Outbox
@@ -35,20 +35,20 @@ final class MeshBridge: SessionHub, MeshDelivery {
         var announced: [String: Set<String>] = [:]
     }
 
-    let hub: Hub
-    let runtime: MeshRuntime
+    public let hub: Hub
+    public let runtime: MeshRuntime
     private let state = NIOLockedValueBox(State())
 
-    init(hub: Hub, runtime: MeshRuntime) {
+    public init(hub: Hub, runtime: MeshRuntime) {
         self.hub = hub
         self.runtime = runtime
     }
 
     // MARK: SessionHub
 
-    func makeConnectionID() -> ConnectionID { hub.makeConnectionID() }
+    public func makeConnectionID() -> ConnectionID { hub.makeConnectionID() }
 
-    func open(_ connection: ConnectionID, outbox: Outbox, request: OpenRequest) -> OpenOutcome {
+    public func open(_ connection: ConnectionID, outbox: Outbox, request: OpenRequest) -> OpenOutcome {
         let outcome = hub.open(connection, outbox: outbox, request: request)
         if case .opened(let peer, _, _, _) = outcome {
             let isNew: Bool = state.withLockedValue { state in
@@ -62,7 +62,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
         return outcome
     }
 
-    func receive(_ connection: ConnectionID, _ message: ClientMessage) {
+    public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
         guard let local = state.withLockedValue({ $0.connections[connection] }) else {
             return hub.receive(connection, message)
         }
@@ -119,7 +119,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
         }
     }
 
-    func closed(_ connection: ConnectionID, keepSession: Bool) {
+    public func closed(_ connection: ConnectionID, keepSession: Bool) {
         hub.closed(connection, keepSession: keepSession)
         let peer = state.withLockedValue { $0.connections.removeValue(forKey: connection)?.peer }
         if let peer { self.forgetIfEnded(peer) }
@@ -127,7 +127,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
 
     /// Once a second: sessions that ended here (grace expired) leave the mesh, and signals the mesh
     /// never answered stop being tracked.
-    func sweep() {
+    public func sweep() {
         let now = NIODeadline.now().uptimeNanoseconds
         let peers = state.withLockedValue { state in
             state.pending = state.pending.filter { now - $0.value.at < 10_000_000_000 }
@@ -172,7 +172,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
 
     private static let peerJoined = Array("{\"type\":\"peer-joined\",\"room\":\"".utf8)
 
-    func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
+    public func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
         switch BridgePayload(payload) {
         case .signal(let type, let id, let prefix):
             let result = hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: prefix), origin: (sender, id, type))
@@ -223,7 +223,7 @@ final class MeshBridge: SessionHub, MeshDelivery {
         runtime.send(from: recipient, to: .peer(sender), payload: payload)
     }
 
-    func unavailable(_ key: SignalKey, peer: String) {
+    public func unavailable(_ key: SignalKey, peer: String) {
         guard let pending = state.withLockedValue({ $0.pending.removeValue(forKey: key) }),
             let outbox = state.withLockedValue({ $0.connections[pending.connection]?.outbox })
         else { return }
@@ -240,11 +240,16 @@ final class MeshBridge: SessionHub, MeshDelivery {
 
 /// The mesh node as a service: starts it (binds, joins through the seeds), sweeps the bridge once a
 /// second, and leaves the mesh on shutdown.
-struct MeshService: Service {
-    let runtime: MeshRuntime
-    let bridge: MeshBridge
+public struct MeshService: Service {
+    public let runtime: MeshRuntime
+    public let bridge: MeshBridge
 
-    func run() async throws {
+    public init(runtime: MeshRuntime, bridge: MeshBridge) {
+        self.runtime = runtime
+        self.bridge = bridge
+    }
+
+    public func run() async throws {
         try await runtime.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {

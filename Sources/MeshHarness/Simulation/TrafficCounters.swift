@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// Inter-node messages and bytes, by kind.
 public struct TrafficCounters: Sendable, Codable {
     /// Signal transmissions between nodes (retries included).

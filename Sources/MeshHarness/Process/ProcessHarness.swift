@@ -6,10 +6,10 @@ import PeerMesh
 /// plain `signal serve` (the hub) and through N `signal serve --mesh-listen …` nodes (the mesh), with
 /// the workload's peers in this process; the two records go through the same figures and renderers
 /// as the simulation's.
-enum ProcessHarness {
+public enum ProcessHarness {
     /// Where the processes run: `auto` puts them in network namespaces for `partition` only, `loopback`
     /// never, `netns` for every scenario.
-    enum Isolation: String, CaseIterable, Sendable {
+    public enum Isolation: String, CaseIterable, Sendable {
         case auto
         case loopback
         case netns
@@ -18,7 +18,7 @@ enum ProcessHarness {
     /// Scenarios this backend cannot run, and why: `partition` needs a network namespace per node (root
     /// and `ip netns`; `netnsProblem` says why they do not work, nil when they do); `loss` needs a
     /// packet-dropping qdisc, which is not faked.
-    static func unsupported(isolation: Isolation, netnsProblem: String?) -> [Scenario: String] {
+    public static func unsupported(isolation: Isolation, netnsProblem: String?) -> [Scenario: String] {
         func loss(_ percent: Int) -> String {
             "dropping \(percent)% of packets needs tc netem (with namespaces: `tc qdisc add dev <veth> root netem "
                 + "loss \(percent)%` on each node's veth), which this harness does not fake and which kernels built "
@@ -33,9 +33,11 @@ enum ProcessHarness {
         return out
     }
 
-    static func run(
+    /// - Parameter signal: the `signal` executable the hub and the mesh nodes run.
+    public static func run(
         _ scenarios: [Scenario],
         options: HarnessOptions,
+        signal: String,
         isolation: Isolation = .auto,
         netnsProblem: String? = nil,
         logDirectory: String?,
@@ -68,7 +70,7 @@ enum ProcessHarness {
         if let logDirectory {
             try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         }
-        let settings = ProcessRun.Settings(directory: directory.path, logDirectory: logDirectory)
+        let settings = ProcessRun.Settings(signal: signal, directory: directory.path, logDirectory: logDirectory)
         for scenario in scenarios where unsupported[scenario] == nil {
             let started = DispatchTime.now().uptimeNanoseconds
             let script = SimulationScript(scenario: scenario, options: options)

@@ -23,6 +23,7 @@ final class NodeProcess: Sendable {
     /// namespace `namespace` if one is given (`ip netns exec`, which execs: the pid is the server's).
     /// Output goes to `log` (or nowhere).
     static func launch(
+        executable: String,
         host: String = "127.0.0.1",
         port: Int,
         meshPort: Int?,
@@ -35,10 +36,8 @@ final class NodeProcess: Sendable {
             ["serve", "--host", host, "--port", String(port), "--threads", "1", "--resume-grace", "1"]
             + ["--log-level", log == nil ? "error" : "info"] + arguments
         if let namespace {
-            // `/proc/self/exe` would be `ip` itself once it runs: name this process's binary by pid.
-            let binary = executable == "/proc/self/exe" ? "/proc/\(getpid())/exe" : executable
             process.executableURL = URL(fileURLWithPath: NetnsNetwork.ipPath ?? "/usr/sbin/ip")
-            process.arguments = ["netns", "exec", namespace, binary] + serve
+            process.arguments = ["netns", "exec", namespace, executable] + serve
         } else {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = serve
@@ -54,16 +53,6 @@ final class NodeProcess: Sendable {
         }
         try process.run()
         return NodeProcess(process: process, port: port, meshPort: meshPort)
-    }
-
-    /// This very binary (the harness runs the `signal` it is part of). On Linux `/proc/self/exe`, which
-    /// still works when the file was replaced meanwhile (a rebuild during a run).
-    static var executable: String {
-        #if os(Linux)
-            "/proc/self/exe"
-        #else
-            Bundle.main.executablePath ?? CommandLine.arguments[0]
-        #endif
     }
 
     /// kill -9: no goodbye, no close frames; the kernel resets its connections.

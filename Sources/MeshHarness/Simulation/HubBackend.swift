@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// The baseline: a central hub as a star. Every signal goes sender's node → hub → recipient's node
 /// over the same link model as the mesh, each hop acknowledged and retried on the same timeout and
 /// time budget. The hub knows every peer's node (it learns of a connect or disconnect one link delay

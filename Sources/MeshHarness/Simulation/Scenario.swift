@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// A harness scenario: what happens to the network while the workload runs.
 public enum Scenario: String, CaseIterable, Sendable, Codable {
     /// No faults.

@@ -1,4 +1,5 @@
 import Foundation
+import PeerMesh
 
 /// Renders a `HarnessReport` as Markdown, JSON or an SVG chart.
 public enum ReportRenderer {

@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// How a simulated link between two nodes behaves: one-way delay, jitter and loss. Each message on a
 /// link is delayed by the link's delay plus a uniform jitter in `0..<jitter`, and lost with probability
 /// `loss`, independently.

@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// Runs scenarios through the hub baseline and the mesh on the same script, and reports both.
 public enum Harness {
     /// Runs one scenario. `clock` returns a monotonic time in nanoseconds, only to report how long the

@@ -1,4 +1,5 @@
 import Foundation
+import PeerMesh
 
 /// The same timeline for both backends: when nodes start and die, where peers connect, which signals
 /// are sent when, and which of them could be delivered at all ("eligible": both peers connected when

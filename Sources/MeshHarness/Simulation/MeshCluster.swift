@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// N mesh nodes — the real `MeshNode` state machines — on a simulated network with a virtual clock.
 ///
 /// Messages between nodes are delayed, jittered and lost per the `LinkModel`; a killed node's links

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import PeerMesh
+@testable import MeshHarness
 
 @Suite struct HarnessTests {
     func options(nodes: Int = 16) -> HarnessOptions {

@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// Turns a script and the record of one run into the report's figures.
 enum FigureCalculator {
     static let ms = 1_000_000.0

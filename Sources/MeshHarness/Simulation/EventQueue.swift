@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// A min-heap of timed events; events at the same time come out in the order they were scheduled, so a
 /// simulation is deterministic.
 struct EventQueue<Event> {

@@ -24,6 +24,8 @@ final class ProcessRun: Sendable {
     }
 
     struct Settings: Sendable {
+        /// The `signal` executable the nodes and the hub run.
+        var signal: String
         /// Holds the mesh secret file and the node key files.
         var directory: String
         /// Where each process's output goes (none: discarded).
@@ -156,6 +158,7 @@ final class ProcessRun: Sendable {
         switch mode {
         case .hub:
             process = try NodeProcess.launch(
+                executable: settings.signal,
                 host: settings.network == nil ? "127.0.0.1" : "0.0.0.0",
                 port: ports[0],
                 meshPort: nil,
@@ -177,6 +180,7 @@ final class ProcessRun: Sendable {
                 arguments += ["--mesh-seed", "\(host(of: seed)):\(ports[2 + 2 * seed])"]
             }
             process = try NodeProcess.launch(
+                executable: settings.signal,
                 host: host(of: node),
                 port: port(of: node),
                 meshPort: meshPort,
@@ -194,12 +198,7 @@ final class ProcessRun: Sendable {
 
     private func scrape(_ node: Int) async -> MetricsSample? {
         guard
-            let text = await ServerProbe.fetchMetrics(
-                host: metricsHost(of: node),
-                port: port(of: node),
-                tls: nil,
-                group: group
-            )
+            let text = await MetricsFetcher.fetch(host: metricsHost(of: node), port: port(of: node), group: group)
         else { return nil }
         return MetricsSample(at: clock(), text: text)
     }

@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// The figures of one backend (hub or mesh) in one scenario.
 public struct BackendFigures: Sendable, Codable {
     public var signalsSent = 0

@@ -1,3 +1,5 @@
+import PeerMesh
+
 /// Runs a `SimulationScript` on a `MeshCluster`: N real `MeshNode`s on the simulated network.
 enum MeshBackend {
     final class Recorder {
