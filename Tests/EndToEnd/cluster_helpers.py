@@ -63,8 +63,16 @@ class RedisServer:
             s.sendall(f"*2\r\n$6\r\nEXISTS\r\n${len(key)}\r\n{key}\r\n".encode())
             return s.recv(16).startswith(b":1")
 
+    def pause(self):
+        """Stops the process (SIGSTOP): connections stay open, nothing is answered (a stalled Redis)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
+            self.resume()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)

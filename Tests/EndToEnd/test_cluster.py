@@ -1,13 +1,16 @@
 """Scale-out: several `signal serve --redis` nodes share peers, rooms and resume state through a real
-redis-server. The load test and the three fault tests of Docs/scaling.md."""
+redis-server. The load test and the fault tests of Docs/scaling.md."""
 
 import asyncio
+import contextlib
+import json
 import signal
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+import websockets
 
 from cluster_helpers import CuttableTCPProxy, Peer, RedisServer, eventually
 from e2e_helpers import metric
@@ -288,6 +291,83 @@ def test_node_cut_from_redis_refuses_then_sends_clients_to_another_node(start_hu
         asyncio.run(scenario())
     finally:
         proxy.close()
+
+
+def test_stalled_redis_bounds_what_one_client_queues_and_a_bystander_keeps_its_session(start_hub, redis):
+    """Issue 18: while Redis does not answer, a client that floods its node can make it hold no more than
+    its pending-request bound (1 MiB by default); beyond it the client gets 'unavailable', then 1013.
+    A bystander on another node keeps its session and relays once Redis answers again."""
+    no_rate_limit = ("--rate-burst", "100000", "--rate-per-second", "1000000")
+    flooded = start_node(start_hub, redis.url, "flooded", *no_rate_limit)
+    other = start_node(start_hub, redis.url, "other")
+    for hub in (flooded, other):
+        wait_ready(hub, True)
+    chunk = "x" * 60_000
+    count = 800  # 48 MB, all of it queued on the flooded node before the bound
+
+    async def scenario():
+        bystander, partner = Peer("bystander"), Peer("partner")
+        await bystander.connect(other.ws)
+        await partner.connect(flooded.ws)
+        for p in (bystander, partner):
+            await p.request({"type": "join", "room": "calm"})
+        assert (await bystander.request({"type": "message", "to": "partner", "data": "before"}))["type"] == "ack"
+        flooder = await websockets.connect(f"{flooded.ws}?peer=flooder", max_queue=None, ping_interval=None)
+        assert json.loads(await flooder.recv())["type"] == "welcome"
+        errors = []
+
+        async def read():
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for raw in flooder:
+                    msg = json.loads(raw)
+                    if msg.get("type") == "error":
+                        errors.append(msg["code"])
+
+        reader = asyncio.ensure_future(read())
+        await asyncio.sleep(0.5)
+        before = flooded.rss_bytes()
+        redis.pause()
+        paused_at = time.time()
+        try:
+            sent = 0
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for n in range(count):
+                    await flooder.send(json.dumps({"type": "message", "to": "partner", "data": chunk, "id": f"f{n}"}))
+                    sent += 1
+            await asyncio.wait_for(reader, 10)
+            # Long enough for requests to time out (2 s) and both nodes to lose their Redis connections.
+            await asyncio.sleep(max(1.0, 4 - (time.time() - paused_at)))
+            peak = flooded.rss_bytes()
+            stalled = time.time() - paused_at
+        finally:
+            redis.resume()
+        grew = peak - before
+        print(f"\nRedis stalled {stalled:.1f} s: the flooder sent {sent} of {count} messages of 60 KB, got {len(errors)} errors "
+              f"({set(errors)}) and close {flooder.close_code}; the flooded node's RSS grew "
+              f"{grew / 2**20:.1f} MiB ({before / 2**20:.1f} -> {peak / 2**20:.1f} MiB)")
+        assert set(errors) <= {"unavailable"}, errors
+        assert errors or flooder.close_code == 1013, (errors, flooder.close_code)
+        assert flooder.close_code == 1013, flooder.close_code
+        assert grew < 16 * 2**20, f"the flooded node grew {grew} bytes while Redis was stalled"
+        # The bystander on the other node kept its session and relays again once Redis answers.
+        for hub in (flooded, other):
+            await asyncio.to_thread(wait_ready, hub, True, 20)
+        assert bystander.closed is None and partner.closed is None
+
+        async def relayed():
+            reply = await bystander.request({"type": "message", "to": "partner", "data": "after"}, timeout=10)
+            return reply["type"] == "ack"
+
+        deadline = time.time() + 15
+        while not await relayed():
+            assert time.time() < deadline, "the bystander could not relay after Redis came back"
+            await asyncio.sleep(0.2)
+        await eventually(lambda: any(m.get("data") == "after" for m in partner.messages), what="the bystander's signal")
+        assert bystander.closed is None
+        for p in (bystander, partner):
+            await p.close()
+
+    asyncio.run(scenario())
 
 
 def test_nodes_reach_redis_over_tls_and_refuse_an_untrusted_certificate(start_hub, pki, tmp_path):

@@ -1,3 +1,7 @@
+// `ClusterConfiguration` is built from a `RedisConfiguration`, so an app that configures a cluster needs the
+// Redis client's types: `import Signaling` brings them (the client itself is the `SignalRedis` library).
+@_exported import SignalRedis
+
 /// How a hub joins a cluster (`signal serve --redis URL --node-id ID`). Without one the hub is a single
 /// node that keeps everything in memory.
 public struct ClusterConfiguration: Sendable {
@@ -17,6 +21,19 @@ public struct ClusterConfiguration: Sendable {
     /// After Redis has been unreachable this long the node closes its clients with 1001 so that they
     /// reconnect, through the load balancer, to a node that reaches Redis and resume there. `nil`: never.
     public var partitionTimeout: Duration? = .seconds(10)
+    /// Requests one connection may have waiting for Redis (queued in the order read, or being carried
+    /// out). Beyond it (or ``maxPendingBytes``) a request is answered `unavailable` at once, so a client
+    /// cannot pile up memory while Redis does not answer. At least 64, the signals a connection pipelines;
+    /// a healthy Redis answers long before a connection reaches it.
+    public var maxPendingRequests = 256
+    /// Bytes of one connection's pending requests (each counted as its message's bytes plus 128). 1 MiB,
+    /// like the outbound queue (`--outbound-queue-bytes`): a connection can hold at most about that much
+    /// of the node's memory in each direction. Always admits one request, whatever its size.
+    public var maxPendingBytes = 1 << 20
+    /// Requests refused in a row over the bound before the connection is closed with 1013 (the session is
+    /// kept: its client resumes, after a back-off, on this node or another). A client that waits for its
+    /// answers never gets there; one that keeps sending while Redis does not answer does.
+    public var maxPendingRefusals = 64
 
     /// `redis.commandTimeout` defaults to 2 s here: a request waits that long for an unreachable Redis
     /// before its client gets `unavailable`.

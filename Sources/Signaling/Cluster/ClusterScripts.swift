@@ -1,3 +1,5 @@
+import SignalRedis
+
 /// The Lua scripts that make Redis the cluster's shared engine. Each runs atomically on the one hash slot
 /// its keys share, so the same scripts work on one Redis server and on Redis Cluster.
 ///
@@ -311,30 +313,4 @@ enum ClusterScripts {
     static let all: [RedisScript] = [
         create, resume, deliver, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom, forgetDeadline,
     ]
-}
-
-/// Where the cluster keeps things in Redis. Every key of one session carries the peer id as its hash tag
-/// (`{…}`), so a session's scripts touch one Redis Cluster slot; a room's members are one key of their own.
-struct ClusterKeys: Sendable {
-    /// Namespace prefix (`--redis-prefix`, default `sig`), so several clusters can share one Redis.
-    let prefix: String
-
-    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant),
-    /// `:b` (list: buffered messages), `:m` (list: their descriptors), `:d` (hash: request ids already
-    /// delivered, for duplicate suppression), `:dl` (list: those ids, oldest first).
-    func session(_ peer: String) -> [String] {
-        let base = "\(prefix):{\(peer)}:"
-        return [base + "s", base + "b", base + "m", base + "d", base + "dl"]
-    }
-
-    /// `prefix:room:{room}` (hash: member peer id → its `meta` JSON, empty for none).
-    func room(_ room: String) -> String { "\(prefix):room:{\(room)}" }
-
-    /// `prefix:deadlines` (sorted set: peer id → the time, in ms since the epoch, its session ends unless
-    /// refreshed or resumed). Any node sweeps it.
-    var deadlines: String { "\(prefix):deadlines" }
-
-    /// The pub/sub channel of a node: `prefix:node:ID`.
-    var channelPrefix: String { "\(prefix):node:" }
-    func channel(of node: String) -> String { channelPrefix + node }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import RedisTestSupport
 import Testing
 
 @testable import Signaling
@@ -20,22 +21,34 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterScriptsTests {
     let keys = ClusterKeys(prefix: "t")
 
-    func create(_ redis: RedisConnection, _ peer: String, token: String, node: String = "n#1", conn: String = "1") async throws -> String? {
+    func create(_ redis: RedisConnection, _ peer: String, token: String, node: String = "n#1", conn: String = "1")
+        async throws -> String?
+    {
         let reply = try await redis.run(
-            ClusterScripts.create, keys: keys.session(peer),
+            ClusterScripts.create,
+            keys: keys.session(peer),
             arguments: [token, node, conn, 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
         )
         return reply.array?.first?.string
     }
 
     func deliver(
-        _ redis: RedisConnection, to peer: String, from sender: String = "alice", id: String = "", room: String = "",
-        shared: String = "-", signal: Bool = true, max: Int = 4
+        _ redis: RedisConnection,
+        to peer: String,
+        from sender: String = "alice",
+        id: String = "",
+        room: String = "",
+        shared: String = "-",
+        signal: Bool = true,
+        max: Int = 4
     ) async throws -> [RESPValue] {
         let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"\(sender)\",\"seq\":")
         return try await redis.run(
-            ClusterScripts.deliver, keys: keys.session(peer),
-            arguments: [prefix, sender, id, "message", room, shared, max, 1 << 20, signal ? "1" : "0", keys.channelPrefix]
+            ClusterScripts.deliver,
+            keys: keys.session(peer),
+            arguments: [
+                prefix, sender, id, "message", room, shared, max, 1 << 20, signal ? "1" : "0", keys.channelPrefix,
+            ]
         ).array ?? []
     }
 
@@ -68,7 +81,11 @@ import Testing
         // Room scoping and the shared-room rule are checked against the recipient's rooms.
         #expect(try await deliver(redis, to: "bob", room: "lobby").first?.string == "not-in-room")
         #expect(try await deliver(redis, to: "bob", shared: "lobby,x").first?.string == "not-shared")
-        _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "lobby"])
+        _ = try await redis.run(
+            ClusterScripts.sessionRooms,
+            keys: [keys.session("bob")[0]],
+            arguments: ["add", "lobby"]
+        )
         #expect(try await deliver(redis, to: "bob", room: "lobby").first?.string == "delivered")
         #expect(try await deliver(redis, to: "bob", shared: "x,lobby").first?.string == "delivered")
         await subscriber.close()
@@ -80,7 +97,10 @@ import Testing
         let redis = try server.connection()
         #expect(try await create(redis, "bob", token: "bob.t1") == "created")
         #expect(try await deliver(redis, to: "bob", id: "live").first?.string == "queued")  // nobody subscribed
-        #expect(try await redis.run(ClusterScripts.detach, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000]).int == 1)
+        #expect(
+            try await redis.run(ClusterScripts.detach, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000])
+                .int == 1
+        )
         for index in 0..<3 {
             #expect(try await deliver(redis, to: "bob", id: "q\(index)").first?.string == "queued")
         }
@@ -94,26 +114,38 @@ import Testing
 
         // Resume on another node: the wrong token is refused, the right one replays after `last`.
         let wrong = try await redis.run(
-            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.nope", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
+            ClusterScripts.resume,
+            keys: keys.session("bob"),
+            arguments: ["bob.nope", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
         )
         #expect(wrong.array?.first?.string == "unknown")
         let resumed = try await redis.run(
-            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.t1", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
+            ClusterScripts.resume,
+            keys: keys.session("bob"),
+            arguments: ["bob.t1", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
         )
         let parts = resumed.array ?? []
         #expect(parts.first?.string == "resumed")
         #expect(parts[1].int == 1)  // seq 1 was pushed out: a gap
         #expect(parts[2].string == "5")
-        #expect(ClusterHub.entries(parts[5]).map(\.seq) == [2, 3, 4, 5])
+        #expect(BufferedMessage.list(parts[5])?.map(\.seq) == [2, 3, 4, 5])
         // Used tokens are spent; the queue no longer counts what was replayed.
         let again = try await redis.run(
-            ClusterScripts.resume, keys: keys.session("bob"), arguments: ["bob.t1", "bob.t3", "n#3", "9", 0, 1, 600_000, keys.channelPrefix]
+            ClusterScripts.resume,
+            keys: keys.session("bob"),
+            arguments: ["bob.t1", "bob.t3", "n#3", "9", 0, 1, 600_000, keys.channelPrefix]
         )
         #expect(again.array?.first?.string == "unknown")
         #expect(try await redis.send(["HGET", keys.session("bob")[0], "qn"]).string == "0")
         // The old connection no longer owns it; the new one does.
-        #expect(try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000]).int == 2)
-        #expect(try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#2", "9", 1, 600_000]).int == 1)
+        #expect(
+            try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000])
+                .int == 2
+        )
+        #expect(
+            try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#2", "9", 1, 600_000])
+                .int == 1
+        )
         await redis.close()
     }
 
@@ -123,15 +155,33 @@ import Testing
         #expect(try await create(redis, "bob", token: "bob.t1") == "created")
         _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "a"])
         _ = try await redis.run(ClusterScripts.sessionRooms, keys: [keys.session("bob")[0]], arguments: ["add", "b"])
-        #expect(try await redis.run(ClusterScripts.detach, keys: keys.session("bob"), arguments: ["n#1", "1", 1_000, 600_000]).int == 1)
+        #expect(
+            try await redis.run(
+                ClusterScripts.detach,
+                keys: keys.session("bob"),
+                arguments: ["n#1", "1", 1_000, 600_000]
+            ).int == 1
+        )
         #expect(try await deliver(redis, to: "bob", from: "carol", id: "x").first?.string == "queued")
 
-        let early = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["expire", "", "", 999, keys.channelPrefix])
+        let early = try await redis.run(
+            ClusterScripts.end,
+            keys: keys.session("bob"),
+            arguments: ["expire", "", "", 999, keys.channelPrefix]
+        )
         #expect(early.array?.first?.string == "alive")
         // A close by a connection that does not own the session changes nothing.
-        let stranger = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["close", "n#9", "1", 0, keys.channelPrefix])
+        let stranger = try await redis.run(
+            ClusterScripts.end,
+            keys: keys.session("bob"),
+            arguments: ["close", "n#9", "1", 0, keys.channelPrefix]
+        )
         #expect(stranger.array?.first?.string == "gone")
-        let ended = try await redis.run(ClusterScripts.end, keys: keys.session("bob"), arguments: ["expire", "", "", 1_000, keys.channelPrefix])
+        let ended = try await redis.run(
+            ClusterScripts.end,
+            keys: keys.session("bob"),
+            arguments: ["expire", "", "", 1_000, keys.channelPrefix]
+        )
         let parts = ended.array ?? []
         #expect(parts.first?.string == "ended")
         #expect(parts[1].string == "a,b")

@@ -1,4 +1,5 @@
 import NIOCore
+import RedisTestSupport
 import Testing
 
 @testable import Signaling
@@ -169,8 +170,7 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
                     16, 1 << 20, "1", keys.channelPrefix,
                 ]
             )
-            let status = try #require(reply.array?.first?.string)
-            let result = try #require(ClusterHub.DeliveryResult(rawValue: status))
+            let result = try #require(DeliverReply(reply)).result
             let scriptDecision: Refusal? =
                 (result == .delivered || result == .queued) ? nil : result.refusal(recipient: recipient, room: c.room)
             let expected: Refusal? = c.expected.map { expected in

@@ -1,8 +1,9 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import RedisTestSupport
 import Testing
 
-@testable import Signaling
+@testable import SignalRedis
 
 /// `RedisSubscriber` against a real `redis-server` on loopback.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct RedisSubscriberIntegrationTests {

@@ -1,8 +1,9 @@
 import Foundation
 import NIOCore
+import RedisTestSupport
 import Testing
 
-@testable import Signaling
+@testable import SignalRedis
 
 /// `rediss://` against a real `redis-server` that speaks only TLS.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct RedisTLSIntegrationTests {

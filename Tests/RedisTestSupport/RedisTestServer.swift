@@ -2,49 +2,48 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import Testing
-
-@testable import Signaling
+import SignalRedis
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// A real `redis-server` child process on a free loopback port, started for one test and killed at
-/// the end (or when the test's reference to it goes away).
-final class RedisTestServer: @unchecked Sendable {
-    struct NotInstalled: Error, CustomStringConvertible {
-        var description: String {
+/// the end (or when the test's reference to it goes away). Shared by the Redis client's tests
+/// (`SignalRedisTests`) and the cluster's (`SignalingTests`).
+public final class RedisTestServer: @unchecked Sendable {
+    public struct NotInstalled: Error, CustomStringConvertible {
+        public var description: String {
             "redis-server is not installed (or REDIS_SERVER does not name it), so the Redis integration tests "
                 + "cannot run. Install it with "
                 + "`apt-get install -y redis-server` (Scripts/test-all does this)."
         }
     }
 
-    struct DidNotStart: Error, CustomStringConvertible {
-        var description: String
+    public struct DidNotStart: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    public static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
     /// Certificates for a TLS server, made with the `openssl` command in a temporary directory.
-    struct TLSFiles {
-        var directory: URL
-        var caCertificate: String { directory.appendingPathComponent("ca.crt").path }
-        var certificate: String { directory.appendingPathComponent("server.crt").path }
-        var key: String { directory.appendingPathComponent("server.key").path }
+    public struct TLSFiles {
+        public var directory: URL
+        public var caCertificate: String { directory.appendingPathComponent("ca.crt").path }
+        public var certificate: String { directory.appendingPathComponent("server.crt").path }
+        public var key: String { directory.appendingPathComponent("server.key").path }
     }
 
-    let port: Int
-    let arguments: [String]
+    public let port: Int
+    public let arguments: [String]
     /// Set when the server speaks only TLS (on `port`).
-    let tls: TLSFiles?
+    public let tls: TLSFiles?
     private let lock = NSLock()
     private var process: Process?
 
     /// Starts `redis-server` with `arguments` added to a configuration without persistence; with `tls`,
     /// it listens with TLS only, with a certificate for 127.0.0.1 from a fresh CA.
-    init(_ arguments: [String] = [], tls: Bool = false) async throws {
+    public init(_ arguments: [String] = [], tls: Bool = false) async throws {
         let files = tls ? try await Self.makeCertificates() : nil
         self.tls = files
         self.arguments = arguments
@@ -71,9 +70,9 @@ final class RedisTestServer: @unchecked Sendable {
         if let tls { try? FileManager.default.removeItem(at: tls.directory) }
     }
 
-    var url: String { "redis://127.0.0.1:\(port)" }
+    public var url: String { "redis://127.0.0.1:\(port)" }
 
-    func configuration(_ path: String = "") throws -> RedisConfiguration {
+    public func configuration(_ path: String = "") throws -> RedisConfiguration {
         var configuration = try RedisConfiguration(url: url + path)
         configuration.connectTimeout = .seconds(2)
         configuration.reconnectBackoff = RedisBackoff(initial: .milliseconds(20), maximum: .milliseconds(200))
@@ -81,7 +80,7 @@ final class RedisTestServer: @unchecked Sendable {
     }
 
     /// Kills the server with SIGKILL (no goodbye to clients) and waits until it is gone.
-    func kill() async {
+    public func kill() async {
         guard let process = signalKill() else { return }
         while process.isRunning {
             try? await Task.sleep(for: .milliseconds(5))
@@ -104,7 +103,7 @@ final class RedisTestServer: @unchecked Sendable {
     }
 
     /// Starts the server again on the same port.
-    func restart() async throws {
+    public func restart() async throws {
         await kill()
         var lastError: (any Error)?
         // The port was just released; retry briefly in case the kernel has not let go of it.
@@ -125,7 +124,7 @@ final class RedisTestServer: @unchecked Sendable {
     }
 
     /// A client for this server, with short timeouts for tests.
-    func connection(
+    public func connection(
         _ path: String = "",
         configure: (inout RedisConfiguration) -> Void = { _ in },
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil,
@@ -142,7 +141,7 @@ final class RedisTestServer: @unchecked Sendable {
         )
     }
 
-    func subscriber(
+    public func subscriber(
         configure: (inout RedisConfiguration) -> Void = { _ in },
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil
     ) throws -> RedisSubscriber {
@@ -156,7 +155,7 @@ final class RedisTestServer: @unchecked Sendable {
         )
     }
 
-    static var logger: Logger {
+    public static var logger: Logger {
         var logger = Logger(label: "redis-test")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG"] == nil ? .warning : .debug
         return logger
@@ -165,7 +164,7 @@ final class RedisTestServer: @unchecked Sendable {
     // MARK: - Process
 
     /// `redis-server` from `REDIS_SERVER` or the `PATH`.
-    static func executable() throws -> String {
+    public static func executable() throws -> String {
         let environment = ProcessInfo.processInfo.environment
         if let configured = environment["REDIS_SERVER"] {
             guard FileManager.default.isExecutableFile(atPath: configured) else { throw NotInstalled() }
@@ -225,7 +224,7 @@ final class RedisTestServer: @unchecked Sendable {
     }
 
     /// A CA and a server certificate for IP 127.0.0.1 and localhost, signed by it.
-    static func makeCertificates() async throws -> TLSFiles {
+    public static func makeCertificates() async throws -> TLSFiles {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("redis-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let files = TLSFiles(directory: directory)
@@ -278,7 +277,7 @@ final class RedisTestServer: @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-func eventually(
+public func eventually(
     timeout: Duration = .seconds(10),
     _ condition: @Sendable () async throws -> Bool
 ) async throws -> Bool {

@@ -1,7 +1,7 @@
 import NIOCore
 import Testing
 
-@testable import Signaling
+@testable import SignalRedis
 
 /// The RESP decoder and encoder on their own: no sockets.
 @Suite struct RedisRESPCodecTests {

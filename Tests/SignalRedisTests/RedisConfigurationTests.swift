@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Signaling
+@testable import SignalRedis
 
 @Suite struct RedisConfigurationTests {
     @Test func parsesHostPortAndDatabase() throws {

@@ -2,7 +2,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
-@testable import Signaling
+@testable import SignalRedis
 
 /// The request/reply matching, deadlines and close handling of `RedisCommandHandler`, on an
 /// `EmbeddedChannel` with virtual time.

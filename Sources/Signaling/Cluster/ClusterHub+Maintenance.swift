@@ -1,0 +1,94 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SignalRedis
+
+/// Keeping sessions and deadlines up to date: refresh, sweep, and the partition watch, as
+/// ``ClusterNodeState`` decides on each tick.
+extension ClusterHub {
+    func maintain() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.sweepInterval)
+            if Task.isCancelled { return }
+            let now = NIODeadline.now().uptimeNanoseconds
+            let reachable = redis.isConnected
+            let (decision, open) = state.withLockedValue { state in
+                let decision = state.node.tick(now: now, redisReachable: reachable)
+                let open =
+                    decision.sendClientsAway
+                    ? state.locals.compactMap { $0.value.connection.session == nil ? nil : $0.key } : []
+                return (decision, open)
+            }
+            if decision.lostRedis {
+                logger.warning("Redis unreachable: not ready", metadata: ["redis.state": "\(redis.state)"])
+            }
+            if decision.sendClientsAway, !open.isEmpty {
+                logger.warning(
+                    "Redis unreachable: sending clients to other nodes",
+                    metadata: ["connections": "\(open.count)"]
+                )
+                for connection in open {
+                    self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
+                }
+            }
+            if decision.refresh { await self.refresh() }
+            if decision.sweep { await self.sweep() }
+        }
+    }
+
+    /// Re-announces every live session on this node (deadline and key expiry), and closes connections
+    /// whose session ended or moved while this node could not hear about it.
+    private func refresh() async {
+        let open = state.withLockedValue { state in
+            state.locals.compactMap { id, local in local.connection.session.map { (id, $0.peer) } }
+        }
+        guard !open.isEmpty else { return }
+        let deadline = Self.epochMillis() + liveMillis
+        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
+        for (connection, peer) in open {
+            do throws(RedisError) {
+                let reply = try await redis.run(
+                    ClusterScripts.touch,
+                    keys: keys.session(peer),
+                    arguments: [nodeName, String(connection.raw), deadline, ttlMillis]
+                )
+                switch TouchReply(reply) {
+                case .refreshed:
+                    zadd.append(deadline)
+                    zadd.append(peer)
+                case .movedElsewhere:
+                    self.closeConnection(connection, .idTaken, reason: "session resumed elsewhere")
+                case .gone, nil:
+                    self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
+                }
+            } catch {
+                return
+            }
+        }
+        if zadd.count > 2 { _ = try? await redis.send(zadd) }
+    }
+
+    /// Ends sessions whose deadline passed (their client did not resume in time, or their node died).
+    private func sweep() async {
+        let now = Self.epochMillis()
+        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array
+        else { return }
+        for peer in due.compactMap(\.string) {
+            do throws(RedisError) {
+                let reply = try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(peer),
+                    arguments: ["expire", "", "", now, keys.channelPrefix]
+                )
+                guard let end = EndReply(reply), end != .alive else { continue }
+                _ = try await redis.run(ClusterScripts.forgetDeadline, keys: [keys.deadlines], arguments: [peer, now])
+                if case .ended(let ended) = end {
+                    logger.debug("session expired", metadata: ["peer.id": "\(peer)"])
+                    await self.cleanUp(peer: peer, ended)
+                }
+            } catch {
+                return
+            }
+        }
+    }
+}

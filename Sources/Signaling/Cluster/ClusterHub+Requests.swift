@@ -1,0 +1,186 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SignalRedis
+
+/// A connection's requests: `ping`, `received`, `join`, `leave`, room broadcasts and addressed signals.
+extension ClusterHub {
+    /// Carries out one request (addressed signals take ``relayPipelined(_:id:on:)``).
+    func receive(_ message: ClientMessage, on connection: ConnectionID, session: ClusterConnectionState.Session) async {
+        let id = message.id
+        let peer = session.peer
+        do throws(RedisError) {
+            switch message.request {
+            case .ping:
+                self.reply(connection, ServerMessage.pong(id: id))
+            case .received(let seq):
+                _ = try await redis.run(
+                    ClusterScripts.trim,
+                    keys: keys.session(peer),
+                    arguments: [nodeName, String(connection.raw), String(seq)]
+                )
+            case .join(let room, let meta):
+                try await self.join(room, meta: meta, id: id, on: connection, session: session)
+            case .leave(let room):
+                if let refusal = policy.leave(room: room, isMember: session.rooms.contains(room)) {
+                    return self.replyError(connection, refusal, id: id)
+                }
+                let remaining = try await self.leave(room, peer: peer)
+                _ = try await redis.run(
+                    ClusterScripts.sessionRooms,
+                    keys: [keys.session(peer)[0]],
+                    arguments: ["del", room]
+                )
+                self.updateRooms(connection) { $0.removeAll { $0 == room } }
+                self.reply(connection, ServerMessage.left(room: room, id: id))
+                await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
+            case .signal(let envelope):
+                try await self.broadcast(envelope, id: id, on: connection, session: session)
+            }
+        } catch {
+            logger.debug("cluster request failed", metadata: ["error": "\(error)"])
+            self.replyError(connection, .unavailable, id: id)
+        }
+    }
+
+    private func join(
+        _ room: String,
+        meta: ByteBuffer?,
+        id: String?,
+        on connection: ConnectionID,
+        session: ClusterConnectionState.Session
+    ) async throws(RedisError) {
+        let peer = session.peer
+        // The room's size is decided atomically by the script (`full`); the policy decides the rest.
+        if case .refuse(let refusal) = policy.join(
+            room: room,
+            grant: session.grant,
+            isMember: session.rooms.contains(room),
+            roomsHeld: session.rooms.count,
+            roomSize: 0
+        ) {
+            return self.replyError(connection, refusal, id: id)
+        }
+        let reply = try await redis.run(
+            ClusterScripts.joinRoom,
+            keys: [keys.room(room)],
+            arguments: [peer, meta ?? ByteBuffer(), limits.maxPeersPerRoom]
+        )
+        guard case .joined(let isNew, let members) = JoinReply(reply) else {
+            return self.replyError(connection, .roomFull(room, limit: limits.maxPeersPerRoom), id: id)
+        }
+        let others = members.filter { $0.peer != peer }
+        if isNew {
+            _ = try await redis.run(
+                ClusterScripts.sessionRooms,
+                keys: [keys.session(peer)[0]],
+                arguments: ["add", room]
+            )
+            self.updateRooms(connection) { $0.append(room) }
+            await self.announce(
+                ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta),
+                to: others.map(\.peer)
+            )
+        }
+        self.reply(
+            connection,
+            ServerMessage.joined(room: room, peers: others.map { (peer: $0.peer, meta: $0.meta) }, id: id)
+        )
+    }
+
+    /// A room broadcast (`message` with `room` only): every other member, wherever it is.
+    private func broadcast(
+        _ envelope: SignalEnvelope,
+        id: String?,
+        on connection: ConnectionID,
+        session: ClusterConnectionState.Session
+    ) async throws(RedisError) {
+        let peer = session.peer
+        guard let room = envelope.room, envelope.to == nil else { return }
+        if let refusal = policy.send(room: room, senderRooms: session.rooms) {
+            return self.replyError(connection, refusal, id: id)
+        }
+        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
+        let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
+        let request = DeliveryRequest(
+            prefix: prefix,
+            sender: peer,
+            id: id,
+            type: envelope.type,
+            room: room,
+            signal: true
+        )
+        let results = await withTaskGroup(of: Result<DeliveryResult, RedisError>.self) { group in
+            for member in members where member != peer {
+                group.addTask { () async -> Result<DeliveryResult, RedisError> in
+                    do throws(RedisError) {
+                        return .success(try await self.deliver(request, to: member))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var all: [Result<DeliveryResult, RedisError>] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        var queued = false
+        for result in results {
+            switch result {
+            case .success(let delivery): if delivery == .queued { queued = true }
+            case .failure(let error): throw error
+            }
+        }
+        self.count { $0.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
+        self.reply(connection, ServerMessage.ack(id: id, queued: queued))
+    }
+
+    /// Queues one addressed signal's script without waiting for it; the returned future completes once
+    /// its sender has been answered. Nil when it was answered at once (not in a session, not in the room).
+    func relayPipelined(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID)
+        -> EventLoopFuture<Void>?
+    {
+        guard let session = self.session(of: connection), let target = envelope.to else { return nil }
+        let peer = session.peer
+        if let refusal = policy.send(room: envelope.room, senderRooms: session.rooms) {
+            self.replyError(connection, refusal, id: id)
+            return nil
+        }
+        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
+        let shared = policy.needsSenderRooms(room: envelope.room, to: target, from: peer) ? session.rooms : nil
+        let request = DeliveryRequest(
+            prefix: prefix,
+            sender: peer,
+            id: id,
+            type: envelope.type,
+            room: envelope.room,
+            shared: shared,
+            signal: true
+        )
+        return redis.submit(ClusterScripts.deliver, keys: keys.session(target), arguments: self.arguments(for: request))
+            .map { reply in
+                let result = self.interpret(reply, recipient: target, signal: true)
+                self.answer(result, for: envelope, to: target, id: id, on: connection)
+            }.recover { error in
+                self.logger.debug("cluster request failed", metadata: ["error": "\(error)"])
+                self.replyError(connection, .unavailable, id: id)
+            }
+    }
+
+    /// The sender's answer for an addressed signal.
+    private func answer(
+        _ result: DeliveryResult,
+        for envelope: SignalEnvelope,
+        to target: String,
+        id: String?,
+        on connection: ConnectionID
+    ) {
+        switch result {
+        case .delivered, .queued:
+            self.count { $0.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
+            self.reply(connection, ServerMessage.ack(id: id, queued: result == .queued))
+        case .queueFull, .notInRoom, .notShared, .unavailable:
+            self.replyError(connection, result.refusal(recipient: target, room: envelope.room), id: id)
+        }
+    }
+}
