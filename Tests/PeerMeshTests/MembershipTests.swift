@@ -52,19 +52,20 @@ import Testing
     }
 
     @Test func aSuspectedNodeRefutesWithAHigherIncarnation() {
-        var membership = Membership(me: MeshKey(peer: "me"), address: "a", seed: 1)
+        let me = try! NodeIdentity(seed: [UInt8](repeating: 21, count: 32))
+        let otherIdentity = try! NodeIdentity(seed: [UInt8](repeating: 22, count: 32))
+        var membership = Membership(identity: me, address: "a", seed: 1)
         _ = membership.start(seeds: [], now: 0)
-        let other = MeshKey(peer: "other")
+        let other = otherIdentity.id
         _ = membership.receive(
-            .gossip(updates: [MemberUpdate(node: other, address: "b", incarnation: 0, status: .alive)]),
+            .gossip(updates: [MemberUpdate(signedBy: otherIdentity, address: "b", incarnation: 0, status: .alive)]),
             from: other,
             now: 1
         )
-        let actions = membership.receive(
-            .gossip(updates: [MemberUpdate(node: membership.me, address: "a", incarnation: 0, status: .suspect)]),
-            from: other,
-            now: 2
-        )
+        // The suspicion carries our own signed claim at incarnation 0 (as every update about us does).
+        var suspicion = membership.selfUpdate
+        suspicion.status = .suspect
+        let actions = membership.receive(.gossip(updates: [suspicion]), from: other, now: 2)
         #expect(actions.isEmpty)
         #expect(membership.incarnation == 1)
         let ack = membership.receive(.ping(probe: 4, updates: []), from: other, now: 3)
@@ -72,7 +73,8 @@ import Testing
             Issue.record("expected an ack, got \(ack)")
             return
         }
-        #expect(updates.contains(MemberUpdate(node: membership.me, address: "a", incarnation: 1, status: .alive)))
+        #expect(updates.contains { $0.node == me.id && $0.incarnation == 1 && $0.status == .alive && $0.isSigned })
+        #expect(updates.allSatisfy { $0.isSigned })
     }
 
     @Test func partitionHealsAndListsMerge() {

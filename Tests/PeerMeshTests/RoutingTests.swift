@@ -153,7 +153,7 @@ import Testing
             route: .direct,
             hops: 1,
             payload: []
-        )
+        ).vouched(by: other)
         let first = node.receive(.signal(signal), from: other.id, now: 10)
         let again = node.receive(.signal(signal), from: other.id, now: 20)
         #expect(first.filter { if case .deliver = $0 { true } else { false } }.count == 1)
@@ -174,7 +174,7 @@ import Testing
             route: .viaHome,
             hops: 3,
             payload: []
-        )
+        ).vouched(by: other)
         let actions = node.receive(.signal(signal), from: other.id, now: 10)
         #expect(actions == [.send(to: other.id, .hopAck(signal.key, .notFound, location: nil))])
     }

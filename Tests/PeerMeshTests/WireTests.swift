@@ -10,16 +10,18 @@ import Testing
     let secret = try! MeshSecret(bytes: Array("a mesh secret of at least 32 bytes!".utf8))
 
     var messages: [MeshMessage] {
-        let update = MemberUpdate(node: alice.id, address: "127.0.0.1:7001", incarnation: 3, status: .suspect)
+        let update = MemberUpdate(signedBy: alice, address: "127.0.0.1:7001", incarnation: 3, status: .suspect)
+        let unsigned = MemberUpdate(node: bob.id, address: "127.0.0.1:7002", incarnation: 0xFFFF_FFFF, status: .left)
         let record = LocationRecord(subject: .peer("bob"), host: alice.id, sequence: 9, expiresAt: 42, present: true).signed(by: alice).signed
-        let signal = MeshSignal(
+        var signal = MeshSignal(
             origin: alice.id, id: 77, from: "p-a", target: .peers(["x", "y"]), route: .viaHome, hops: 2,
             payload: Array("{\"type\":\"offer\",\"from\":\"p-a\",\"seq\":".utf8)
         )
+        signal.credential = SignalCredential.sign(signal, sender: record, as: alice)
         return [
             .membership(.ping(probe: 1, updates: [update])),
             .membership(.pingRequest(probe: 2, target: bob.id, updates: [])),
-            .membership(.ack(probe: 3, updates: [update, update])),
+            .membership(.ack(probe: 3, updates: [update, unsigned])),
             .membership(.join(update)),
             .membership(.joinReply(members: [update])),
             .membership(.gossip(updates: [update])),

@@ -22,6 +22,11 @@ public struct LinkAuthenticator: Sendable {
     public struct Proof: Hashable, Sendable {
         public var mac: [UInt8]
         public var signature: [UInt8]
+
+        public init(mac: [UInt8], signature: [UInt8]) {
+            self.mac = mac
+            self.signature = signature
+        }
     }
 
     /// The public facts both sides agree on once `hello` and `challenge` have crossed.

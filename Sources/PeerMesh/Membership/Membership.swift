@@ -16,12 +16,19 @@
 ///   update is sent λ·⌈log₂(n+1)⌉ times, then dropped.
 /// - Dead members are pinged now and then with their death notice attached, so after a partition heals
 ///   each side learns the other refuted and the two lists merge again.
+/// - Hostile input: every update must carry the member's own signature over its address and incarnation
+///   (``MemberProof``); unsigned or forged updates are refused and counted (`refusedUpdates`). No number
+///   a peer sends is used in arithmetic unchecked (a node at incarnation 0xFFFFFFFF cannot refute any
+///   more, it does not wrap), and the member list and the indirect-probe relays are bounded
+///   (`MembershipConfiguration.maxMembers`, `maxRelays`).
 public struct Membership: Sendable {
     struct Member: Sendable {
         var address: String
         var incarnation: UInt32
         var status: MemberUpdate.Status
         var since: UInt64
+        /// The member's signature over `address` and `incarnation` (and the left flag).
+        var proof: MemberProof?
     }
 
     struct Probe: Sendable {
@@ -46,6 +53,12 @@ public struct Membership: Sendable {
     public let address: String
     public let configuration: MembershipConfiguration
     public private(set) var incarnation: UInt32 = 0
+    /// Signs this node's own updates.
+    let identity: NodeIdentity
+    /// This node's signed alive record at `incarnation` (signed once per incarnation).
+    var signedSelf: MemberUpdate
+    /// Updates refused so far: unsigned, forged, or about a node when the member list was full.
+    public private(set) var refusedUpdates = 0
     var members: [MeshKey: Member] = [:]
     var suspicionDeadlines: [MeshKey: UInt64] = [:]
     var probeOrder: [MeshKey] = []
@@ -65,11 +78,14 @@ public struct Membership: Sendable {
     /// Set while applying updates that are not to be re-gossiped.
     var quiet = false
 
-    public init(me: MeshKey, address: String, configuration: MembershipConfiguration = .init(), seed: UInt64) {
-        self.me = me
+    public init(identity: NodeIdentity, address: String, configuration: MembershipConfiguration = .init(), seed: UInt64)
+    {
+        self.identity = identity
+        self.me = identity.id
         self.address = address
         self.configuration = configuration
         self.rng = SeededRandom(seed: seed)
+        self.signedSelf = MemberUpdate(signedBy: identity, address: address, incarnation: 0, status: .alive)
     }
 
     // MARK: - Queries
@@ -122,8 +138,8 @@ public struct Membership: Sendable {
 
     /// Leaves gracefully: tells a few members, who spread it.
     public mutating func leave(now: UInt64) -> [MembershipAction] {
-        incarnation += 1
-        let notice = MemberUpdate(node: me, address: address, incarnation: incarnation, status: .left)
+        raiseIncarnation()
+        let notice = MemberUpdate(signedBy: identity, address: address, incarnation: incarnation, status: .left)
         return randomLive(count: max(configuration.gossipFanout, 3), excluding: []).map {
             .send(to: $0, .gossip(updates: [notice]))
         }
@@ -144,6 +160,8 @@ public struct Membership: Sendable {
             actions.append(.send(to: sender, .ack(probe: number, updates: piggyback())))
         case .pingRequest(let number, let target, let updates):
             actions += apply(updates, now: now)
+            // Relays expire within `indirectProbeTimeout`; a member asking for more at once is refused.
+            guard relays.count < configuration.maxRelays, target != me else { break }
             probeNumber &+= 1
             relays[probeNumber] = Relay(
                 requester: sender,
@@ -160,14 +178,7 @@ public struct Membership: Sendable {
             }
         case .join(let update):
             actions += apply([update], now: now)
-            var list = members.map {
-                MemberUpdate(
-                    node: $0.key,
-                    address: $0.value.address,
-                    incarnation: $0.value.incarnation,
-                    status: $0.value.status
-                )
-            }
+            var list = members.map { memberUpdate(of: $0.key, $0.value) }
             list = list.filter { $0.status.isLive && $0.node != sender }.sorted { $0.node < $1.node }
             list.append(selfUpdate)
             actions.append(.send(to: sender, .joinReply(members: list)))
@@ -253,8 +264,47 @@ public struct Membership: Sendable {
 
     // MARK: - Updates
 
-    var selfUpdate: MemberUpdate {
-        MemberUpdate(node: me, address: address, incarnation: incarnation, status: .alive)
+    /// This node's own signed alive record (signed once per incarnation, not once per probe).
+    var selfUpdate: MemberUpdate { signedSelf }
+
+    /// Raises this node's incarnation above `floor` (to refute a claim at `floor`; to leave) and signs
+    /// the new record. At 0xFFFFFFFF it stays there: the node can no longer refute, but nothing wraps.
+    mutating func raiseIncarnation(above floor: UInt32? = nil) {
+        let floor = max(floor ?? incarnation, incarnation)
+        guard floor < .max else { return }
+        incarnation = floor + 1
+        signedSelf = MemberUpdate(signedBy: identity, address: address, incarnation: incarnation, status: .alive)
+    }
+
+    /// The update this node passes on about `node`: the member's own signed claim with our view of its
+    /// status.
+    func memberUpdate(of node: MeshKey, _ member: Member) -> MemberUpdate {
+        MemberUpdate(
+            node: node,
+            address: member.address,
+            incarnation: member.incarnation,
+            status: member.status,
+            proof: member.proof
+        )
+    }
+
+    /// Checks an update from another node before anything is done with it: the member's own valid
+    /// signature over the address, incarnation and left flag. A claim identical to the one already held
+    /// (same incarnation, address and signature) was verified when it arrived and is not verified again.
+    func isAuthentic(_ update: MemberUpdate) -> Bool {
+        guard let proof = update.proof else { return false }
+        if update.node == me, proof == signedSelf.proof, update.incarnation == incarnation, update.address == address,
+            update.status != .left
+        {
+            return true
+        }
+        if update.node != me, let member = members[update.node], member.proof == proof,
+            member.incarnation == update.incarnation, member.address == update.address,
+            (member.status == .left) == (update.status == .left)
+        {
+            return true
+        }
+        return proof.verifies(update)
     }
 
     /// Applies updates by SWIM's rules; those that change what this node knows are queued for
@@ -264,9 +314,15 @@ public struct Membership: Sendable {
         defer { quiet = false }
         var actions: [MembershipAction] = []
         for update in updates {
+            guard isAuthentic(update) else {
+                refusedUpdates += 1
+                continue
+            }
             if update.node == me {
+                // Only a claim this node signed itself gets here: at most our incarnation, or one from
+                // before a restart with the same key, which we jump above.
                 if update.status != .alive, update.incarnation >= incarnation {
-                    incarnation = update.incarnation + 1
+                    raiseIncarnation(above: update.incarnation)
                     enqueue(selfUpdate, always: true)
                 }
                 continue
@@ -275,24 +331,25 @@ public struct Membership: Sendable {
                 actions += add(update, now: now)
                 continue
             }
+            // Every status change below takes the update's claim (address, incarnation, signature) with it,
+            // so what this node holds and passes on is always one claim the member signed.
             switch update.status {
             case .alive:
                 if update.incarnation > member.incarnation {
-                    members[update.node]?.address = update.address
-                    actions += setStatus(update.node, .alive, incarnation: update.incarnation, now: now)
+                    actions += setStatus(update.node, .alive, incarnation: update.incarnation, now: now, claim: update)
                 }
             case .suspect:
                 let newer = update.incarnation > member.incarnation
                 if (member.status == .alive && update.incarnation >= member.incarnation)
                     || (member.status == .suspect && newer)
                 {
-                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now)
+                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now, claim: update)
                 } else if !member.status.isLive && newer {
-                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now)
+                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now, claim: update)
                 }
             case .dead, .left:
                 if member.status.isLive, update.incarnation >= member.incarnation {
-                    actions += setStatus(update.node, update.status, incarnation: update.incarnation, now: now)
+                    actions += setStatus(update.node, update.status, incarnation: update.incarnation, now: now, claim: update)
                 }
             }
         }
@@ -300,11 +357,24 @@ public struct Membership: Sendable {
     }
 
     mutating func add(_ update: MemberUpdate, now: UInt64) -> [MembershipAction] {
+        if members.count >= configuration.maxMembers {
+            // Full: make room by forgetting the member that has been dead the longest, if any.
+            let oldestDead = members.filter { !$0.value.status.isLive }.min {
+                $0.value.since != $1.value.since ? $0.value.since < $1.value.since : $0.key < $1.key
+            }
+            guard let (node, _) = oldestDead else {
+                refusedUpdates += 1
+                return []
+            }
+            members[node] = nil
+            broadcasts[node] = nil
+        }
         members[update.node] = Member(
             address: update.address,
             incarnation: update.incarnation,
             status: update.status,
-            since: now
+            since: now,
+            proof: update.proof
         )
         enqueue(update)
         guard update.status.isLive else { return [] }
@@ -320,22 +390,32 @@ public struct Membership: Sendable {
     mutating func suspect(_ node: MeshKey, incarnation: UInt32, now: UInt64, notify: Bool) -> [MembershipAction] {
         var actions = setStatus(node, .suspect, incarnation: incarnation, now: now)
         if notify, let member = members[node] {
-            let notice = MemberUpdate(node: node, address: member.address, incarnation: incarnation, status: .suspect)
-            actions.append(.send(to: node, .gossip(updates: [notice])))
+            actions.append(.send(to: node, .gossip(updates: [memberUpdate(of: node, member)])))
         }
         return actions
     }
 
-    mutating func setStatus(_ node: MeshKey, _ status: MemberUpdate.Status, incarnation: UInt32, now: UInt64)
-        -> [MembershipAction]
-    {
+    /// Sets a member's status at `incarnation`; `claim` is the (verified) update that says so, whose
+    /// address and signature the member then holds (nil for this node's own suspicions, which keep the
+    /// member's claim as it is).
+    mutating func setStatus(
+        _ node: MeshKey,
+        _ status: MemberUpdate.Status,
+        incarnation: UInt32,
+        now: UInt64,
+        claim: MemberUpdate? = nil
+    ) -> [MembershipAction] {
         guard var member = members[node] else { return [] }
         let before = member.status
         member.status = status
         member.incarnation = incarnation
+        if let claim {
+            member.address = claim.address
+            member.proof = claim.proof
+        }
         member.since = now
         members[node] = member
-        enqueue(MemberUpdate(node: node, address: member.address, incarnation: incarnation, status: status))
+        enqueue(memberUpdate(of: node, member))
         suspicionDeadlines[node] = status == .suspect ? now + configuration.suspicionTimeout : nil
         switch (before.isLive, status) {
         case (false, .alive), (false, .suspect):
@@ -405,13 +485,7 @@ public struct Membership: Sendable {
         guard !candidates.isEmpty else { return [] }
         let node = candidates[Int(rng.next() % UInt64(candidates.count))]
         guard let member = members[node] else { return [] }
-        let notice = MemberUpdate(
-            node: node,
-            address: member.address,
-            incarnation: member.incarnation,
-            status: member.status
-        )
-        return [.send(to: node, .ping(probe: 0, updates: [notice, selfUpdate]))]
+        return [.send(to: node, .ping(probe: 0, updates: [memberUpdate(of: node, member), selfUpdate]))]
     }
 
     mutating func randomLive(count: Int, excluding: Set<MeshKey>, aliveOnly: Bool = false) -> [MeshKey] {

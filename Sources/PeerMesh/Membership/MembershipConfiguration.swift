@@ -30,5 +30,14 @@ public struct MembershipConfiguration: Sendable {
     /// How often a joining node retries its seeds until one answers.
     public var joinRetryInterval: UInt64 = 1_000_000_000
 
+    /// Most members (live and remembered dead) one node keeps. Beyond it, the member dead the longest is
+    /// forgotten to make room, and if none is dead the update is refused: a hostile member gossiping
+    /// thousands of made-up nodes (each with its own fresh key) cannot grow the table without bound.
+    /// 1,024 is far above the meshes this is built for (N ≤ 256).
+    public var maxMembers: Int = 1024
+    /// Most ping-req relays pending at once (each lives `indirectProbeTimeout`). A mesh of n members sends
+    /// about k = 3 per probe interval; 256 leaves room for large meshes and bounds a flood of ping-reqs.
+    public var maxRelays: Int = 256
+
     public init() {}
 }

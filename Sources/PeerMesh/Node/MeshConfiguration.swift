@@ -32,5 +32,28 @@ public struct MeshConfiguration: Sendable {
     /// How often expired records, remembered ids and hints are swept.
     public var sweepInterval: UInt64 = 1_000_000_000
 
+
+    // MARK: Bounds on what other nodes can make this one hold (hostile members)
+
+    /// Longest peer id or room name accepted in a signal or a location record, in UTF-8 bytes: protocol
+    /// v1's ids and rooms are at most 64 bytes, and the hub never hands the mesh a longer one.
+    public var maxNameBytes = 64
+    /// Location records a home node holds in all, and from any one host. A record costs about 0.6 KiB
+    /// (signature, key, body), so 500,000 bound the directory near 300 MiB; no single host, honest or
+    /// not, can take more than half of it, so one hostile member cannot crowd out the others. An honest
+    /// host publishes 1 + (rooms) records per peer, spread over the r home nodes of each key.
+    public var maxDirectoryRecords = 500_000
+    public var maxRecordsPerHost = 250_000
+    /// Signals waiting for a hop ack here (the entry node's own and the legs a home node forwards). Each
+    /// holds its payload (≤ one 64 KiB message), so 16,384 bound them near 1 GiB in the worst case and
+    /// far less in practice; beyond it a forwarded signal is answered `notFound` and a local one
+    /// `unavailable`.
+    public var maxPendingSignals = 16_384
+    /// (origin, id) pairs remembered for deduplication, and learned locations (hints): 65,536 each, more
+    /// than `dedupWindow` (10 s) of traffic at several thousand signals per second. Beyond, new ones are
+    /// not remembered until the next sweep.
+    public var maxSeenSignals = 65_536
+    public var maxHints = 65_536
+
     public init() {}
 }

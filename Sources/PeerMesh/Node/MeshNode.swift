@@ -15,6 +15,10 @@ public struct MeshNode: Sendable {
     var suspects: Set<MeshKey> = []
     var rehomeAt: UInt64?
     var nextSweepAt: UInt64 = 0
+    var signalCheck: SignalCheck
+    /// What other nodes sent that was refused, until the driver takes it (at most `maxOffences`).
+    var offences: [MeshOffence] = []
+    static let maxOffences = 256
 
     public var id: MeshKey { identity.id }
 
@@ -22,13 +26,14 @@ public struct MeshNode: Sendable {
         self.identity = identity
         self.configuration = configuration
         self.membership = Membership(
-            me: identity.id,
+            identity: identity,
             address: address,
             configuration: configuration.membership,
             seed: seed
         )
         self.publisher = LocationPublisher(identity: identity, configuration: configuration)
         self.router = Router(me: identity.id, configuration: configuration)
+        self.signalCheck = SignalCheck(configuration: configuration)
         self.live = [identity.id]
         self.liveSet = [identity.id]
     }
@@ -126,8 +131,32 @@ public struct MeshNode: Sendable {
     public mutating func send(from peer: String, to target: MeshSignal.Target, payload: [UInt8], now: UInt64)
         -> (SignalKey, [MeshAction])
     {
-        let (key, actions) = router.send(from: peer, to: target, payload: payload, view: view, now: now)
+        let identity = self.identity
+        let published = publisher.record(of: .peer(peer))?.signed
+        let lifetime = configuration.recordLifetime
+        let (key, actions) = router.send(from: peer, to: target, payload: payload, view: view, now: now) { signal in
+            // A peer hosted here has its published record. A signal on behalf of a peer this node does not
+            // host (the hub's answer about a recipient that is gone) carries a record made for the occasion:
+            // either way, this node vouches for `from` under its own key.
+            let record =
+                published
+                ?? LocationRecord(subject: .peer(peer), host: identity.id, sequence: now, expiresAt: now &+ lifetime, present: true)
+                .signed(by: identity).signed
+            return SignalCredential.sign(signal, sender: record, as: identity)
+        }
         return (key, map(actions))
+    }
+
+    /// What other nodes sent that this node refused since the last call (the driver counts them and
+    /// closes the links of nodes whose offence `disconnects`).
+    public mutating func takeOffences() -> [MeshOffence] {
+        defer { offences.removeAll() }
+        return offences
+    }
+
+    mutating func record(_ reason: MeshOffence.Reason, by node: MeshKey) {
+        guard offences.count < Self.maxOffences else { return }
+        offences.append(MeshOffence(node: node, reason: reason))
     }
 
     // MARK: - Messages from other nodes
@@ -135,29 +164,64 @@ public struct MeshNode: Sendable {
     public mutating func receive(_ message: MeshMessage, from sender: MeshKey, now: UInt64) -> [MeshAction] {
         switch message {
         case .membership(let message):
-            return handle(membership.receive(message, from: sender, now: now), now: now)
+            let refusedBefore = membership.refusedUpdates
+            let actions = handle(membership.receive(message, from: sender, now: now), now: now)
+            if membership.refusedUpdates != refusedBefore { record(.memberUpdate, by: sender) }
+            return actions
         case .store(let batch, let records):
-            for record in records {
-                accept(record, now: now)
+            var refused = false
+            for record in records where !accept(record, now: now) {
+                refused = true
             }
+            if refused { record(.locationRecord, by: sender) }
             return [.send(to: sender, .storeAck(batch: batch))]
         case .storeAck(let batch):
             publisher.acknowledged(batch)
             return []
         case .signal(let signal):
-            return map(router.receive(signal, from: sender, view: view, now: now))
+            switch signalCheck.check(signal, now: now) {
+            case .valid:
+                return map(router.receive(signal, from: sender, view: view, now: now))
+            case .refused(let reason):
+                record(reason, by: sender)
+                // Dropped before routing (no dedup entry, no hint). A stale sender is answered, so an
+                // honest entry node tries elsewhere or tells its peer; a forger gets nothing but the
+                // closed link.
+                guard reason == .staleSender else { return [] }
+                return [.send(to: sender, .hopAck(signal.key, .notFound, location: nil))]
+            }
         case .hopAck(let key, let status, let location):
             return map(router.receiveAck(key, status, location: location, from: sender, view: view, now: now))
         case .undeliverable(let key):
-            return map(router.receiveUndeliverable(key))
+            return map(router.receiveUndeliverable(key, from: sender))
         }
     }
 
-    /// Stores a record as a home node if it verifies and its host is not known dead.
-    mutating func accept(_ record: SignedRecord, now: UInt64) {
-        guard let verified = try? VerifiedLocation(verifying: record) else { return }
-        if let status = membership.status(of: verified.record.host), !status.isLive { return }
-        directory.store(verified, now: now)
+    /// Stores a record as a home node if it verifies, names a peer (and room) of a sane length, does not
+    /// claim to live longer than `recordLifetime` allows, and its host is not known dead. Returns false
+    /// for records that are refused as invalid (a dead host's or a full directory's are not invalid).
+    @discardableResult
+    mutating func accept(_ record: SignedRecord, now: UInt64) -> Bool {
+        guard let verified = try? VerifiedLocation(verifying: record) else { return false }
+        let location = verified.record
+        switch location.subject {
+        case .peer(let peer):
+            guard signalCheck.isName(peer) else { return false }
+        case .roomMember(let room, let peer):
+            guard signalCheck.isName(peer), signalCheck.isName(room) else { return false }
+        }
+        // A host stamps expiry as now + recordLifetime on its own clock; twice that is slack enough.
+        let horizon = configuration.recordLifetime.multipliedReportingOverflow(by: 2)
+        let (latest, overflow) = now.addingReportingOverflow(horizon.overflow ? .max : horizon.partialValue)
+        guard overflow || location.expiresAt <= latest else { return false }
+        if let status = membership.status(of: location.host), !status.isLive { return true }
+        directory.store(
+            verified,
+            now: now,
+            maxRecords: configuration.maxDirectoryRecords,
+            maxPerHost: configuration.maxRecordsPerHost
+        )
+        return true
     }
 
     // MARK: - Plumbing

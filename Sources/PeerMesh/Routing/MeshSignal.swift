@@ -26,9 +26,20 @@ public struct MeshSignal: Hashable, Sendable {
     public var hops: UInt8
     /// The v1 message bytes, relayed untouched.
     public var payload: [UInt8]
+    /// The origin node's proof that `from` is its peer and that it sent this signal; every node that
+    /// receives the signal checks it (``SignalCredential``). Nil only inside the entry node.
+    public var credential: SignalCredential?
 
-    public init(origin: MeshKey, id: UInt64, from: String, target: Target, route: Route, hops: UInt8, payload: [UInt8])
-    {
+    public init(
+        origin: MeshKey,
+        id: UInt64,
+        from: String,
+        target: Target,
+        route: Route,
+        hops: UInt8,
+        payload: [UInt8],
+        credential: SignalCredential? = nil
+    ) {
         self.origin = origin
         self.id = id
         self.from = from
@@ -36,6 +47,7 @@ public struct MeshSignal: Hashable, Sendable {
         self.route = route
         self.hops = hops
         self.payload = payload
+        self.credential = credential
     }
 
     public var key: SignalKey { SignalKey(origin: origin, id: id) }
@@ -53,7 +65,8 @@ public struct MeshSignal: Hashable, Sendable {
         case .peer(let peer), .room(let peer): target = 2 + peer.utf8.count
         case .peers(let peers): target = peers.reduce(2) { $0 + 2 + $1.utf8.count }
         }
-        return 32 + 8 + 2 + from.utf8.count + 1 + target + 1 + 1 + 4 + payload.count
+        return 32 + 8 + 2 + from.utf8.count + 1 + target + 1 + 1 + 4 + payload.count + 1
+            + (credential.map { $0.sender.wireSize + 64 } ?? 0)
     }
 }
 

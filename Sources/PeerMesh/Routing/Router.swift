@@ -54,7 +54,7 @@ public struct Router: Sendable {
     var nextID: UInt64 = 0
     var pending: [PendingKey: Pending] = [:]
     var seen: [SignalKey: Seen] = [:]
-    var accepted: [SignalKey: (peer: String, at: UInt64)] = [:]
+    var accepted: [SignalKey: (peer: String, home: MeshKey, at: UInt64)] = [:]
     var hints: [String: Hint] = [:]
 
     init(me: MeshKey, configuration: MeshConfiguration) {
@@ -76,12 +76,13 @@ public struct Router: Sendable {
         to target: MeshSignal.Target,
         payload: [UInt8],
         view: RoutingView,
-        now: UInt64
+        now: UInt64,
+        credential: (MeshSignal) -> SignalCredential?
     )
         -> (SignalKey, [Action])
     {
         nextID += 1
-        let signal = MeshSignal(
+        var signal = MeshSignal(
             origin: me,
             id: nextID,
             from: peer,
@@ -90,9 +91,16 @@ public struct Router: Sendable {
             hops: 0,
             payload: payload
         )
-        switch target {
-        case .peer(let recipient) where view.localPeers.contains(recipient):
+        if case .peer(let recipient) = target, view.localPeers.contains(recipient) {
             return (signal.key, [.deliver(peer: recipient, signal)])
+        }
+        // Leaving this node: other nodes take it only with the origin's credential, and this node keeps
+        // it only while there is room.
+        signal.credential = credential(signal)
+        guard signal.credential != nil, pending.count < configuration.maxPendingSignals else {
+            return (signal.key, [.unavailable(signal.key, peer: peer)])
+        }
+        switch target {
         case .room(let room) where view.homes(of: MeshKey(room: room)).contains(me):
             return (signal.key, fanOut(signal, room: room, view: view, now: now))
         default:
@@ -188,7 +196,9 @@ public struct Router: Sendable {
         if let first = seen[signal.key] {
             return [.send(to: sender, .hopAck(signal.key, first.status, location: first.location))]
         }
-        if signal.origin != me, view.isUsable(signal.origin), !view.localPeers.contains(signal.from) {
+        if signal.origin != me, view.isUsable(signal.origin), !view.localPeers.contains(signal.from),
+            hints.count < configuration.maxHints || hints[signal.from] != nil
+        {
             switch signal.target {
             case .peer, .peers:
                 hints[signal.from] = Hint(host: signal.origin, expiresAt: now + configuration.hintLifetime)
@@ -211,7 +221,8 @@ public struct Router: Sendable {
                 actions.append(.deliver(peer: recipient, signal))
             }
         case (.viaHome, .peer(let recipient)):
-            if signal.hops < configuration.maxHops, let found = view.directory.location(of: recipient),
+            if signal.hops < configuration.maxHops, pending.count < configuration.maxPendingSignals,
+                let found = view.directory.location(of: recipient),
                 view.isUsable(found.record.host), found.record.host != sender
             {
                 status = .accepted
@@ -222,7 +233,9 @@ public struct Router: Sendable {
             status = .accepted
             actions += fanOut(signal, room: room, view: view, now: now)
         }
-        seen[signal.key] = Seen(status: status, location: location, at: now)
+        if seen.count < configuration.maxSeenSignals {
+            seen[signal.key] = Seen(status: status, location: location, at: now)
+        }
         actions.append(.send(to: sender, .hopAck(signal.key, status, location: location)))
         return actions
     }
@@ -254,7 +267,7 @@ public struct Router: Sendable {
             let peers = byHost[host]!
             if host == me {
                 actions += peers.filter(view.localPeers.contains).map { .deliver(peer: $0, signal) }
-            } else if signal.hops < configuration.maxHops {
+            } else if signal.hops < configuration.maxHops, pending.count < configuration.maxPendingSignals {
                 actions += forward(signal, to: host, target: .peers(peers), now: now)
             }
         }
@@ -285,7 +298,7 @@ public struct Router: Sendable {
             pending[pendingKey] = nil
             if case .peer(let recipient) = entry.signal.target, pendingKey.leg == nil {
                 if status == .accepted {
-                    accepted[key] = (entry.signal.from, now)
+                    accepted[key] = (entry.signal.from, sender, now)
                 }
                 if status == .delivered {
                     hints[recipient] = Hint(host: sender, expiresAt: now + configuration.hintLifetime)
@@ -304,8 +317,10 @@ public struct Router: Sendable {
         }
     }
 
-    mutating func receiveUndeliverable(_ key: SignalKey) -> [Action] {
-        guard let entry = accepted.removeValue(forKey: key) else { return [] }
+    /// A home node that accepted one of our signals could not reach the host. Only that home node may
+    /// say so.
+    mutating func receiveUndeliverable(_ key: SignalKey, from sender: MeshKey) -> [Action] {
+        guard accepted[key]?.home == sender, let entry = accepted.removeValue(forKey: key) else { return [] }
         return [.unavailable(key, peer: entry.peer)]
     }
 

@@ -16,6 +16,14 @@ import NIOConcurrencyHelpers
 ///   dead, for failure-detection times measured from outside (the process harness polls them);
 /// - `signal_mesh_delivered_total{hops}`: signals this node delivered to local peers, by inter-node
 ///   hops taken (1 or 2; signals between peers on the same node never enter the mesh).
+/// - `signal_mesh_links_refused_total{reason}`: connections to the mesh port closed before they
+///   authenticated — `capacity` / `per_ip` (too many handshakes at once, in all or from one address),
+///   `frame_too_large` (a frame longer than a handshake frame), `handshake` (no proof of the mesh secret
+///   and node key), `timeout`, `banned` (a node serving a ban for invalid data).
+/// - `signal_mesh_invalid_messages_total{reason}`: messages from authenticated nodes that were refused
+///   (``MeshOffence/Reason``: `forged_signal`, `sender_not_hosted`, `member_update`, …), and
+///   `signal_mesh_links_dropped_total{reason}`: links closed for one (the node is then refused for the
+///   ban duration).
 public final class MeshMetrics: Sendable {
     /// How link traffic is counted.
     public enum Kind: String, CaseIterable, Sendable {
@@ -44,6 +52,13 @@ public final class MeshMetrics: Sendable {
     private let suspects: Gauge
     private let delivered: [Counter]
     private let members = NIOLockedValueBox<[MeshKey: (live: Gauge, suspect: Gauge)]>([:])
+    private let refused: [String: Counter]
+    private let invalid: [String: Counter]
+    private let dropped: [String: Counter]
+
+    /// Most per-member gauge pairs kept: beyond it, those of members neither live nor suspected go (a
+    /// hostile member gossiping made-up nodes cannot grow the metrics without bound).
+    static let maxMemberGauges = 1024
 
     public init(factory: any MetricsFactory) {
         self.factory = factory
@@ -68,6 +83,29 @@ public final class MeshMetrics: Sendable {
         delivered = (0...3).map {
             Counter(label: "signal_mesh_delivered_total", dimensions: [("hops", String($0))], factory: factory)
         }
+        func counters(_ label: String, _ reasons: [String]) -> [String: Counter] {
+            Dictionary(
+                uniqueKeysWithValues: reasons.map {
+                    ($0, Counter(label: label, dimensions: [("reason", $0)], factory: factory))
+                }
+            )
+        }
+        refused = counters("signal_mesh_links_refused_total", MeshTransport.Refusal.allCases.map(\.rawValue))
+        let offences = MeshOffence.Reason.allCases.map(\.rawValue)
+        invalid = counters("signal_mesh_invalid_messages_total", offences)
+        dropped = counters("signal_mesh_links_dropped_total", offences)
+    }
+
+    func linkRefused(_ reason: String) {
+        refused[reason]?.increment()
+    }
+
+    func invalidMessage(_ reason: String) {
+        invalid[reason]?.increment()
+    }
+
+    func linkDropped(_ reason: String) {
+        dropped[reason]?.increment()
     }
 
     func sent(_ message: MeshMessage, bytes: Int) {
@@ -92,7 +130,15 @@ public final class MeshMetrics: Sendable {
         suspects.record(suspected.count)
         let liveSet = Set(live)
         members.withLockedValue { gauges in
+            if gauges.count >= Self.maxMemberGauges {
+                for (key, pair) in gauges where !liveSet.contains(key) && !suspected.contains(key) {
+                    pair.live.destroy()
+                    pair.suspect.destroy()
+                    gauges[key] = nil
+                }
+            }
             for key in liveSet.union(suspected).union(gauges.keys) where key != me {
+                if gauges[key] == nil, gauges.count >= Self.maxMemberGauges { continue }
                 let pair =
                     gauges[key]
                     ?? (

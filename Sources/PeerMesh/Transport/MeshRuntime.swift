@@ -25,6 +25,8 @@ public struct MeshRuntimeConfiguration: Sendable {
     public var identity: NodeIdentity
     public var tls: MeshTLS?
     public var mesh: MeshConfiguration
+    /// Bounds on links still in their handshake, and how long a node that sent invalid data is refused.
+    public var links: MeshLinkLimits
 
     public init(
         listenHost: String,
@@ -40,6 +42,7 @@ public struct MeshRuntimeConfiguration: Sendable {
         self.identity = identity
         self.tls = nil
         self.mesh = MeshConfiguration()
+        self.links = MeshLinkLimits()
     }
 }
 
@@ -74,7 +77,8 @@ public final class MeshRuntime: Sendable {
             tls: configuration.tls,
             group: group,
             logger: logger,
-            metrics: metrics
+            metrics: metrics,
+            limits: configuration.links
         )
     }
 
@@ -183,11 +187,23 @@ public final class MeshRuntime: Sendable {
     }
 
     private func drive(_ event: (inout MeshNode) -> [MeshAction]) {
-        let actions: [MeshAction] = node.withLockedValue { node in
-            guard node != nil else { return [] }
-            return event(&node!)
+        let (actions, offences): ([MeshAction], [MeshOffence]) = node.withLockedValue { node in
+            guard node != nil else { return ([], []) }
+            let actions = event(&node!)
+            return (actions, node!.takeOffences())
         }
         self.perform(actions)
+        for offence in offences {
+            metrics?.invalidMessage(offence.reason.rawValue)
+            if offence.disconnects {
+                transport.disconnect(offence.node, reason: offence.reason.rawValue)
+            } else {
+                logger.debug(
+                    "mesh message refused",
+                    metadata: ["mesh.node": "\(offence.node)", "reason": "\(offence.reason.rawValue)"]
+                )
+            }
+        }
     }
 
     private func perform(_ actions: [MeshAction]) {

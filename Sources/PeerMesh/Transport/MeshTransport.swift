@@ -47,6 +47,13 @@ public struct MeshTLS: Sendable {
 /// enough; if both dialled at once, either is used. Messages for a node without a link wait (bounded)
 /// while it is dialled; a link that cannot be opened, or closes, is reported so membership suspects the
 /// node at once.
+///
+/// Strangers: until a link has authenticated it reads frames of at most ``LinkFrame/maxEncodedSize``
+/// bytes, must finish within `limits.handshakeTimeout`, and counts against `limits.maxUnauthenticatedLinks`
+/// (in all) and `maxUnauthenticatedLinksPerIP`: beyond either, an accepted connection is closed at once.
+/// Refusals are counted in `signal_mesh_links_refused_total{reason}` and logged at a bounded rate.
+/// Members: a node that sends invalid data is disconnected (`disconnect(_:reason:)`) and refused for
+/// `limits.banDuration`.
 public final class MeshTransport: Sendable {
     struct Handlers: Sendable {
         var message: @Sendable (MeshKey, MeshMessage) -> Void = { _, _ in }
@@ -61,6 +68,26 @@ public final class MeshTransport: Sendable {
         var closed = false
         var sentBytes = 0
         var receivedBytes = 0
+        /// Accepted links still in their handshake: in all and by remote IP.
+        var unauthenticated = 0
+        var unauthenticatedByIP: [String: Int] = [:]
+        /// Nodes disconnected for invalid data, until when.
+        var banned: [MeshKey: NIODeadline] = [:]
+        var refusalLog: LogBudget
+    }
+
+    /// Why a link was refused or dropped (the `reason` label of the metrics).
+    enum Refusal: String, CaseIterable {
+        /// Too many links in their handshake, in all or from this IP.
+        case capacity
+        case perIP = "per_ip"
+        /// A frame longer than a handshake frame before authentication.
+        case frameTooLarge = "frame_too_large"
+        /// A handshake that did not prove the mesh secret and node key (or was not one).
+        case handshake
+        case timeout
+        /// A node disconnected for invalid data tried again within its ban.
+        case banned
     }
 
     /// Messages kept per node while its link is being opened.
@@ -69,10 +96,11 @@ public final class MeshTransport: Sendable {
     let authenticator: LinkAuthenticator
     let group: any EventLoopGroup
     let logger: Logger
+    let limits: MeshLinkLimits
     private let tls: (server: NIOSSLContext, client: NIOSSLContext)?
-    private let metrics: MeshMetrics?
+    let metrics: MeshMetrics?
     private let handlers = NIOLockedValueBox(Handlers())
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     public init(
         identity: NodeIdentity,
@@ -80,14 +108,22 @@ public final class MeshTransport: Sendable {
         tls: MeshTLS?,
         group: any EventLoopGroup,
         logger: Logger,
-        metrics: MeshMetrics? = nil
+        metrics: MeshMetrics? = nil,
+        limits: MeshLinkLimits = MeshLinkLimits()
     ) throws {
         self.authenticator = LinkAuthenticator(secret: secret, identity: identity)
         self.group = group
         self.logger = logger
         self.tls = try tls?.contexts()
         self.metrics = metrics
+        self.limits = limits
+        self.state = NIOLockedValueBox(
+            State(refusalLog: LogBudget(limit: limits.logsPerInterval, interval: limits.logInterval))
+        )
     }
+
+    /// Accepted links still in their handshake.
+    public var unauthenticatedLinks: Int { state.withLockedValue { $0.unauthenticated } }
 
     /// Where incoming messages and lost links go, and how to find a node's address.
     public func setHandlers(
@@ -108,7 +144,12 @@ public final class MeshTransport: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.configure(channel, role: .responder, established: nil)
+                    let ip = Self.ip(of: channel)
+                    if let refusal = self.admit(ip: ip) {
+                        self.refused(refusal, remote: channel.remoteAddress)
+                        throw MeshIdentityError("mesh link refused: \(refusal.rawValue)")
+                    }
+                    try self.configure(channel, role: .responder, established: nil, slot: ip)
                 }
             }
             .bind(host: host, port: port)
@@ -130,7 +171,7 @@ public final class MeshTransport: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.configure(channel, role: .initiator, established: established)
+                    try self.configure(channel, role: .initiator, established: established, slot: nil)
                 }
             }
             .connect(host: host, port: port)
@@ -148,6 +189,10 @@ public final class MeshTransport: Sendable {
         }
         let plan: Plan = state.withLockedValue { state in
             if state.closed { return .drop }
+            if let until = state.banned[node] {
+                if until > .now() { return .drop }
+                state.banned[node] = nil
+            }
             if let channel = state.links[node]?.first { return .write(channel) }
             if state.waiting[node] != nil {
                 if state.waiting[node]!.count < Self.maxWaiting { state.waiting[node]!.append(message) }
@@ -200,7 +245,8 @@ public final class MeshTransport: Sendable {
     private func configure(
         _ channel: any Channel,
         role: LinkAuthenticator.Role,
-        established: EventLoopPromise<MeshKey>?
+        established: EventLoopPromise<MeshKey>?,
+        slot: String?
     ) throws {
         let sync = channel.pipeline.syncOperations
         if let tls {
@@ -210,9 +256,83 @@ public final class MeshTransport: Sendable {
                 try sync.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil))
             }
         }
-        try sync.addHandler(ByteToMessageHandler(MeshFrameDecoder()))
+        let limit = FrameLimit()
+        try sync.addHandler(ByteToMessageHandler(MeshFrameDecoder(limit: limit)))
         try sync.addHandler(LengthFieldPrepender(lengthFieldBitLength: .fourBytes))
-        try sync.addHandler(MeshLinkHandler(transport: self, role: role, established: established))
+        try sync.addHandler(
+            MeshLinkHandler(transport: self, role: role, established: established, limit: limit, slot: slot)
+        )
+    }
+
+    static func ip(of channel: any Channel) -> String {
+        channel.remoteAddress?.ipAddress ?? "?"
+    }
+
+    /// Takes a handshake slot for a connection from `ip`, or says why not.
+    func admit(ip: String) -> Refusal? {
+        state.withLockedValue { state in
+            guard state.unauthenticated < limits.maxUnauthenticatedLinks else { return .capacity }
+            guard state.unauthenticatedByIP[ip, default: 0] < limits.maxUnauthenticatedLinksPerIP else {
+                return .perIP
+            }
+            state.unauthenticated += 1
+            state.unauthenticatedByIP[ip, default: 0] += 1
+            return nil
+        }
+    }
+
+    /// Gives back the handshake slot of a link that authenticated or closed.
+    func release(ip: String) {
+        state.withLockedValue { state in
+            state.unauthenticated -= 1
+            state.unauthenticatedByIP[ip, default: 1] -= 1
+            if state.unauthenticatedByIP[ip] == 0 { state.unauthenticatedByIP[ip] = nil }
+        }
+    }
+
+    /// Whether `node` is serving a ban for invalid data.
+    func isBanned(_ node: MeshKey) -> Bool {
+        state.withLockedValue { state in
+            guard let until = state.banned[node] else { return false }
+            if until > .now() { return true }
+            state.banned[node] = nil
+            return false
+        }
+    }
+
+    /// Counts a refused link and logs it, at most `limits.logsPerInterval` lines per interval.
+    func refused(_ refusal: Refusal, remote: SocketAddress?, detail: String? = nil) {
+        metrics?.linkRefused(refusal.rawValue)
+        let (log, suppressed) = state.withLockedValue { $0.refusalLog.take(now: .now()) }
+        guard log else { return }
+        var metadata: Logger.Metadata = [
+            "reason": "\(refusal.rawValue)", "remote": "\(remote.map { "\($0)" } ?? "?")",
+        ]
+        if let detail { metadata["detail"] = "\(detail)" }
+        if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+        logger.warning("mesh link refused", metadata: metadata)
+    }
+
+    /// Closes every link to `node` because it sent invalid data, and refuses it for
+    /// `limits.banDuration`. Counted in `signal_mesh_links_dropped_total{reason}`.
+    public func disconnect(_ node: MeshKey, reason: String) {
+        let channels: [any Channel] = state.withLockedValue { state in
+            if state.banned.count >= 1024 {
+                let now = NIODeadline.now()
+                state.banned = state.banned.filter { $0.value > now }
+            }
+            if state.banned.count < 1024 { state.banned[node] = .now() + limits.banDuration }
+            state.waiting[node] = nil
+            return state.links[node] ?? []
+        }
+        metrics?.linkDropped(reason)
+        let (log, suppressed) = state.withLockedValue { $0.refusalLog.take(now: .now()) }
+        if log {
+            var metadata: Logger.Metadata = ["node": "\(node)", "reason": "\(reason)"]
+            if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
+            logger.warning("mesh link dropped: the node sent invalid data", metadata: metadata)
+        }
+        for channel in channels { channel.close(promise: nil) }
     }
 
     func write(_ message: MeshMessage, on channel: any Channel) {
@@ -222,13 +342,18 @@ public final class MeshTransport: Sendable {
         channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
     }
 
-    func linkUp(_ node: MeshKey, _ channel: any Channel) {
+    func linkUp(_ node: MeshKey, _ channel: any Channel) -> Bool {
+        if isBanned(node) {
+            refused(.banned, remote: channel.remoteAddress, detail: "\(node)")
+            return false
+        }
         let waiting: [MeshMessage] = state.withLockedValue { state in
             state.links[node, default: []].append(channel)
             return state.waiting.removeValue(forKey: node) ?? []
         }
         logger.debug("mesh link up", metadata: ["node": "\(node)"])
         for message in waiting { self.write(message, on: channel) }
+        return true
     }
 
     func linkClosed(_ node: MeshKey, _ channel: any Channel) {
@@ -258,111 +383,5 @@ public final class MeshTransport: Sendable {
             return !state.closed
         }
         if report { handlers.withLockedValue { $0.linkDown }(node) }
-    }
-}
-
-/// Splits a byte stream into frames of a 4-byte big-endian length and that many bytes.
-struct MeshFrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
-
-    struct FrameTooLarge: Error {}
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
-        guard Int(length) <= MeshWire.maxFrameBytes else { throw FrameTooLarge() }
-        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 4)
-        context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: Int(length))!))
-        return .continue
-    }
-}
-
-/// Runs a link's handshake, then turns frames into mesh messages for the transport.
-final class MeshLinkHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private let transport: MeshTransport
-    private let role: LinkAuthenticator.Role
-    private var handshake: LinkHandshake
-    private var hello: [UInt8]?
-    private var established: EventLoopPromise<MeshKey>?
-    private var peer: MeshKey?
-    private var timeout: Scheduled<Void>?
-
-    init(transport: MeshTransport, role: LinkAuthenticator.Role, established: EventLoopPromise<MeshKey>?) {
-        self.transport = transport
-        self.role = role
-        self.established = established
-        if role == .initiator {
-            let (handshake, hello) = LinkHandshake.initiator(transport.authenticator)
-            self.handshake = handshake
-            self.hello = hello
-        } else {
-            self.handshake = LinkHandshake.responder(transport.authenticator)
-        }
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel
-        timeout = context.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-        if let hello {
-            context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: hello)), promise: nil)
-            self.hello = nil
-        }
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = Self.unwrapInboundIn(data)
-        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-        if let peer {
-            do {
-                transport.received(try MeshWire.decode(bytes), from: peer, bytes: bytes.count)
-            } catch {
-                transport.logger.warning(
-                    "unreadable mesh message; closing the link",
-                    metadata: ["node": "\(peer)", "error": "\(error)"]
-                )
-                context.close(promise: nil)
-            }
-            return
-        }
-        switch handshake.receive(bytes) {
-        case .send(let frame):
-            context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)), promise: nil)
-        case .established(let node, let frame):
-            timeout?.cancel()
-            if let frame {
-                context.writeAndFlush(
-                    Self.wrapOutboundOut(context.channel.allocator.buffer(bytes: frame)),
-                    promise: nil
-                )
-            }
-            peer = node
-            transport.linkUp(node, context.channel)
-            established?.succeed(node)
-            established = nil
-        case .failed(let reason):
-            transport.logger.warning(
-                "mesh link refused",
-                metadata: ["reason": "\(reason)", "remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"]
-            )
-            established?.fail(MeshIdentityError(reason))
-            established = nil
-            context.close(promise: nil)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        timeout?.cancel()
-        established?.fail(MeshIdentityError("the link closed before it was authenticated"))
-        established = nil
-        if let peer { transport.linkClosed(peer, context.channel) }
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }

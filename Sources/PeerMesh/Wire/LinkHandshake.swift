@@ -7,6 +7,11 @@ public enum LinkFrame: Hashable, Sendable {
     case challenge(key: [UInt8], nonce: [UInt8], proof: LinkAuthenticator.Proof)
     case proof(LinkAuthenticator.Proof)
 
+    /// The longest handshake frame: a challenge, type(1) ‖ key(32) ‖ nonce(32) ‖ mac(32) ‖ signature(64)
+    /// = 161 bytes (a hello is 65, a proof 97). Until a link has authenticated, the transport reads no
+    /// frame longer than this.
+    public static let maxEncodedSize = 1 + 32 + LinkAuthenticator.nonceSize + 32 + 64
+
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         switch self {

@@ -81,6 +81,13 @@ public enum MeshWire {
         writer.write(update.incarnation)
         writer.write(update.status.rawValue)
         writer.write(string: update.address)
+        if let proof = update.proof {
+            writer.write(UInt8(1))
+            writer.write(raw: proof.signer)
+            writer.write(raw: proof.signature)
+        } else {
+            writer.write(UInt8(0))
+        }
     }
 
     static func write(_ key: SignalKey, to writer: inout ByteWriter) {
@@ -108,6 +115,13 @@ public enum MeshWire {
         writer.write(signal.hops)
         writer.write(UInt32(signal.payload.count))
         writer.write(raw: signal.payload)
+        if let credential = signal.credential {
+            writer.write(UInt8(1))
+            writer.write(raw: credential.sender.encoded())
+            writer.write(raw: credential.signature)
+        } else {
+            writer.write(UInt8(0))
+        }
     }
 
     // MARK: Decoding
@@ -122,6 +136,7 @@ public enum MeshWire {
             let batch = try reader.readUInt32()
             let count = Int(try reader.readUInt16())
             var records: [SignedRecord] = []
+            records.reserveCapacity(min(count, 256))
             for _ in 0..<count { records.append(try readRecord(&reader)) }
             message = .store(batch: batch, records: records)
         case 3:
@@ -175,7 +190,14 @@ public enum MeshWire {
         let node = MeshKey(bytes: try reader.read(count: 32))
         let incarnation = try reader.readUInt32()
         guard let status = MemberUpdate.Status(rawValue: try reader.readByte()) else { throw MeshDecodingError("unknown member status") }
-        return MemberUpdate(node: node, address: try reader.readString(), incarnation: incarnation, status: status)
+        let address = try reader.readString()
+        let proof: MemberProof?
+        switch try reader.readByte() {
+        case 0: proof = nil
+        case 1: proof = MemberProof(signer: try reader.read(count: 32), signature: try reader.read(count: 64))
+        default: throw MeshDecodingError("bad member proof flag")
+        }
+        return MemberUpdate(node: node, address: address, incarnation: incarnation, status: status, proof: proof)
     }
 
     static func readRecord(_ reader: inout ByteReader) throws(MeshDecodingError) -> SignedRecord {
@@ -201,6 +223,7 @@ public enum MeshWire {
         case 2:
             let count = Int(try reader.readUInt16())
             var peers: [String] = []
+            peers.reserveCapacity(min(count, 256))
             for _ in 0..<count { peers.append(try reader.readString()) }
             target = .peers(peers)
         default: throw MeshDecodingError("unknown signal target")
@@ -210,6 +233,21 @@ public enum MeshWire {
         let length = Int(try reader.readUInt32())
         guard length <= maxFrameBytes else { throw MeshDecodingError("signal payload too large") }
         let payload = try reader.read(count: length)
-        return MeshSignal(origin: origin, id: id, from: from, target: target, route: route, hops: hops, payload: payload)
+        let credential: SignalCredential?
+        switch try reader.readByte() {
+        case 0: credential = nil
+        case 1: credential = SignalCredential(sender: try readRecord(&reader), signature: try reader.read(count: 64))
+        default: throw MeshDecodingError("bad signal credential flag")
+        }
+        return MeshSignal(
+            origin: origin,
+            id: id,
+            from: from,
+            target: target,
+            route: route,
+            hops: hops,
+            payload: payload,
+            credential: credential
+        )
     }
 }
