@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOPosix
 import PeerMesh
 import Prometheus
 import ServiceLifecycle
@@ -53,6 +54,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Rate-limited messages tolerated before closing with 1008.") var rateMaxStrikes = 50
     @Option(help: "Connections the server holds (503 above).") var maxConnections = 100_000
     @Option(help: "Connections one IP may hold (503 above).") var maxConnectionsPerIp = 1_000
+    @Option(help: "Sessions that may wait to resume at once; the oldest ends beyond (default: --max-connections).")
+    var maxDetachedSessions: Int?
     @Option(help: "Bytes queued for a client that does not read before it is closed with 1013.")
     var outboundQueueBytes = 1024 * 1024
 
@@ -123,6 +126,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.rateMaxStrikes = rateMaxStrikes
         config.maxConnections = maxConnections
         config.maxConnectionsPerIP = maxConnectionsPerIp
+        config.maxDetachedSessions = maxDetachedSessions
         config.outboundQueueBytes = outboundQueueBytes
         config.limits.resumeGraceNanos = UInt64(resumeGrace * 1e9)
         config.limits.resumeBufferMessages = resumeBufferMessages
@@ -181,22 +185,36 @@ struct ServeCommand: AsyncParsableCommand {
 func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Logger) async throws {
     raiseFileDescriptorLimit()
     let registry = PrometheusCollectorRegistry()
-    let runtime = try mesh.makeRuntime(logger: logger, metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry)))
-    var wrap: (@Sendable (Hub) -> any SessionHub)? = nil
-    if let runtime {
-        wrap = { hub in MeshBridge(hub: hub, runtime: runtime) }
+    let backend: any SignalBackend
+    if let cluster = configuration.cluster {
+        do {
+            backend = try ClusterHub(
+                configuration: cluster,
+                limits: configuration.effectiveLimits,
+                welcome: configuration.welcomeTemplate,
+                metrics: HubMetrics(factory: PrometheusMetricsFactory(registry: registry)),
+                clusterMetrics: ClusterMetrics(factory: PrometheusMetricsFactory(registry: registry)),
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                logger: logger
+            )
+        } catch {
+            throw ValidationError("cannot use the Redis configuration: \(error)")
+        }
+    } else if let runtime = try mesh.makeRuntime(
+        logger: logger,
+        metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry))
+    ) {
+        backend = MeshBridge(hub: Hub(configuration: configuration, registry: registry), runtime: runtime)
+    } else {
+        backend = Hub(configuration: configuration, registry: registry)
     }
     let server: SignalServer
     do {
-        server = try await SignalServer(configuration: configuration, logger: logger, registry: registry, wrap: wrap)
+        server = try await SignalServer(configuration: configuration, backend: backend, logger: logger, registry: registry)
     } catch {
         throw ValidationError(error.description)
     }
-    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
-    if let runtime, let bridge = server.wrapper as? MeshBridge {
-        runtime.setDelivery(bridge)
-        services.append(.init(service: MeshService(runtime: runtime, bridge: bridge)))
-    }
+    let services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
     let group = ServiceGroup(
         configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     )

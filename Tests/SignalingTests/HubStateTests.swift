@@ -267,6 +267,37 @@ struct HubHarness {
         #expect(fresh == .opened(peer: "bob", resumed: true, gap: false, replayed: 0))
     }
 
+    @Test func sessionsWaitingToResumeAreBoundedOldestEndsFirst() throws {
+        var limits = HubLimits()
+        limits.maxDetachedSessions = 2
+        var hub = HubHarness(limits: limits)
+        hub.connect("alice")
+        hub.send("alice", #"{"type":"join","room":"r"}"#)
+        for peer in ["b1", "b2", "b3"] {
+            hub.connect(peer)
+            hub.send(peer, #"{"type":"join","room":"r"}"#)
+        }
+        let tokens = try ["b1", "b2", "b3"].map { try #require(hub.state.resumeToken(of: $0)) }
+        hub.drop("b1")
+        hub.advance(seconds: 1)
+        hub.drop("b2")
+        #expect(hub.state.sessionCount == 4)
+        // A third session waiting to resume: the oldest (b1) ends, and its room hears it left.
+        let actions = hub.drop("b3")
+        #expect(hub.texts(actions, to: "alice") == [#"{"type":"peer-left","room":"r","peer":"b1","seq":4}"#])
+        #expect(!hub.state.hasSession("b1") && hub.state.hasSession("b2") && hub.state.hasSession("b3"))
+        #expect(hub.state.counters.detachedEvicted == 1)
+        #expect(hub.resume("b1", token: tokens[0], last: 0).0 == .refused(.sessionNotResumable))
+        // A resumed session no longer counts; its stale queue entry is skipped.
+        #expect(hub.resume("b2", token: tokens[1], last: 0).0 == .opened(peer: "b2", resumed: true, gap: false, replayed: 2))
+        hub.connect("b4")
+        hub.drop("b4")
+        #expect(hub.state.hasSession("b3") && hub.state.hasSession("b4"))
+        // Grace periods still end in order.
+        hub.advance(seconds: 31)
+        #expect(!hub.state.hasSession("b3") && !hub.state.hasSession("b4") && hub.state.hasSession("b2"))
+    }
+
     @Test func resumeTakesOverALiveSocket() throws {
         var hub = HubHarness()
         hub.connect("bob")

@@ -1,6 +1,8 @@
 import CoreMetrics
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import Prometheus
 
 /// The thread-safe face of ``HubState``: every connection's events go through one lock into the state
 /// machine, and the actions it returns are handed to the connections' ``Outbox``es in decision order.
@@ -190,5 +192,50 @@ public final class Hub: Sendable {
             }
         }
         return wakes
+    }
+}
+
+/// The in-memory hub as a server's backend: everything in this process, ticked four times a second to end
+/// sessions whose resume grace period is over.
+extension Hub: SignalBackend {
+    /// A single-node hub set up as `configuration` says, with its metrics in `registry`.
+    public convenience init(configuration: ServerConfiguration, registry: PrometheusCollectorRegistry) {
+        self.init(
+            limits: configuration.effectiveLimits,
+            welcome: configuration.welcomeTemplate,
+            metrics: HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        )
+    }
+
+    /// Ticks every 250 ms until cancelled.
+    public func run() async throws {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: .milliseconds(250))
+            } catch {
+                return
+            }
+            self.tick()
+        }
+    }
+
+    /// Always ready: it needs nothing outside this process.
+    public var isReady: Bool { true }
+}
+
+extension SignalServer {
+    /// A single-node server: an in-memory ``Hub`` set up from `configuration`, its metrics and the
+    /// server's in one registry (rendered at `/metrics`).
+    public convenience init(
+        inMemory configuration: ServerConfiguration,
+        logger: Logger = Logger(label: "signal"),
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) async throws(TLSSetupError) {
+        try await self.init(
+            configuration: configuration,
+            backend: Hub(configuration: configuration, registry: registry),
+            logger: logger,
+            registry: registry
+        )
     }
 }

@@ -18,6 +18,11 @@ public struct HubLimits: Sendable {
     /// answered again without being delivered twice. At least the rate burst, so a full burst in flight
     /// at a drop is covered.
     public var rememberedRequests: Int = 256
+    /// Sessions that may wait to resume at once (their socket dropped, within their grace period). At the
+    /// bound the oldest waiting session ends (its peers get `peer-left`, as when a grace period ends) to
+    /// make room for the newest. A server sets it from its connection cap (`--max-detached-sessions`,
+    /// default `--max-connections`), so dropped sockets cannot hold more sessions than live ones could.
+    public var maxDetachedSessions: Int = 100_000
     /// Whether a peer may signal only peers it shares a room with (on by default when auth is on).
     public var requireSharedRoom: Bool = false
 

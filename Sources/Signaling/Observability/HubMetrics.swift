@@ -22,6 +22,7 @@ public final class HubMetrics: Sendable {
     let expired: Counter
     let queued: Counter
     let takeovers: Counter
+    let detachedEvicted: Counter
 
     public init(factory: any MetricsFactory) {
         connections = Gauge(label: "signal_connections", factory: factory)
@@ -56,6 +57,7 @@ public final class HubMetrics: Sendable {
         expired = Counter(label: "signal_expired_signals_total", factory: factory)
         queued = Counter(label: "signal_queued_signals_total", factory: factory)
         takeovers = Counter(label: "signal_session_takeovers_total", factory: factory)
+        detachedEvicted = Counter(label: "signal_detached_sessions_evicted_total", factory: factory)
     }
 
     /// Increments the counters by what the state machine counted since `previous`.
@@ -69,6 +71,7 @@ public final class HubMetrics: Sendable {
         add(expired, counters.expired, previous.expired)
         add(queued, counters.queued, previous.queued)
         add(takeovers, counters.takeovers, previous.takeovers)
+        add(detachedEvicted, counters.detachedEvicted, previous.detachedEvicted)
         for (index, type) in SignalType.allCases.enumerated() {
             add(signalsRelayed[type]!, counters.signals[index], previous.signals[index])
         }

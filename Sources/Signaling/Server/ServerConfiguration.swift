@@ -32,6 +32,10 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections: Int = 100_000
     /// Connections one IP address may hold at once; more are refused with 503.
     public var maxConnectionsPerIP: Int = 1_000
+    /// Sessions that may wait to resume at once (`--max-detached-sessions`); nil: ``maxConnections``, so
+    /// dropped sockets hold no more sessions than live connections could. At the bound the oldest waiting
+    /// session ends (``HubLimits/maxDetachedSessions``).
+    public var maxDetachedSessions: Int? = nil
 
     /// Bytes waiting to be written to one client beyond the socket's own buffer. A client that stops
     /// reading fills it and is closed with 1013 (its session stays resumable); everyone else keeps flowing.
@@ -62,9 +66,20 @@ public struct ServerConfiguration: Sendable {
     /// auth is on, off otherwise. Overrides `limits.requireSharedRoom`.
     public var requireSharedRoom: Bool? = nil
 
+    /// The `welcome` every session of this server gets (heartbeats, ICE servers, limits).
+    public var welcomeTemplate: WelcomeTemplate {
+        WelcomeTemplate(
+            heartbeatInterval: heartbeatInterval,
+            heartbeatTimeout: heartbeatTimeout,
+            iceServersJSON: iceServersJSON,
+            limitsJSON: limitsJSON
+        )
+    }
+
     /// The hub limits with the defaults that depend on other settings applied.
-    var effectiveLimits: HubLimits {
+    public var effectiveLimits: HubLimits {
         var limits = self.limits
+        limits.maxDetachedSessions = maxDetachedSessions ?? maxConnections
         limits.requireSharedRoom = requireSharedRoom ?? (jwtSecret != nil || limits.requireSharedRoom)
         return limits
     }

@@ -16,23 +16,21 @@ import UnixSignals
 public final class SignalServer: Service, Sendable {
     private enum Phase {
         case idle
-        case running(any Channel, ServerQuiescingHelper, RepeatedTask)
+        case running(any Channel, ServerQuiescingHelper)
         case draining
         case stopped
     }
 
     public let configuration: ServerConfiguration
-    /// The in-memory hub (single node). Unused when ``cluster`` is set.
-    public let hub: Hub
-    /// The Redis-backed hub when the server joins a cluster (``ServerConfiguration/cluster``).
-    public let cluster: ClusterHub?
-    /// A hub that wraps the in-memory one (PeerMesh's bridge), when one was given.
-    public let wrapper: (any SessionHub)?
+    /// Where sessions live and how they are routed (in memory, a Redis cluster, the mesh).
+    public let backend: any SignalBackend
     private let logger: Logger
     private let registry: PrometheusCollectorRegistry
     private let metrics: HubMetrics
     private let verifier: TokenVerifier?
-    private let group: MultiThreadedEventLoopGroup
+    private let group: any EventLoopGroup
+    /// Whether the server made ``group`` (and shuts it down when it stops).
+    private let ownsGroup: Bool
     private let phase = NIOLockedValueBox(Phase.idle)
     private let limiter: ConnectionLimiter
     private let endpoints: HTTPEndpoints
@@ -45,54 +43,40 @@ public final class SignalServer: Service, Sendable {
     /// What the WebSocket fast path accepts (the same paths, origins and header limits as the HTTP pipeline).
     private let handshakeRules: WebSocketHandshakeReader.Rules
 
-    /// - Parameter wrap: Builds the hub connections talk to around the in-memory ``hub`` (how PeerMesh
-    ///   plugs in: it handles what is not local and passes the rest on). Not used with a cluster.
+    /// - Parameters:
+    ///   - backend: where sessions live (``Hub`` in memory, ``ClusterHub``, or a mesh bridge); the server
+    ///     runs it (``SignalBackend/run()``) for as long as ``run()`` runs.
+    ///   - logger: for lifecycle and per-connection events.
+    ///   - registry: the metrics registry the server's and the backend's metrics are created in, rendered
+    ///     at `/metrics`.
+    ///   - eventLoopGroup: the loops connections are served on; when nil, the server makes one of
+    ///     ``ServerConfiguration/threads`` threads and shuts it down when it stops.
     public init(
         configuration: ServerConfiguration,
+        backend: any SignalBackend,
         logger: Logger = Logger(label: "signal"),
-        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
-        wrap: (@Sendable (Hub) -> any SessionHub)? = nil
+        registry: PrometheusCollectorRegistry,
+        eventLoopGroup: (any EventLoopGroup)? = nil
     ) async throws(TLSSetupError) {
         self.configuration = configuration
+        self.backend = backend
         self.tls = try configuration.tls.map { files throws(TLSSetupError) in try TLSContextStore(files: files) }
         self.logger = logger
         self.registry = registry
         let metrics = HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
         self.metrics = metrics
-        self.hub = Hub(
-            limits: configuration.effectiveLimits,
-            welcome: WelcomeTemplate(
-                heartbeatInterval: configuration.heartbeatInterval,
-                heartbeatTimeout: configuration.heartbeatTimeout,
-                iceServersJSON: configuration.iceServersJSON,
-                limitsJSON: configuration.limitsJSON
-            ),
-            metrics: metrics
-        )
-        if let clusterConfiguration = configuration.cluster {
-            do {
-                self.cluster = try ClusterHub(
-                    configuration: clusterConfiguration,
-                    limits: configuration.effectiveLimits,
-                    welcome: hub.welcome,
-                    metrics: metrics,
-                    clusterMetrics: ClusterMetrics(factory: PrometheusMetricsFactory(registry: registry)),
-                    eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
-                    logger: logger
-                )
-            } catch {
-                throw TLSSetupError(description: "cannot use the Redis configuration: \(error)")
-            }
-        } else {
-            self.cluster = nil
-        }
-        self.wrapper = configuration.cluster == nil ? wrap?(hub) : nil
         if let secret = configuration.jwtSecret {
             self.verifier = await TokenVerifier(secret: secret)
         } else {
             self.verifier = nil
         }
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        if let eventLoopGroup {
+            self.group = eventLoopGroup
+            self.ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+            self.ownsGroup = true
+        }
         var sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>] = [:]
         for loop in group.makeIterator() {
             sweeps[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
@@ -136,8 +120,6 @@ public final class SignalServer: Service, Sendable {
             maxPerIP: configuration.maxConnectionsPerIP
         )
         let phase = self.phase
-        let hub = self.hub
-        let cluster = self.cluster
         self.endpoints = HTTPEndpoints(
             assets: WebAssets.load(from: configuration.webRoot),
             isReady: {
@@ -145,10 +127,10 @@ public final class SignalServer: Service, Sendable {
                     if case .running = $0 { return true }
                     return false
                 }
-                return running && (cluster?.isReady ?? true)
+                return running && backend.isReady
             },
             metrics: {
-                if let cluster { cluster.exportMetrics() } else { hub.exportMetrics() }
+                backend.exportMetrics()
                 var bytes: [UInt8] = []
                 registry.emit(into: &bytes)
                 return bytes
@@ -174,12 +156,7 @@ public final class SignalServer: Service, Sendable {
             }
             .bind(host: configuration.host, port: configuration.port)
             .get()
-        cluster?.start()
-        let hub = self.hub
-        let tick = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
-            hub.tick()
-        }
-        phase.withLockedValue { $0 = .running(channel, quiesce, tick) }
+        phase.withLockedValue { $0 = .running(channel, quiesce) }
         let port = channel.localAddress?.port ?? configuration.port
         logger.info(
             "signal hub listening",
@@ -193,26 +170,26 @@ public final class SignalServer: Service, Sendable {
         return port
     }
 
-    /// Drains and stops: stop accepting, close clients with 1001, wait up to the drain timeout.
+    /// Drains and stops: stop accepting, close clients with 1001, wait up to the drain timeout. The
+    /// backend is not stopped here: ``run()`` stops it after this returns (a caller that used ``start()``
+    /// stops the backend it runs itself).
     public func shutdown() async {
         // The quiescing helper must be gone before the event loops stop: its deinit completes a promise
         // on one of them. `drain()` holds the last reference and drops it when it returns.
         await drain()
         phase.withLockedValue { $0 = .stopped }
-        await cluster?.shutdown()
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
         logger.info("signal hub stopped")
     }
 
     private func drain() async {
-        let running: (ServerQuiescingHelper, RepeatedTask)? = phase.withLockedValue { phase in
-            guard case .running(_, let quiesce, let tick) = phase else { return nil }
+        let running: ServerQuiescingHelper? = phase.withLockedValue { phase in
+            guard case .running(_, let quiesce) = phase else { return nil }
             phase = .draining
-            return (quiesce, tick)
+            return quiesce
         }
-        if let (quiesce, tick) = running {
+        if let quiesce = running {
             logger.info("draining: closing clients with 1001", metadata: ["connections": "\(limiter.total)"])
-            tick.cancel()
             let drained = group.next().makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: drained)
             let drainTimeout = UInt64(configuration.drainTimeout * 1e9)
@@ -225,9 +202,18 @@ public final class SignalServer: Service, Sendable {
         }
     }
 
+    /// Runs as a swift-service-lifecycle `Service`: runs the backend (a child task), binds, serves until
+    /// graceful shutdown (reloading TLS on SIGHUP), drains, then stops the backend.
     public func run() async throws {
-        try await start()
-        await withTaskGroup(of: Void.self) { group in
+        let backend = self.backend
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await backend.run() }
+            do {
+                try await start()
+            } catch {
+                group.cancelAll()
+                throw error
+            }
             if tls != nil {
                 group.addTask {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) {
@@ -236,7 +222,9 @@ public final class SignalServer: Service, Sendable {
                 }
             }
             try? await gracefulShutdown()
+            await drain()
             group.cancelAll()
+            try? await group.waitForAll()
         }
         await shutdown()
     }
@@ -367,7 +355,7 @@ public final class SignalServer: Service, Sendable {
             try self.addWebSocketHandlers(channel, role: .echo, echo: true, connectionSlot: connectionSlot)
             return nil
         }
-        let hub: any SessionHub = self.cluster ?? self.wrapper ?? self.hub
+        let hub: any SessionHub = self.backend
         @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) throws {
             let role = WebSocketRole.session(
                 hub: hub,

@@ -11,6 +11,7 @@ import Testing
 final class TestHub: Sendable {
     let server: SignalServer
     let port: Int
+    private let backendTask: Task<Void, Never>
 
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
@@ -21,8 +22,11 @@ final class TestHub: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test-hub")
         logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG"] == nil ? .warning : .debug
-        server = try await SignalServer(configuration: configuration, logger: logger)
+        server = try await SignalServer(inMemory: configuration, logger: logger)
         port = try await server.start()
+        // The backend's background work (the grace-period tick), stopped after the server in `stop()`.
+        let backend = server.backend
+        backendTask = Task { try? await backend.run() }
     }
 
     var url: String { "ws://127.0.0.1:\(port)/ws" }
@@ -50,6 +54,7 @@ final class TestHub: Sendable {
 
     func stop() async {
         await server.shutdown()
+        backendTask.cancel()
     }
 }
 
