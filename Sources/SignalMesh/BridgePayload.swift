@@ -1,74 +1,188 @@
+import PeerMesh
 import Signaling
 
-/// What one hub's bridge hands another through the mesh, with what the receiving bridge needs to answer
-/// for it: a signal carries its sender's request `id` and type (so a failure or an expiry can be
-/// reported back), presence carries only the message, and a notice reports back to a sender.
+/// What one hub's bridge hands another through the mesh (the payload of a ``MeshSignal``):
 ///
-/// Layout: a kind byte, then
-/// - signal (1): type index, `id` length + 1 (0: no id), `id`, the relayed message's prefix;
-/// - presence (2): the prefix;
-/// - notice (3): notice kind, type index, `id` length + 1, `id`, the recipient's peer id.
-enum BridgePayload: Equatable {
-    enum Notice: UInt8 {
-        /// No session for the recipient on the node the mesh delivered to.
-        case unavailable = 1
-        /// The recipient is away and its queue is full.
-        case queueFull = 2
-        /// The recipient's session ended without reading the queued signal.
-        case expired = 3
+/// - a **signal**: the relayed message's prefix (ending in `"seq":`), with what the recipient's node needs
+///   to apply the routing policy (the room it names, and the sender's rooms when the shared-room rule needs
+///   them) and to answer for it (the request's `id`, its type, and the sender's node's `ticket`);
+/// - **presence** (`peer-joined`, `peer-left`): the prefix only;
+/// - an **answer** from the recipient's node back to the sender: what became of a signal (delivered,
+///   queued, refused and why), or later that a queued one expired unread.
+///
+/// Layout (integers big-endian, strings as ``ByteWriter`` writes them: a UInt16 length and UTF-8):
+/// - signal (4): type index, ticket UInt64, id?, room?, sender-room count UInt8 and the names, prefix
+///   length UInt32, prefix;
+/// - presence (2): the prefix (the rest of the payload);
+/// - answer (5): outcome, type index, ticket UInt64, id?, recipient, room? (of a `not-in-room` outcome).
+///
+/// An optional string is a byte 0 (absent) or 1 followed by the string. Kinds 1 and 3 were the signal and
+/// notice of the first layout (before the recipient's node applied the policy); they are not decoded.
+enum BridgePayload: Equatable, Sendable {
+    struct Signal: Equatable, Sendable {
+        var type: SignalType
+        /// The sender's node's number for this signal; the answer names it (0: no answer wanted).
+        var ticket: UInt64
+        var id: String?
+        var room: String?
+        /// The sender's rooms, when the recipient's node needs them (``RoutingPolicy/needsSenderRooms(room:to:from:)``).
+        var senderRooms: [String]
+        var prefix: [UInt8]
     }
 
-    case signal(type: SignalType, id: String?, prefix: [UInt8])
+    /// What became of a signal, reported by the recipient's node.
+    enum Outcome: Equatable, Sendable {
+        case delivered
+        case queued
+        /// Queued for an away session that ended without reading it (sent later, with ticket 0).
+        case expired
+        case refused(Refusal)
+    }
+
+    struct Answer: Equatable, Sendable {
+        var outcome: Outcome
+        var type: SignalType
+        var ticket: UInt64
+        var id: String?
+        /// The signal's recipient: the peer the answer comes from.
+        var recipient: String
+    }
+
+    case signal(Signal)
     case presence(prefix: [UInt8])
-    case notice(Notice, type: SignalType, id: String?, recipient: String)
+    case answer(Answer)
+
+    private enum Kind: UInt8 {
+        case presence = 2
+        case signal = 4
+        case answer = 5
+    }
+
+    /// Outcome bytes. Refusals the recipient's side can give; any other travels as ``Refusal/unavailable``.
+    private enum OutcomeCode: UInt8 {
+        case delivered = 1, queued, expired, peerUnavailable, queueFull, recipientNotInRoom, noSharedRoom, unavailable
+    }
 
     var encoded: [UInt8] {
+        var writer = ByteWriter()
         switch self {
-        case .signal(let type, let id, let prefix):
-            return [1, Self.index(of: type)] + Self.encode(id) + prefix
+        case .signal(let signal):
+            writer.write(Kind.signal.rawValue)
+            writer.write(Self.index(of: signal.type))
+            writer.write(signal.ticket)
+            Self.write(signal.id, to: &writer)
+            Self.write(signal.room, to: &writer)
+            writer.write(UInt8(min(signal.senderRooms.count, Int(UInt8.max))))
+            for room in signal.senderRooms.prefix(Int(UInt8.max)) { writer.write(string: room) }
+            writer.write(UInt32(signal.prefix.count))
+            writer.write(raw: signal.prefix)
         case .presence(let prefix):
-            return [2] + prefix
-        case .notice(let notice, let type, let id, let recipient):
-            return [3, notice.rawValue, Self.index(of: type)] + Self.encode(id) + Array(recipient.utf8)
+            writer.write(Kind.presence.rawValue)
+            writer.write(raw: prefix)
+        case .answer(let answer):
+            writer.write(Kind.answer.rawValue)
+            let (code, room) = Self.code(of: answer.outcome)
+            writer.write(code.rawValue)
+            writer.write(Self.index(of: answer.type))
+            writer.write(answer.ticket)
+            Self.write(answer.id, to: &writer)
+            writer.write(string: answer.recipient)
+            Self.write(room, to: &writer)
+        }
+        return writer.bytes
+    }
+
+    /// Decodes a payload; nil when it is not one this layout describes, or has bytes left over.
+    init?(_ bytes: [UInt8]) {
+        guard let first = bytes.first, let kind = Kind(rawValue: first) else { return nil }
+        if kind == .presence {
+            self = .presence(prefix: Array(bytes.dropFirst()))
+            return
+        }
+        var reader = ByteReader(bytes)
+        do {
+            _ = try reader.readByte()
+            switch kind {
+            case .signal:
+                let type = try Self.type(reader.readByte())
+                let ticket = try reader.readUInt64()
+                let id = try Self.readOptional(&reader)
+                let room = try Self.readOptional(&reader)
+                let count = Int(try reader.readByte())
+                var rooms: [String] = []
+                rooms.reserveCapacity(count)
+                for _ in 0..<count { rooms.append(try reader.readString()) }
+                let length = Int(try reader.readUInt32())
+                let prefix = try reader.read(count: length)
+                self = .signal(
+                    Signal(type: type, ticket: ticket, id: id, room: room, senderRooms: rooms, prefix: prefix)
+                )
+            case .answer:
+                guard let code = OutcomeCode(rawValue: try reader.readByte()) else { return nil }
+                let type = try Self.type(reader.readByte())
+                let ticket = try reader.readUInt64()
+                let id = try Self.readOptional(&reader)
+                let recipient = try reader.readString()
+                let room = try Self.readOptional(&reader)
+                guard let outcome = Self.outcome(code, recipient: recipient, room: room) else { return nil }
+                self = .answer(Answer(outcome: outcome, type: type, ticket: ticket, id: id, recipient: recipient))
+            case .presence:
+                return nil
+            }
+        } catch {
+            return nil
+        }
+        guard reader.isAtEnd else { return nil }
+    }
+
+    // MARK: Fields
+
+    private static func code(of outcome: Outcome) -> (OutcomeCode, room: String?) {
+        switch outcome {
+        case .delivered: return (.delivered, nil)
+        case .queued: return (.queued, nil)
+        case .expired: return (.expired, nil)
+        case .refused(.peerUnavailable): return (.peerUnavailable, nil)
+        case .refused(.queueFull): return (.queueFull, nil)
+        case .refused(.recipientNotInRoom(_, let room)): return (.recipientNotInRoom, room)
+        case .refused(.noSharedRoom): return (.noSharedRoom, nil)
+        case .refused: return (.unavailable, nil)
         }
     }
 
-    init?(_ bytes: [UInt8]) {
-        guard let kind = bytes.first else { return nil }
-        switch kind {
-        case 1:
-            guard bytes.count >= 3, let type = Self.type(at: bytes[1]), let (id, rest) = Self.decodeID(bytes, at: 2)
-            else { return nil }
-            self = .signal(type: type, id: id, prefix: Array(bytes[rest...]))
-        case 2:
-            self = .presence(prefix: Array(bytes.dropFirst()))
-        case 3:
-            guard bytes.count >= 4, let notice = Notice(rawValue: bytes[1]), let type = Self.type(at: bytes[2]),
-                let (id, rest) = Self.decodeID(bytes, at: 3)
-            else { return nil }
-            self = .notice(notice, type: type, id: id, recipient: String(decoding: bytes[rest...], as: UTF8.self))
-        default:
-            return nil
+    private static func outcome(_ code: OutcomeCode, recipient: String, room: String?) -> Outcome? {
+        switch code {
+        case .delivered: return .delivered
+        case .queued: return .queued
+        case .expired: return .expired
+        case .peerUnavailable: return .refused(.peerUnavailable(recipient))
+        case .queueFull: return .refused(.queueFull(recipient))
+        case .recipientNotInRoom:
+            guard let room else { return nil }
+            return .refused(.recipientNotInRoom(peer: recipient, room: room))
+        case .noSharedRoom: return .refused(.noSharedRoom(recipient))
+        case .unavailable: return .refused(.unavailable)
         }
     }
 
     private static func index(of type: SignalType) -> UInt8 { UInt8(SignalType.allCases.firstIndex(of: type)!) }
 
-    private static func type(at byte: UInt8) -> SignalType? {
-        Int(byte) < SignalType.allCases.count ? SignalType.allCases[Int(byte)] : nil
+    private static func type(_ byte: UInt8) throws(MeshDecodingError) -> SignalType {
+        guard Int(byte) < SignalType.allCases.count else { throw MeshDecodingError("unknown signal type") }
+        return SignalType.allCases[Int(byte)]
     }
 
-    private static func encode(_ id: String?) -> [UInt8] {
-        guard let id else { return [0] }
-        let bytes = Array(id.utf8.prefix(254))
-        return [UInt8(bytes.count + 1)] + bytes
+    private static func write(_ value: String?, to writer: inout ByteWriter) {
+        guard let value else { return writer.write(UInt8(0)) }
+        writer.write(UInt8(1))
+        writer.write(string: value)
     }
 
-    private static func decodeID(_ bytes: [UInt8], at index: Int) -> (String?, Int)? {
-        let length = Int(bytes[index])
-        guard length > 0 else { return (nil, index + 1) }
-        let end = index + length
-        guard end <= bytes.count else { return nil }
-        return (String(decoding: bytes[(index + 1)..<end], as: UTF8.self), end)
+    private static func readOptional(_ reader: inout ByteReader) throws(MeshDecodingError) -> String? {
+        switch try reader.readByte() {
+        case 0: return nil
+        case 1: return try reader.readString()
+        default: throw MeshDecodingError("bad optional flag")
+        }
     }
 }

@@ -1,20 +1,28 @@
+import CoreMetrics
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import PeerMesh
-import ServiceLifecycle
 import Signaling
 
 /// Puts a hub on the mesh: peers connected to this hub reach peers connected to any other node with the
-/// unchanged v1 protocol. Everything local stays the in-memory hub's business; the bridge handles what
-/// is not local:
+/// unchanged v1 protocol, under the same routing rules (``RoutingPolicy``) as on one hub. Everything local
+/// stays the in-memory hub's business; the bridge handles what is not local:
 ///
-/// - a signal to a peer with no session here goes into the mesh; its sender gets `ack` when the mesh
-///   took it (the entry node routes it directly or through a home node), or later an `error`
-///   `peer-unavailable` with the request's `id` when no node hosts the peer (within about 2 s);
+/// - a signal to a peer with no session here: this (the sender's) node checks the sender's side of the
+///   policy (the room it names is one of the sender's), then hands the signal to the mesh with the room and,
+///   when the shared-room rule needs them, the sender's rooms. The recipient's node checks the recipient's
+///   side (in that room, or sharing one) with its own hub and answers. The sender's `ack` waits for that
+///   answer, so a client sees what it would see on one hub: `ack` (`queued:true` for an away recipient), or
+///   the refusal's `error` and no `ack`; no answer within ``answerTimeout`` (or no node hosting the peer):
+///   `peer-unavailable`;
 /// - a room message also goes to the room's home node, which fans it out to the members on other nodes;
+///   each of their nodes gives it to its local members of that room only;
 /// - presence crosses nodes: a join is announced to the room's members elsewhere (`peer-joined`), each
 ///   of their nodes answers with `peer-joined` for its own members, and a leave or a session's end sends
 ///   `peer-left`;
+/// - whatever another node relays is validated (``RelayValidator``) before a client sees it; invalid
+///   payloads are dropped and counted (`signal_mesh_invalid_payloads_total`);
 /// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones.
 public final class MeshBridge: SessionHub, MeshDelivery {
     struct Connection {
@@ -22,26 +30,113 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         var outbox: Outbox
     }
 
+    /// A signal sent into the mesh whose sender waits for the recipient's node to answer.
     struct Pending {
         var connection: ConnectionID
+        var peer: String
+        var target: String
         var id: String?
-        var at: UInt64
+        var key: SignalKey?
+        var deadline: UInt64
     }
 
     struct State {
         var connections: [ConnectionID: Connection] = [:]
-        var pending: [SignalKey: Pending] = [:]
-        /// Peers this node announced to the mesh, with their rooms.
+        var pending: [UInt64: Pending] = [:]
+        var tickets: [SignalKey: UInt64] = [:]
+        var nextTicket: UInt64 = 1
+        /// Peers this node announced to the mesh, with the rooms it announced them in.
         var announced: [String: Set<String>] = [:]
+        var invalidPayloads = 0
     }
 
     public let hub: Hub
     public let runtime: MeshRuntime
-    private let state = NIOLockedValueBox(State())
+    /// How long a sender waits for the recipient's node to answer before it gets `peer-unavailable`.
+    public let answerTimeout: Duration
+    private let answerTimeoutNanos: UInt64
+    let validator: RelayValidator
+    let policy: RoutingPolicy
+    let state = NIOLockedValueBox(State())
+    private let invalidCounter: Counter
 
-    public init(hub: Hub, runtime: MeshRuntime) {
+    /// - Parameters:
+    ///   - hub: the in-memory hub of this node's local sessions.
+    ///   - runtime: this node's mesh runtime, not started yet (``run()`` starts it); the bridge becomes its
+    ///     delivery.
+    ///   - metricsFactory: where `signal_mesh_invalid_payloads_total` is created (default: the global one).
+    ///   - answerTimeout: how long a sender's `ack` waits for the recipient's node.
+    public init(
+        hub: Hub,
+        runtime: MeshRuntime,
+        metricsFactory: (any MetricsFactory)? = nil,
+        answerTimeout: Duration = .seconds(5)
+    ) {
         self.hub = hub
         self.runtime = runtime
+        self.answerTimeout = answerTimeout
+        let (seconds, attoseconds) = answerTimeout.components
+        self.answerTimeoutNanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        self.policy = hub.policy
+        self.validator = RelayValidator(maxSenderRooms: policy.limits.maxRoomsPerPeer)
+        self.invalidCounter = Counter(
+            label: "signal_mesh_invalid_payloads_total",
+            factory: metricsFactory ?? MetricsSystem.factory
+        )
+        runtime.setDelivery(self)
+    }
+
+    /// Payloads from other nodes dropped as invalid since start.
+    public var invalidPayloads: Int { state.withLockedValue { $0.invalidPayloads } }
+
+    // MARK: Running
+
+    /// Runs the node's background work until the task is cancelled: starts the mesh node (binds, joins
+    /// through the seeds), ticks the hub, and sweeps four times a second (senders whose answer is overdue
+    /// get `peer-unavailable`, sessions that ended here leave the mesh, expired signals from other nodes are
+    /// reported back); then leaves the mesh. The server that takes the bridge as its backend runs it.
+    public func run() async throws {
+        try await runtime.start()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await self.hub.run() }
+            group.addTask {
+                while !Task.isCancelled {
+                    do {
+                        try await Task.sleep(for: .milliseconds(250))
+                    } catch {
+                        return
+                    }
+                    self.sweep()
+                }
+            }
+        }
+        await runtime.stop()
+    }
+
+    /// One sweep (``run()`` calls it four times a second).
+    func sweep(now: UInt64 = NIODeadline.now().uptimeNanoseconds) {
+        let (overdue, peers) = state.withLockedValue { state -> ([Pending], [String]) in
+            let overdue = state.pending.filter { $0.value.deadline <= now }
+            for (ticket, pending) in overdue {
+                state.pending[ticket] = nil
+                if let key = pending.key { state.tickets[key] = nil }
+            }
+            return (Array(overdue.values), Array(state.announced.keys))
+        }
+        for pending in overdue { self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id)) }
+        // Signals from other nodes queued for sessions that ended unread: their senders get `expired`. Sent
+        // before the ended sessions leave the mesh: a node relays only for the peers it hosts.
+        for expiry in hub.takeRemoteExpiries() {
+            let answer = BridgePayload.Answer(
+                outcome: .expired,
+                type: expiry.signal,
+                ticket: 0,
+                id: expiry.id,
+                recipient: expiry.recipient
+            )
+            runtime.send(from: expiry.recipient, to: .peer(expiry.sender), payload: BridgePayload.answer(answer).encoded)
+        }
+        for peer in peers { self.forgetIfEnded(peer) }
     }
 
     // MARK: SessionHub
@@ -70,37 +165,20 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         switch message.request {
         case .signal(let envelope):
             if let target = envelope.to, target != peer, !hub.hasSession(target) {
-                if let room = envelope.room, !hub.isMember(peer, of: room) {
-                    return reply(
-                        local.outbox,
-                        ServerMessage.error(.notInRoom, "you are not in room \"\(room)\"", id: message.id)
-                    )
-                }
-                let payload = ServerMessage.signalPrefix(envelope, from: peer)
-                let now = NIODeadline.now().uptimeNanoseconds
-                // The ack goes first: a `peer-unavailable` for this id may follow at once.
-                reply(local.outbox, ServerMessage.ack(id: message.id, queued: false))
-                let framed = BridgePayload.signal(type: envelope.type, id: message.id, prefix: Array(buffer: payload))
-                    .encoded
-                let sent = runtime.send(from: peer, to: .peer(target), payload: framed) { key in
-                    state.withLockedValue { $0.pending[key] = Pending(connection: connection, id: message.id, at: now) }
-                }
-                if sent == nil {
-                    reply(
-                        local.outbox,
-                        ServerMessage.error(.peerUnavailable, "the mesh node is not running yet", id: message.id)
-                    )
-                }
-                return
+                return self.sendRemote(envelope, to: target, from: peer, id: message.id, connection: connection)
             }
             hub.receive(connection, message)
+            // A room message: the hub gave it to the members here (and checked the sender is one).
             if envelope.to == nil, let room = envelope.room, hub.isMember(peer, of: room) {
-                let prefix = Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
-                runtime.send(
-                    from: peer,
-                    to: .room(room),
-                    payload: BridgePayload.signal(type: envelope.type, id: message.id, prefix: prefix).encoded
+                let signal = BridgePayload.Signal(
+                    type: envelope.type,
+                    ticket: 0,
+                    id: message.id,
+                    room: room,
+                    senderRooms: [],
+                    prefix: Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
                 )
+                runtime.send(from: peer, to: .room(room), payload: BridgePayload.signal(signal).encoded)
             }
         case .join(let room, let meta):
             hub.receive(connection, message)
@@ -125,22 +203,86 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         if let peer { self.forgetIfEnded(peer) }
     }
 
-    /// Once a second: sessions that ended here (grace expired) leave the mesh, and signals the mesh
-    /// never answered stop being tracked.
-    public func sweep() {
-        let now = NIODeadline.now().uptimeNanoseconds
-        let peers = state.withLockedValue { state in
-            state.pending = state.pending.filter { now - $0.value.at < 10_000_000_000 }
-            return Array(state.announced.keys)
+    // MARK: The sender's node
+
+    /// A signal for a peer with no session here: the sender's side of the policy, then into the mesh; the
+    /// sender's answer waits for the recipient's node.
+    private func sendRemote(
+        _ envelope: SignalEnvelope,
+        to target: String,
+        from peer: String,
+        id: String?,
+        connection: ConnectionID
+    ) {
+        let candidates = state.withLockedValue { $0.announced[peer] ?? [] }
+        let senderRooms = hub.rooms(of: peer, among: candidates.sorted()) ?? []
+        if let refusal = policy.send(room: envelope.room, senderRooms: senderRooms) {
+            return self.reply(connection, refusal.errorMessage(id: id))
         }
-        for peer in peers { self.forgetIfEnded(peer) }
-        // Signals from other nodes queued for sessions that ended unread: their senders get `expired`.
-        for expiry in hub.takeRemoteExpiries() {
-            self.notify(.expired, to: expiry.sender, about: expiry.recipient, type: expiry.signal, id: expiry.id)
+        let needsRooms = policy.needsSenderRooms(room: envelope.room, to: target, from: peer)
+        let deadline = NIODeadline.now().uptimeNanoseconds + answerTimeoutNanos
+        let ticket = state.withLockedValue { state -> UInt64 in
+            defer { state.nextTicket += 1 }
+            state.pending[state.nextTicket] = Pending(
+                connection: connection,
+                peer: peer,
+                target: target,
+                id: id,
+                key: nil,
+                deadline: deadline
+            )
+            return state.nextTicket
+        }
+        let signal = BridgePayload.Signal(
+            type: envelope.type,
+            ticket: ticket,
+            id: id,
+            room: envelope.room,
+            senderRooms: needsRooms ? Array(senderRooms.prefix(policy.limits.maxRoomsPerPeer)) : [],
+            prefix: Array(buffer: ServerMessage.signalPrefix(envelope, from: peer))
+        )
+        let sent = runtime.send(from: peer, to: .peer(target), payload: BridgePayload.signal(signal).encoded) { key in
+            state.withLockedValue { state in
+                guard state.pending[ticket] != nil else { return }
+                state.pending[ticket]!.key = key
+                state.tickets[key] = ticket
+            }
+        }
+        if sent == nil, let pending = self.takePending(ticket) {
+            self.answer(pending, Refusal.unavailable.errorMessage(id: id))
         }
     }
 
-    private func forgetIfEnded(_ peer: String) {
+    /// Removes a pending signal (nil when it was answered or timed out already).
+    func takePending(_ ticket: UInt64, peer: String? = nil, target: String? = nil) -> Pending? {
+        state.withLockedValue { state in
+            guard let pending = state.pending[ticket], peer.map({ $0 == pending.peer }) ?? true,
+                target.map({ $0 == pending.target }) ?? true
+            else { return nil }
+            state.pending[ticket] = nil
+            if let key = pending.key { state.tickets[key] = nil }
+            return pending
+        }
+    }
+
+    /// Gives the sender of a pending signal its answer: on the connection it sent from, or on the one its
+    /// session continues on after a resume.
+    func answer(_ pending: Pending, _ message: ByteBuffer) {
+        let outbox = state.withLockedValue { state in
+            state.connections[pending.connection]?.outbox
+                ?? state.connections.values.first { $0.peer == pending.peer }?.outbox
+        }
+        if let outbox, outbox.append(.text(message)) { outbox.wakeOwner() }
+    }
+
+    private func reply(_ connection: ConnectionID, _ message: ByteBuffer) {
+        guard let outbox = state.withLockedValue({ $0.connections[connection]?.outbox }) else { return }
+        if outbox.append(.text(message)) { outbox.wakeOwner() }
+    }
+
+    // MARK: Presence
+
+    func forgetIfEnded(_ peer: String) {
         guard !hub.hasSession(peer) else { return }
         let rooms: Set<String>? = state.withLockedValue { $0.announced.removeValue(forKey: peer) }
         guard let rooms else { return }
@@ -160,107 +302,12 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     }
 
     /// Sends a presence event (`peer-joined`, `peer-left`) through the mesh.
-    private func announce(_ prefix: ByteBuffer, from peer: String, to target: MeshSignal.Target) {
+    func announce(_ prefix: ByteBuffer, from peer: String, to target: MeshSignal.Target) {
         runtime.send(from: peer, to: target, payload: BridgePayload.presence(prefix: Array(buffer: prefix)).encoded)
     }
 
-    private func reply(_ outbox: Outbox, _ message: ByteBuffer) {
-        if outbox.append(.text(message)) { outbox.wakeOwner() }
-    }
-
-    // MARK: MeshDelivery
-
-    private static let peerJoined = Array("{\"type\":\"peer-joined\",\"room\":\"".utf8)
-
-    public func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool) {
-        switch BridgePayload(payload) {
-        case .signal(let type, let id, let prefix):
-            let result = hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: prefix), origin: (sender, id, type))
-            // A room leg that finds no member here needs no answer; an addressed signal does.
-            guard addressed else { return }
-            switch result {
-            case .noSession: self.notify(.unavailable, to: sender, about: peer, type: type, id: id)
-            case .queueFull: self.notify(.queueFull, to: sender, about: peer, type: type, id: id)
-            case .delivered, .queued: break
-            }
-        case .presence(let prefix):
-            hub.deliverRemote(to: peer, prefix: ByteBuffer(bytes: prefix))
-            // A newcomer's announcement to the room (an answer to one comes addressed): tell it who is here.
-            guard !addressed, prefix.starts(with: Self.peerJoined), let room = Self.room(in: prefix),
-                !hub.hasSession(sender), hub.isMember(peer, of: room)
-            else { return }
-            let meta = hub.members(of: room).first { $0.peer == peer }?.meta
-            let answer = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
-            // Marked as an answer by being addressed (`.peer`), so the newcomer's node does not answer back.
-            self.announce(answer, from: peer, to: .peer(sender))
-        case .notice(let notice, let type, let id, let recipient):
-            // `peer` sent a signal to `recipient` on another node, and it was not delivered.
-            switch notice {
-            case .expired:
-                hub.deliverRemote(to: peer, prefix: ServerMessage.expiredPrefix(id: id, to: recipient, signal: type))
-            case .unavailable, .queueFull:
-                let code: ErrorCode = notice == .unavailable ? .peerUnavailable : .queueFull
-                let text =
-                    notice == .unavailable
-                    ? "peer \"\(recipient)\" is not connected" : "peer \"\(recipient)\" is away and its queue is full"
-                let outboxes = state.withLockedValue { $0.connections.values.filter { $0.peer == peer }.map(\.outbox) }
-                for outbox in outboxes { reply(outbox, ServerMessage.error(code, text, id: id)) }
-            }
-        case nil:
-            return
-        }
-    }
-
-    /// Reports back to `sender` (on another node) what became of its signal to local peer `recipient`.
-    private func notify(
-        _ notice: BridgePayload.Notice,
-        to sender: String,
-        about recipient: String,
-        type: SignalType,
-        id: String?
-    ) {
-        let payload = BridgePayload.notice(notice, type: type, id: id, recipient: recipient).encoded
-        runtime.send(from: recipient, to: .peer(sender), payload: payload)
-    }
-
-    public func unavailable(_ key: SignalKey, peer: String) {
-        guard let pending = state.withLockedValue({ $0.pending.removeValue(forKey: key) }),
-            let outbox = state.withLockedValue({ $0.connections[pending.connection]?.outbox })
-        else { return }
-        reply(outbox, ServerMessage.error(.peerUnavailable, "no node of the mesh hosts that peer", id: pending.id))
-    }
-
-    /// The room name in a `peer-joined` prefix (room names need no JSON escaping).
-    static func room(in payload: [UInt8]) -> String? {
-        let start = peerJoined.count
-        guard let end = payload[start...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
-        return String(decoding: payload[start..<end], as: UTF8.self)
-    }
-}
-
-/// The mesh node as a service: starts it (binds, joins through the seeds), sweeps the bridge once a
-/// second, and leaves the mesh on shutdown.
-public struct MeshService: Service {
-    public let runtime: MeshRuntime
-    public let bridge: MeshBridge
-
-    public init(runtime: MeshRuntime, bridge: MeshBridge) {
-        self.runtime = runtime
-        self.bridge = bridge
-    }
-
-    public func run() async throws {
-        try await runtime.start()
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    bridge.sweep()
-                }
-            }
-            try? await gracefulShutdown()
-            group.cancelAll()
-        }
-        await runtime.stop()
+    func countInvalid() {
+        state.withLockedValue { $0.invalidPayloads += 1 }
+        invalidCounter.increment()
     }
 }

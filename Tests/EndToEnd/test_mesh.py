@@ -1,13 +1,18 @@
 """PeerMesh over real processes: `signal serve --mesh-listen …` nodes on loopback with no Redis and no
 central server. Two aiortc peers on different nodes negotiate WebRTC through the mesh, and keep doing
-so after a third node is killed; presence and room messages cross nodes; a TLS mesh link relays."""
+so after a third node is killed; presence and room messages cross nodes; a TLS mesh link relays; with
+auth on, the recipient's node refuses a signal from a peer that shares no room with its recipient."""
 
 import asyncio
+import json
 import signal
+import subprocess
 import time
 
+import websockets
+
 from cluster_helpers import Peer, eventually
-from conftest import free_port
+from conftest import SIGNAL, free_port
 from e2e_helpers import metric
 from test_aiortc import finish, start_peer
 from tls_helpers import make_cert
@@ -92,12 +97,10 @@ def test_presence_room_messages_and_unknown_peers_across_the_mesh(start_hub, tmp
         await bob.request({"type": "message", "room": "r", "data": "to everyone"})
         await eventually(lambda: any(m["type"] == "message" and m["from"] == "bob" for m in alice.messages), what="room message")
         assert not any(m["type"] == "message" for m in carol.messages)
-        # Nobody hosts "ghost": the ack is followed by peer-unavailable within 2 s.
+        # Nobody hosts "ghost": peer-unavailable (and no ack) within 2 s.
         started = time.time()
-        ack = await alice.request({"type": "offer", "to": "ghost", "sdp": "v=0"})
-        assert ack["type"] == "ack"
-        await eventually(lambda: any(v.get("code") == "peer-unavailable" for v in alice.replies.values()), timeout=4,
-                         what="peer-unavailable for an unknown peer")
+        reply = await alice.request({"type": "offer", "to": "ghost", "sdp": "v=0"})
+        assert reply["type"] == "error" and reply["code"] == "peer-unavailable", reply
         assert time.time() - started <= 2.5
         await bob.close()
         await eventually(lambda: any(m["type"] == "peer-left" and m["peer"] == "bob" for m in alice.messages), what="peer-left across nodes")
@@ -155,5 +158,64 @@ def test_a_signal_queued_for_a_peer_that_never_returns_expires_back_across_nodes
         expired = next(m for m in alice.messages if m["type"] == "expired")
         assert expired["id"] == "lost-offer" and expired["to"] == "bob" and expired["signal"] == "offer"
         await alice.close()
+
+    asyncio.run(scenario())
+
+
+JWT_SECRET = "a jwt secret for the mesh end-to-end tests, 32+ bytes"
+
+
+def mint(sub, rooms=None):
+    """A development token from `signal token` (what a user would run)."""
+    args = [SIGNAL, "token", "--secret", JWT_SECRET, "--sub", sub]
+    if rooms:
+        args += ["--rooms", rooms]
+    return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+class TokenPeer(Peer):
+    """A Peer that connects with a token (its `sub` is the peer id)."""
+
+    async def connect(self, url, resume=False):
+        self.ws = await websockets.connect(f"{url}?token={mint(self.name)}", max_queue=None, ping_interval=None)
+        welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert welcome.get("type") == "welcome" and welcome["peer"] == self.name, welcome
+        self.welcomes.append(welcome)
+        self.token = welcome["session"]
+        self.reader = asyncio.ensure_future(self._read(self.ws))
+        return welcome
+
+
+def test_a_peer_sharing_no_room_is_refused_by_the_recipients_node(start_hub, tmp_path):
+    """Two nodes with --jwt-secret (so --require-shared-room is on): mallory on node 2, in no room and then
+    in room y, offers to alice (room x, node 1). Her node cannot know alice's rooms; alice's node refuses,
+    and mallory gets what she would get on one hub: `error` `not-in-room` with her request id, no `ack`;
+    alice receives nothing. Once they share a room the offer goes through and is acked."""
+    auth = ["--jwt-secret", JWT_SECRET]
+    hubs, _ = start_mesh(start_hub, tmp_path, 2, auth, auth)
+    wait_converged(hubs)
+
+    async def scenario():
+        alice, mallory = TokenPeer("alice"), TokenPeer("mallory")
+        await alice.connect(hubs[0].ws)
+        await mallory.connect(hubs[1].ws)
+        assert (await alice.request({"type": "join", "room": "x"}))["type"] == "joined"
+        await asyncio.sleep(0.5)  # alice's location reaches its home nodes
+        for attempt, room in enumerate([None, "y"]):
+            if room:
+                assert (await mallory.request({"type": "join", "room": room}))["type"] == "joined"
+            request_id = f"mallory-offer-{attempt}"
+            reply = await mallory.request({"type": "offer", "to": "alice", "sdp": "v=0", "id": request_id})
+            assert reply["type"] == "error" and reply["code"] == "not-in-room" and reply["id"] == request_id, reply
+            await asyncio.sleep(1.0)
+            assert mallory.replies[request_id] == reply  # no ack came after the error
+        assert not [m for m in alice.messages if m.get("from") == "mallory"], alice.messages
+        # Sharing room y, the same offer is delivered and acked (after alice's node took it).
+        assert (await alice.request({"type": "join", "room": "y"}))["type"] == "joined"
+        reply = await mallory.request({"type": "offer", "to": "alice", "sdp": "v=0", "id": "shared"})
+        assert reply == {"type": "ack", "id": "shared"}, reply
+        await eventually(lambda: any(m.get("from") == "mallory" for m in alice.messages), what="the offer on node 1")
+        for p in (alice, mallory):
+            await p.close()
 
     asyncio.run(scenario())

@@ -2,8 +2,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// What a backend that brings signals from other nodes (PeerMesh) needs from the in-memory hub: whether a
-/// peer is here, who is in a room, and a way to hand a local session a message from elsewhere, sequenced
-/// and buffered like any other.
+/// peer is here, who is in a room, the routing policy, and a way to hand a local session a message from
+/// elsewhere — checked by the policy on this (the recipient's) node, then sequenced and buffered like any
+/// other.
 extension Hub {
     /// Whether `peer` has a session on this hub (connected, or waiting out its resume grace period).
     public func hasSession(_ peer: String) -> Bool {
@@ -17,7 +18,33 @@ extension Hub {
 
     /// Whether `peer` is in `room` on this hub.
     public func isMember(_ peer: String, of room: String) -> Bool {
-        locked.withLockedValue { $0.state.rooms[room]?.contains { $0.peer == peer } ?? false }
+        locked.withLockedValue { $0.state.hasMember(peer, in: room) }
+    }
+
+    /// The rooms among `candidates` that `peer` is in, or nil when it has no session here. A caller that
+    /// keeps its own record of the rooms a peer joined (the mesh bridge does) passes it, and gets it
+    /// checked against the hub's state at the cost of one room lookup per candidate.
+    public func rooms(of peer: String, among candidates: some Sequence<String>) -> [String]? {
+        locked.withLockedValue { locked in
+            guard locked.state.hasSession(peer) else { return nil }
+            return candidates.filter { locked.state.hasMember(peer, in: $0) }
+        }
+    }
+
+    /// The routing rules this hub applies (its limits, `requireSharedRoom`).
+    public var policy: RoutingPolicy {
+        locked.withLockedValue { $0.state.policy }
+    }
+
+    /// What the recipient's node checks before a message from another node reaches a local session.
+    public enum RemoteCheck: Sendable, Equatable {
+        /// Nothing but the session (an `expired` notice for the sender of a signal).
+        case none
+        /// The recipient must be in this room (a room broadcast's leg, a presence event).
+        case member(of: String)
+        /// An addressed signal: the recipient's side of ``RoutingPolicy/deliver(to:from:room:recipientRooms:senderRooms:)``
+        /// (the recipient in the room it names or, with `requireSharedRoom`, sharing one of `senderRooms`).
+        case signal(from: String, room: String?, senderRooms: [String])
     }
 
     /// What became of a message from another node.
@@ -26,32 +53,35 @@ extension Hub {
         case delivered
         /// The session is away: kept for its resume.
         case queued
-        /// The session is away and its queue is full.
-        case queueFull
-        /// No session here.
-        case noSession
+        /// Not given to the session: no session here (``Refusal/peerUnavailable(_:)``), its queue is full,
+        /// or the routing policy refuses it.
+        case refused(Refusal)
     }
 
-    /// Gives a local session a message that arrived from another node. `prefix` ends in `"seq":` (as
-    /// `ServerMessage.signalPrefix` and the presence builders make it); the session's next `seq` completes
-    /// it. With `origin` (a signal's sender, request id and type) a signal queued for an away session
-    /// that is never read is reported by ``takeRemoteExpiries()``, and a full queue refuses it.
+    /// Gives a local session a message that arrived from another node, if `check` passes. `prefix` ends in
+    /// `"seq":` (as `ServerMessage.signalPrefix` and the presence builders make it); the session's next
+    /// `seq` completes it. With `origin` (a signal's sender, request id and type) a signal queued for an
+    /// away session that is never read is reported by ``takeRemoteExpiries()``, and a full queue refuses it.
+    /// The check and the delivery are one step under the hub's lock.
     @discardableResult
     public func deliverRemote(
         to peer: String,
         prefix: ByteBuffer,
-        origin: (sender: String, id: String?, type: SignalType)? = nil
+        origin: (sender: String, id: String?, type: SignalType)? = nil,
+        check: RemoteCheck = .none
     ) -> RemoteDelivery {
         var actions: [HubAction] = []
         let queued = origin.map { HubState.QueuedOrigin(sender: $0.sender, id: $0.id, type: $0.type, remote: true) }
         let (result, wakes) = locked.withLockedValue { locked -> (RemoteDelivery, Wakes) in
-            guard locked.state.hasSession(peer) else { return (.noSession, Wakes()) }
+            if let refusal = Self.refusal(of: check, for: peer, in: locked.state) {
+                return (.refused(refusal), Wakes())
+            }
             let delivery = locked.state.deliver(to: peer, .prefix(prefix), origin: queued, actions: &actions)
             let result: RemoteDelivery
             switch delivery {
             case .delivered: result = .delivered
             case .queued: result = .queued
-            case .queueFull: result = .queueFull
+            case .queueFull: result = .refused(.queueFull(peer))
             }
             return (result, Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil))
         }
@@ -59,9 +89,37 @@ extension Hub {
         return result
     }
 
+    private static func refusal(of check: RemoteCheck, for peer: String, in state: HubState) -> Refusal? {
+        guard state.hasSession(peer) else { return .peerUnavailable(peer) }
+        switch check {
+        case .none:
+            return nil
+        case .member(let room):
+            return state.hasMember(peer, in: room) ? nil : .recipientNotInRoom(peer: peer, room: room)
+        case .signal(let sender, let room, let senderRooms):
+            // The policy reads only whether the recipient is in `room`, or in one of `senderRooms`: its rooms
+            // among those are all it needs.
+            let candidates = room.map { [$0] } ?? (state.policy.limits.requireSharedRoom ? senderRooms : [])
+            return state.policy.deliver(
+                to: peer,
+                from: sender,
+                room: room,
+                recipientRooms: candidates.filter { state.hasMember(peer, in: $0) },
+                senderRooms: senderRooms
+            )
+        }
+    }
+
     /// The `expired` notices owed to senders on other nodes (queued signals whose recipient's session
     /// ended unread), for the backend to carry back.
     public func takeRemoteExpiries() -> [HubState.RemoteExpiry] {
         locked.withLockedValue { $0.state.takeRemoteExpiries() }
+    }
+}
+
+extension HubState {
+    /// Whether `peer` is in `room` (one lookup of the room, then its members).
+    fileprivate func hasMember(_ peer: String, in room: String) -> Bool {
+        rooms[room]?.contains { $0.peer == peer } ?? false
     }
 }
