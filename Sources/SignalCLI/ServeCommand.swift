@@ -204,7 +204,11 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
         logger: logger,
         metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry))
     ) {
-        backend = MeshBridge(hub: Hub(configuration: configuration, registry: registry), runtime: runtime)
+        backend = MeshBridge(
+            hub: Hub(configuration: configuration, registry: registry),
+            runtime: runtime,
+            metricsFactory: PrometheusMetricsFactory(registry: registry)
+        )
     } else {
         backend = Hub(configuration: configuration, registry: registry)
     }

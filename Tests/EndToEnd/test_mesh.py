@@ -219,3 +219,5 @@ def test_a_peer_sharing_no_room_is_refused_by_the_recipients_node(start_hub, tmp
             await p.close()
 
     asyncio.run(scenario())
+    # Everything the two nodes relayed to each other was valid.
+    assert [metric(h, "signal_mesh_invalid_payloads_total") for h in hubs] == [0, 0]

@@ -204,6 +204,7 @@ def test_mesh_nodes_export_their_counters(start_hub, tmp_path):
         assert value(text, 'signal_mesh_sent_bytes_total{kind="control"}') > 0
         assert value(text, 'signal_mesh_received_bytes_total{kind="control"}') > 0
         assert value(text, "signal_mesh_members_suspect") == 0
+        assert value(text, "signal_mesh_invalid_payloads_total") == 0
         assert re.search(r'^signal_mesh_member_live\{node="[0-9a-f]{12}"\} 1', text, re.M), text
     hubs[1].stop()
     deadline = time.time() + 15
