@@ -169,6 +169,15 @@ struct InboundFrameReader {
         return .none
     }
 
+    /// Stops reading for good and hands over the bytes appended but not parsed yet, which start at a
+    /// frame boundary: once the server has sent its close frame, ``ClosingFrameScanner`` looks at the rest
+    /// of the stream only for the client's close frame.
+    mutating func takeUnparsed() -> ByteBuffer? {
+        broken = true
+        fragments = nil
+        return unparsed.take()
+    }
+
     private mutating func framingError(_ code: CloseCode, _ reason: String) -> Step {
         broken = true
         unparsed = nil

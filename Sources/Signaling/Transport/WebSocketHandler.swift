@@ -77,11 +77,14 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
     var sweepSlot: Int?
     private var handshake = CloseHandshake()
     private var reader: InboundFrameReader
+    /// After the server's close frame (while the stream can be parsed): looks for the client's close frame.
+    private var closingScanner: ClosingFrameScanner?
     private var lastInbound = NIODeadline.now()
     private var lastPing = NIODeadline.now()
     /// Between a `channelRead` and its `channelReadComplete`: flushes wait for the end of the batch.
     private var reading = false
     private var flushPending = false
+    /// After the server's close frame: when the handshake next decides whether to close the socket.
     private var closeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var connection: ConnectionID?
@@ -240,6 +243,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.reading = true
+        guard case .open = handshake.state else {
+            self.readWhileClosing(Self.unwrapInboundIn(data))
+            return
+        }
         reader.append(Self.unwrapInboundIn(data))
         // The reader has unmasked every frame and checked it (masking, reserved bits and opcodes,
         // fragmentation, size, UTF-8 of text), and joined the fragments of each message.
@@ -250,8 +257,31 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
             case .violation(let violation):
                 self.receivedViolation(violation)
             case .dropped:
-                self.receivedFrameWhileClosing(context: context)
+                break  // a data frame after a violation: the server's close frame is out, nothing is processed
             }
+        }
+    }
+
+    /// What arrives after the server's close frame is not processed, only read (see `CloseHandshake`): for
+    /// the client's close frame while the stream can be parsed, else just for when it arrived.
+    private func readWhileClosing(_ bytes: ByteBuffer) {
+        switch handshake.state {
+        case .closing:
+            guard let scanner = closingScanner else { return }
+            switch scanner.scan(bytes) {
+            case .needMore:
+                break
+            case .close(let payload):
+                closingScanner = nil
+                self.receivedClose(payload)
+            case .unreadable:
+                closingScanner = nil
+                self.initiateClose(.protocolError, reason: "invalid frame", inboundUsable: false)
+            }
+        case .draining:
+            handshake.receivedBytes(now: NIODeadline.now().uptimeNanoseconds)
+        case .open, .closed:
+            break
         }
     }
 
@@ -261,10 +291,8 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
             self.receivedClose(payload)
             return
         }
-        guard case .open = handshake.state else {
-            self.receivedFrameWhileClosing(context: context)
-            return
-        }
+        // After the server's close frame, frames are read only to find the client's: the rest is dropped.
+        guard case .open = handshake.state else { return }
         switch opcode {
         case .text:
             metrics.bytesIn.increment(by: payload.readableBytes)
@@ -347,34 +375,57 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
         }
     }
 
-    /// A client that keeps sending after the server's close frame gets some slack for frames in flight,
-    /// then its socket is closed so its stream costs no more decoding.
-    private func receivedFrameWhileClosing(context: ChannelHandlerContext) {
-        if handshake.receivedFrameWhileClosing() {
-            logger.debug("client kept sending after the close frame; closing the socket", metadata: self.logMetadata())
-            context.close(promise: nil)
+    /// Sends a close frame and stops processing messages, but keeps reading (and discarding) what the
+    /// client sends until its close frame or the close timeout — also after a framing error, when no close
+    /// frame can be read any more and the socket closes once the client is quiet. Closing a socket that
+    /// still holds unread data would reset the connection and throw away the errors and the close frame the
+    /// client has not read yet (see `CloseHandshake`).
+    func initiateClose(_ code: CloseCode, reason: String, inboundUsable: Bool = true) {
+        guard let context else { return }
+        let action = handshake.initiate(
+            code,
+            reason: reason,
+            inboundUsable: inboundUsable,
+            now: NIODeadline.now().uptimeNanoseconds,
+            closeTimeout: UInt64(max(0, settings.closeTimeout.nanoseconds))
+        )
+        if case .send(let code, let reason) = action {
+            var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+            data.writeInteger(code.rawValue)
+            data.writeString(reason)
+            self.writeCloseFrame(data, context: context, thenClose: false)
+        }
+        self.scheduleCloseCheck(context: context)
+        guard case .closing = handshake.state, closingScanner == nil, case .send = action else { return }
+        // From here on the stream is only scanned for the client's close frame, starting with whatever the
+        // reader had not parsed yet (the rest of this read, a partial frame).
+        let scanner = ClosingFrameScanner()
+        closingScanner = scanner
+        if let rest = reader.takeUnparsed() {
+            self.readWhileClosing(rest)
         }
     }
 
-    /// Sends a close frame; then waits (up to the close timeout) for the client's before closing the
-    /// socket, or closes it right away when `inboundUsable` is false (no close frame can be read any more).
-    func initiateClose(_ code: CloseCode, reason: String, inboundUsable: Bool = true) {
+    /// Asks the handshake again at its next check (the close timeout, or the end of a quiet period).
+    private func scheduleCloseCheck(context: ChannelHandlerContext) {
+        guard let next = handshake.nextCheck else { return }
+        closeTimer?.cancel()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        closeTimer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(next)) {
+            loopBound.value.closeCheckDue()
+        }
+    }
+
+    private func closeCheckDue() {
+        closeTimer = nil
         guard let context else { return }
-        guard
-            case .send(let code, let reason, let awaitReply) = handshake.initiate(
-                code,
-                reason: reason,
-                inboundUsable: inboundUsable
-            )
-        else { return }
-        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.writeInteger(code.rawValue)
-        data.writeString(reason)
-        self.writeCloseFrame(data, context: context, thenClose: !awaitReply)
-        guard awaitReply else { return }
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        closeTimer = context.eventLoop.scheduleTask(in: settings.closeTimeout) {
-            loopBound.value.close(promise: nil)
+        switch handshake.tick(now: NIODeadline.now().uptimeNanoseconds) {
+        case .closeSocket:
+            context.close(promise: nil)
+        case .checkAgain:
+            self.scheduleCloseCheck(context: context)
+        case .none:
+            break
         }
     }
 
@@ -546,5 +597,6 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
         sweep.remove(self)
         closeTimer?.cancel()
         closeTimer = nil
+        closingScanner = nil
     }
 }
