@@ -57,7 +57,8 @@ struct ClusterConnectionState {
     private(set) var lastWritten: UInt64 = 0
     /// Messages published while ``Phase/opening``.
     private var held: [BufferedMessage] = []
-    private var queue = CircularBuffer<Pending>()
+    /// Small at first: most connections have one request at a time in it.
+    private var queue = CircularBuffer<Pending>(initialCapacity: 2)
     /// Requests queued or being carried out, and their cost.
     private(set) var pendingRequests = 0
     private(set) var pendingBytes = 0

@@ -153,13 +153,14 @@ public final class ClusterHub: SessionHub {
     /// Queues the request for the connection's task, or refuses it at once when the connection's pending
     /// requests are at their bound (``ClusterConnectionState/admit(_:)``).
     public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
-        let (admission, doorbell) = state.withLockedValue { state -> (ClusterConnectionState.Admission, Local?) in
+        let (admission, doorbell) = state.withLockedValue {
+            state -> (ClusterConnectionState.Admission, AsyncStream<Void>.Continuation?) in
             guard state.locals[connection] != nil else { return (.ignore, nil) }
-            return (state.locals[connection]!.connection.admit(message), state.locals[connection])
+            return (state.locals[connection]!.connection.admit(message), state.locals[connection]!.doorbell)
         }
         switch admission {
         case .queued:
-            doorbell?.doorbell.yield()
+            doorbell?.yield()
         case .refuse:
             self.replyError(connection, .unavailable, id: message.id)
         case .close:
@@ -176,11 +177,11 @@ public final class ClusterHub: SessionHub {
     public func closed(_ connection: ConnectionID, keepSession: Bool) {
         let reachable = redis.isConnected
         let keep = keepSession && limits.resumeGraceNanos > 0
-        let local = state.withLockedValue { state -> Local? in
+        let doorbell = state.withLockedValue { state -> AsyncStream<Void>.Continuation? in
             state.locals[connection]?.connection.socketDidClose(keepSession: keep, redisReachable: reachable)
-            return state.locals[connection]
+            return state.locals[connection]?.doorbell
         }
-        local?.doorbell.yield()
+        doorbell?.yield()
     }
 
     // MARK: Helpers
