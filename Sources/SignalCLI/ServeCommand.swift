@@ -56,6 +56,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Connections one IP may hold (503 above).") var maxConnectionsPerIp = 1_000
     @Option(help: "Sessions that may wait to resume at once; the oldest ends beyond (default: --max-connections).")
     var maxDetachedSessions: Int?
+    @Option(help: "Sessions from one IP that may wait to resume at once (default: --max-connections-per-ip).")
+    var maxDetachedPerIp: Int?
     @Option(help: "Bytes queued for a client that does not read before it is closed with 1013.")
     var outboundQueueBytes = 1024 * 1024
 
@@ -127,6 +129,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxConnections = maxConnections
         config.maxConnectionsPerIP = maxConnectionsPerIp
         config.maxDetachedSessions = maxDetachedSessions
+        config.maxDetachedPerIP = maxDetachedPerIp
         config.outboundQueueBytes = outboundQueueBytes
         config.limits.resumeGraceNanos = UInt64(resumeGrace * 1e9)
         config.limits.resumeBufferMessages = resumeBufferMessages

@@ -298,6 +298,33 @@ struct HubHarness {
         #expect(!hub.state.hasSession("b3") && !hub.state.hasSession("b4") && hub.state.hasSession("b2"))
     }
 
+    @Test func sessionsWaitingToResumeAreBoundedPerAddress() throws {
+        var limits = HubLimits()
+        limits.maxDetachedPerClient = 2
+        var hub = HubHarness(limits: limits)
+        for (peer, client) in [("a1", "10.0.0.1"), ("a2", "10.0.0.1"), ("b1", "10.0.0.2"), ("a3", "10.0.0.1")] {
+            var actions: [HubAction] = []
+            let connection = ConnectionID(hub.nextConnection)
+            hub.nextConnection += 1
+            _ = hub.state.open(
+                connection,
+                .fresh(peer: peer, subject: nil, grant: .all, client: client),
+                now: hub.now,
+                welcome: HubHarness.welcome,
+                actions: &actions
+            )
+            hub.connections[peer] = connection
+        }
+        hub.drop("a1")
+        hub.drop("b1")
+        hub.drop("a2")
+        // A third from 10.0.0.1 ends that address's oldest (a1); 10.0.0.2's session is not touched.
+        hub.drop("a3")
+        #expect(!hub.state.hasSession("a1"))
+        #expect(hub.state.hasSession("a2") && hub.state.hasSession("a3") && hub.state.hasSession("b1"))
+        #expect(hub.state.counters.detachedEvicted == 1)
+    }
+
     @Test func resumeTakesOverALiveSocket() throws {
         var hub = HubHarness()
         hub.connect("bob")

@@ -9,9 +9,9 @@ extension ClusterHub {
     func open(_ connection: ConnectionID, _ request: OpenRequest) async {
         do throws(RedisError) {
             switch request {
-            case .fresh(let requested, let subject, let grant):
+            case .fresh(let requested, let subject, let grant, _):
                 try await self.create(connection, requested: requested, subject: subject, grant: grant)
-            case .resume(let token, let last, let subject):
+            case .resume(let token, let last, let subject, _):
                 try await self.resume(connection, token: token, last: last, subject: subject)
             }
         } catch {

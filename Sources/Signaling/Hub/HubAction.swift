@@ -20,10 +20,11 @@ public enum HubAction: Sendable {
 
 /// How a connection wants to start.
 public enum OpenRequest: Sendable {
-    /// A new session. `peer` is the requested id (`?peer=`), `subject` the verified token's `sub`.
-    case fresh(peer: String?, subject: String?, grant: RoomGrant)
+    /// A new session. `peer` is the requested id (`?peer=`), `subject` the verified token's `sub`,
+    /// `client` the address it connects from (limits per address).
+    case fresh(peer: String?, subject: String?, grant: RoomGrant, client: String? = nil)
     /// Resume an earlier session (`?resume=…&last=…`). `subject` is a verified token's `sub`, if any.
-    case resume(token: String, last: UInt64, subject: String?)
+    case resume(token: String, last: UInt64, subject: String?, client: String? = nil)
 }
 
 /// The outcome of opening a connection.

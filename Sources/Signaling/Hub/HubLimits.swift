@@ -23,6 +23,9 @@ public struct HubLimits: Sendable {
     /// make room for the newest. A server sets it from its connection cap (`--max-detached-sessions`,
     /// default `--max-connections`), so dropped sockets cannot hold more sessions than live ones could.
     public var maxDetachedSessions: Int = 100_000
+    /// Sessions waiting to resume whose last connection came from one address; the oldest of that
+    /// address ends beyond (`--max-detached-per-ip`, default `--max-connections-per-ip`).
+    public var maxDetachedPerClient: Int = 1_000
     /// Whether a peer may signal only peers it shares a room with (on by default when auth is on).
     public var requireSharedRoom: Bool = false
 

@@ -74,6 +74,9 @@ extension HubState {
         var connection: ConnectionID?
         var rooms: [String] = []
         var grant: RoomGrant
+        /// The address its current (or last) connection came from: sessions waiting to resume are
+        /// bounded per address too.
+        var client: String?
         var nextSeq: UInt64 = 1
         var buffer = ResumeRing<Buffered>()
         var bufferBytes = 0

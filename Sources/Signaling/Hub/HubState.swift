@@ -15,6 +15,9 @@ public struct HubState: Sendable {
     /// Entries of sessions that resumed or ended since are skipped when reached, and dropped when they
     /// outnumber the live ones.
     var detachQueue = CircularBuffer<(peer: String, until: UInt64)>()
+    /// Sessions waiting to resume per address they last connected from, and their queue (as above).
+    var detachedByClient: [String: Int] = [:]
+    var detachQueueByClient: [String: CircularBuffer<(peer: String, until: UInt64)>] = [:]
     /// Sessions resumed whose new connection's `welcome` has not been written yet, with the secret it
     /// resumed with. Until then, that secret stays good for another resume: a resume cut off before its
     /// `welcome` (and the new token) went out can be retried instead of losing the session. Once the
@@ -53,7 +56,7 @@ public struct HubState: Sendable {
         actions: inout [HubAction]
     ) -> OpenOutcome {
         switch request {
-        case .fresh(let requested, let subject, let grant):
+        case .fresh(let requested, let subject, let grant, let client):
             var peer: String
             switch policy.identity(requested: requested, subject: subject) {
             case .id(let id):
@@ -79,12 +82,14 @@ public struct HubState: Sendable {
                 }
             }
             let token = SessionToken.random(using: &randomness.source)
-            sessions[peer] = Session(peer: peer, token: token, connection: connection, grant: grant)
+            let session = Session(peer: peer, token: token, connection: connection, grant: grant)
+            session.client = client
+            sessions[peer] = session
             connections[connection] = peer
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), false, false)))
             return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
 
-        case .resume(let oldToken, let last, let subject):
+        case .resume(let oldToken, let last, let subject, let client):
             // The token names its session's peer, so no table of tokens is kept (one less entry per session).
             let parsed = SessionToken.parseWireForm(oldToken)
             let session = parsed.flatMap { sessions[$0.peer] }
@@ -103,8 +108,9 @@ public struct HubState: Sendable {
                 connections[old] = nil
                 actions.append(.close(old, .idTaken, reason: "session resumed elsewhere"))
             } else {
-                detached.remove(peer)
+                self.undetach(session)
             }
+            session.client = client
             unconfirmedResumes[peer] = secret
             let token = SessionToken.random(using: &randomness.source)
             session.token = token
@@ -144,6 +150,16 @@ public struct HubState: Sendable {
         if keepSession && limits.resumeGraceNanos > 0 && limits.maxDetachedSessions > 0 {
             // At the bound, the oldest session waiting to resume ends (as if its grace period were over:
             // its rooms get `peer-left`, senders of signals queued for it `expired`) to make room.
+            // The same per address, so one address cannot push everyone else's sessions out.
+            let client = sessions[peer]!.client
+            if let client, limits.maxDetachedPerClient > 0 {
+                while detachedByClient[client, default: 0] >= limits.maxDetachedPerClient,
+                    let oldest = self.popOldestDetached(of: client)
+                {
+                    counters.detachedEvicted += 1
+                    self.endSession(oldest, actions: &actions)
+                }
+            }
             while detached.count >= limits.maxDetachedSessions, let oldest = self.popOldestDetached() {
                 counters.detachedEvicted += 1
                 self.endSession(oldest, actions: &actions)
@@ -154,6 +170,10 @@ public struct HubState: Sendable {
             detached.insert(peer)
             detachQueue.append((peer, until))
             if detachQueue.count > 2 * detached.count + 64 { self.compactDetachQueue() }
+            if let client {
+                detachedByClient[client, default: 0] += 1
+                detachQueueByClient[client, default: CircularBuffer()].append((peer, until))
+            }
         } else {
             self.endSession(peer, actions: &actions)
         }
@@ -188,6 +208,26 @@ public struct HubState: Sendable {
             if self.isDetached(first) { return first.peer }
         }
         return nil
+    }
+
+    /// Takes the oldest session of `client` still waiting to resume off that address's queue.
+    mutating func popOldestDetached(of client: String) -> String? {
+        while let first = detachQueueByClient[client]?.popFirst() {
+            if self.isDetached(first) { return first.peer }
+        }
+        return nil
+    }
+
+    /// A session stops waiting to resume (it resumed or ended).
+    mutating func undetach(_ session: Session) {
+        guard detached.remove(session.peer) != nil, let client = session.client else { return }
+        let left = detachedByClient[client, default: 1] - 1
+        if left > 0 {
+            detachedByClient[client] = left
+        } else {
+            detachedByClient[client] = nil
+            detachQueueByClient[client] = nil
+        }
     }
 
     mutating func compactDetachQueue() {
@@ -320,7 +360,7 @@ public struct HubState: Sendable {
 
     mutating func endSession(_ peer: String, actions: inout [HubAction]) {
         guard let session = sessions.removeValue(forKey: peer) else { return }
-        detached.remove(peer)
+        self.undetach(session)
         unconfirmedResumes[peer] = nil
         if let connection = session.connection { connections[connection] = nil }
         bufferedBytes -= session.bufferBytes

@@ -36,6 +36,9 @@ public struct ServerConfiguration: Sendable {
     /// dropped sockets hold no more sessions than live connections could. At the bound the oldest waiting
     /// session ends (``HubLimits/maxDetachedSessions``).
     public var maxDetachedSessions: Int? = nil
+    /// Sessions from one IP address that may wait to resume at once (`--max-detached-per-ip`); nil:
+    /// ``maxConnectionsPerIP``.
+    public var maxDetachedPerIP: Int? = nil
 
     /// Bytes waiting to be written to one client beyond the socket's own buffer. A client that stops
     /// reading fills it and is closed with 1013 (its session stays resumable); everyone else keeps flowing.
@@ -80,6 +83,7 @@ public struct ServerConfiguration: Sendable {
     public var effectiveLimits: HubLimits {
         var limits = self.limits
         limits.maxDetachedSessions = maxDetachedSessions ?? maxConnections
+        limits.maxDetachedPerClient = maxDetachedPerIP ?? maxConnectionsPerIP
         limits.requireSharedRoom = requireSharedRoom ?? (jwtSecret != nil || limits.requireSharedRoom)
         return limits
     }

@@ -372,12 +372,13 @@ public final class SignalServer: Service, Sendable {
             )
             return nil
         }
+        let client = channel.remoteAddress?.ipAddress
         func openRequest(subject: String?, grant: RoomGrant) -> OpenRequest {
             if let resume = request.query["resume"] {
                 let last = request.query["last"].flatMap { UInt64($0) } ?? 0
-                return .resume(token: resume, last: last, subject: subject)
+                return .resume(token: resume, last: last, subject: subject, client: client)
             }
-            return .fresh(peer: requestedPeer, subject: subject, grant: grant)
+            return .fresh(peer: requestedPeer, subject: subject, grant: grant, client: client)
         }
         guard let verifier else {
             try session(openRequest(subject: nil, grant: .all), refusal: nil)
