@@ -158,10 +158,14 @@ let package = Package(
         ),
         // Fuzz targets for the mesh link (handshake and wire decoder) and the Redis reply decoder; built
         // like DecoderFuzz (Docs/security.md, "Fuzzing").
-        .executableTarget(name: "MeshWireFuzz", dependencies: ["PeerMesh"], swiftSettings: strict),
+        .executableTarget(
+            name: "MeshWireFuzz",
+            dependencies: ["PeerMesh", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "RESPFuzz",
-            dependencies: ["Signaling", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SignalRedis", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(
