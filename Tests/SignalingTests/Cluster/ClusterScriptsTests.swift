@@ -109,8 +109,14 @@ import Testing
 
         // A presence event pushes the oldest out instead; its sender is reported for an `expired`.
         let presence = try await deliver(redis, to: "bob", from: "", signal: false)
-        #expect(presence.first?.string == "queued")
-        #expect(presence[2].array?.compactMap(\.string) == ["alice|message|live"])
+        #expect(
+            DeliverReply(.array(presence))
+                == DeliverReply(
+                    result: .queued,
+                    node: "n#1",
+                    expired: [ExpiredOrigin(sender: "alice", type: .message, id: "live")]
+                )
+        )
 
         // Resume on another node: the wrong token is refused, the right one replays after `last`.
         let wrong = try await redis.run(
@@ -118,34 +124,41 @@ import Testing
             keys: keys.session("bob"),
             arguments: ["bob.nope", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
         )
-        #expect(wrong.array?.first?.string == "unknown")
+        #expect(ResumeReply(wrong) == .unknown)
         let resumed = try await redis.run(
             ClusterScripts.resume,
             keys: keys.session("bob"),
             arguments: ["bob.t1", "bob.t2", "n#2", "9", 0, 1, 600_000, keys.channelPrefix]
         )
-        let parts = resumed.array ?? []
-        #expect(parts.first?.string == "resumed")
-        #expect(parts[1].int == 1)  // seq 1 was pushed out: a gap
-        #expect(parts[2].string == "5")
-        #expect(BufferedMessage.list(parts[5])?.map(\.seq) == [2, 3, 4, 5])
+        guard case .resumed(let session) = ResumeReply(resumed) else {
+            Issue.record("not resumed: \(resumed)")
+            return
+        }
+        #expect(session.gap)  // seq 1 was pushed out
+        #expect(session.seq == 5)
+        #expect(session.replay.map(\.seq) == [2, 3, 4, 5])
+        #expect(session.rooms.isEmpty && session.grant == .all)
         // Used tokens are spent; the queue no longer counts what was replayed.
         let again = try await redis.run(
             ClusterScripts.resume,
             keys: keys.session("bob"),
             arguments: ["bob.t1", "bob.t3", "n#3", "9", 0, 1, 600_000, keys.channelPrefix]
         )
-        #expect(again.array?.first?.string == "unknown")
+        #expect(ResumeReply(again) == .unknown)
         #expect(try await redis.send(["HGET", keys.session("bob")[0], "qn"]).string == "0")
         // The old connection no longer owns it; the new one does.
-        #expect(
-            try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#1", "1", 1, 600_000])
-                .int == 2
+        let oldOwner = try await redis.run(
+            ClusterScripts.touch,
+            keys: keys.session("bob"),
+            arguments: ["n#1", "1", 1, 600_000]
         )
-        #expect(
-            try await redis.run(ClusterScripts.touch, keys: keys.session("bob"), arguments: ["n#2", "9", 1, 600_000])
-                .int == 1
+        #expect(TouchReply(oldOwner) == .movedElsewhere)
+        let newOwner = try await redis.run(
+            ClusterScripts.touch,
+            keys: keys.session("bob"),
+            arguments: ["n#2", "9", 1, 600_000]
         )
+        #expect(TouchReply(newOwner) == .refreshed)
         await redis.close()
     }
 
@@ -169,23 +182,25 @@ import Testing
             keys: keys.session("bob"),
             arguments: ["expire", "", "", 999, keys.channelPrefix]
         )
-        #expect(early.array?.first?.string == "alive")
+        #expect(EndReply(early) == .alive)
         // A close by a connection that does not own the session changes nothing.
         let stranger = try await redis.run(
             ClusterScripts.end,
             keys: keys.session("bob"),
             arguments: ["close", "n#9", "1", 0, keys.channelPrefix]
         )
-        #expect(stranger.array?.first?.string == "gone")
+        #expect(EndReply(stranger) == .gone)
         let ended = try await redis.run(
             ClusterScripts.end,
             keys: keys.session("bob"),
             arguments: ["expire", "", "", 1_000, keys.channelPrefix]
         )
-        let parts = ended.array ?? []
-        #expect(parts.first?.string == "ended")
-        #expect(parts[1].string == "a,b")
-        #expect(parts[2].array?.compactMap(\.string) == ["carol|message|x"])
+        #expect(
+            EndReply(ended)
+                == .ended(
+                    EndedSession(rooms: ["a", "b"], origins: [ExpiredOrigin(sender: "carol", type: .message, id: "x")])
+                )
+        )
         #expect(try await redis.send(["EXISTS"] + keys.session("bob")).int == 0)
         await redis.close()
     }
@@ -195,15 +210,20 @@ import Testing
         let redis = try server.connection()
         let room = keys.room("lobby")
         let first = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":1}", 2])
-        #expect(first.array?.first?.string == "new")
+        #expect(
+            JoinReply(first)
+                == .joined(isNew: true, members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":1}"))])
+        )
         let again = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":2}", 2])
-        #expect(again.array?.first?.string == "again")
+        #expect(
+            JoinReply(again)
+                == .joined(isNew: false, members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":2}"))])
+        )
         _ = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["bob", "", 2])
         let full = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["carol", "", 2])
-        #expect(full.array?.first?.string == "full")
+        #expect(JoinReply(full) == .full)
         let left = try await redis.run(ClusterScripts.leaveRoom, keys: [room], arguments: ["alice"])
-        #expect(left.array?.first?.int == 1)
-        #expect(left.array?[1].array?.compactMap(\.string) == ["bob"])
+        #expect(LeaveReply(left) == LeaveReply(removed: true, remaining: ["bob"]))
         await redis.close()
     }
 }
