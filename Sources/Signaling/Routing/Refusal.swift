@@ -33,6 +33,14 @@ public enum Refusal: Sendable, Equatable, Error {
     case queueFull(String)
     /// The backend cannot decide now (a cluster node cannot reach Redis, a mesh node not yet running).
     case unavailable
+    /// Auth is on and the upgrade carried no token.
+    case tokenRequired
+    /// The token was not accepted; the reason says why (expired, bad signature, …), never the token.
+    case tokenRejected(String)
+    /// `?peer=` is not a valid peer id.
+    case invalidPeerID
+    /// Over the rate limit: the message was dropped.
+    case rateLimited(perSecond: Int)
 
     /// The protocol's error code.
     public var code: ErrorCode {
@@ -46,6 +54,9 @@ public enum Refusal: Sendable, Equatable, Error {
         case .peerUnavailable: return .peerUnavailable
         case .queueFull: return .queueFull
         case .unavailable: return .unavailable
+        case .tokenRequired, .tokenRejected: return .unauthorized
+        case .invalidPeerID: return .badMessage
+        case .rateLimited: return .rateLimited
         }
     }
 
@@ -65,6 +76,10 @@ public enum Refusal: Sendable, Equatable, Error {
         case .peerUnavailable(let peer): return "peer \"\(peer)\" is not connected"
         case .queueFull(let peer): return "peer \"\(peer)\" is away and its queue is full"
         case .unavailable: return "the hub cannot decide this now; retry"
+        case .tokenRequired: return "token required"
+        case .tokenRejected(let reason): return reason
+        case .invalidPeerID: return "peer id must be 1-64 characters of [A-Za-z0-9._~-]"
+        case .rateLimited(let perSecond): return "slow down: at most \(perSecond) messages/s"
         }
     }
 
@@ -76,6 +91,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .idTaken: return (.idTaken, true)
         case .sessionNotResumable: return (.sessionNotResumable, false)
         case .unavailable: return (.tryAgainLater, false)
+        case .tokenRequired, .tokenRejected: return (.unauthorized, true)
         default: return (.policyViolation, true)
         }
     }

@@ -356,7 +356,7 @@ public final class SignalServer: Service, Sendable {
             return nil
         }
         let hub: any SessionHub = self.backend
-        @Sendable func session(_ open: OpenRequest?, refusal: (ErrorCode, CloseCode, String)?) throws {
+        @Sendable func session(_ open: OpenRequest?, refusal: Refusal?) throws {
             let role = WebSocketRole.session(
                 hub: hub,
                 request: open ?? .fresh(peer: nil, subject: nil, grant: .all),
@@ -368,7 +368,7 @@ public final class SignalServer: Service, Sendable {
         if let requestedPeer, !Identifier.isValid(requestedPeer) {
             try session(
                 nil,
-                refusal: (.badMessage, .policyViolation, "peer id must be 1-64 characters of [A-Za-z0-9._~-]")
+                refusal: .invalidPeerID
             )
             return nil
         }
@@ -385,20 +385,20 @@ public final class SignalServer: Service, Sendable {
             return nil
         }
         guard let token = request.token else {
-            try session(nil, refusal: (.unauthorized, .unauthorized, "token required"))
+            try session(nil, refusal: .tokenRequired)
             return nil
         }
         let promise = channel.eventLoop.makePromise(of: Void.self)
         Task {
             let open: OpenRequest?
-            let refusal: (ErrorCode, CloseCode, String)?
+            let refusal: Refusal?
             do throws(TokenRejection) {
                 let claims = try await verifier.verify(token)
                 open = openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms))
                 refusal = nil
             } catch let rejection {
                 open = nil
-                refusal = (.unauthorized, .unauthorized, rejection.reason)
+                refusal = .tokenRejected(rejection.reason)
             }
             // Pipeline changes happen on the channel's event loop.
             promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal) })

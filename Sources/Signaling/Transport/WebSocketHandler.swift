@@ -9,7 +9,7 @@ enum WebSocketRole {
     case echo
     /// `/ws`: a signaling session. `refusal` closes the connection right after the upgrade (e.g. 4001
     /// for a bad token) so a browser learns why, which a refused upgrade cannot tell it.
-    case session(hub: any SessionHub, request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?)
+    case session(hub: any SessionHub, request: OpenRequest, refusal: Refusal?)
 }
 
 /// Connection settings, taken from ``ServerConfiguration``.
@@ -125,9 +125,9 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
 
     private final class Opening {
         let request: OpenRequest
-        let refusal: (ErrorCode, CloseCode, String)?
+        let refusal: Refusal?
 
-        init(request: OpenRequest, refusal: (ErrorCode, CloseCode, String)?) {
+        init(request: OpenRequest, refusal: Refusal?) {
             self.request = request
             self.refusal = refusal
         }
@@ -147,10 +147,10 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
         let (request, refusal) = (opening.request, opening.refusal)
         let outbox = Outbox(limit: settings.outboundQueueBytes, drainer: self, on: context.eventLoop)
         self.outbox = outbox
-        if let (errorCode, closeCode, reason) = refusal {
-            metrics.errors[errorCode]?.increment()
-            self.write(ServerMessage.error(errorCode, reason, id: nil))
-            self.initiateClose(closeCode, reason: reason)
+        if let refusal {
+            metrics.errors[refusal.code]?.increment()
+            self.write(refusal.errorMessage(id: nil))
+            self.initiateClose(refusal.close.code, reason: refusal.message)
             return
         }
         let connection = hub.makeConnectionID()
@@ -339,10 +339,7 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
             case .failure(let error): id = error.requestID
             }
             metrics.errors[.rateLimited]?.increment()
-            self.sendDirect(
-                .text,
-                ServerMessage.error(.rateLimited, "slow down: at most \(settings.ratePerSecond) messages/s", id: id)
-            )
+            self.sendDirect(.text, Refusal.rateLimited(perSecond: settings.ratePerSecond).errorMessage(id: id))
             return
         case .disconnect:
             self.initiateClose(.policyViolation, reason: "rate limit exceeded")
