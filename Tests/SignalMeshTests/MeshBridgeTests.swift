@@ -89,6 +89,7 @@ import Testing
         let bob = b.connect("bob")
         let dave = b.connect("dave")
         a.send(alice, #"{"type":"join","room":"r","id":"j"}"#)
+        try await Task.sleep(for: .milliseconds(300))  // alice's membership reaches the room's home node
         b.send(bob, #"{"type":"join","room":"r","id":"j"}"#)
         try await eventually("bob's presence on a") { alice.contains(#""type":"peer-joined""#) }
         a.send(alice, #"{"type":"message","room":"r","data":"hi all","id":"b1"}"#)

@@ -100,13 +100,18 @@ final class TestClient: Sendable {
 }
 
 /// Waits until `condition` holds (records an issue after `timeout`).
-func eventually(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+func eventually(
+    _ what: String,
+    timeout: Duration = .seconds(10),
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ condition: () -> Bool
+) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return }
         try await Task.sleep(for: .milliseconds(20))
     }
-    Issue.record("timed out waiting for \(what)")
+    Issue.record("timed out waiting for \(what)", sourceLocation: sourceLocation)
 }
 
 /// Two nodes that see each other live.
