@@ -123,7 +123,9 @@ public final class MeshBridge: SessionHub, MeshDelivery {
             }
             return (Array(overdue.values), Array(state.announced.keys))
         }
-        for pending in overdue { self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id)) }
+        for pending in overdue {
+            self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id))
+        }
         // Signals from other nodes queued for sessions that ended unread: their senders get `expired`. Sent
         // before the ended sessions leave the mesh: a node relays only for the peers it hosts.
         for expiry in hub.takeRemoteExpiries() {
@@ -134,7 +136,11 @@ public final class MeshBridge: SessionHub, MeshDelivery {
                 id: expiry.id,
                 recipient: expiry.recipient
             )
-            runtime.send(from: expiry.recipient, to: .peer(expiry.sender), payload: BridgePayload.answer(answer).encoded)
+            runtime.send(
+                from: expiry.recipient,
+                to: .peer(expiry.sender),
+                payload: BridgePayload.answer(answer).encoded
+            )
         }
         for peer in peers { self.forgetIfEnded(peer) }
     }

@@ -89,7 +89,13 @@ struct RelayValidator: Sendable {
                         end: field.valueEnd,
                         hasEscapes: field.hasEscapes
                     )
-                    if field.key == "type" { type = value } else if field.key == "room" { room = value } else { peer = value }
+                    if field.key == "type" {
+                        type = value
+                    } else if field.key == "room" {
+                        room = value
+                    } else {
+                        peer = value
+                    }
                 case "meta":
                     metaOK =
                         (field.kind == .object || field.kind == .null)

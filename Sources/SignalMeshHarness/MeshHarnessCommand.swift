@@ -141,7 +141,9 @@ struct MeshHarnessCommand: AsyncParsableCommand {
     /// The `signal` executable in this executable's directory (a build puts both there).
     static func siblingSignal() -> String {
         #if os(Linux)
-            let this = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let this =
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0]
         #else
             let this = Bundle.main.executablePath ?? CommandLine.arguments[0]
         #endif

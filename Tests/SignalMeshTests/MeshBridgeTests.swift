@@ -71,7 +71,11 @@ import Testing
         try await eventually("alice's error") { alice.contains(#""id":"a1""#) }
         #expect(
             alice.messages().filter { $0.contains(#""id":"a1""#) }
-                == [Refusal.recipientNotInRoom(peer: "bob", room: "r").errorMessage(id: "a1").description(as: String.self)]
+                == [
+                    Refusal.recipientNotInRoom(peer: "bob", room: "r").errorMessage(id: "a1").description(
+                        as: String.self
+                    )
+                ]
         )
         #expect(!bob.contains(#""type":"offer""#))
         // Once bob is in r, it is delivered.
@@ -112,7 +116,9 @@ import Testing
         try await Task.sleep(for: .milliseconds(500))
         #expect(alice.messages().isEmpty)
         a.bridge.sweep(now: .max)
-        #expect(alice.messages() == [Refusal.peerUnavailable("bob").errorMessage(id: "o1").description(as: String.self)])
+        #expect(
+            alice.messages() == [Refusal.peerUnavailable("bob").errorMessage(id: "o1").description(as: String.self)]
+        )
         // Bob's node answers again; bob drops and is kept for resume: ack with queued:true.
         b.runtime.setDelivery(b.bridge)
         b.bridge.closed(bob.connection, keepSession: true)
@@ -131,7 +137,10 @@ import Testing
             (Self.signal(#"{"type":"offer","to":"bob","sdp":"v=0","from":"carol","seq":"#), "alice"),
             (Self.signal(#"{"type":"offer","to":"bob","sdp":"v=0","from":"alice","seq":1,"x":"#), "alice"),
             (Self.signal(#"{"type":"welcome","to":"bob","from":"alice","seq":"#), "alice"),
-            (BridgePayload.presence(prefix: Array(#"{"type":"peer-left","room":"r","peer":"carol","seq":"#.utf8)).encoded, "alice"),
+            (
+                BridgePayload.presence(prefix: Array(#"{"type":"peer-left","room":"r","peer":"carol","seq":"#.utf8))
+                    .encoded, "alice"
+            ),
         ]
         for (payload, from) in forged {
             node.bridge.deliver(payload, from: from, to: "bob", addressed: true)

@@ -41,11 +41,17 @@ import Testing
         let joined = presence(#"{"type":"peer-joined","room":"x","peer":"alice","meta":{"n":"a"},"seq":"#)
         #expect(
             validator.validate(joined, from: "alice", to: "bob", addressed: false)
-                == .presence(room: "x", joined: true, prefix: Array(#"{"type":"peer-joined","room":"x","peer":"alice","meta":{"n":"a"},"seq":"#.utf8))
+                == .presence(
+                    room: "x",
+                    joined: true,
+                    prefix: Array(#"{"type":"peer-joined","room":"x","peer":"alice","meta":{"n":"a"},"seq":"#.utf8)
+                )
         )
         let left = presence(#"{"type":"peer-left","room":"x","peer":"alice","seq":"#)
         #expect(validator.validate(left, from: "alice", to: "bob", addressed: false) != nil)
-        let answer = BridgePayload.answer(.init(outcome: .delivered, type: .offer, ticket: 3, id: nil, recipient: "bob"))
+        let answer = BridgePayload.answer(
+            .init(outcome: .delivered, type: .offer, ticket: 3, id: nil, recipient: "bob")
+        )
         #expect(validator.validate(answer.encoded, from: "bob", to: "alice", addressed: true) != nil)
     }
 
@@ -82,11 +88,19 @@ import Testing
                 == nil
         )
         // A room leg must not be addressed to anyone.
-        #expect(validator.validate(signal(json, ticket: 0, id: "o1", room: "x"), from: "alice", to: "bob", addressed: false) == nil)
+        #expect(
+            validator.validate(signal(json, ticket: 0, id: "o1", room: "x"), from: "alice", to: "bob", addressed: false)
+                == nil
+        )
         let tooMany = (0..<17).map { "r\($0)" }
         let shared = #"{"type":"offer","to":"bob","sdp":"v=0","from":"alice","seq":"#
-        #expect(validator.validate(signal(shared, senderRooms: tooMany), from: "alice", to: "bob", addressed: true) == nil)
-        #expect(validator.validate(signal(shared, senderRooms: ["bad room"]), from: "alice", to: "bob", addressed: true) == nil)
+        #expect(
+            validator.validate(signal(shared, senderRooms: tooMany), from: "alice", to: "bob", addressed: true) == nil
+        )
+        #expect(
+            validator.validate(signal(shared, senderRooms: ["bad room"]), from: "alice", to: "bob", addressed: true)
+                == nil
+        )
     }
 
     @Test(arguments: [
@@ -103,7 +117,9 @@ import Testing
     }
 
     @Test func refusesAnAnswerFromSomeoneElse() {
-        let answer = BridgePayload.answer(.init(outcome: .delivered, type: .offer, ticket: 3, id: nil, recipient: "bob"))
+        let answer = BridgePayload.answer(
+            .init(outcome: .delivered, type: .offer, ticket: 3, id: nil, recipient: "bob")
+        )
         #expect(validator.validate(answer.encoded, from: "carol", to: "alice", addressed: true) == nil)
         #expect(validator.validate(answer.encoded, from: "bob", to: "alice", addressed: false) == nil)
         let noTicket = BridgePayload.answer(.init(outcome: .queued, type: .offer, ticket: 0, id: nil, recipient: "bob"))

@@ -38,7 +38,12 @@ final class MeshTestNode: Sendable {
         let runtime = try MeshRuntime(configuration: configuration, group: group, logger: Logger(label: "mesh-test"))
         let hub = Hub(
             limits: limits,
-            welcome: WelcomeTemplate(heartbeatInterval: 25, heartbeatTimeout: 60, iceServersJSON: "[]", limitsJSON: "{}"),
+            welcome: WelcomeTemplate(
+                heartbeatInterval: 25,
+                heartbeatTimeout: 60,
+                iceServersJSON: "[]",
+                limitsJSON: "{}"
+            ),
             metrics: HubMetrics(factory: NOOPMetricsHandler.instance)
         )
         let bridge = MeshBridge(hub: hub, runtime: runtime, answerTimeout: .seconds(5))
@@ -49,7 +54,11 @@ final class MeshTestNode: Sendable {
     /// Opens a session for `peer` on this node.
     func connect(_ peer: String) -> TestClient {
         let client = TestClient(peer: peer, connection: bridge.makeConnectionID())
-        let outcome = bridge.open(client.connection, outbox: client.outbox, request: .fresh(peer: peer, subject: nil, grant: .all))
+        let outcome = bridge.open(
+            client.connection,
+            outbox: client.outbox,
+            request: .fresh(peer: peer, subject: nil, grant: .all)
+        )
         #expect(outcome == .opened(peer: peer, resumed: false, gap: false, replayed: 0))
         _ = client.outbox.take()  // the welcome
         return client
