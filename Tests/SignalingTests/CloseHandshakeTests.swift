@@ -20,11 +20,17 @@ import Testing
 
     @Test func serverCloseWaitsForTheClientsCloseFrame() {
         var handshake = CloseHandshake()
-        #expect(handshake.initiate(.tryAgainLater, reason: "slow", inboundUsable: true, now: t0, closeTimeout: timeout) == .send(code: .tryAgainLater, reason: "slow"))
+        #expect(
+            handshake.initiate(.tryAgainLater, reason: "slow", inboundUsable: true, now: t0, closeTimeout: timeout)
+                == .send(code: .tryAgainLater, reason: "slow")
+        )
         #expect(handshake.state == .closing)
         #expect(handshake.nextCheck == t0 + 2 * Self.second)
         // A second close (e.g. an error while closing) does nothing.
-        #expect(handshake.initiate(.protocolError, reason: "x", inboundUsable: true, now: t0 + 1, closeTimeout: timeout) == .none)
+        #expect(
+            handshake.initiate(.protocolError, reason: "x", inboundUsable: true, now: t0 + 1, closeTimeout: timeout)
+                == .none
+        )
         #expect(handshake.nextCheck == t0 + 2 * Self.second)
         #expect(handshake.receivedClose(payload(1000)) == .closeSocket)
         #expect(handshake.state == .closed)
@@ -40,7 +46,13 @@ import Testing
         // frame): only the client's close frame or the timeout does.
         var handshake = CloseHandshake()
         #expect(handshake.tick(now: t0) == .none)  // nothing to wait for while open
-        _ = handshake.initiate(.policyViolation, reason: "rate limit exceeded", inboundUsable: true, now: t0, closeTimeout: timeout)
+        _ = handshake.initiate(
+            .policyViolation,
+            reason: "rate limit exceeded",
+            inboundUsable: true,
+            now: t0,
+            closeTimeout: timeout
+        )
         for step in 1...19 {
             let now = t0 + UInt64(step) * 100 * Self.millisecond
             handshake.receivedBytes(now: now)  // the flood goes on; only draining counts it
@@ -54,7 +66,15 @@ import Testing
 
     @Test func aBrokenInboundStreamIsDrainedUntilTheClientIsQuiet() {
         var handshake = CloseHandshake()
-        #expect(handshake.initiate(.messageTooBig, reason: "frame too big", inboundUsable: false, now: t0, closeTimeout: timeout) == .send(code: .messageTooBig, reason: "frame too big"))
+        #expect(
+            handshake.initiate(
+                .messageTooBig,
+                reason: "frame too big",
+                inboundUsable: false,
+                now: t0,
+                closeTimeout: timeout
+            ) == .send(code: .messageTooBig, reason: "frame too big")
+        )
         #expect(handshake.state == .draining)
         #expect(handshake.nextCheck == t0 + 250 * Self.millisecond)
         // Still sending: the quiet period starts over with every read.
@@ -67,7 +87,13 @@ import Testing
 
     @Test func aBrokenStreamThatNeverGoesQuietIsClosedAtTheTimeout() {
         var handshake = CloseHandshake()
-        _ = handshake.initiate(.messageTooBig, reason: "frame too big", inboundUsable: false, now: t0, closeTimeout: timeout)
+        _ = handshake.initiate(
+            .messageTooBig,
+            reason: "frame too big",
+            inboundUsable: false,
+            now: t0,
+            closeTimeout: timeout
+        )
         var now = t0
         var verdict = CloseHandshake.TickAction.none
         while now < t0 + 3 * Self.second {
@@ -83,9 +109,23 @@ import Testing
 
     @Test func aFramingErrorWhileClosingTurnsClosingIntoDraining() {
         var handshake = CloseHandshake()
-        _ = handshake.initiate(.policyViolation, reason: "rate limit exceeded", inboundUsable: true, now: t0, closeTimeout: timeout)
+        _ = handshake.initiate(
+            .policyViolation,
+            reason: "rate limit exceeded",
+            inboundUsable: true,
+            now: t0,
+            closeTimeout: timeout
+        )
         let later = t0 + Self.second
-        #expect(handshake.initiate(.protocolError, reason: "invalid frame", inboundUsable: false, now: later, closeTimeout: timeout) == .none)
+        #expect(
+            handshake.initiate(
+                .protocolError,
+                reason: "invalid frame",
+                inboundUsable: false,
+                now: later,
+                closeTimeout: timeout
+            ) == .none
+        )
         #expect(handshake.state == .draining)
         #expect(handshake.serverCode == .policyViolation)  // the close frame that went out
         #expect(handshake.nextCheck == later + 250 * Self.millisecond)
@@ -190,7 +230,10 @@ import Testing
         var oneByte = CloseHandshake()
         #expect(oneByte.receivedClose(ByteBuffer(bytes: [0x03])) == .reply(code: 1002))
         var badReason = CloseHandshake()
-        #expect(badReason.receivedClose(payload(1000, [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xED, 0xA0, 0x80])) == .reply(code: 1007))
+        #expect(
+            badReason.receivedClose(payload(1000, [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xED, 0xA0, 0x80]))
+                == .reply(code: 1007)
+        )
         var goodReason = CloseHandshake()
         #expect(goodReason.receivedClose(payload(4000, Array("κόσμε".utf8))) == .reply(code: 4000))
     }
