@@ -37,7 +37,9 @@ extension ClusterHub {
     }
 
     /// Re-announces every live session on this node (deadline and key expiry), and closes connections
-    /// whose session ended or moved while this node could not hear about it.
+    /// whose session ended or moved while this node could not hear about it. The touches are pipelined
+    /// (512 at a time queued at once, read in order), so a refresh costs a round trip per 512 sessions
+    /// instead of one per session, and stays well inside a session's live period when Redis is busy.
     private func refresh() async {
         let open = state.withLockedValue { state in
             state.locals.compactMap { id, local in local.connection.session.map { (id, $0.peer) } }
@@ -45,13 +47,19 @@ extension ClusterHub {
         guard !open.isEmpty else { return }
         let deadline = Self.epochMillis() + liveMillis
         var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
-        for (connection, peer) in open {
-            do throws(RedisError) {
-                let reply = try await redis.run(
+        var start = 0
+        while start < open.count {
+            let batch = open[start..<min(open.count, start + 512)]
+            start = batch.endIndex
+            let touches = batch.map { connection, peer in
+                redis.submit(
                     ClusterScripts.touch,
                     keys: keys.session(peer),
                     arguments: [nodeName, String(connection.raw), deadline, ttlMillis]
                 )
+            }
+            for ((connection, peer), touch) in zip(batch, touches) {
+                guard let reply = try? await touch.get() else { continue }
                 switch TouchReply(reply) {
                 case .refreshed:
                     zadd.append(deadline)
@@ -61,8 +69,6 @@ extension ClusterHub {
                 case .gone, nil:
                     self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
                 }
-            } catch {
-                return
             }
         }
         if zadd.count > 2 { _ = try? await redis.send(zadd) }
