@@ -126,9 +126,13 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         for pending in overdue {
             self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id))
         }
-        // Signals from other nodes queued for sessions that ended unread: their senders get `expired`. Sent
-        // before the ended sessions leave the mesh: a node relays only for the peers it hosts.
-        for expiry in hub.takeRemoteExpiries() {
+        // Sessions that ended here: the rooms they were in get `peer-left`; then the senders of signals
+        // queued for them and never read get `expired` (in that order, as on one hub: Docs/protocol.md);
+        // then they leave the mesh (a node relays only for the peers it hosts, so not before). The expiries
+        // are taken first: their sessions have ended by then, so their `peer-left` is among those sent.
+        let expiries = hub.takeRemoteExpiries()
+        let ended = peers.filter { self.announceLeftIfEnded($0) }
+        for expiry in expiries {
             let answer = BridgePayload.Answer(
                 outcome: .expired,
                 type: expiry.signal,
@@ -142,7 +146,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
                 payload: BridgePayload.answer(answer).encoded
             )
         }
-        for peer in peers { self.forgetIfEnded(peer) }
+        for peer in ended { runtime.disconnect(peer: peer) }
     }
 
     // MARK: SessionHub
@@ -288,14 +292,21 @@ public final class MeshBridge: SessionHub, MeshDelivery {
 
     // MARK: Presence
 
+    /// A peer whose session ended here leaves the mesh (after `peer-left` in each of its rooms).
     func forgetIfEnded(_ peer: String) {
-        guard !hub.hasSession(peer) else { return }
+        if self.announceLeftIfEnded(peer) { runtime.disconnect(peer: peer) }
+    }
+
+    /// If `peer`'s session ended here and the bridge had announced it: sends `peer-left` in each of its
+    /// rooms, forgets it and returns true (the caller then disconnects it from the mesh).
+    private func announceLeftIfEnded(_ peer: String) -> Bool {
+        guard !hub.hasSession(peer) else { return false }
         let rooms: Set<String>? = state.withLockedValue { $0.announced.removeValue(forKey: peer) }
-        guard let rooms else { return }
+        guard let rooms else { return false }
         for room in rooms.sorted() {
             self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), from: peer, to: .room(room))
         }
-        runtime.disconnect(peer: peer)
+        return true
     }
 
     private func leaveMesh(_ peer: String, rooms: [String]) {
