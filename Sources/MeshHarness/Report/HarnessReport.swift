@@ -74,7 +74,7 @@ public struct ScenarioReport: Sendable, Codable {
     public var notes: [String]?
 }
 
-/// Everything one `signal mesh harness` run measured.
+/// Everything one `signal-mesh-harness` run measured.
 public struct HarnessReport: Sendable, Codable {
     /// `sim` (the deterministic simulation) or `process` (real `signal` processes on loopback).
     public var backend = "sim"
