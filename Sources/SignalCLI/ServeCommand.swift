@@ -66,8 +66,21 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Bytes kept per session for resume.") var resumeBufferBytes = 256 * 1024
     @Option(help: "Bytes all resume buffers may hold together.") var resumeGlobalBytes = 256 * 1024 * 1024
 
-    @Option(help: "ICE server URL handed to clients in welcome (repeatable), e.g. stun:stun.example.org:3478.")
+    @Option(
+        help: ArgumentHelp(
+            "ICE server handed to clients in welcome (repeatable): URL[,URL…][;username=NAME;credential=SECRET], or ;credential-file=PATH.",
+            discussion: "e.g. stun:stun.example.org:3478, or 'turn:turn.example.org:3478,turns:turn.example.org:5349;username=app;credential-file=turn.pass' (static TURN credentials)."
+        )
+    )
     var iceServer: [String] = []
+    @Option(help: "TURN REST secret shared with the TURN server (coturn static-auth-secret); repeat once for rotation: the first signs.")
+    var turnSecret: [String] = []
+    @Option(help: "Read the TURN secret(s) from this file, one per line (at most two; the first signs).")
+    var turnSecretFile: String?
+    @Option(help: "TURN URL the minted credentials are for (repeatable), e.g. turn:turn.example.org:3478?transport=udp.")
+    var turnUrl: [String] = []
+    @Option(help: "Seconds a minted TURN credential is valid; clients get fresh ones at 80% of it.")
+    var turnTtl = 3600
 
     @Option(help: "Serve signal.js, index.html and e2e.html from this directory instead of the built-in copies.")
     var webRoot: String?
@@ -135,13 +148,12 @@ struct ServeCommand: AsyncParsableCommand {
         config.limits.resumeBufferMessages = resumeBufferMessages
         config.limits.resumeBufferBytes = resumeBufferBytes
         config.limits.globalBufferBytes = resumeGlobalBytes
-        if !iceServer.isEmpty {
-            let entries = iceServer.map { url -> String in
-                let escaped = url.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                return "{\"urls\":\"\(escaped)\"}"
-            }
-            config.iceServersJSON = "[" + entries.joined(separator: ",") + "]"
+        do {
+            config.iceServersJSON = IceServer.json(try iceServer.map { try IceServer.parse($0) })
+        } catch {
+            throw ValidationError("\(error)")
         }
+        config.turn = try makeTurnIssuer()
         config.echo = echo
         switch (tlsCert, tlsKey) {
         case (let cert?, let key?): config.tls = TLSFiles(certificatePath: cert, keyPath: key)
@@ -172,6 +184,32 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--node-id needs --redis")
         }
         return config
+    }
+
+    /// `--turn-secret`/`--turn-secret-file`, `--turn-url`, `--turn-ttl`: nil without a secret.
+    func makeTurnIssuer() throws -> TurnCredentialIssuer? {
+        var secrets = turnSecret
+        if let turnSecretFile {
+            guard let contents = try? String(contentsOfFile: turnSecretFile, encoding: .utf8) else {
+                throw ValidationError("cannot read --turn-secret-file \(turnSecretFile)")
+            }
+            secrets += contents.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+        }
+        guard !secrets.isEmpty else {
+            if !turnUrl.isEmpty { throw ValidationError("--turn-url needs --turn-secret or --turn-secret-file") }
+            return nil
+        }
+        guard secrets.count <= 2 else { throw ValidationError("at most two TURN secrets (the first signs)") }
+        guard secrets.allSatisfy({ $0.utf8.count >= TurnCredentialIssuer.minimumSecretBytes }) else {
+            throw ValidationError("a TURN secret must be at least \(TurnCredentialIssuer.minimumSecretBytes) bytes")
+        }
+        guard !turnUrl.isEmpty else { throw ValidationError("--turn-secret needs at least one --turn-url") }
+        for url in turnUrl where IceServer.scheme(of: url)?.hasPrefix("turn") != true {
+            throw ValidationError("--turn-url \(url) is not a turn: or turns: URL")
+        }
+        guard turnTtl >= 2 else { throw ValidationError("--turn-ttl must be at least 2 seconds") }
+        return TurnCredentialIssuer(urls: turnUrl, secrets: secrets, ttl: turnTtl)
     }
 
     func run() async throws {

@@ -17,6 +17,8 @@ public final class Hub: Sendable {
         var exported = HubCounters()
         /// The actions of one `receive`, reused so a request allocates no array (only under the lock).
         var scratch: [HubAction] = []
+        /// Connections due fresh TURN credentials (only with ``WelcomeTemplate/turn``).
+        var iceRefresh: IceRefreshSchedule?
     }
 
     /// The outboxes whose owners must be woken once the lock is released. Usually none or one (the
@@ -40,7 +42,9 @@ public final class Hub: Sendable {
     let metrics: HubMetrics
 
     public init(limits: HubLimits, welcome: WelcomeTemplate, metrics: HubMetrics) {
-        self.locked = NIOLockedValueBox(Locked(state: HubState(limits: limits)))
+        var locked = Locked(state: HubState(limits: limits))
+        locked.iceRefresh = welcome.turn.map { IceRefreshSchedule(periodNanos: $0.refreshNanos) }
+        self.locked = NIOLockedValueBox(locked)
         self.welcome = welcome
         self.metrics = metrics
     }
@@ -75,6 +79,8 @@ public final class Hub: Sendable {
             if case .refused = outcome {
                 // The refusal (error and close) is already in the outbox; no session owns it.
                 locked.outboxes[connection] = nil
+            } else if case .opened(let peer, _, _, _) = outcome {
+                locked.iceRefresh?.add(connection, peer: peer, now: now)
             }
             return (outcome, wakes)
         }
@@ -108,18 +114,24 @@ public final class Hub: Sendable {
         var actions: [HubAction] = []
         let wakes = self.locked.withLockedValue { locked in
             locked.outboxes[connection] = nil
+            locked.iceRefresh?.remove(connection)
             locked.state.closed(connection, keepSession: keepSession, now: now, actions: &actions)
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
         wakes.wakeAll()
     }
 
-    /// Ends sessions whose resume grace period is over. Called about once a second.
+    /// Ends sessions whose resume grace period is over and sends connections due fresh TURN credentials
+    /// their `ice-servers` message. Called four times a second.
     public func tick() {
         let now = Self.now()
         var actions: [HubAction] = []
+        let welcome = self.welcome
         let wakes = self.locked.withLockedValue { locked in
             locked.state.tick(now: now, actions: &actions)
+            for (connection, peer) in locked.iceRefresh?.due(now: now) ?? [] {
+                actions.append(.send(connection, welcome.iceServersMessage(peer: peer)))
+            }
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
         wakes.wakeAll()

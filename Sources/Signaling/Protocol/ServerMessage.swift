@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// Builders for server → client messages. Messages that carry a `seq` are built as a prefix ending in
@@ -193,15 +194,45 @@ public struct WelcomeTemplate: Sendable {
     public var iceServersJSON: String
     /// Raw JSON object of the limits a client can count on.
     public var limitsJSON: String
+    /// Mints each session's short-lived TURN credentials (`--turn-secret`), appended to the static
+    /// ``iceServersJSON``; nil: none.
+    public var turn: TurnCredentialIssuer?
 
-    public init(heartbeatInterval: Int, heartbeatTimeout: Int, iceServersJSON: String, limitsJSON: String) {
+    public init(
+        heartbeatInterval: Int,
+        heartbeatTimeout: Int,
+        iceServersJSON: String,
+        limitsJSON: String,
+        turn: TurnCredentialIssuer? = nil
+    ) {
         self.heartbeatInterval = heartbeatInterval
         self.heartbeatTimeout = heartbeatTimeout
         self.iceServersJSON = iceServersJSON
         self.limitsJSON = limitsJSON
+        self.turn = turn
+    }
+
+    /// The `iceServers` array for `peer`: the static entries, then (with ``turn``) credentials minted now.
+    public func iceServers(peer: String, now: Date = Date()) -> String {
+        guard let turn else { return iceServersJSON }
+        let minted = turn.iceServer(peer: peer, now: now).json
+        let staticEntries = iceServersJSON.dropLast()  // "[…" without its "]"
+        return staticEntries + (staticEntries.count > 1 ? "," : "") + minted + "]"
+    }
+
+    /// `{"type":"ice-servers","iceServers":[…]}` for `peer` (**Extension**): fresh TURN credentials before
+    /// the ones in `welcome` expire.
+    public func iceServersMessage(peer: String, now: Date = Date()) -> ByteBuffer {
+        let servers = iceServers(peer: peer, now: now)
+        var buffer = ByteBufferAllocator().buffer(capacity: 40 + servers.utf8.count)
+        buffer.writeStaticString("{\"type\":\"ice-servers\",\"iceServers\":")
+        buffer.writeString(servers)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
     }
 
     public func render(peer: String, session: String, resumed: Bool, gap: Bool) -> ByteBuffer {
+        let iceServersJSON = self.iceServers(peer: peer)
         var buffer = ByteBufferAllocator().buffer(capacity: 192 + iceServersJSON.utf8.count + limitsJSON.utf8.count)
         buffer.writeStaticString("{\"type\":\"welcome\",\"v\":1,\"peer\":")
         buffer.writeJSONString(peer)

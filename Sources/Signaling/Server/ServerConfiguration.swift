@@ -75,7 +75,8 @@ public struct ServerConfiguration: Sendable {
             heartbeatInterval: heartbeatInterval,
             heartbeatTimeout: heartbeatTimeout,
             iceServersJSON: iceServersJSON,
-            limitsJSON: limitsJSON
+            limitsJSON: limitsJSON,
+            turn: turn
         )
     }
 
@@ -87,8 +88,12 @@ public struct ServerConfiguration: Sendable {
         limits.requireSharedRoom = requireSharedRoom ?? (jwtSecret != nil || limits.requireSharedRoom)
         return limits
     }
-    /// ICE servers handed out in `welcome` (raw JSON array).
+    /// ICE servers handed out in `welcome` (raw JSON array): the static entries (`--ice-server`).
     public var iceServersJSON: String = "[]"
+    /// Short-lived TURN credentials for every session (`--turn-secret`, `--turn-url`, `--turn-ttl`),
+    /// appended to ``iceServersJSON`` in `welcome` and refreshed with an `ice-servers` message at 80 % of
+    /// their TTL; nil: none.
+    public var turn: TurnCredentialIssuer? = nil
 
     /// Certificate chain and key for `wss://` and `https://` on the same port (nil: plain text).
     public var tls: TLSFiles? = nil
