@@ -17,6 +17,10 @@ negotiated data channel (label "data", id 0, as the browser SDK does) with it:
   the other side's "done" it answers {"ack": received}. It finishes when the other side acknowledged
   all its messages and it received all of the other side's.
 
+With `--relay-only` the peer gathers relay candidates only (`iceTransportPolicy: "relay"`; aiortc has
+no such option, so the policy is handed to aioice directly): it needs a TURN server with credentials in
+the hub's `welcome`, and its data can only flow through that relay.
+
 The last stdout line is `RESULT {json}`; the exit status is 0 when the exchange succeeded.
 """
 
@@ -223,7 +227,11 @@ class Peer:
         assert welcome["type"] == "welcome", welcome
         me = welcome["peer"]
         log("welcome as", me)
-        ice = [RTCIceServer(urls=s["urls"]) for s in welcome.get("iceServers", [])]
+        ice = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in welcome.get("iceServers", [])]
+        self.stats["ice_servers"] = [{"urls": s["urls"], "username": s.get("username")} for s in welcome.get("iceServers", [])]
+        if args.relay_only:
+            relay_only()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         channel = self.pc.createDataChannel("data", negotiated=True, id=0)
         states = []
@@ -305,6 +313,19 @@ class Peer:
             return None
 
 
+def relay_only():
+    """`iceTransportPolicy: "relay"` for aiortc, which does not take the option: aioice does."""
+    from aioice import TransportPolicy
+    from aiortc import rtcicetransport
+
+    kwargs_of = rtcicetransport.connection_kwargs
+
+    def relay_kwargs(servers):
+        return {**kwargs_of(servers), "transport_policy": TransportPolicy.RELAY}
+
+    rtcicetransport.connection_kwargs = relay_kwargs
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", required=True)
@@ -313,6 +334,7 @@ def main():
     parser.add_argument("--remote")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--relay-only", action="store_true", help="gather relay (TURN) candidates only")
     parser.add_argument("--glare", action="store_true", help="when impolite, offer only once the other side's offer arrived")
     args = parser.parse_args()
     try:

@@ -100,7 +100,9 @@ function wsURL(url) {
  *
  * Events (`client.on(type, fn)`):
  * - every incoming message by its `type`: `welcome`, `offer`, `answer`, `candidate`, `bye`, `message`,
- *   `peer-joined`, `peer-left`, `expired`, `ack`, `joined`, `left`, `pong`, `error`; `*` gets all of them.
+ *   `peer-joined`, `peer-left`, `expired`, `ack`, `joined`, `left`, `pong`, `error`, `ice-servers`
+ *   (fresh TURN credentials: `client.iceServers` is updated first and every PeerLink applies them);
+ *   `*` gets all of them.
  *   A message replayed after a resume that was already processed is not delivered again.
  * - `sent` (message): a message went out for the first time (resends are not repeated here).
  * - `state` (state): `connecting`, `open`, `reconnecting` or `closed`.
@@ -378,6 +380,7 @@ export class SignalClient extends Emitter {
       this.lastSeq = msg.seq;
       if (this.lastSeq - this._reportedSeq >= 32) this._reportReceived();
     }
+    if (msg.type === 'ice-servers' && Array.isArray(msg.iceServers)) this.iceServers = msg.iceServers;
     if (REPLY_TYPES.has(msg.type) && msg.id !== undefined && this._pending.has(msg.id)) {
       const req = this._pending.get(msg.id);
       this._pending.delete(msg.id);
@@ -555,7 +558,9 @@ export class SignalClient extends Emitter {
  *
  * Options: `room` (scope the signals to a room; the link closes when the peer leaves it), `polite`
  * (default: our id sorts greater), `configuration` (RTCConfiguration; default uses the hub's
- * iceServers), `channel` (data channel options; default a negotiated channel `{label: 'data', id: 0}`
+ * iceServers, kept up to date: the hub's `ice-servers` refreshes and the credentials of every new
+ * `welcome` are applied with `setConfiguration`, so an ICE restart late in a long call still gets a TURN
+ * allocation; an app that passes its own `configuration.iceServers` keeps them), `channel` (data channel options; default a negotiated channel `{label: 'data', id: 0}`
  * that both sides create, or `false` for none; with `negotiated: false` the impolite side creates
  * it and the other receives it).
  *
@@ -572,8 +577,9 @@ export class PeerLink extends Emitter {
     this.polite = options.polite ?? client.peer > remote;
     this.closed = false;
     this.channel = null;
-    this.stats = { offers: 0, answers: 0, candidates: 0, ignoredOffers: 0, rollbacks: 0, restarts: 0 };
+    this.stats = { offers: 0, answers: 0, candidates: 0, ignoredOffers: 0, rollbacks: 0, restarts: 0, iceServerUpdates: 0 };
     const configuration = { iceServers: client.iceServers, ...(options.configuration ?? {}) };
+    this._ownIceServers = options.configuration?.iceServers !== undefined;
     this.pc = new RTCPeerConnection(configuration);
     this._makingOffer = false;
     this._ignoreOffer = false;
@@ -618,7 +624,20 @@ export class PeerLink extends Emitter {
       client.on('reset', () => this.close({ reason: 'reset', bye: false })),
       client.on('close', () => this.close({ reason: 'client-closed', bye: false })),
       client.on('resumed', ({ gap }) => gap && this.restart()),
+      client.on('ice-servers', () => this._applyIceServers()),
+      client.on('welcome', () => this._applyIceServers()),
     ];
+  }
+
+  /** Hands the client's current ICE servers (fresh TURN credentials) to the RTCPeerConnection. */
+  _applyIceServers() {
+    if (this.closed || this._ownIceServers) return;
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.client.iceServers });
+      this.stats.iceServerUpdates++;
+    } catch (err) {
+      this._emit('error', err);
+    }
   }
 
   /** Sends over the data channel (once open). */
