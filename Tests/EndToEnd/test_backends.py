@@ -57,6 +57,13 @@ def other_node(backend, node):
     return (node + 1) % backend.nodes
 
 
+def known_bug(request, backend, kind, reason):
+    """Marks this run `xfail(strict=True)` on backend `kind`: a failure confirmed to be the backend's bug
+    (not the test's), reported to the lead. Strict, so the mark must go once the backend is fixed."""
+    if backend.kind == kind:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+
 # Relay ----------------------------------------------------------------------------------------------
 
 
@@ -222,7 +229,10 @@ def test_room_grants_from_the_token(backend):
 # Identity: id-taken and takeover --------------------------------------------------------------------------
 
 
-def test_id_taken_without_a_token_owning_the_id(open_backend):
+def test_id_taken_without_a_token_owning_the_id(open_backend, request):
+    known_bug(request, open_backend, "mesh",
+              "mesh: peer ids are not unique across nodes; a client asking for alice's id on the other node "
+              "gets a welcome (a second session 'alice') instead of id-taken/4009")
     a, b, room = unique("alice", "bob", "room")
     alice = open_backend.connect(0, a, rooms=[room])
     bob = open_backend.connect(1, b, rooms=[room])
@@ -247,7 +257,10 @@ def test_id_taken_without_a_token_owning_the_id(open_backend):
         client.close()
 
 
-def test_takeover_by_the_tokens_owner(backend):
+def test_takeover_by_the_tokens_owner(backend, request):
+    known_bug(request, backend, "mesh",
+              "mesh: a takeover from another node starts a second session with the same id; the older "
+              "socket is not closed with 4009 and the room sees no peer-left")
     a, b, room = unique("alice", "bob", "room")
     old = backend.connect(0, a, rooms=[room])
     bob = backend.connect(1, b, rooms=[room])
@@ -290,7 +303,10 @@ def test_too_many_rooms(backend):
     alice.close()
 
 
-def test_room_full(backend):
+def test_room_full(backend, request):
+    known_bug(request, backend, "mesh",
+              "mesh: --max-peers-per-room is counted per node; a fourth member on the other node joins "
+              "(joined lists only that node's members)")
     room, *names = unique("room", "p0", "p1", "p2", "p3")
     limit = LIMITS["max_peers_per_room"]
     assert len(names) == limit + 1
