@@ -67,7 +67,8 @@ def test_process_backend_steady_smoke(tmp_path):
     mesh = steady["mesh"]
     # Pairs are on different nodes: signals cross the mesh in 1 hop (2 through a home node).
     assert sum(mesh["hops"].get(h, 0) for h in ("1", "2")) >= 0.99 * mesh["delivered"], mesh["hops"]
-    assert 1.0 <= mesh["signalMessagesPerDelivered"] < 1.5
+    # Each signal crosses once, and its recipient's node answers it once (the sender's ack waits for that).
+    assert 1.5 <= mesh["signalMessagesPerDelivered"] < 2.5
     assert mesh["bytesPerDelivered"] > 300  # the 300-byte signal plus framing and its ack
     assert 0 < mesh["controlBytesPerSecondPerNode"] < 5000
     assert steady["hub"]["signalMessagesPerDelivered"] == 0  # one process: nothing crosses nodes
