@@ -4,8 +4,10 @@ so after a third node is killed; presence and room messages cross nodes; a TLS m
 auth on, the recipient's node refuses a signal from a peer that shares no room with its recipient."""
 
 import asyncio
+import hashlib
 import json
 import signal
+import struct
 import subprocess
 import time
 
@@ -221,3 +223,60 @@ def test_a_peer_sharing_no_room_is_refused_by_the_recipients_node(start_hub, tmp
     asyncio.run(scenario())
     # Everything the two nodes relayed to each other was valid.
     assert [metric(h, "signal_mesh_invalid_payloads_total") for h in hubs] == [0, 0]
+
+
+def bridge_signal(prefix, request_id=None, ticket=1):
+    """A bridge payload (SignalMesh's BridgePayload) carrying an offer whose relayed prefix is `prefix`."""
+    rid = b"\x00" if request_id is None else b"\x01" + struct.pack(">H", len(request_id)) + request_id.encode()
+    return b"\x04\x00" + struct.pack(">Q", ticket) + rid + b"\x00\x00" + struct.pack(">I", len(prefix)) + prefix
+
+
+def test_what_another_node_relays_is_validated_before_a_client_sees_it(start_hub, tmp_path):
+    """A member node (it has the mesh secret) relays, for a peer it does host (so the mesh layer lets it
+    through), bridge payloads a bridge would never send: a prefix whose `from` is another peer, and raw
+    JSON. The recipient's node drops both before its client sees them and counts them in
+    signal_mesh_invalid_payloads_total; bystanders keep relaying."""
+    # The hostile member's wire helpers (link handshake, vouched signal layout) live with the PeerMesh tests.
+    from test_hostile_mesh import MeshBystanders, authenticate, raw, send_frame, string
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    hubs, ports = start_mesh(start_hub, tmp_path, 2)
+    wait_converged(hubs)
+    victim = hubs[1]
+    with MeshBystanders(hubs[0], hubs[1]) as bystanders:
+        time.sleep(1.0)
+        key = Ed25519PrivateKey.generate()
+        sock, _ = authenticate(ports[1], SECRET.encode(), key)
+        me = hashlib.sha256(raw(key)).digest()
+
+        def vouched(signal_id, sender, recipient, payload):
+            """A signal from `sender`, a peer this node hosts, with its own signed record (as in
+            test_hostile_mesh.forged_signal, but vouching for the sender itself)."""
+            body = b"\x01\x01" + string(sender) + me + struct.pack(">QQB", 1, 2**62, 1)
+            record = raw(key) + struct.pack(">H", len(body)) + body + key.sign(b"peermesh/record/v1" + body)
+            head = me + struct.pack(">Q", signal_id) + string(sender)
+            signed = b"peermesh/signal/v1" + head + struct.pack(">I", len(payload)) + payload
+            return (
+                b"\x04" + head + b"\x00" + string(recipient) + b"\x00\x01"
+                + struct.pack(">I", len(payload)) + payload + b"\x01" + record + key.sign(signed)
+            )
+
+        target = bystanders.b_id
+        forged_from = b'{"type":"offer","to":"%s","sdp":"forged","from":"%s","seq":' % (
+            target.encode(), bystanders.a_id.encode())
+        send_frame(sock, vouched(101, "mallory", target, bridge_signal(forged_from)))
+        send_frame(sock, vouched(102, "mallory", target, b'{"type":"offer","to":"%s","sdp":"forged"}' % target.encode()))
+        deadline = time.time() + 5
+        while metric(victim, "signal_mesh_invalid_payloads_total") < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert metric(victim, "signal_mesh_invalid_payloads_total") == 2
+        assert bystanders.wait_event(lambda m: m.get("sdp") == "forged", 1.0) is None, "a client saw a forged payload"
+        # A well-formed one from the same member reaches the client: the two were dropped for what they were.
+        honest = b'{"type":"offer","to":"%s","sdp":"honest","from":"mallory","seq":' % target.encode()
+        send_frame(sock, vouched(103, "mallory", target, bridge_signal(honest)))
+        seen = bystanders.wait_event(lambda m: m.get("sdp") == "honest", 5.0)
+        assert seen is not None and seen[2]["from"] == "mallory", seen
+        assert metric(victim, "signal_mesh_invalid_payloads_total") == 2
+        sock.close()
+        bystanders.check(2.0, 3.0)
