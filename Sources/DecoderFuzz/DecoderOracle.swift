@@ -60,7 +60,9 @@ enum DecoderOracle {
         if let room = envelope.room { require(Identifier.isValid(room), "invalid 'room' accepted") }
         require(envelope.to != nil || envelope.room != nil, "signal with neither 'to' nor 'room'")
         let relayed = ServerMessage.sequenced(ServerMessage.signalPrefix(envelope, from: server), seq: 42)
-        let fields = relayed.withUnsafeReadableBytes { try? JSONScanner.objectFields(in: $0, maxDepth: decoder.maxDepth) }
+        let fields = relayed.withUnsafeReadableBytes {
+            try? JSONScanner.objectFields(in: $0, maxDepth: decoder.maxDepth)
+        }
         guard let fields else {
             fail("relayed signal is not one valid JSON object: \(String(buffer: relayed).prefix(200))")
         }
@@ -68,7 +70,12 @@ enum DecoderOracle {
         require(fields.filter { $0.key == "seq" }.count == 1, "relayed signal has more or less than one 'seq'")
         let byKey = Dictionary(fields.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         require(string(byKey["from"], in: relayed) == server, "relayed 'from' is not the server's")
-        require(byKey["seq"].map { String(buffer: relayed.getSlice(at: $0.valueStart, length: $0.valueEnd - $0.valueStart)!) } == "42", "relayed 'seq' is not the server's")
+        require(
+            byKey["seq"].map {
+                String(buffer: relayed.getSlice(at: $0.valueStart, length: $0.valueEnd - $0.valueStart)!)
+            } == "42",
+            "relayed 'seq' is not the server's"
+        )
         require(string(byKey["type"], in: relayed) == envelope.type.rawValue, "relayed 'type' changed")
     }
 

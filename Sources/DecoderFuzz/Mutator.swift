@@ -73,7 +73,10 @@ struct Mutator {
                 let end = at + depth + below(bytes.count - at - depth + 1)
                 bytes.insert(contentsOf: Array(repeating: UInt8(ascii: "]"), count: depth), at: end)
             case 7:  // a long run
-                bytes.insert(contentsOf: Array(repeating: pick(Array("9a\\\"{[ ,".utf8)), count: 1 + below(300)), at: at)
+                bytes.insert(
+                    contentsOf: Array(repeating: pick(Array("9a\\\"{[ ,".utf8)), count: 1 + below(300)),
+                    at: at
+                )
             default:  // truncate
                 bytes.removeSubrange(min(at, bytes.count)...)
             }
@@ -130,7 +133,12 @@ struct Mutator {
         guard chance(70) else { return value(depth: 1) }
         switch name {
         case "to", "room":
-            return quoted(pick(["bob", "r1", "a~b", "A.b_c-9", String(repeating: "x", count: 64), "", String(repeating: "x", count: 65), "ü", "a b", "b\\u006fb"]))
+            return quoted(
+                pick([
+                    "bob", "r1", "a~b", "A.b_c-9", String(repeating: "x", count: 64), "",
+                    String(repeating: "x", count: 65), "ü", "a b", "b\\u006fb",
+                ])
+            )
         case "id": return chance(80) ? quoted("req-\(below(100))") : value(depth: 1)
         case "sdp": return quoted("v=0\\r\\n" + String(repeating: "a", count: below(200)))
         case "seq": return pick(["0", "1", "18446744073709551615", "18446744073709551616", "-1", "1.5", "1e3"])
@@ -141,7 +149,8 @@ struct Mutator {
                 "{\"candidate\":\"c\",\"sdpMLineIndex\":65536}", "{\"candidate\":\"c\",\"usernameFragment\":null}",
                 "{\"candidate\":1}", "\"\"",
             ])
-        case "meta": return chance(50) ? "{\"name\":\(quoted(String(repeating: "m", count: below(1100))))}" : value(depth: 1)
+        case "meta":
+            return chance(50) ? "{\"name\":\(quoted(String(repeating: "m", count: below(1100))))}" : value(depth: 1)
         default: return value(depth: 1)
         }
     }
@@ -151,7 +160,10 @@ struct Mutator {
         case 0: return "null"
         case 1: return pick(["true", "false"])
         case 2: return pick(["0", "-0", "1.5e-3", "123456789012345678901234567890", "1e999", "-1"])
-        case 3: return quoted(pick(["", "x", "\\u0000", "\\ud800", "\\udc00\\ud800", "\\ud83d\\ude00", "\\\"", "é", "from"]))
+        case 3:
+            return quoted(
+                pick(["", "x", "\\u0000", "\\ud800", "\\udc00\\ud800", "\\ud83d\\ude00", "\\\"", "é", "from"])
+            )
         case 4: return quoted(String(repeating: "s", count: below(100)))
         case 5: return "\"\(pick(Self.types))\""
         case 6:
@@ -159,7 +171,9 @@ struct Mutator {
             return "[" + (0..<n).map { _ in value(depth: depth + 1) }.joined(separator: ",") + "]"
         default:
             let n = below(4)
-            return "{" + (0..<n).map { _ in quoted(pick(Self.fields)) + ":" + value(depth: depth + 1) }.joined(separator: ",") + "}"
+            return "{"
+                + (0..<n).map { _ in quoted(pick(Self.fields)) + ":" + value(depth: depth + 1) }.joined(separator: ",")
+                + "}"
         }
     }
 
@@ -169,15 +183,22 @@ struct Mutator {
 
     // MARK: Dictionaries
 
-    static let types = ["offer", "answer", "candidate", "bye", "message", "join", "leave", "ping", "received", "welcome", "Offer", ""]
-    static let fields = ["to", "room", "id", "sdp", "candidate", "data", "meta", "seq", "from", "type", "sid", "fr\\u006fm"]
+    static let types = [
+        "offer", "answer", "candidate", "bye", "message", "join", "leave", "ping", "received", "welcome", "Offer", "",
+    ]
+    static let fields = [
+        "to", "room", "id", "sdp", "candidate", "data", "meta", "seq", "from", "type", "sid", "fr\\u006fm",
+    ]
     static let tokens = [
-        "\"from\":\"mallory\",", "\"seq\":1,", "\"type\":\"offer\",", "\"to\":\"bob\",", "\"room\":\"r\",", "\\u0000", "\\ud800",
-        "1e999", "-0", "[", "]", "{", "}", "{\"a\":", "null", "true", ":", ",", "\"", "\\", " ", "\u{0}", "\u{7F}", "\"fr\\u006fm\":1,",
+        "\"from\":\"mallory\",", "\"seq\":1,", "\"type\":\"offer\",", "\"to\":\"bob\",", "\"room\":\"r\",", "\\u0000",
+        "\\ud800",
+        "1e999", "-0", "[", "]", "{", "}", "{\"a\":", "null", "true", ":", ",", "\"", "\\", " ", "\u{0}", "\u{7F}",
+        "\"fr\\u006fm\":1,",
         "\"id\":\"x\",", "\"data\":[1,{\"k\":null}],", "\"candidate\":null,", "\"meta\":{},", "\"sdp\":\"v=0\",",
     ]
     static let interestingBytes: [UInt8] = [
-        0x00, 0x09, 0x0A, 0x20, 0x22, 0x2C, 0x2D, 0x30, 0x3A, 0x5B, 0x5C, 0x5D, 0x65, 0x7B, 0x7D, 0x7F, 0x80, 0xBF, 0xC0, 0xC3,
+        0x00, 0x09, 0x0A, 0x20, 0x22, 0x2C, 0x2D, 0x30, 0x3A, 0x5B, 0x5C, 0x5D, 0x65, 0x7B, 0x7D, 0x7F, 0x80, 0xBF,
+        0xC0, 0xC3,
         0xED, 0xF4, 0xFF,
     ]
     static let seeds = [

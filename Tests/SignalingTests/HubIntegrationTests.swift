@@ -41,7 +41,9 @@ import Testing
         #expect(try await bob.next("ack")["id"] as? String == "a1")
 
         for n in 0..<3 {
-            alice.send(#"{"type":"candidate","to":"bob","candidate":{"candidate":"candidate:\#(n) 1 udp 2122260223 192.0.2.1 5000\#(n) typ host","sdpMid":"0","sdpMLineIndex":0},"id":"c\#(n)"}"#)
+            alice.send(
+                #"{"type":"candidate","to":"bob","candidate":{"candidate":"candidate:\#(n) 1 udp 2122260223 192.0.2.1 5000\#(n) typ host","sdpMid":"0","sdpMLineIndex":0},"id":"c\#(n)"}"#
+            )
         }
         alice.send(#"{"type":"candidate","to":"bob","candidate":null,"id":"cend"}"#)
         for n in 0..<3 {
@@ -80,7 +82,10 @@ import Testing
             (#"{"type":"offer","to":5,"sdp":"x","id":"3"}"#, "bad-message"),
             (#"{"type":"offer","to":"nobody","sdp":"x","id":"4"}"#, "peer-unavailable"),
             (#"{"type":"offer","to":"bob","sdp":"x","room":"r","id":"5"}"#, "not-in-room"),
-            (#"{"type":"join","room":"r","meta":{"x":"\#(String(repeating: "x", count: 2000))"},"id":"6"}"#, "too-large"),
+            (
+                #"{"type":"join","room":"r","meta":{"x":"\#(String(repeating: "x", count: 2000))"},"id":"6"}"#,
+                "too-large"
+            ),
         ]
         for (text, code) in cases {
             alice.send(text)
@@ -116,7 +121,9 @@ import Testing
         binary.client.send(frame: WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: [1, 2, 3])))
         #expect(try await binary.closed() == 1003)
         let invalid = try await hub.peer()
-        invalid.client.send(frame: WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(bytes: [0x7B, 0xC3, 0x28, 0x7D])))
+        invalid.client.send(
+            frame: WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(bytes: [0x7B, 0xC3, 0x28, 0x7D]))
+        )
         #expect(try await invalid.closed() == 1007)
     }
 
@@ -157,7 +164,10 @@ import Testing
         // alg "none" is refused even though its claims are fine.
         let parts = try await token("alice").split(separator: ".")
         let noneHeader = Data(#"{"alg":"none","typ":"JWT"}"#.utf8).base64EncodedString()
-            .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(
+                of: "/",
+                with: "_"
+            )
         let none = try await hub.connect("token=\(noneHeader).\(parts[1]).")
         #expect(try await none.closed() == 4001)
 
@@ -396,7 +406,9 @@ private func blockingConnect(port: Int) throws -> Int32 {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else {
         close(fd)

@@ -289,7 +289,9 @@ struct HubHarness {
         #expect(hub.state.counters.detachedEvicted == 1)
         #expect(hub.resume("b1", token: tokens[0], last: 0).0 == .refused(.sessionNotResumable))
         // A resumed session no longer counts; its stale queue entry is skipped.
-        #expect(hub.resume("b2", token: tokens[1], last: 0).0 == .opened(peer: "b2", resumed: true, gap: false, replayed: 2))
+        #expect(
+            hub.resume("b2", token: tokens[1], last: 0).0 == .opened(peer: "b2", resumed: true, gap: false, replayed: 2)
+        )
         hub.connect("b4")
         hub.drop("b4")
         #expect(hub.state.hasSession("b3") && hub.state.hasSession("b4"))
@@ -409,7 +411,8 @@ struct HubHarness {
         for _ in 0..<100_000 {
             var actions: [HubAction] = []
             hub.state.receive(alice, message, actions: &actions)
-            if case .send(_, let reply) = actions.last, reply.readableBytesView.count > 40 { full += 1 }  // an error, not an ack
+            // An error, not an ack.
+            if case .send(_, let reply) = actions.last, reply.readableBytesView.count > 40 { full += 1 }
         }
         #expect(full == 100_000 - 8)
         #expect(hub.state.bufferedCount(of: "bob") == 8)

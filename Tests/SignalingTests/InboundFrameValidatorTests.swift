@@ -16,7 +16,13 @@ import Testing
         var validator = InboundFrameValidator(maxMessageBytes: maxMessageBytes, maxFragments: maxFragments)
         return frames.map { frame in
             frame.payload.withUnsafeBytes {
-                validator.inspect(fin: frame.fin, opcode: frame.opcode, reservedBits: reservedBits, masked: masked, payload: $0)
+                validator.inspect(
+                    fin: frame.fin,
+                    opcode: frame.opcode,
+                    reservedBits: reservedBits,
+                    masked: masked,
+                    payload: $0
+                )
             }
         }
     }
@@ -83,7 +89,10 @@ import Testing
         // "κ" (CE BA) split across two fragments is fine.
         #expect(run([(false, .text, [0xCE]), (true, .continuation, [0xBA])]).allSatisfy { $0 == .accept })
         // An invalid byte in the second of three fragments fails before the third arrives.
-        let verdicts = run([(false, .text, Array("ok".utf8)), (false, .continuation, [0xF4, 0x90]), (true, .continuation, [0x80, 0x80])])
+        let verdicts = run([
+            (false, .text, Array("ok".utf8)), (false, .continuation, [0xF4, 0x90]),
+            (true, .continuation, [0x80, 0x80]),
+        ])
         #expect(verdicts[0] == .accept)
         #expect(code(verdicts[1]) == .invalidPayload)
         #expect(verdicts[2] == .drop)

@@ -42,7 +42,9 @@ import Testing
     @Test func decodesEscapes() {
         let text = #""a\"b\\c\n\u00e9\ud83d\ude00""#
         let bytes = Array(text.utf8)
-        let decoded = bytes.withUnsafeBytes { JSONScanner.decodeString($0, start: 0, end: bytes.count, hasEscapes: true) }
+        let decoded = bytes.withUnsafeBytes {
+            JSONScanner.decodeString($0, start: 0, end: bytes.count, hasEscapes: true)
+        }
         #expect(decoded == "a\"b\\c\né😀")
     }
 

@@ -34,7 +34,14 @@ public final class HubMetrics: Sendable {
         connectionsRefused = Counter(label: "signal_connections_refused_total", factory: factory)
         signalsRelayed = Dictionary(
             uniqueKeysWithValues: SignalType.allCases.map {
-                ($0, Counter(label: "signal_signals_relayed_total", dimensions: [("type", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    Counter(
+                        label: "signal_signals_relayed_total",
+                        dimensions: [("type", $0.rawValue)],
+                        factory: factory
+                    )
+                )
             }
         )
         errors = Dictionary(

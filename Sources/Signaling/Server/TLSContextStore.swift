@@ -57,7 +57,9 @@ public final class TLSContextStore: Sendable {
         do {
             chain = try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8))
         } catch {
-            throw TLSSetupError(description: "the certificate file \(files.certificatePath) holds no valid PEM certificate")
+            throw TLSSetupError(
+                description: "the certificate file \(files.certificatePath) holds no valid PEM certificate"
+            )
         }
         guard !chain.isEmpty else {
             throw TLSSetupError(description: "the certificate file \(files.certificatePath) holds no PEM certificate")
@@ -71,16 +73,23 @@ public final class TLSContextStore: Sendable {
         // The key must belong to the leaf certificate.
         do {
             let end = "-----END CERTIFICATE-----"
-            guard let leafEnd = chainPEM.range(of: end) else { throw TLSSetupError(description: "no PEM block in \(files.certificatePath)") }
+            guard let leafEnd = chainPEM.range(of: end) else {
+                throw TLSSetupError(description: "no PEM block in \(files.certificatePath)")
+            }
             let leaf = try Certificate(pemEncoded: String(chainPEM[..<leafEnd.upperBound]))
             let privateKey = try Certificate.PrivateKey(pemEncoded: keyPEM)
             guard privateKey.publicKey == leaf.publicKey else {
-                throw TLSSetupError(description: "the key file \(files.keyPath) does not match the certificate in \(files.certificatePath)")
+                throw TLSSetupError(
+                    description:
+                        "the key file \(files.keyPath) does not match the certificate in \(files.certificatePath)"
+                )
             }
         } catch let error as TLSSetupError {
             throw error
         } catch {
-            throw TLSSetupError(description: "cannot check that \(files.keyPath) matches \(files.certificatePath): \(error)")
+            throw TLSSetupError(
+                description: "cannot check that \(files.keyPath) matches \(files.certificatePath): \(error)"
+            )
         }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) },

@@ -32,7 +32,13 @@ final class HTTPRouter: ChannelInboundHandler, RemovableChannelHandler {
             }
         case "/metrics":
             let body = context.channel.allocator.buffer(bytes: endpoints.metrics())
-            HTTPResponder.respond(context: context, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body, headOnly: headOnly)
+            HTTPResponder.respond(
+                context: context,
+                status: .ok,
+                contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: body,
+                headOnly: headOnly
+            )
         case "/ws", "/echo":
             HTTPResponder.text(context, .upgradeRequired, "this endpoint speaks WebSocket only")
         default:

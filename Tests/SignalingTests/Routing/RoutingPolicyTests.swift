@@ -21,26 +21,88 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 
     static let all: [DeliverCase] = [
-        DeliverCase(name: "no session", recipientRooms: nil, senderRooms: [], room: nil, requireSharedRoom: false,
-                    expected: .peerUnavailable("bob")),
-        DeliverCase(name: "open relay", recipientRooms: [], senderRooms: [], room: nil, requireSharedRoom: false,
-                    expected: nil),
-        DeliverCase(name: "room scope, recipient in it", recipientRooms: ["x"], senderRooms: ["x"], room: "x",
-                    requireSharedRoom: false, expected: nil),
-        DeliverCase(name: "room scope, recipient not in it", recipientRooms: ["y"], senderRooms: ["x"], room: "x",
-                    requireSharedRoom: false, expected: .recipientNotInRoom(peer: "bob", room: "x")),
-        DeliverCase(name: "room scope wins over shared rule", recipientRooms: ["x"], senderRooms: ["x"], room: "x",
-                    requireSharedRoom: true, expected: nil),
-        DeliverCase(name: "mallory: no room, shared required", recipientRooms: ["x"], senderRooms: [], room: nil,
-                    requireSharedRoom: true, expected: .noSharedRoom("bob")),
-        DeliverCase(name: "mallory: other room, shared required", recipientRooms: ["x"], senderRooms: ["y"],
-                    room: nil, requireSharedRoom: true, expected: .noSharedRoom("bob")),
-        DeliverCase(name: "shared room", recipientRooms: ["a", "x"], senderRooms: ["y", "x"], room: nil,
-                    requireSharedRoom: true, expected: nil),
-        DeliverCase(name: "to oneself needs no shared room", recipientRooms: [], senderRooms: [], room: nil,
-                    requireSharedRoom: true, recipient: "alice", sender: "alice", expected: nil),
-        DeliverCase(name: "no shared rule", recipientRooms: ["x"], senderRooms: ["y"], room: nil,
-                    requireSharedRoom: false, expected: nil),
+        DeliverCase(
+            name: "no session",
+            recipientRooms: nil,
+            senderRooms: [],
+            room: nil,
+            requireSharedRoom: false,
+            expected: .peerUnavailable("bob")
+        ),
+        DeliverCase(
+            name: "open relay",
+            recipientRooms: [],
+            senderRooms: [],
+            room: nil,
+            requireSharedRoom: false,
+            expected: nil
+        ),
+        DeliverCase(
+            name: "room scope, recipient in it",
+            recipientRooms: ["x"],
+            senderRooms: ["x"],
+            room: "x",
+            requireSharedRoom: false,
+            expected: nil
+        ),
+        DeliverCase(
+            name: "room scope, recipient not in it",
+            recipientRooms: ["y"],
+            senderRooms: ["x"],
+            room: "x",
+            requireSharedRoom: false,
+            expected: .recipientNotInRoom(peer: "bob", room: "x")
+        ),
+        DeliverCase(
+            name: "room scope wins over shared rule",
+            recipientRooms: ["x"],
+            senderRooms: ["x"],
+            room: "x",
+            requireSharedRoom: true,
+            expected: nil
+        ),
+        DeliverCase(
+            name: "mallory: no room, shared required",
+            recipientRooms: ["x"],
+            senderRooms: [],
+            room: nil,
+            requireSharedRoom: true,
+            expected: .noSharedRoom("bob")
+        ),
+        DeliverCase(
+            name: "mallory: other room, shared required",
+            recipientRooms: ["x"],
+            senderRooms: ["y"],
+            room: nil,
+            requireSharedRoom: true,
+            expected: .noSharedRoom("bob")
+        ),
+        DeliverCase(
+            name: "shared room",
+            recipientRooms: ["a", "x"],
+            senderRooms: ["y", "x"],
+            room: nil,
+            requireSharedRoom: true,
+            expected: nil
+        ),
+        DeliverCase(
+            name: "to oneself needs no shared room",
+            recipientRooms: [],
+            senderRooms: [],
+            room: nil,
+            requireSharedRoom: true,
+            recipient: "alice",
+            sender: "alice",
+            expected: nil
+        ),
+        DeliverCase(
+            name: "no shared rule",
+            recipientRooms: ["x"],
+            senderRooms: ["y"],
+            room: nil,
+            requireSharedRoom: false,
+            expected: nil
+        ),
     ]
 }
 
@@ -80,18 +142,26 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
 
     @Test func joins() {
         let policy = Self.policy()
-        #expect(policy.join(room: "x", grant: .only(["y"]), isMember: false, roomsHeld: 0, roomSize: 0)
-            == .refuse(.roomNotGranted("x")))
+        #expect(
+            policy.join(room: "x", grant: .only(["y"]), isMember: false, roomsHeld: 0, roomSize: 0)
+                == .refuse(.roomNotGranted("x"))
+        )
         #expect(policy.join(room: "x", grant: .all, isMember: false, roomsHeld: 0, roomSize: 0) == .join)
-        #expect(policy.join(room: "x", grant: .all, isMember: false, roomsHeld: 2, roomSize: 0)
-            == .refuse(.tooManyRooms(limit: 2)))
-        #expect(policy.join(room: "x", grant: .all, isMember: false, roomsHeld: 0, roomSize: 2)
-            == .refuse(.roomFull("x", limit: 2)))
+        #expect(
+            policy.join(room: "x", grant: .all, isMember: false, roomsHeld: 2, roomSize: 0)
+                == .refuse(.tooManyRooms(limit: 2))
+        )
+        #expect(
+            policy.join(room: "x", grant: .all, isMember: false, roomsHeld: 0, roomSize: 2)
+                == .refuse(.roomFull("x", limit: 2))
+        )
         // A member joining its own (full) room again, at its room limit: only its meta changes.
         #expect(policy.join(room: "x", grant: .all, isMember: true, roomsHeld: 2, roomSize: 2) == .rejoin)
         // A grant taken away still refuses a member's re-join.
-        #expect(policy.join(room: "x", grant: .only([]), isMember: true, roomsHeld: 1, roomSize: 1)
-            == .refuse(.roomNotGranted("x")))
+        #expect(
+            policy.join(room: "x", grant: .only([]), isMember: true, roomsHeld: 1, roomSize: 1)
+                == .refuse(.roomNotGranted("x"))
+        )
         #expect(policy.leave(room: "x", isMember: false) == .notInRoom("x"))
         #expect(policy.leave(room: "x", isMember: true) == nil)
     }
@@ -126,8 +196,10 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
 
     /// Every refusal's code, text and close are produced here, once; spot-check the wire form.
     @Test func refusalsRenderOnce() {
-        #expect(String(buffer: Refusal.noSharedRoom("bob").errorMessage(id: "o1"))
-            == #"{"type":"error","code":"not-in-room","message":"you share no room with peer \"bob\"","id":"o1"}"#)
+        #expect(
+            String(buffer: Refusal.noSharedRoom("bob").errorMessage(id: "o1"))
+                == #"{"type":"error","code":"not-in-room","message":"you share no room with peer \"bob\"","id":"o1"}"#
+        )
         #expect(Refusal.idTaken("bob").close == (.idTaken, true))
         #expect(Refusal.sessionNotResumable.close == (.sessionNotResumable, false))
         #expect(Refusal.peerIDNotAllowed("x").close == (.unauthorized, true))

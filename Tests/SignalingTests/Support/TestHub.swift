@@ -78,7 +78,10 @@ final class TestPeer: @unchecked Sendable {
             for await event in client.events {
                 switch event {
                 case .text(let text):
-                    let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["type": "<invalid>", "raw": text]
+                    let object =
+                        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [
+                            "type": "<invalid>", "raw": text,
+                        ]
                     inbox.withLockedValue { $0.messages.append(object) }
                 case .closed(let code, _):
                     inbox.withLockedValue {
@@ -113,7 +116,10 @@ final class TestPeer: @unchecked Sendable {
             if let found { return found }
             if closed || Date() > deadline {
                 let seen = inbox.withLockedValue { $0.messages.map { $0["type"] as? String ?? "?" } }
-                Issue.record("expected message not received (closed: \(closed)); pending: \(seen)", sourceLocation: sourceLocation)
+                Issue.record(
+                    "expected message not received (closed: \(closed)); pending: \(seen)",
+                    sourceLocation: sourceLocation
+                )
                 throw CancellationError()
             }
             try await Task.sleep(nanoseconds: 2_000_000)
@@ -121,7 +127,9 @@ final class TestPeer: @unchecked Sendable {
     }
 
     /// The next message of `type` (others stay queued).
-    func next(_ type: String, timeout: Double = 5, sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+    func next(_ type: String, timeout: Double = 5, sourceLocation: SourceLocation = #_sourceLocation) async throws
+        -> [String: Any]
+    {
         try await next(timeout: timeout, sourceLocation: sourceLocation) { $0["type"] as? String == type }
     }
 
