@@ -27,6 +27,16 @@ struct ServeCommand: AsyncParsableCommand {
     var jwtSecret: String?
     @Option(help: "Read the HS256 secret from this file (keeps it out of the process list).")
     var jwtSecretFile: String?
+    @Option(help: "Public key (PEM: RSA, P-256, P-384 or Ed25519) tokens may be signed with, as [KID=]PATH (repeatable); auth is on.")
+    var jwtKeyFile: [String] = []
+    @Option(help: "JWKS file (an identity provider's {\"keys\":[…]}) whose signing keys tokens may be signed with, chosen by kid (repeatable); auth is on.")
+    var jwksFile: [String] = []
+    @Option(help: "Accept only tokens whose aud names this audience (repeatable: any of them).")
+    var jwtAudience: [String] = []
+    @Option(help: "Accept only tokens whose iss is this issuer.")
+    var jwtIssuer: String?
+    @Option(help: "Seconds of clock skew tolerated for a token's nbf.")
+    var jwtLeeway = TokenVerifier.defaultLeeway
     @Flag(inversion: .prefixedNo, help: "Only let peers signal peers they share a room with (default: on when auth is on).")
     var requireSharedRoom: Bool?
 
@@ -124,6 +134,10 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("the JWT secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a 256-bit key)")
         }
         config.jwtSecret = secret
+        config.jwtKeys = try makeTokenKeys()
+        config.jwtAudiences = jwtAudience
+        config.jwtIssuer = jwtIssuer
+        config.jwtLeeway = jwtLeeway
         config.requireSharedRoom = requireSharedRoom
         config.allowedOrigins = allowOrigin
         config.heartbeatInterval = heartbeatInterval
@@ -184,6 +198,39 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--node-id needs --redis")
         }
         return config
+    }
+
+    /// `--jwt-key-file [KID=]PATH` and `--jwks-file PATH`.
+    func makeTokenKeys() throws -> [TokenKey] {
+        func read(_ path: String, _ flag: String) throws -> String {
+            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read \(flag) \(path)")
+            }
+            return contents
+        }
+        var keys: [TokenKey] = []
+        for value in jwtKeyFile {
+            var kid: String?
+            var path = value
+            if let equals = value.firstIndex(of: "="), !FileManager.default.fileExists(atPath: value) {
+                kid = String(value[..<equals])
+                path = String(value[value.index(after: equals)...])
+            }
+            do {
+                keys.append(try TokenKey.pem(try read(path, "--jwt-key-file"), kid: kid))
+            } catch let error as TokenKey.Invalid {
+                throw ValidationError("--jwt-key-file \(path): \(error)")
+            }
+        }
+        for path in jwksFile {
+            do {
+                keys += try TokenKey.jwks(try read(path, "--jwks-file"))
+            } catch let error as TokenKey.Invalid {
+                throw ValidationError("--jwks-file \(path): \(error)")
+            }
+        }
+        guard jwtLeeway >= 0 else { throw ValidationError("--jwt-leeway must not be negative") }
+        return keys
     }
 
     /// `--turn-secret`/`--turn-secret-file`, `--turn-url`, `--turn-ttl`: nil without a secret.

@@ -7,18 +7,34 @@ public struct SignalTokenPayload: JWTPayload, Equatable {
     public var sub: SubjectClaim
     /// Expiry; required.
     public var exp: ExpirationClaim
+    /// Not before; optional, honoured with the verifier's leeway.
+    public var nbf: NotBeforeClaim?
+    /// Audience; checked when the verifier is given audiences.
+    public var aud: AudienceClaim?
+    /// Issuer; checked when the verifier is given an issuer.
+    public var iss: IssuerClaim?
     /// Rooms the token may join; `*` or absence means any room.
     public var rooms: [String]?
 
-    public init(sub: String, exp: Date, rooms: [String]? = nil) {
+    public init(
+        sub: String,
+        exp: Date,
+        rooms: [String]? = nil,
+        nbf: Date? = nil,
+        aud: [String]? = nil,
+        iss: String? = nil
+    ) {
         self.sub = SubjectClaim(value: sub)
         self.exp = ExpirationClaim(value: exp)
         self.rooms = rooms
+        self.nbf = nbf.map { NotBeforeClaim(value: $0) }
+        self.aud = aud.map { AudienceClaim(value: $0) }
+        self.iss = iss.map { IssuerClaim(value: $0) }
     }
 
-    public func verify(using algorithm: some JWTAlgorithm) async throws {
-        try self.exp.verifyNotExpired()
-    }
+    /// Claims are checked by ``TokenVerifier`` (with its clock, leeway, audiences and issuer), after the
+    /// signature.
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// Why a token was refused; the message goes into the 4001 close reason (never the token itself).
@@ -26,35 +42,94 @@ public struct TokenRejection: Error, Sendable, Equatable {
     public var reason: String
 }
 
-/// Verifies HS256 client tokens with jwt-kit. The algorithm is pinned: a token whose header names any
-/// other `alg` (`none` included) is refused before its signature is looked at.
+/// Verifies client tokens with jwt-kit: HS256 with a shared secret, and RS256/ES256/EdDSA (and their
+/// siblings, see ``TokenKey/algorithms``) with public keys from PEM files or a JWKS.
+///
+/// Every key is bound to one algorithm. The header's `alg` must be one the hub knows (`none` never is),
+/// then its `kid` picks the key (a token without `kid` is tried with every key of its algorithm), and the
+/// key's algorithm must be the header's: an RS256 key never checks an HS256 token, so a public key can
+/// never be used as an HMAC secret. Then the signature, then the claims: `exp` required and in the
+/// future, `nbf` honoured with the leeway, `aud` and `iss` when configured.
 public struct TokenVerifier: Sendable {
-    private let keys: JWTKeyCollection
+    struct Entry: Sendable {
+        let kid: String?
+        let algorithm: String
+        let keys: JWTKeyCollection
+    }
+
+    private let entries: [Entry]
+    /// Tokens must name one of these in `aud` (none: `aud` is not checked).
+    public let audiences: [String]
+    /// Tokens must have this `iss` (nil: not checked).
+    public let issuer: String?
+    /// Clock skew tolerated for `nbf`, in seconds: a token minted by a server whose clock runs a little
+    /// ahead is usable at once. `exp` gets none: a token is never accepted after its expiry.
+    public let leeway: Int
 
     /// The shortest secret accepted: HS256 keys shorter than the hash output (32 bytes) are weak.
     public static let minimumSecretBytes = 32
+    /// The default clock skew tolerated for `nbf`.
+    public static let defaultLeeway = 30
 
-    /// Creates a verifier. The secret must be at least ``minimumSecretBytes`` long (checked by the
+    /// A verifier of HS256 tokens. The secret must be at least ``minimumSecretBytes`` long (checked by the
     /// callers that take a secret from users, e.g. `signal serve`).
     public init(secret: String) async {
         precondition(secret.utf8.count >= Self.minimumSecretBytes, "HS256 secret shorter than 32 bytes")
-        let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        self.keys = keys
+        await self.init(keys: [.secret(secret)])
     }
 
-    /// Verifies `token`; returns its claims or throws a ``TokenRejection``.
-    public func verify(_ token: String) async throws(TokenRejection) -> SignalTokenPayload {
+    /// A verifier of tokens signed with any of `keys`.
+    public init(keys: [TokenKey], audiences: [String] = [], issuer: String? = nil, leeway: Int = Self.defaultLeeway) async {
+        var entries: [Entry] = []
+        for key in keys {
+            entries.append(Entry(kid: key.kid, algorithm: key.algorithm, keys: await key.collection()))
+        }
+        self.entries = entries
+        self.audiences = audiences
+        self.issuer = issuer
+        self.leeway = max(0, leeway)
+    }
+
+    /// Verifies `token` at `now`; returns its claims or throws a ``TokenRejection``.
+    public func verify(_ token: String, now: Date = Date()) async throws(TokenRejection) -> SignalTokenPayload {
         guard token.utf8.count <= 8192 else { throw TokenRejection(reason: "token too long") }
-        guard let alg = Self.headerAlgorithm(of: token) else { throw TokenRejection(reason: "malformed token") }
-        guard alg == "HS256" else { throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) not accepted") }
-        let payload: SignalTokenPayload
-        do {
-            payload = try await keys.verify(token, as: SignalTokenPayload.self)
-        } catch let error as JWTError where error.errorType == .claimVerificationFailure {
-            throw TokenRejection(reason: "token expired")
-        } catch {
-            throw TokenRejection(reason: "invalid token")
+        guard let header = Self.header(of: token), let alg = header["alg"] as? String else {
+            throw TokenRejection(reason: "malformed token")
+        }
+        guard TokenKey.algorithms.contains(alg), entries.contains(where: { $0.algorithm == alg }) else {
+            throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) not accepted")
+        }
+        let kid = header["kid"] as? String
+        let candidates: [Entry]
+        if let kid {
+            candidates = entries.filter { $0.kid == kid }
+            guard !candidates.isEmpty else { throw TokenRejection(reason: "unknown token key \(kid.prefix(64))") }
+        } else {
+            candidates = entries.filter { $0.algorithm == alg }  // no kid: every key of its algorithm
+        }
+        guard candidates.contains(where: { $0.algorithm == alg }) else {
+            throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) does not match its key")
+        }
+        var verified: SignalTokenPayload?
+        for entry in candidates where entry.algorithm == alg {
+            if let payload = try? await entry.keys.verify(token, as: SignalTokenPayload.self) {
+                verified = payload
+                break
+            }
+        }
+        guard let payload = verified else { throw TokenRejection(reason: "invalid token") }
+        let skew = TimeInterval(leeway)
+        guard payload.exp.value > now else { throw TokenRejection(reason: "token expired") }
+        if let nbf = payload.nbf, nbf.value.addingTimeInterval(-skew) > now {
+            throw TokenRejection(reason: "token not valid yet")
+        }
+        if !audiences.isEmpty {
+            guard let aud = payload.aud, aud.value.contains(where: audiences.contains) else {
+                throw TokenRejection(reason: "token audience not accepted")
+            }
+        }
+        if let issuer, payload.iss?.value != issuer {
+            throw TokenRejection(reason: "token issuer not accepted")
         }
         guard Identifier.isValid(payload.sub.value), !payload.sub.value.contains("~") else {
             throw TokenRejection(reason: "token subject is not a valid peer id")
@@ -62,18 +137,24 @@ public struct TokenVerifier: Sendable {
         return payload
     }
 
-    /// Signs a token (for tests and the CLI's `token` helper).
+    /// Signs a token with the first key, which must be an HS256 secret (for tests and the CLI's `token`
+    /// helper).
     public func sign(_ payload: SignalTokenPayload) async throws -> String {
-        try await keys.sign(payload)
+        guard let first = entries.first, first.algorithm == "HS256" else {
+            throw TokenRejection(reason: "only an HS256 secret signs tokens here")
+        }
+        return try await first.keys.sign(payload)
     }
 
     static func headerAlgorithm(of token: String) -> String? {
+        header(of: token)?["alg"] as? String
+    }
+
+    static func header(of token: String) -> [String: Any]? {
         guard let dot = token.firstIndex(of: ".") else { return nil }
         var base64 = token[..<dot].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while base64.count % 4 != 0 { base64 += "=" }
-        guard let data = Data(base64Encoded: base64),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return nil }
-        return object["alg"] as? String
+        guard let data = Data(base64Encoded: base64) else { return nil }
+        return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
     }
 }

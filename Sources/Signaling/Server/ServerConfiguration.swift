@@ -65,6 +65,17 @@ public struct ServerConfiguration: Sendable {
     public var allowedOrigins: [String] = []
     /// HS256 secret; when set, every client needs a valid token.
     public var jwtSecret: String? = nil
+    /// Public keys client tokens may be signed with (`--jwt-key-file`, `--jwks-file`): RS256, ES256, EdDSA…,
+    /// chosen by `kid`. With any, every client needs a valid token.
+    public var jwtKeys: [TokenKey] = []
+    /// Tokens must name one of these in `aud` (`--jwt-audience`); empty: not checked.
+    public var jwtAudiences: [String] = []
+    /// Tokens must carry this `iss` (`--jwt-issuer`); nil: not checked.
+    public var jwtIssuer: String? = nil
+    /// Seconds of clock skew tolerated for a token's `nbf` (`--jwt-leeway`).
+    public var jwtLeeway: Int = TokenVerifier.defaultLeeway
+    /// Whether clients need a token (a JWT secret or key is configured).
+    public var authEnabled: Bool { jwtSecret != nil || !jwtKeys.isEmpty }
     /// Whether peers may signal only peers they share a room with. `nil` (the default) means: on when
     /// auth is on, off otherwise. Overrides `limits.requireSharedRoom`.
     public var requireSharedRoom: Bool? = nil
@@ -85,7 +96,7 @@ public struct ServerConfiguration: Sendable {
         var limits = self.limits
         limits.maxDetachedSessions = maxDetachedSessions ?? maxConnections
         limits.maxDetachedPerClient = maxDetachedPerIP ?? maxConnectionsPerIP
-        limits.requireSharedRoom = requireSharedRoom ?? (jwtSecret != nil || limits.requireSharedRoom)
+        limits.requireSharedRoom = requireSharedRoom ?? (authEnabled || limits.requireSharedRoom)
         return limits
     }
     /// ICE servers handed out in `welcome` (raw JSON array): the static entries (`--ice-server`).

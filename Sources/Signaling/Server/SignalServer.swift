@@ -65,8 +65,13 @@ public final class SignalServer: Service, Sendable {
         self.registry = registry
         let metrics = HubMetrics(factory: PrometheusMetricsFactory(registry: registry))
         self.metrics = metrics
-        if let secret = configuration.jwtSecret {
-            self.verifier = await TokenVerifier(secret: secret)
+        if configuration.authEnabled {
+            self.verifier = await TokenVerifier(
+                keys: (configuration.jwtSecret.map { [TokenKey.secret($0)] } ?? []) + configuration.jwtKeys,
+                audiences: configuration.jwtAudiences,
+                issuer: configuration.jwtIssuer,
+                leeway: configuration.jwtLeeway
+            )
         } else {
             self.verifier = nil
         }
