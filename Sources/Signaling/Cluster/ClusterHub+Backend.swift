@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import SignalRedis
 
 /// The cluster hub as a server's backend: ``run()`` hosts all of its background work as child tasks, and
@@ -9,8 +10,8 @@ extension ClusterHub: SignalBackend {
     /// the node channel (its subscription, retried until it succeeds, and its messages), maintenance
     /// (refresh, sweep, partition watch), and one task per connection that opens its session, carries out
     /// its requests in order and detaches or ends the session after its socket closed. On cancellation
-    /// both Redis connections are closed (what still waits for Redis fails at once) and `run()` returns
-    /// once every child has.
+    /// it lets the sessions being detached or ended finish (for at most a command timeout), then closes
+    /// both Redis connections (what still waits for Redis fails at once) and returns once every child has.
     public func run() async throws {
         redis.start()
         subscriber.start()
@@ -19,8 +20,18 @@ extension ClusterHub: SignalBackend {
             group.addTask { await self.consumeChannel() }
             group.addTask { await self.maintain() }
             group.addTask {
-                // Closes Redis when the group is cancelled, so children waiting for a reply stop waiting.
+                // When the group is cancelled: sessions whose sockets closed in the server's drain are
+                // being detached (kept for a resume elsewhere); give them up to a command timeout, then
+                // close Redis, so children still waiting for a reply stop waiting.
                 while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                let deadline =
+                    NIODeadline.now()
+                    + TimeAmount.nanoseconds(
+                        Int64(Self.nanoseconds(self.configuration.redis.commandTimeout))
+                    )
+                while self.state.withLockedValue({ $0.closingSessions > 0 }) && NIODeadline.now() < deadline {
+                    try? await self.eventLoop.scheduleTask(in: .milliseconds(10)) {}.futureResult.get()
+                }
                 await self.subscriber.close()
                 await self.redis.close()
             }

@@ -34,15 +34,32 @@ extension ClusterHub {
                 }
                 self.finished(connection, cost: cost)
             case .wait:
-                // Nil once `run()` is cancelled: the server has drained, the connection is gone.
-                guard await doorbell.next() != nil else { return }
+                // Nil once `run()` is cancelled (the server has drained): a socket that closed just before
+                // still gets its session detached or ended.
+                if await doorbell.next() == nil {
+                    if case .finish(let close) = self.next(of: connection) {
+                        await self.finish(connection, close, inFlight: &inFlight)
+                    }
+                    return
+                }
             case .finish(let close):
-                while let pending = inFlight.popFirst() { try? await pending.get() }
-                state.withLockedValue { _ = $0.locals.removeValue(forKey: connection) }
-                await self.closeSession(close, connection: connection)
+                await self.finish(connection, close, inFlight: &inFlight)
                 return
             }
         }
+    }
+
+    /// After the socket closed and every request before the close was taken: once the pipelined ones are
+    /// answered, the connection is forgotten and its session detached or ended.
+    private func finish(
+        _ connection: ConnectionID,
+        _ close: ClusterConnectionState.SessionClose,
+        inFlight: inout CircularBuffer<EventLoopFuture<Void>>
+    ) async {
+        while let pending = inFlight.popFirst() { try? await pending.get() }
+        state.withLockedValue { _ = $0.locals.removeValue(forKey: connection) }
+        await self.closeSession(close, connection: connection)
+        state.withLockedValue { $0.closingSessions -= 1 }
     }
 
     private func next(of connection: ConnectionID) -> ClusterConnectionState.Next {

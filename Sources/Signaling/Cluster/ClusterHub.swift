@@ -55,6 +55,9 @@ public final class ClusterHub: SessionHub {
         var exported = HubCounters()
         var crossNode = 0
         var exportedCrossNode = 0
+        /// Connections whose socket closed and whose session is not yet detached or ended (``run()``
+        /// waits for them, briefly, before it closes Redis).
+        var closingSessions = 0
     }
 
     public let configuration: ClusterConfiguration
@@ -72,6 +75,8 @@ public final class ClusterHub: SessionHub {
     let nodeName: String
     let redis: RedisConnection
     let subscriber: RedisSubscriber
+    /// For waits that must not end early when ``run()`` is cancelled.
+    let eventLoop: any EventLoop
     let logger: Logger
     let state: NIOLockedValueBox<State>
     /// Jobs for ``run()``: new connections from ``open(_:outbox:request:)``, and notices decided where no
@@ -115,6 +120,7 @@ public final class ClusterHub: SessionHub {
             )
         )
         self.jobs = AsyncStream<Job>.makeStream()
+        self.eventLoop = eventLoopGroup.next()
         var redisConfiguration = configuration.redis
         redisConfiguration.clientName = redisConfiguration.clientName ?? "signal-\(configuration.nodeID)"
         self.redis = try RedisConnection(
@@ -178,8 +184,10 @@ public final class ClusterHub: SessionHub {
         let reachable = redis.isConnected
         let keep = keepSession && limits.resumeGraceNanos > 0
         let doorbell = state.withLockedValue { state -> AsyncStream<Void>.Continuation? in
-            state.locals[connection]?.connection.socketDidClose(keepSession: keep, redisReachable: reachable)
-            return state.locals[connection]?.doorbell
+            guard let local = state.locals[connection], local.connection.socketClosed == nil else { return nil }
+            state.locals[connection]!.connection.socketDidClose(keepSession: keep, redisReachable: reachable)
+            state.closingSessions += 1
+            return state.locals[connection]!.doorbell
         }
         doorbell?.yield()
     }

@@ -138,6 +138,27 @@ final class RecordingConnection: Sendable {
         #expect(!a.isReady)
     }
 
+    @Test func aSessionWhoseSocketClosedInTheDrainIsDetachedBeforeRunCloses() async throws {
+        let server = try await RedisTestServer()
+        let hub = try node(server, "drain")
+        let client = RecordingConnection()
+        let id = hub.makeConnectionID()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await hub.run() }
+            try await waitFor("ready") { hub.isReady }
+            _ = hub.open(id, outbox: client.outbox, request: .fresh(peer: "carol", subject: nil, grant: .all))
+            try await waitFor("welcome") { !client.messages("welcome").isEmpty }
+            // The server's drain closes the socket with 1001 and cancels the backend right after.
+            hub.closed(id, keepSession: true)
+            group.cancelAll()
+            try await group.waitForAll()
+        }
+        let redis = try server.connection()
+        // Detached: kept for a resume elsewhere, with the grace period as its deadline.
+        #expect(try await redis.send(["HGET", "hubtest:{carol}:s", "away"]).string == "1")
+        await redis.close()
+    }
+
     @Test func aConnectionsRequestsAreRefusedPastTheBoundWhileRedisStalls() async throws {
         let server = try await RedisTestServer(["--enable-debug-command", "yes"])
         var configuration = ClusterConfiguration(redis: try server.configuration(), nodeID: "stall")
