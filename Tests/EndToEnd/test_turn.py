@@ -2,7 +2,7 @@
 `use-auth-secret`): the hub mints each session's credentials with the same secret (`--turn-secret`), two
 aiortc peers restricted to relay candidates connect through the relay with them, a forged or expired
 credential is refused by coturn (401), and a refreshed credential (`ice-servers`) still allocates after
-the welcome's one expired."""
+the welcome's one expired; the same with a relay-only Chromium pair through the SDK."""
 
 import asyncio
 import base64
@@ -17,7 +17,9 @@ import websockets
 from aioice import turn
 
 from conftest import free_port
+from e2e_helpers import web_args
 from test_aiortc import finish, start_peer
+from test_browser import run_pair
 
 SECRET = "turn-secret-for-the-e2e-tests-0123"
 RETIRING = "retiring-turn-secret-for-the-tests"
@@ -180,3 +182,22 @@ def test_a_relay_only_peer_without_turn_credentials_cannot_connect(start_hub, co
     procs = {peer: start_peer(hub, peer, "turn", "--count", "5", "--relay-only", "--timeout", "6") for peer in ["py-a", "py-b"]}
     results = {peer: finish(proc, timeout=30) for peer, proc in procs.items()}
     assert all(not result["ok"] for result in results.values()), results
+
+
+def test_a_relay_only_chromium_pair_connects_through_coturn_and_applies_the_refresh(start_hub, coturn, tmp_path):
+    # Two SDK peers in headless Chromium with iceTransportPolicy "relay": only the hub's TURN credentials
+    # can connect them. A TTL of 5 s: A's next ice-servers message arrives while the channel is open and
+    # the SDK hands it to the RTCPeerConnection (setConfiguration).
+    hub = start_hub(*web_args(), "--turn-secret", SECRET, "--turn-url", coturn.url, "--turn-ttl", "5")
+    result = asyncio.run(run_pair(
+        tmp_path, hub.http + "/test/e2e.html", ws=hub.ws, room="turn", peerA="e2e-a", peerB="e2e-b",
+        link={"configuration": {"iceTransportPolicy": "relay"}}, iceRefresh=True,
+    ))
+    assert result["ok"], result
+    pair = result["pair"]
+    assert pair["local"].startswith("relay ") and pair["remote"].startswith("relay "), pair
+    ice = result["ice"]
+    welcome, refreshed, configured = (turn_entry(ice[k]) for k in ("welcome", "refreshed", "configured"))
+    assert welcome["username"].endswith(":e2e-a") and refreshed["username"] != welcome["username"]
+    assert configured["username"] == refreshed["username"] and configured["credential"] == refreshed["credential"]
+    assert result["links"]["A"]["stats"]["iceServerUpdates"] >= 1
