@@ -15,7 +15,8 @@ struct PeerCommand: AsyncParsableCommand {
               candidate TO JSON         bye TO
               msg TO TEXT               say ROOM TEXT
               ping                      quit
-            Requests get ids c1, c2, … so their ack/error can be matched. Status lines go to stderr.
+            Requests get ids c1, c2, … so their ack/error can be matched. Status lines go to stderr, among
+            them the ICE servers of each welcome and ice-servers refresh (TURN username and expiry).
             After a dropped connection the peer resumes its session by itself (backoff with jitter).
             Exit status: 0 on quit or end of input, 1 when the connection is refused or the session ends
             with a close code other than 1000.
@@ -51,6 +52,9 @@ struct PeerCommand: AsyncParsableCommand {
                 switch event {
                 case .message(let text):
                     FileHandle.standardOutput.write(Data((text + "\n").utf8))
+                    if let summary = IceServersSummary.line(for: text) {
+                        FileHandle.standardError.write(Data("# \(summary)\n".utf8))
+                    }
                 case .status(let text):
                     FileHandle.standardError.write(Data("# \(text)\n".utf8))
                 case .ended(let code, let reason):
@@ -152,5 +156,27 @@ final class StandardInputLines: Sendable {
             }
             continuation.finish()
         }
+    }
+}
+
+/// The `# ice servers: …` status line for a `welcome` or an `ice-servers` message: each entry's URLs and,
+/// for TURN credentials, the username and when it expires (the credential itself is not repeated).
+enum IceServersSummary {
+    static func line(for text: String, now: Date = Date()) -> String? {
+        guard text.contains("\"iceServers\""),
+            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let type = object["type"] as? String, type == "welcome" || type == "ice-servers",
+            let servers = object["iceServers"] as? [[String: Any]], !servers.isEmpty
+        else { return nil }
+        let entries = servers.map { server -> String in
+            let urls = (server["urls"] as? [String]) ?? [(server["urls"] as? String) ?? "?"]
+            guard let username = server["username"] as? String else { return urls.joined(separator: " ") }
+            var entry = urls.joined(separator: " ") + " (username \(username)"
+            if let expiry = username.split(separator: ":").first.flatMap({ Int($0) }) {
+                entry += ", expires in \(expiry - Int(now.timeIntervalSince1970)) s"
+            }
+            return entry + ")"
+        }
+        return (type == "welcome" ? "ice servers: " : "ice servers refreshed: ") + entries.joined(separator: ", ")
     }
 }
