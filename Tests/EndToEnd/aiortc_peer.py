@@ -295,6 +295,7 @@ class Peer:
             "ok": len(got) == args.count and out_of_order == 0 and not self.errors,
             "peer": me, "remote": self.remote, "polite": polite, "received": len(got), "out_of_order": out_of_order,
             "errors": self.errors, "stats": self.stats, "pair": self.selected_pair(),
+            "local_candidate_types": self.local_candidate_types(),
             "connection_states": states,
         }
         negotiator.cancel()
@@ -302,6 +303,12 @@ class Peer:
         await self.ws.close()
         reader.cancel()
         return result
+
+    def local_candidate_types(self):
+        try:
+            return sorted({c.type for c in self.pc.sctp.transport.transport._connection.local_candidates})
+        except Exception:
+            return None
 
     def selected_pair(self):
         try:
