@@ -57,7 +57,9 @@ public struct IceServer: Sendable, Equatable {
                     throw ParseError(description: "--ice-server: cannot read credential-file \(field)")
                 }
             default:
-                throw ParseError(description: "--ice-server: unknown field \"\(name)\" (username, credential, credential-file)")
+                throw ParseError(
+                    description: "--ice-server: unknown field \"\(name)\" (username, credential, credential-file)"
+                )
             }
         }
         for url in urls {
@@ -66,7 +68,8 @@ public struct IceServer: Sendable, Equatable {
             }
             if scheme.hasPrefix("turn"), server.username == nil || server.credential == nil {
                 throw ParseError(
-                    description: "--ice-server: \(url) needs ;username=…;credential=… (or use --turn-url with --turn-secret)"
+                    description:
+                        "--ice-server: \(url) needs ;username=…;credential=… (or use --turn-url with --turn-secret)"
                 )
             }
         }

@@ -87,24 +87,52 @@ public struct TokenKey: Sendable {
                 let key: TokenKey
                 switch (entry.kty, entry.crv) {
                 case ("RSA", _):
-                    guard let n = entry.n, let e = entry.e else { throw Invalid(description: "\(name): RSA key without n or e") }
+                    guard let n = entry.n, let e = entry.e else {
+                        throw Invalid(description: "\(name): RSA key without n or e")
+                    }
                     let algorithm = entry.alg ?? "RS256"
                     guard ["RS256", "RS384", "RS512"].contains(algorithm) else {
                         throw Invalid(description: "\(name): alg \(algorithm) does not fit an RSA key")
                     }
-                    key = TokenKey(kid: entry.kid, algorithm: algorithm, material: .rsa(try Insecure.RSA.PublicKey(modulus: n, exponent: e)))
+                    key = TokenKey(
+                        kid: entry.kid,
+                        algorithm: algorithm,
+                        material: .rsa(try Insecure.RSA.PublicKey(modulus: n, exponent: e))
+                    )
                 case ("EC", "P-256"):
-                    guard let x = entry.x, let y = entry.y else { throw Invalid(description: "\(name): EC key without x or y") }
-                    guard entry.alg == nil || entry.alg == "ES256" else { throw Invalid(description: "\(name): alg does not fit P-256") }
-                    key = TokenKey(kid: entry.kid, algorithm: "ES256", material: .es256(try ES256PublicKey(parameters: (x, y))))
+                    guard let x = entry.x, let y = entry.y else {
+                        throw Invalid(description: "\(name): EC key without x or y")
+                    }
+                    guard entry.alg == nil || entry.alg == "ES256" else {
+                        throw Invalid(description: "\(name): alg does not fit P-256")
+                    }
+                    key = TokenKey(
+                        kid: entry.kid,
+                        algorithm: "ES256",
+                        material: .es256(try ES256PublicKey(parameters: (x, y)))
+                    )
                 case ("EC", "P-384"):
-                    guard let x = entry.x, let y = entry.y else { throw Invalid(description: "\(name): EC key without x or y") }
-                    guard entry.alg == nil || entry.alg == "ES384" else { throw Invalid(description: "\(name): alg does not fit P-384") }
-                    key = TokenKey(kid: entry.kid, algorithm: "ES384", material: .es384(try ES384PublicKey(parameters: (x, y))))
+                    guard let x = entry.x, let y = entry.y else {
+                        throw Invalid(description: "\(name): EC key without x or y")
+                    }
+                    guard entry.alg == nil || entry.alg == "ES384" else {
+                        throw Invalid(description: "\(name): alg does not fit P-384")
+                    }
+                    key = TokenKey(
+                        kid: entry.kid,
+                        algorithm: "ES384",
+                        material: .es384(try ES384PublicKey(parameters: (x, y)))
+                    )
                 case ("OKP", "Ed25519"):
                     guard let x = entry.x else { throw Invalid(description: "\(name): OKP key without x") }
-                    guard entry.alg == nil || entry.alg == "EdDSA" else { throw Invalid(description: "\(name): alg does not fit Ed25519") }
-                    key = TokenKey(kid: entry.kid, algorithm: "EdDSA", material: .eddsa(try EdDSA.PublicKey(x: x, curve: .ed25519)))
+                    guard entry.alg == nil || entry.alg == "EdDSA" else {
+                        throw Invalid(description: "\(name): alg does not fit Ed25519")
+                    }
+                    key = TokenKey(
+                        kid: entry.kid,
+                        algorithm: "EdDSA",
+                        material: .eddsa(try EdDSA.PublicKey(x: x, curve: .ed25519))
+                    )
                 case ("oct", _):
                     throw Invalid(description: "\(name): symmetric keys do not belong in a JWKS; use --jwt-secret-file")
                 default:

@@ -79,7 +79,9 @@ public struct TokenVerifier: Sendable {
     }
 
     /// A verifier of tokens signed with any of `keys`.
-    public init(keys: [TokenKey], audiences: [String] = [], issuer: String? = nil, leeway: Int = Self.defaultLeeway) async {
+    public init(keys: [TokenKey], audiences: [String] = [], issuer: String? = nil, leeway: Int = Self.defaultLeeway)
+        async
+    {
         var entries: [Entry] = []
         for key in keys {
             entries.append(Entry(kid: key.kid, algorithm: key.algorithm, keys: await key.collection()))

@@ -39,7 +39,11 @@ public struct TurnCredentialIssuer: Sendable {
     /// The `RTCIceServer` entry for `peer` issued at `now`.
     public func iceServer(peer: String, now: Date) -> IceServer {
         let username = self.username(peer: peer, now: now)
-        return IceServer(urls: urls, username: username, credential: Self.credential(secret: secrets[0], username: username))
+        return IceServer(
+            urls: urls,
+            username: username,
+            credential: Self.credential(secret: secrets[0], username: username)
+        )
     }
 
     /// base64(HMAC-SHA1(secret, username)): what coturn computes for `use-auth-secret`.

@@ -34,7 +34,8 @@ import Testing
             signer: signer,
             kid: kid,
             publicPEM: key.publicKey.pemRepresentation,
-            jwk: #"{"kty":"EC","crv":"P-256","kid":"\#(kid)","use":"sig","x":"\#(parameters.x)","y":"\#(parameters.y)"}"#
+            jwk:
+                #"{"kty":"EC","crv":"P-256","kid":"\#(kid)","use":"sig","x":"\#(parameters.x)","y":"\#(parameters.y)"}"#
         )
     }
 
@@ -64,7 +65,11 @@ import Testing
             index = next
         }
         let signer = JWTKeyCollection()
-        await signer.add(rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
+        await signer.add(
+            rsa: try Insecure.RSA.PrivateKey(pem: privatePEM),
+            digestAlgorithm: .sha256,
+            kid: JWKIdentifier(string: kid)
+        )
         return Pair(
             signer: signer,
             kid: kid,
@@ -125,9 +130,12 @@ import Testing
         let ec = await Self.ecdsa(kid: "ec-1")
         let ed = try await Self.eddsa(kid: "ed-1")
         let fromPEM = await TokenVerifier(keys: [
-            try .pem(rsa.publicPEM, kid: "rsa-1"), try .pem(ec.publicPEM, kid: "ec-1"), try .pem(ed.publicPEM, kid: "ed-1"),
+            try .pem(rsa.publicPEM, kid: "rsa-1"), try .pem(ec.publicPEM, kid: "ec-1"),
+            try .pem(ed.publicPEM, kid: "ed-1"),
         ])
-        let jwks = try TokenKey.jwks(#"{"keys":[\#(rsa.jwk),\#(ec.jwk),\#(ed.jwk),{"kty":"EC","crv":"P-256","use":"enc","x":"","y":""}]}"#)
+        let jwks = try TokenKey.jwks(
+            #"{"keys":[\#(rsa.jwk),\#(ec.jwk),\#(ed.jwk),{"kty":"EC","crv":"P-256","use":"enc","x":"","y":""}]}"#
+        )
         #expect(jwks.map(\.algorithm) == ["RS256", "ES256", "EdDSA"], "the encryption key is skipped")
         let fromJWKS = await TokenVerifier(keys: jwks)
         for verifier in [fromPEM, fromJWKS] {
@@ -149,7 +157,8 @@ import Testing
         let privatePEM = try Self.openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
         await rs384.add(rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha384, kid: "rsa-1")
         #expect(
-            await Self.rejection(fromPEM, try await rs384.sign(Self.claims(), kid: "rsa-1")) == "token algorithm RS384 not accepted"
+            await Self.rejection(fromPEM, try await rs384.sign(Self.claims(), kid: "rsa-1"))
+                == "token algorithm RS384 not accepted"
         )
         // A token without kid is tried with every key of its algorithm.
         #expect(try await fromJWKS.verify(try await ed.signer.sign(Self.claims()), now: Self.now).sub.value == "alice")
@@ -161,15 +170,24 @@ import Testing
         // HS256 keyed with the public key's PEM (the classic confusion), under the RSA key's kid and without.
         for kid in ["rsa-1", nil] as [String?] {
             let forger = JWTKeyCollection()
-            await forger.add(hmac: HMACKey(from: rsa.publicPEM), digestAlgorithm: .sha256, kid: kid.map { JWKIdentifier(string: $0) })
+            await forger.add(
+                hmac: HMACKey(from: rsa.publicPEM),
+                digestAlgorithm: .sha256,
+                kid: kid.map { JWKIdentifier(string: $0) }
+            )
             let token = try await forger.sign(Self.claims(), kid: kid.map { JWKIdentifier(string: $0) })
             #expect(await Self.rejection(verifier, token) == "token algorithm HS256 not accepted")
         }
         // With an HS256 secret configured too, HS256 is known, but never checked with the RSA key.
-        let both = await TokenVerifier(keys: [.secret(String(repeating: "s", count: 32)), try .pem(rsa.publicPEM, kid: "rsa-1")])
+        let both = await TokenVerifier(keys: [
+            .secret(String(repeating: "s", count: 32)), try .pem(rsa.publicPEM, kid: "rsa-1"),
+        ])
         let forger = JWTKeyCollection()
         await forger.add(hmac: HMACKey(from: rsa.publicPEM), digestAlgorithm: .sha256, kid: "rsa-1")
-        #expect(await Self.rejection(both, try await forger.sign(Self.claims(), kid: "rsa-1")) == "token algorithm HS256 does not match its key")
+        #expect(
+            await Self.rejection(both, try await forger.sign(Self.claims(), kid: "rsa-1"))
+                == "token algorithm HS256 does not match its key"
+        )
         // … and without a kid it is checked with the HS256 secret only, which it was not signed with.
         #expect(await Self.rejection(both, try await forger.sign(Self.claims())) == "invalid token")
         // alg none
@@ -177,16 +195,25 @@ import Testing
         let body = Self.base64URL(Data(#"{"sub":"alice","exp":\#(Int(Self.now.timeIntervalSince1970) + 600)}"#.utf8))
         #expect(await Self.rejection(verifier, "\(header).\(body).") == "token algorithm none not accepted")
         // Private keys are refused as configuration.
-        #expect(throws: TokenKey.Invalid.self) { try TokenKey.pem(try Self.openssl(["genpkey", "-algorithm", "ED25519"])) }
+        #expect(throws: TokenKey.Invalid.self) {
+            try TokenKey.pem(try Self.openssl(["genpkey", "-algorithm", "ED25519"]))
+        }
         #expect(throws: TokenKey.Invalid.self) { try TokenKey.jwks(#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#) }
-        #expect(throws: TokenKey.Invalid.self) { try TokenKey.jwks(#"{"keys":[{"kty":"RSA","alg":"ES256","n":"AQAB","e":"AQAB"}]}"#) }
+        #expect(throws: TokenKey.Invalid.self) {
+            try TokenKey.jwks(#"{"keys":[{"kty":"RSA","alg":"ES256","n":"AQAB","e":"AQAB"}]}"#)
+        }
     }
 
     @Test func claimsExpNbfAudIss() async throws {
         let ec = await Self.ecdsa(kid: "ec-1")
         let key = try TokenKey.pem(ec.publicPEM, kid: "ec-1")
         let plain = await TokenVerifier(keys: [key])
-        let strict = await TokenVerifier(keys: [key], audiences: ["app", "app-staging"], issuer: "https://id.example.org/", leeway: 30)
+        let strict = await TokenVerifier(
+            keys: [key],
+            audiences: ["app", "app-staging"],
+            issuer: "https://id.example.org/",
+            leeway: 30
+        )
         func token(_ claims: SignalTokenPayload) async throws -> String { try await ec.sign(claims) }
 
         #expect(await Self.rejection(plain, try await token(Self.claims(exp: -1))) == "token expired")
@@ -198,11 +225,25 @@ import Testing
         #expect(await Self.rejection(plain, try await token(Self.claims(aud: ["other"], iss: "mallory"))) == nil)
         let good = Self.claims(aud: ["other", "app"], iss: "https://id.example.org/")
         #expect(await Self.rejection(strict, try await token(good)) == nil)
-        #expect(await Self.rejection(strict, try await token(Self.claims(aud: ["other"], iss: "https://id.example.org/"))) == "token audience not accepted")
-        #expect(await Self.rejection(strict, try await token(Self.claims(iss: "https://id.example.org/"))) == "token audience not accepted")
-        #expect(await Self.rejection(strict, try await token(Self.claims(aud: ["app"], iss: "https://evil.example/"))) == "token issuer not accepted")
+        #expect(
+            await Self.rejection(strict, try await token(Self.claims(aud: ["other"], iss: "https://id.example.org/")))
+                == "token audience not accepted"
+        )
+        #expect(
+            await Self.rejection(strict, try await token(Self.claims(iss: "https://id.example.org/")))
+                == "token audience not accepted"
+        )
+        #expect(
+            await Self.rejection(strict, try await token(Self.claims(aud: ["app"], iss: "https://evil.example/")))
+                == "token issuer not accepted"
+        )
         #expect(await Self.rejection(strict, try await token(Self.claims(aud: ["app"]))) == "token issuer not accepted")
-        #expect(await Self.rejection(strict, try await token(Self.claims(sub: "a~b", aud: ["app"], iss: "https://id.example.org/"))) == "token subject is not a valid peer id")
+        #expect(
+            await Self.rejection(
+                strict,
+                try await token(Self.claims(sub: "a~b", aud: ["app"], iss: "https://id.example.org/"))
+            ) == "token subject is not a valid peer id"
+        )
     }
 
     @Test func hs256KeepsWorkingBesideThePublicKeys() async throws {

@@ -39,8 +39,17 @@ import Testing
     @Test func iceServerValues() throws {
         #expect(try IceServer.parse("stun:stun.example.org:3478") == IceServer(urls: ["stun:stun.example.org:3478"]))
         #expect(try IceServer.parse("stun:stun.example.org:3478").json == #"{"urls":"stun:stun.example.org:3478"}"#)
-        let turn = try IceServer.parse("turn:t.example.org:3478?transport=udp,turns:t.example.org:5349;username=app;credential=s\"3")
-        #expect(turn == IceServer(urls: ["turn:t.example.org:3478?transport=udp", "turns:t.example.org:5349"], username: "app", credential: "s\"3"))
+        let turn = try IceServer.parse(
+            "turn:t.example.org:3478?transport=udp,turns:t.example.org:5349;username=app;credential=s\"3"
+        )
+        #expect(
+            turn
+                == IceServer(
+                    urls: ["turn:t.example.org:3478?transport=udp", "turns:t.example.org:5349"],
+                    username: "app",
+                    credential: "s\"3"
+                )
+        )
         #expect(
             turn.json
                 == #"{"urls":["turn:t.example.org:3478?transport=udp","turns:t.example.org:5349"],"username":"app","credential":"s\"3"}"#
@@ -50,7 +59,9 @@ import Testing
             return "from-file\nignored\n"
         }
         #expect(fromFile.credential == "from-file")
-        for bad in ["turn:t:3478", "turn:t:3478;username=u", "stun:s;credential=c", "http://x", "", "stun:s;user=u", "stun:s;x"] {
+        for bad in [
+            "turn:t:3478", "turn:t:3478;username=u", "stun:s;credential=c", "http://x", "", "stun:s;user=u", "stun:s;x",
+        ] {
             #expect(throws: IceServer.ParseError.self, "\(bad)") { try IceServer.parse(bad) }
         }
         #expect(IceServer.json([]) == "[]")
@@ -67,7 +78,8 @@ import Testing
             turn: issuer
         )
         let servers = try #require(
-            JSONSerialization.jsonObject(with: Data(template.iceServers(peer: "p-Abc~1", now: now).utf8)) as? [[String: Any]]
+            JSONSerialization.jsonObject(with: Data(template.iceServers(peer: "p-Abc~1", now: now).utf8))
+                as? [[String: Any]]
         )
         #expect(servers.count == 2)
         #expect(servers[0]["urls"] as? String == "stun:stun.example.org")
@@ -77,7 +89,9 @@ import Testing
 
         template.iceServersJSON = "[]"
         let message = try #require(
-            JSONSerialization.jsonObject(with: Data(String(buffer: template.iceServersMessage(peer: "p-Abc~1", now: now)).utf8))
+            JSONSerialization.jsonObject(
+                with: Data(String(buffer: template.iceServersMessage(peer: "p-Abc~1", now: now)).utf8)
+            )
                 as? [String: Any]
         )
         #expect(message["type"] as? String == "ice-servers")
@@ -85,7 +99,9 @@ import Testing
         #expect(only["credential"] as? String == "X7wetqo0HFU7U9dyvu6yteQP8Z8=")
 
         let welcome = try #require(
-            JSONSerialization.jsonObject(with: Data(String(buffer: template.render(peer: "bob", session: "s", resumed: false, gap: false)).utf8))
+            JSONSerialization.jsonObject(
+                with: Data(String(buffer: template.render(peer: "bob", session: "s", resumed: false, gap: false)).utf8)
+            )
                 as? [String: Any]
         )
         let minted = try #require((welcome["iceServers"] as? [[String: Any]])?.first)
@@ -95,7 +111,12 @@ import Testing
     }
 
     @Test func welcomeWithoutTURNIsUnchanged() {
-        let template = WelcomeTemplate(heartbeatInterval: 25, heartbeatTimeout: 60, iceServersJSON: "[]", limitsJSON: "{}")
+        let template = WelcomeTemplate(
+            heartbeatInterval: 25,
+            heartbeatTimeout: 60,
+            iceServersJSON: "[]",
+            limitsJSON: "{}"
+        )
         #expect(template.iceServers(peer: "alice") == "[]")
     }
 
@@ -119,7 +140,11 @@ import Testing
 @Suite(.serialized) struct TurnRefreshIntegrationTests {
     @Test func welcomeCredentialsAreRefreshedBeforeTheyExpire() async throws {
         let hub = try await TestHub {
-            $0.turn = TurnCredentialIssuer(urls: ["turn:127.0.0.1:3478"], secrets: ["turn-shared-secret-for-tests"], ttl: 2)
+            $0.turn = TurnCredentialIssuer(
+                urls: ["turn:127.0.0.1:3478"],
+                secrets: ["turn-shared-secret-for-tests"],
+                ttl: 2
+            )
         }
         defer { Task { await hub.stop() } }
         let alice = try await hub.connect("peer=alice")
@@ -138,7 +163,10 @@ import Testing
         let username = try #require(fresh["username"] as? String)
         #expect(username.hasSuffix(":alice"))
         #expect(Int(username.split(separator: ":")[0])! > expiry)
-        #expect(fresh["credential"] as? String == TurnCredentialIssuer.credential(secret: "turn-shared-secret-for-tests", username: username))
+        #expect(
+            fresh["credential"] as? String
+                == TurnCredentialIssuer.credential(secret: "turn-shared-secret-for-tests", username: username)
+        )
         // and again, one period later
         _ = try await alice.next("ice-servers", timeout: 3)
     }
