@@ -32,6 +32,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
 
     /// A signal sent into the mesh whose sender waits for the recipient's node to answer.
     struct Pending {
+        var ticket: UInt64
         var connection: ConnectionID
         var peer: String
         var target: String
@@ -47,6 +48,8 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         var nextTicket: UInt64 = 1
         /// Peers this node announced to the mesh, with the rooms it announced them in.
         var announced: [String: Set<String>] = [:]
+        /// Each sender's requests that crossed the mesh, by request id (for resends after a resume).
+        var requests: [String: RememberedRequests] = [:]
         var invalidPayloads = 0
     }
 
@@ -155,12 +158,24 @@ public final class MeshBridge: SessionHub, MeshDelivery {
 
     public func open(_ connection: ConnectionID, outbox: Outbox, request: OpenRequest) -> OpenOutcome {
         let outcome = hub.open(connection, outbox: outbox, request: request)
-        if case .opened(let peer, _, _, _) = outcome {
-            let isNew: Bool = state.withLockedValue { state in
+        if case .opened(let peer, let resumed, _, _) = outcome {
+            let (isNew, leftRooms) = state.withLockedValue { state -> (Bool, Set<String>) in
                 state.connections[connection] = Connection(peer: peer, outbox: outbox)
-                if state.announced[peer] != nil { return false }
+                guard let rooms = state.announced[peer] else {
+                    state.announced[peer] = []
+                    return (true, [])
+                }
+                if resumed { return (false, []) }
+                // A fresh session for a peer announced here: the older session was taken over by its token's
+                // owner (or ended, not swept yet). It left its rooms; the other nodes' members learn it now,
+                // before anything the new session does.
                 state.announced[peer] = []
-                return true
+                state.requests[peer] = nil
+                return (false, rooms)
+            }
+            for room in leftRooms.sorted() {
+                self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), from: peer, to: .room(room))
+                runtime.leave(peer: peer, room: room)
             }
             if isNew { runtime.connect(peer: peer) }
         }
@@ -224,6 +239,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         id: String?,
         connection: ConnectionID
     ) {
+        if let id, self.answerAgain(id, from: peer, on: connection) { return }
         let candidates = state.withLockedValue { $0.announced[peer] ?? [] }
         let senderRooms = hub.rooms(of: peer, among: candidates.sorted()) ?? []
         if let refusal = policy.send(room: envelope.room, senderRooms: senderRooms) {
@@ -233,7 +249,12 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         let deadline = NIODeadline.now().uptimeNanoseconds + answerTimeoutNanos
         let ticket = state.withLockedValue { state -> UInt64 in
             defer { state.nextTicket += 1 }
+            if let id {
+                state.requests[peer, default: RememberedRequests(limit: policy.limits.rememberedRequests)]
+                    .sent(id, ticket: state.nextTicket, on: connection)
+            }
             state.pending[state.nextTicket] = Pending(
+                ticket: state.nextTicket,
                 connection: connection,
                 peer: peer,
                 target: target,
@@ -279,10 +300,27 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     /// session continues on after a resume.
     func answer(_ pending: Pending, _ message: ByteBuffer) {
         let outbox = state.withLockedValue { state in
-            state.connections[pending.connection]?.outbox
+            if let id = pending.id { state.requests[pending.peer]?.answered(id, ticket: pending.ticket, with: message) }
+            return state.connections[pending.connection]?.outbox
                 ?? state.connections.values.first { $0.peer == pending.peer }?.outbox
         }
         if let outbox, outbox.append(.text(message)) { outbox.wakeOwner() }
+    }
+
+    /// A request resent on a later connection of its session (after a resume): answered again, or left to
+    /// the answer still on its way (which now goes to this connection). False: a new request.
+    private func answerAgain(_ id: String, from peer: String, on connection: ConnectionID) -> Bool {
+        let earlier: RememberedRequests.Record? = state.withLockedValue { state in
+            guard let record = state.requests[peer]?.earlier(id, on: connection) else { return nil }
+            if case .inFlight(let ticket) = record.entry {
+                state.pending[ticket]?.connection = connection
+                state.requests[peer]!.moved(id, to: connection)
+            }
+            return record
+        }
+        guard let earlier else { return false }
+        if case .answered(let message) = earlier.entry { self.reply(connection, message) }
+        return true
     }
 
     private func reply(_ connection: ConnectionID, _ message: ByteBuffer) {
@@ -301,7 +339,10 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     /// rooms, forgets it and returns true (the caller then disconnects it from the mesh).
     private func announceLeftIfEnded(_ peer: String) -> Bool {
         guard !hub.hasSession(peer) else { return false }
-        let rooms: Set<String>? = state.withLockedValue { $0.announced.removeValue(forKey: peer) }
+        let rooms: Set<String>? = state.withLockedValue { state in
+            state.requests[peer] = nil
+            return state.announced.removeValue(forKey: peer)
+        }
         guard let rooms else { return false }
         for room in rooms.sorted() {
             self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), from: peer, to: .room(room))

@@ -129,6 +129,60 @@ import Testing
         await b.stop()
     }
 
+    @Test func aRequestResentAfterAResumeIsAnsweredAgainAndNotDeliveredTwice() async throws {
+        let (a, b) = try await twoNodes()
+        let alice = a.connect("alice")
+        let bob = b.connect("bob")
+        try await Task.sleep(for: .milliseconds(300))
+        a.send(alice, #"{"type":"offer","to":"bob","sdp":"v=0","id":"o1"}"#)
+        try await eventually("alice's ack") { alice.contains(#""id":"o1""#) }
+        // The same id again on the same connection is a new request, as on one hub.
+        a.send(alice, #"{"type":"offer","to":"bob","sdp":"v=0 again","id":"o1"}"#)
+        try await eventually("the second offer on b") { bob.contains("v=0 again") }
+        try await eventually("alice's second ack") { alice.messages().filter { $0.contains(#""id":"o1""#) }.count == 2 }
+        // Alice's client did not see that ack (its connection dropped): it resumes and resends o1, which is
+        // answered again and not delivered again.
+        let resumed = a.resume(alice)
+        a.send(resumed, #"{"type":"offer","to":"bob","sdp":"v=0 again","id":"o1"}"#)
+        #expect(resumed.messages() == [#"{"type":"ack","id":"o1"}"#])
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(bob.messages().filter { $0.contains(#""type":"offer""#) }.count == 2)
+        // Still in flight when the connection drops: the answer goes to the resumed connection, once.
+        b.runtime.setDelivery(SilentDelivery())
+        a.send(resumed, #"{"type":"offer","to":"bob","sdp":"v=0 lost","id":"o2"}"#)
+        let again = a.resume(resumed)
+        a.send(again, #"{"type":"offer","to":"bob","sdp":"v=0 lost","id":"o2"}"#)
+        a.bridge.sweep(now: .max)
+        #expect(
+            again.messages() == [Refusal.peerUnavailable("bob").errorMessage(id: "o2").description(as: String.self)]
+        )
+        #expect(resumed.messages().filter { $0.contains("o2") }.isEmpty)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func aTakeoverOnAliceNodeIsSeenByTheRoomOnTheOtherNode() async throws {
+        let (a, b) = try await twoNodes()
+        let old = a.connect("alice", subject: "alice")
+        a.send(old, #"{"type":"join","room":"r","id":"j"}"#)
+        try await Task.sleep(for: .milliseconds(300))
+        let bob = b.connect("bob")
+        b.send(bob, #"{"type":"join","room":"r","id":"j"}"#)
+        try await eventually("alice's presence on b") {
+            bob.contains(#""type":"peer-joined","room":"r","peer":"alice""#)
+        }
+        // Alice's token takes her id over on her node: the older session ends and leaves its rooms.
+        let new = a.connect("alice", subject: "alice")
+        try await eventually("peer-left on b") { bob.contains(#""type":"peer-left","room":"r","peer":"alice""#) }
+        // The new session joins again, and is announced again.
+        a.send(new, #"{"type":"join","room":"r","id":"j2"}"#)
+        try await eventually("the new session's presence on b") {
+            bob.messages().filter { $0.contains(#""type":"peer-joined","room":"r","peer":"alice""#) }.count == 2
+        }
+        await a.stop()
+        await b.stop()
+    }
+
     @Test func whatAnotherNodeRelaysIsValidatedBeforeAClientSeesIt() async throws {
         let node = try await MeshTestNode.start()
         let bob = node.connect("bob")

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -51,17 +52,31 @@ final class MeshTestNode: Sendable {
         return MeshTestNode(bridge: bridge, runtime: runtime, port: port)
     }
 
-    /// Opens a session for `peer` on this node.
-    func connect(_ peer: String) -> TestClient {
+    /// Opens a session for `peer` on this node (with `subject`: as the holder of a token for it).
+    func connect(_ peer: String, subject: String? = nil) -> TestClient {
         let client = TestClient(peer: peer, connection: bridge.makeConnectionID())
         let outcome = bridge.open(
             client.connection,
             outbox: client.outbox,
-            request: .fresh(peer: peer, subject: nil, grant: .all)
+            request: .fresh(peer: peer, subject: subject, grant: .all)
         )
         #expect(outcome == .opened(peer: peer, resumed: false, gap: false, replayed: 0))
-        _ = client.outbox.take()  // the welcome
+        client.takeWelcome()
         return client
+    }
+
+    /// The client's connection drops (its session is kept) and it resumes on a new connection.
+    func resume(_ client: TestClient) -> TestClient {
+        bridge.closed(client.connection, keepSession: true)
+        let resumed = TestClient(peer: client.peer, connection: bridge.makeConnectionID())
+        let outcome = bridge.open(
+            resumed.connection,
+            outbox: resumed.outbox,
+            request: .resume(token: client.session, last: 0, subject: nil)
+        )
+        #expect(outcome == .opened(peer: client.peer, resumed: true, gap: false, replayed: 0))
+        resumed.takeWelcome()
+        return resumed
     }
 
     func send(_ client: TestClient, _ json: String) {
@@ -80,10 +95,32 @@ final class TestClient: Sendable {
     let connection: ConnectionID
     let outbox = Outbox(limit: 1 << 20, wake: {})
     private let received = NIOLockedValueBox<[String]>([])
+    private let token = NIOLockedValueBox("")
+
+    /// The session's resume token (from its welcome).
+    var session: String { token.withLockedValue { $0 } }
 
     init(peer: String, connection: ConnectionID) {
         self.peer = peer
         self.connection = connection
+    }
+
+    /// Takes the welcome out of the outbox and keeps its resume token.
+    func takeWelcome() {
+        let (items, _) = outbox.take()
+        guard case .text(let buffer)? = items.first else {
+            Issue.record("no welcome")
+            return
+        }
+        let welcome = String(buffer: buffer)
+        let marker = #""session":""#
+        guard let start = welcome.range(of: marker)?.upperBound,
+            let end = welcome[start...].firstIndex(of: "\"")
+        else {
+            Issue.record("no session in \(welcome)")
+            return
+        }
+        token.withLockedValue { $0 = String(welcome[start..<end]) }
     }
 
     /// Every message so far (taking what the outbox holds).
