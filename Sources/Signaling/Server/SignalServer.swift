@@ -360,10 +360,10 @@ public final class SignalServer: Service, Sendable {
             try self.addWebSocketHandlers(channel, role: .echo, echo: true, connectionSlot: connectionSlot)
             return nil
         }
-        let hub: any SessionHub = self.backend
-        @Sendable func session(_ open: OpenRequest?, refusal: Refusal?) throws {
+        let backend: any SessionHub = self.backend
+        @Sendable func session(_ open: OpenRequest?, refusal: Refusal?, hub: (any SessionHub)? = nil) throws {
             let role = WebSocketRole.session(
-                hub: hub,
+                hub: hub ?? backend,
                 request: open ?? .fresh(peer: nil, subject: nil, grant: .all),
                 refusal: refusal
             )
@@ -397,16 +397,21 @@ public final class SignalServer: Service, Sendable {
         Task {
             let open: OpenRequest?
             let refusal: Refusal?
+            var hub: (any SessionHub)? = nil
             do throws(TokenRejection) {
                 let claims = try await verifier.verify(token)
-                open = openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms))
+                let grant = RoomGrant(claim: claims.rooms)
+                open = openRequest(subject: claims.sub.value, grant: grant)
                 refusal = nil
+                // A resume continues under the new token's claims.
+                if case .resume = open { hub = ResumeWithClaims(backend, grant: grant) }
             } catch let rejection {
                 open = nil
                 refusal = .tokenRejected(rejection.reason)
             }
             // Pipeline changes happen on the channel's event loop.
-            promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal) })
+            let resumeHub = hub
+            promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal, hub: resumeHub) })
         }
         return promise.futureResult
     }
