@@ -37,7 +37,9 @@ struct PeerCommand: AsyncParsableCommand {
         options.autoResume = !noResume
         options.tls = ClientTLSOptions(caFile: ca, insecure: insecure)
         if insecure {
-            FileHandle.standardError.write(Data("# warning: --insecure: the server's certificate is not verified\n".utf8))
+            FileHandle.standardError.write(
+                Data("# warning: --insecure: the server's certificate is not verified\n".utf8)
+            )
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = SignalClient(options: options, group: group)
@@ -58,7 +60,9 @@ struct PeerCommand: AsyncParsableCommand {
                 case .status(let text):
                     FileHandle.standardError.write(Data("# \(text)\n".utf8))
                 case .ended(let code, let reason):
-                    FileHandle.standardError.write(Data("# session ended: \(code.map(String.init) ?? "dropped") \(reason)\n".utf8))
+                    FileHandle.standardError.write(
+                        Data("# session ended: \(code.map(String.init) ?? "dropped") \(reason)\n".utf8)
+                    )
                     if code != 1000 { Foundation.exit(1) }  // the session is over: stop reading stdin
                     return 0
                 }
@@ -120,15 +124,19 @@ enum PeerCommandLine {
             guard let sdp = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw Problem(description: "cannot read SDP file \(path)")
             }
-            return #"{"type":"\#(parts[0])","to":\#(jsonString(try arg(1, "TO"))),"sdp":\#(jsonString(sdp)),\#(idField)}"#
+            return
+                #"{"type":"\#(parts[0])","to":\#(jsonString(try arg(1, "TO"))),"sdp":\#(jsonString(sdp)),\#(idField)}"#
         case "candidate":
-            return #"{"type":"candidate","to":\#(jsonString(try arg(1, "TO"))),"candidate":\#(try arg(2, "JSON")),\#(idField)}"#
+            return
+                #"{"type":"candidate","to":\#(jsonString(try arg(1, "TO"))),"candidate":\#(try arg(2, "JSON")),\#(idField)}"#
         case "bye":
             return #"{"type":"bye","to":\#(jsonString(try arg(1, "TO"))),\#(idField)}"#
         case "msg":
-            return #"{"type":"message","to":\#(jsonString(try arg(1, "TO"))),"data":\#(jsonString(try arg(2, "TEXT"))),\#(idField)}"#
+            return
+                #"{"type":"message","to":\#(jsonString(try arg(1, "TO"))),"data":\#(jsonString(try arg(2, "TEXT"))),\#(idField)}"#
         case "say":
-            return #"{"type":"message","room":\#(jsonString(try arg(1, "ROOM"))),"data":\#(jsonString(try arg(2, "TEXT"))),\#(idField)}"#
+            return
+                #"{"type":"message","room":\#(jsonString(try arg(1, "ROOM"))),"data":\#(jsonString(try arg(2, "TEXT"))),\#(idField)}"#
         case "ping":
             return #"{"type":"ping",\#(idField)}"#
         default:

@@ -27,9 +27,15 @@ struct ServeCommand: AsyncParsableCommand {
     var jwtSecret: String?
     @Option(help: "Read the HS256 secret from this file (keeps it out of the process list).")
     var jwtSecretFile: String?
-    @Option(help: "Public key (PEM: RSA, P-256, P-384 or Ed25519) tokens may be signed with, as [KID=]PATH (repeatable); auth is on.")
+    @Option(
+        help:
+            "Public key (PEM: RSA, P-256, P-384 or Ed25519) tokens may be signed with, as [KID=]PATH (repeatable); auth is on."
+    )
     var jwtKeyFile: [String] = []
-    @Option(help: "JWKS file (an identity provider's {\"keys\":[…]}) whose signing keys tokens may be signed with, chosen by kid (repeatable); auth is on.")
+    @Option(
+        help:
+            "JWKS file (an identity provider's {\"keys\":[…]}) whose signing keys tokens may be signed with, chosen by kid (repeatable); auth is on."
+    )
     var jwksFile: [String] = []
     @Option(help: "Accept only tokens whose aud names this audience (repeatable: any of them).")
     var jwtAudience: [String] = []
@@ -37,7 +43,10 @@ struct ServeCommand: AsyncParsableCommand {
     var jwtIssuer: String?
     @Option(help: "Seconds of clock skew tolerated for a token's nbf.")
     var jwtLeeway = TokenVerifier.defaultLeeway
-    @Flag(inversion: .prefixedNo, help: "Only let peers signal peers they share a room with (default: on when auth is on).")
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Only let peers signal peers they share a room with (default: on when auth is on)."
+    )
     var requireSharedRoom: Bool?
 
     @Option(help: "PEM certificate chain (leaf first) for wss:// and https:// on the same port; reloaded on SIGHUP.")
@@ -45,7 +54,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "PEM private key matching --tls-cert.")
     var tlsKey: String?
 
-    @Option(help: "Allow this browser Origin (repeatable; '*' allows any). Same-origin and no-Origin clients are always allowed.")
+    @Option(
+        help:
+            "Allow this browser Origin (repeatable; '*' allows any). Same-origin and no-Origin clients are always allowed."
+    )
     var allowOrigin: [String] = []
 
     @Option(help: "Seconds between WebSocket pings.") var heartbeatInterval = 25
@@ -79,15 +91,21 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(
         help: ArgumentHelp(
             "ICE server handed to clients in welcome (repeatable): URL[,URL…][;username=NAME;credential=SECRET], or ;credential-file=PATH.",
-            discussion: "e.g. stun:stun.example.org:3478, or 'turn:turn.example.org:3478,turns:turn.example.org:5349;username=app;credential-file=turn.pass' (static TURN credentials)."
+            discussion:
+                "e.g. stun:stun.example.org:3478, or 'turn:turn.example.org:3478,turns:turn.example.org:5349;username=app;credential-file=turn.pass' (static TURN credentials)."
         )
     )
     var iceServer: [String] = []
-    @Option(help: "TURN REST secret shared with the TURN server (coturn static-auth-secret); repeat once for rotation: the first signs.")
+    @Option(
+        help:
+            "TURN REST secret shared with the TURN server (coturn static-auth-secret); repeat once for rotation: the first signs."
+    )
     var turnSecret: [String] = []
     @Option(help: "Read the TURN secret(s) from this file, one per line (at most two; the first signs).")
     var turnSecretFile: String?
-    @Option(help: "TURN URL the minted credentials are for (repeatable), e.g. turn:turn.example.org:3478?transport=udp.")
+    @Option(
+        help: "TURN URL the minted credentials are for (repeatable), e.g. turn:turn.example.org:3478?transport=udp."
+    )
     var turnUrl: [String] = []
     @Option(help: "Seconds a minted TURN credential is valid; clients get fresh ones at 80% of it.")
     var turnTtl = 3600
@@ -100,7 +118,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Message size limit on /echo.") var echoMaxMessageBytes = 64 * 1024
     @Option(help: "Fragment count limit on /echo.") var echoMaxFragments = 256
 
-    @Option(help: "Join a cluster through this Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS. Without it the hub is a single node.")
+    @Option(
+        help:
+            "Join a cluster through this Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS. Without it the hub is a single node."
+    )
     var redis: String?
     @Option(help: "This node's name in the cluster (default: hostname-pid).") var nodeId: String?
     @Option(help: "Prefix of every Redis key and channel, so clusters can share one Redis.") var redisPrefix = "sig"
@@ -113,7 +134,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
-        guard heartbeatInterval > 0, heartbeatTimeout > 0 else { throw ValidationError("heartbeat values must be positive") }
+        guard heartbeatInterval > 0, heartbeatTimeout > 0 else {
+            throw ValidationError("heartbeat values must be positive")
+        }
         guard maxMessageBytes >= 1024 else { throw ValidationError("--max-message-bytes must be at least 1024") }
         guard resumeGrace >= 0 else { throw ValidationError("--resume-grace must not be negative") }
     }
@@ -131,7 +154,9 @@ struct ServeCommand: AsyncParsableCommand {
             secret = contents.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         if let value = secret, value.utf8.count < TokenVerifier.minimumSecretBytes {
-            throw ValidationError("the JWT secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a 256-bit key)")
+            throw ValidationError(
+                "the JWT secret must be at least \(TokenVerifier.minimumSecretBytes) bytes (HS256 needs a 256-bit key)"
+            )
         }
         config.jwtSecret = secret
         config.jwtKeys = try makeTokenKeys()
@@ -191,7 +216,8 @@ struct ServeCommand: AsyncParsableCommand {
             )
             cluster.keyPrefix = redisPrefix
             cluster.redis.commandTimeout = .milliseconds(Int64(redisTimeout * 1000))
-            cluster.partitionTimeout = redisPartitionTimeout > 0 ? .milliseconds(Int64(redisPartitionTimeout * 1000)) : nil
+            cluster.partitionTimeout =
+                redisPartitionTimeout > 0 ? .milliseconds(Int64(redisPartitionTimeout * 1000)) : nil
             cluster.refreshInterval = .milliseconds(Int64(clusterRefresh * 1000))
             config.cluster = cluster
         } else if nodeId != nil {
@@ -302,7 +328,12 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
     }
     let server: SignalServer
     do {
-        server = try await SignalServer(configuration: configuration, backend: backend, logger: logger, registry: registry)
+        server = try await SignalServer(
+            configuration: configuration,
+            backend: backend,
+            logger: logger,
+            registry: registry
+        )
     } catch {
         throw ValidationError(error.description)
     }
@@ -317,9 +348,9 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
 func raiseFileDescriptorLimit() {
     var limit = rlimit()
     #if os(Linux)
-    let resource = Int32(RLIMIT_NOFILE.rawValue)
+        let resource = Int32(RLIMIT_NOFILE.rawValue)
     #else
-    let resource = RLIMIT_NOFILE
+        let resource = RLIMIT_NOFILE
     #endif
     guard getrlimit(resource, &limit) == 0 else { return }
     limit.rlim_cur = limit.rlim_max
