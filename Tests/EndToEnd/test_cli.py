@@ -4,6 +4,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -199,3 +200,20 @@ def test_sigterm_closes_clients_with_1001_and_exits_zero(start_hub):
         codes.append(c.protocol.close_rcvd.code if c.protocol.close_rcvd else None)
     assert codes == [1001, 1001, 1001]
     assert hub.proc.wait(timeout=15) == 0
+
+
+def test_serve_exits_when_its_backend_cannot_start(tmp_path):
+    # A mesh node whose mesh port is taken: the server must not go on serving without its backend.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    secret = tmp_path / "mesh.secret"
+    secret.write_text("a mesh secret for the end-to-end tests, long enough")
+    result = subprocess.run(
+        [SIGNAL, "serve", "--port", "0", "--mesh-listen", f"127.0.0.1:{taken.getsockname()[1]}",
+         "--mesh-secret-file", str(secret)],
+        capture_output=True, text=True, timeout=30,
+    )
+    taken.close()
+    assert result.returncode != 0, result.stderr
+    assert "Address already in use" in result.stderr, result.stderr

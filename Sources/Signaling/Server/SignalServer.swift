@@ -208,11 +208,20 @@ public final class SignalServer: Service, Sendable {
     }
 
     /// Runs as a swift-service-lifecycle `Service`: runs the backend (a child task), binds, serves until
-    /// graceful shutdown (reloading TLS on SIGHUP), drains, then stops the backend.
+    /// graceful shutdown (reloading TLS on SIGHUP), drains, then stops the backend. If the backend fails
+    /// (a mesh port it cannot bind, say) or stops by itself, the server drains and `run()` throws, so the
+    /// process does not go on serving without its backend.
     public func run() async throws {
         let backend = self.backend
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await backend.run() }
+        let failure: (any Error)? = try await withThrowingTaskGroup(of: (any Error)?.self) { group in
+            group.addTask {
+                do {
+                    try await backend.run()
+                    return Task.isCancelled ? nil : BackendStopped()
+                } catch {
+                    return Task.isCancelled ? nil : error
+                }
+            }
             do {
                 try await start()
             } catch {
@@ -224,14 +233,30 @@ public final class SignalServer: Service, Sendable {
                     for await _ in await UnixSignalsSequence(trapping: .sighup) {
                         self.reloadTLS()
                     }
+                    return nil
                 }
             }
-            try? await gracefulShutdown()
+            group.addTask {
+                try? await gracefulShutdown()
+                return nil
+            }
+            // Graceful shutdown, or the backend ending first.
+            let first = try await group.next() ?? nil
+            if let first {
+                logger.error("the backend stopped; draining", metadata: ["error": "\(first)"])
+            }
             await drain()
             group.cancelAll()
-            try? await group.waitForAll()
+            while (try? await group.next()) != nil {}
+            return first
         }
         await shutdown()
+        if let failure { throw failure }
+    }
+
+    /// The backend's `run()` returned while the server was still serving.
+    struct BackendStopped: Error, CustomStringConvertible {
+        var description: String { "the backend stopped by itself" }
     }
 
     /// Re-reads the certificate and key (what SIGHUP does). New connections use them; live sessions keep
