@@ -44,7 +44,9 @@ struct MeshInputs {
         }
     }
 
-    mutating func number32() -> UInt32 { pick([0, 1, 2, UInt32.max, UInt32.max - 1, UInt32(truncatingIfNeeded: next())]) }
+    mutating func number32() -> UInt32 {
+        pick([0, 1, 2, UInt32.max, UInt32.max - 1, UInt32(truncatingIfNeeded: next())])
+    }
     mutating func number64() -> UInt64 { pick([0, 1, UInt64.max, UInt64.max - 1, next()]) }
     mutating func name() -> String { pick(["a", "b", "p1", "", String(repeating: "x", count: 65), "lobby", "\u{e9}"]) }
     mutating func key() -> MeshKey {
@@ -59,7 +61,12 @@ struct MeshInputs {
         switch below(3) {
         case 0: return MemberUpdate(node: key(), address: address, incarnation: number32(), status: status)
         case 1:
-            var forged = MemberUpdate(signedBy: oracle.stranger, address: address, incarnation: number32(), status: status)
+            var forged = MemberUpdate(
+                signedBy: oracle.stranger,
+                address: address,
+                incarnation: number32(),
+                status: status
+            )
             forged.node = oracle.node.id  // the stranger's signature on the victim's record
             return forged
         default:
@@ -77,7 +84,8 @@ struct MeshInputs {
             expiresAt: number64(),
             present: below(2) == 0
         )
-        return below(2) == 0 ? location.signed(by: oracle.stranger).signed : oracle.stranger.sign(body: bytes(below(40)))
+        return below(2) == 0
+            ? location.signed(by: oracle.stranger).signed : oracle.stranger.sign(body: bytes(below(40)))
     }
 
     /// Signals to the victim's peer "b" (or room "lobby") from peers the stranger hosts, does not host,
@@ -152,14 +160,19 @@ struct MeshInputs {
             case 0:
                 if !bytes.isEmpty { bytes[below(bytes.count)] ^= UInt8(1) << UInt8(below(8)) }
             case 1:
-                if !bytes.isEmpty { bytes[below(bytes.count)] = pick([0x00, 0xFF, 0x7F, 0x80, 0x01, 0x10, 0x11, 0x12]) }
+                if !bytes.isEmpty {
+                    bytes[below(bytes.count)] = pick([0x00, 0xFF, 0x7F, 0x80, 0x01, 0x10, 0x11, 0x12])
+                }
             case 2:
                 if !bytes.isEmpty {
                     let start = below(bytes.count)
                     bytes.removeSubrange(start..<min(bytes.count, start + 1 + below(8)))
                 }
             case 3:
-                bytes.insert(contentsOf: pick([[0xFF, 0xFF], [0xFF, 0xFF, 0xFF, 0xFF], [0, 0], [0x7F, 0xFF, 0xFF, 0xFF]]), at: at)
+                bytes.insert(
+                    contentsOf: pick([[0xFF, 0xFF], [0xFF, 0xFF, 0xFF, 0xFF], [0, 0], [0x7F, 0xFF, 0xFF, 0xFF]]),
+                    at: at
+                )
             case 4:
                 bytes = Array(bytes.prefix(below(bytes.count + 1)))
             default:

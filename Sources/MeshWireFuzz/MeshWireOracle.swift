@@ -39,7 +39,11 @@ final class MeshWireOracle: @unchecked Sendable {
         var victim = MeshNode(identity: node, address: "victim:1", seed: 1)
         _ = victim.start(seeds: [], now: Self.second)
         _ = victim.receive(
-            .membership(.gossip(updates: [MemberUpdate(signedBy: stranger, address: "stranger:1", incarnation: 0, status: .alive)])),
+            .membership(
+                .gossip(updates: [
+                    MemberUpdate(signedBy: stranger, address: "stranger:1", incarnation: 0, status: .alive)
+                ])
+            ),
             from: stranger.id,
             now: Self.second
         )
@@ -87,7 +91,9 @@ final class MeshWireOracle: @unchecked Sendable {
         if case .established = dialling.receive(input) { fatalError("a forged challenge was accepted") }
 
         if let message = try? MeshWire.decode(input) {
-            guard MeshWire.encode(message) == input else { fatalError("a mesh message does not re-encode to its bytes") }
+            guard MeshWire.encode(message) == input else {
+                fatalError("a mesh message does not re-encode to its bytes")
+            }
             outcome = Self.kind(message)
             attack(with: message)
         }

@@ -136,5 +136,7 @@ enum RESPOracle {
     }
 
     /// Names of the fingerprint tags.
-    static let kinds = ["", "simple", "error", "int", "bulk", "null", "array", "set", "push", "map", "bool", "double", "big"]
+    static let kinds = [
+        "", "simple", "error", "int", "bulk", "null", "array", "set", "push", "map", "bool", "double", "big",
+    ]
 }

@@ -15,7 +15,9 @@ import Testing
     func membership(configuration: MembershipConfiguration = .init()) -> Membership {
         var membership = Membership(identity: victim, address: "victim:1", configuration: configuration, seed: 1)
         _ = membership.start(seeds: [], now: 0)
-        let joins = [hostile, honest].map { MemberUpdate(signedBy: $0, address: "\($0.id):1", incarnation: 0, status: .alive) }
+        let joins = [hostile, honest].map {
+            MemberUpdate(signedBy: $0, address: "\($0.id):1", incarnation: 0, status: .alive)
+        }
         _ = membership.receive(.gossip(updates: joins), from: hostile.id, now: 1)
         #expect(membership.liveCount == 3)
         return membership
@@ -74,7 +76,11 @@ import Testing
         _ = membership.receive(.gossip(updates: [moved]), from: hostile.id, now: 4)
         #expect(membership.address(of: honest.id) == "honest:2")
         // Whatever this node passes on about the honest node still carries the honest node's signature.
-        let ack = membership.receive(.join(MemberUpdate(signedBy: hostile, address: "h:1", incarnation: 0, status: .alive)), from: hostile.id, now: 5)
+        let ack = membership.receive(
+            .join(MemberUpdate(signedBy: hostile, address: "h:1", incarnation: 0, status: .alive)),
+            from: hostile.id,
+            now: 5
+        )
         guard case .send(_, .joinReply(let list)) = ack.last else {
             Issue.record("no join reply: \(ack)")
             return
@@ -110,7 +116,11 @@ import Testing
         var membership = membership(configuration: configuration)
         var pings = 0
         for probe in 0..<50 {
-            let actions = membership.receive(.pingRequest(probe: UInt32(probe), target: honest.id, updates: []), from: hostile.id, now: 2)
+            let actions = membership.receive(
+                .pingRequest(probe: UInt32(probe), target: honest.id, updates: []),
+                from: hostile.id,
+                now: 2
+            )
             pings += actions.count { if case .send(_, .ping) = $0 { true } else { false } }
         }
         #expect(pings == 4)
@@ -119,7 +129,9 @@ import Testing
 
     // MARK: Directory
 
-    func record(_ peer: String, room: String? = nil, host: NodeIdentity, expiresAt: UInt64 = 60 * second) -> SignedRecord {
+    func record(_ peer: String, room: String? = nil, host: NodeIdentity, expiresAt: UInt64 = 60 * second)
+        -> SignedRecord
+    {
         let subject: LocationRecord.Subject = room.map { .roomMember(room: $0, peer: peer) } ?? .peer(peer)
         return LocationRecord(subject: subject, host: host.id, sequence: 1, expiresAt: expiresAt, present: true)
             .signed(by: host).signed
@@ -139,7 +151,13 @@ import Testing
         #expect(node.directory.count == 8)
         #expect(node.directory.refused == 15 + 2)
         // Refreshing a held record is always allowed.
-        let refreshed = LocationRecord(subject: .peer("p0"), host: hostile.id, sequence: 2, expiresAt: 60 * Self.second, present: true)
+        let refreshed = LocationRecord(
+            subject: .peer("p0"),
+            host: hostile.id,
+            sequence: 2,
+            expiresAt: 60 * Self.second,
+            present: true
+        )
         _ = node.receive(.store(batch: 3, records: [refreshed.signed(by: hostile).signed]), from: hostile.id, now: 2)
         #expect(node.directory.location(of: "p0")?.record.sequence == 2)
     }
@@ -163,7 +181,9 @@ import Testing
     func victimNode() -> MeshNode {
         var node = MeshNode(identity: victim, address: "victim:1", seed: 1)
         _ = node.start(seeds: [], now: 0)
-        let joins = [hostile, honest].map { MemberUpdate(signedBy: $0, address: "\($0.id):1", incarnation: 0, status: .alive) }
+        let joins = [hostile, honest].map {
+            MemberUpdate(signedBy: $0, address: "\($0.id):1", incarnation: 0, status: .alive)
+        }
         _ = node.receive(.membership(.gossip(updates: joins)), from: hostile.id, now: 1)
         _ = node.connect(peer: "bob", now: 1)
         _ = node.takeOffences()
@@ -171,7 +191,15 @@ import Testing
     }
 
     func signal(from: String, origin: NodeIdentity, id: UInt64 = 1, hops: UInt8 = 1) -> MeshSignal {
-        MeshSignal(origin: origin.id, id: id, from: from, target: .peer("bob"), route: .direct, hops: hops, payload: Array("{}".utf8))
+        MeshSignal(
+            origin: origin.id,
+            id: id,
+            from: from,
+            target: .peer("bob"),
+            route: .direct,
+            hops: hops,
+            payload: Array("{}".utf8)
+        )
     }
 
     func deliveries(_ actions: [MeshAction]) -> Int {
@@ -180,7 +208,11 @@ import Testing
 
     @Test func aSignalFromAPeerTheSenderHostsIsDelivered() {
         var node = victimNode()
-        let actions = node.receive(.signal(signal(from: "mallory", origin: hostile).vouched(by: hostile)), from: hostile.id, now: 2)
+        let actions = node.receive(
+            .signal(signal(from: "mallory", origin: hostile).vouched(by: hostile)),
+            from: hostile.id,
+            now: 2
+        )
         #expect(deliveries(actions) == 1)
         #expect(node.takeOffences().isEmpty)
     }
@@ -209,7 +241,9 @@ import Testing
         rewritten.payload = Array("{\"sdp\":\"evil\"}".utf8)
         cases.append((rewritten, .forgedSignal))
         // 6. A hop count past the limit.
-        cases.append((signal(from: "mallory", origin: hostile, id: 6, hops: 255).vouched(by: hostile), .malformedSignal))
+        cases.append(
+            (signal(from: "mallory", origin: hostile, id: 6, hops: 255).vouched(by: hostile), .malformedSignal)
+        )
         for (signal, reason) in cases {
             let actions = node.receive(.signal(signal), from: hostile.id, now: 2)
             #expect(deliveries(actions) == 0, "\(reason)")

@@ -22,7 +22,10 @@ import Testing
 
     func node(links: MeshLinkLimits = MeshLinkLimits(), seeds: [Int] = []) async throws -> (MeshRuntime, Int, Inbox) {
         var configuration = MeshRuntimeConfiguration(
-            listenHost: "127.0.0.1", listenPort: 0, seeds: seeds.map { "127.0.0.1:\($0)" }, secret: Self.secret
+            listenHost: "127.0.0.1",
+            listenPort: 0,
+            seeds: seeds.map { "127.0.0.1:\($0)" },
+            secret: Self.secret
         )
         configuration.links = links
         configuration.mesh.membership.probeInterval = 200_000_000
@@ -70,7 +73,9 @@ import Testing
             buffer.writeRepeatingByte(0x11, count: 4096)
             try await channel.writeAndFlush(buffer)
             // Closed at once, long before the handshake timeout.
-            try await eventually("a \(declared)-byte frame closes the link", timeout: .seconds(2)) { raw.closed.withLockedValue { $0 } }
+            try await eventually("a \(declared)-byte frame closes the link", timeout: .seconds(2)) {
+                raw.closed.withLockedValue { $0 }
+            }
         }
         // A frame of handshake size that is not a handshake frame: refused too.
         let (channel, raw) = try await connect(to: port)
@@ -78,7 +83,9 @@ import Testing
         buffer.writeInteger(UInt32(LinkFrame.maxEncodedSize))
         buffer.writeRepeatingByte(0x11, count: LinkFrame.maxEncodedSize)
         try await channel.writeAndFlush(buffer)
-        try await eventually("a garbage challenge closes the link", timeout: .seconds(2)) { raw.closed.withLockedValue { $0 } }
+        try await eventually("a garbage challenge closes the link", timeout: .seconds(2)) {
+            raw.closed.withLockedValue { $0 }
+        }
         try await eventually("no handshake left open") { runtime.transport.unauthenticatedLinks == 0 }
         await runtime.stop()
     }
@@ -91,11 +98,15 @@ import Testing
         let (runtime, port, _) = try await node(links: limits)
         var first: [(any Channel, Raw)] = []
         for _ in 0..<6 { first.append(try await connect(to: port, from: "127.0.0.1")) }
-        try await eventually("three over the per-IP cap closed") { first.filter { $0.1.closed.withLockedValue { $0 } }.count == 3 }
+        try await eventually("three over the per-IP cap closed") {
+            first.filter { $0.1.closed.withLockedValue { $0 } }.count == 3
+        }
         #expect(runtime.transport.unauthenticatedLinks == 3)
         var second: [(any Channel, Raw)] = []
         for _ in 0..<3 { second.append(try await connect(to: port, from: "127.0.0.2")) }
-        try await eventually("one over the total cap closed") { second.filter { $0.1.closed.withLockedValue { $0 } }.count == 1 }
+        try await eventually("one over the total cap closed") {
+            second.filter { $0.1.closed.withLockedValue { $0 } }.count == 1
+        }
         #expect(runtime.transport.unauthenticatedLinks == 5)
         // Silent connections are closed at the handshake timeout, and give their slots back.
         try await eventually("handshakes time out", timeout: .seconds(4)) {
@@ -104,7 +115,9 @@ import Testing
         try await eventually("slots released") { runtime.transport.unauthenticatedLinks == 0 }
         // An honest node still joins.
         let (honest, _, _) = try await node(links: limits, seeds: [port])
-        try await eventually("the honest node joins") { runtime.liveMembers.count == 2 && honest.liveMembers.count == 2 }
+        try await eventually("the honest node joins") {
+            runtime.liveMembers.count == 2 && honest.liveMembers.count == 2
+        }
         await honest.stop()
         await runtime.stop()
     }
@@ -114,7 +127,11 @@ import Testing
         victim.connect(peer: "bob")
         let identity = NodeIdentity.seeded(61)
         let attacker = try MeshTransport(
-            identity: identity, secret: Self.secret, tls: nil, group: Self.group, logger: Logger(label: "attacker")
+            identity: identity,
+            secret: Self.secret,
+            tls: nil,
+            group: Self.group,
+            logger: Logger(label: "attacker")
         )
         let linkDowns = NIOLockedValueBox(0)
         attacker.setHandlers(
@@ -124,15 +141,37 @@ import Testing
         )
         #expect(try await attacker.dial("127.0.0.1:\(port)").get() == victim.id)
         // "alice" is not the attacker's peer: it vouches for mallory and signs a signal from alice.
-        var forged = MeshSignal(origin: identity.id, id: 1, from: "alice", target: .peer("bob"), route: .direct, hops: 1, payload: Array("{}".utf8))
-        let mallory = LocationRecord(subject: .peer("mallory"), host: identity.id, sequence: 1, expiresAt: .max / 2, present: true)
+        var forged = MeshSignal(
+            origin: identity.id,
+            id: 1,
+            from: "alice",
+            target: .peer("bob"),
+            route: .direct,
+            hops: 1,
+            payload: Array("{}".utf8)
+        )
+        let mallory = LocationRecord(
+            subject: .peer("mallory"),
+            host: identity.id,
+            sequence: 1,
+            expiresAt: .max / 2,
+            present: true
+        )
         forged.credential = SignalCredential.sign(forged, sender: mallory.signed(by: identity).signed, as: identity)
         attacker.send(.signal(forged), to: victim.id)
         try await eventually("the victim closes the link") { linkDowns.withLockedValue { $0 } >= 1 }
         #expect(victim.transport.isBanned(identity.id))
         // While banned, even a valid signal does not get through: its link is refused.
-        let valid = MeshSignal(origin: identity.id, id: 2, from: "mallory", target: .peer("bob"), route: .direct, hops: 1, payload: Array("{}".utf8))
-            .vouched(by: identity)
+        let valid = MeshSignal(
+            origin: identity.id,
+            id: 2,
+            from: "mallory",
+            target: .peer("bob"),
+            route: .direct,
+            hops: 1,
+            payload: Array("{}".utf8)
+        )
+        .vouched(by: identity)
         attacker.send(.signal(valid), to: victim.id)
         try await Task.sleep(for: .milliseconds(500))
         #expect(inbox.delivered.withLockedValue { $0.isEmpty })

@@ -5,8 +5,14 @@ extension MeshSignal {
     /// (valid until `expiresAt`) and its signature over the signal.
     func vouched(by identity: NodeIdentity, expiresAt: UInt64 = 60_000_000_000, present: Bool = true) -> MeshSignal {
         var signal = self
-        let record = LocationRecord(subject: .peer(from), host: identity.id, sequence: 1, expiresAt: expiresAt, present: present)
-            .signed(by: identity).signed
+        let record = LocationRecord(
+            subject: .peer(from),
+            host: identity.id,
+            sequence: 1,
+            expiresAt: expiresAt,
+            present: present
+        )
+        .signed(by: identity).signed
         signal.credential = SignalCredential.sign(signal, sender: record, as: identity)
         return signal
     }

@@ -24,10 +24,17 @@ import Testing
 
     func node(seeds: [Int], secret: MeshSecret = Self.secret) async throws -> (MeshRuntime, Int, Inbox) {
         var configuration = MeshRuntimeConfiguration(
-            listenHost: "127.0.0.1", listenPort: 0, seeds: seeds.map { "127.0.0.1:\($0)" }, secret: secret
+            listenHost: "127.0.0.1",
+            listenPort: 0,
+            seeds: seeds.map { "127.0.0.1:\($0)" },
+            secret: secret
         )
         configuration.mesh.membership.probeInterval = 200_000_000
-        let runtime = try MeshRuntime(configuration: configuration, group: Self.group, logger: Logger(label: "mesh-test"))
+        let runtime = try MeshRuntime(
+            configuration: configuration,
+            group: Self.group,
+            logger: Logger(label: "mesh-test")
+        )
         let inbox = Inbox()
         runtime.setDelivery(inbox)
         let port = try await runtime.start()
@@ -55,7 +62,9 @@ import Testing
         try await eventually("delivery on c") { !inboxC.delivered.withLockedValue { $0.isEmpty } }
         let delivered = inboxC.delivered.withLockedValue { $0 }
         #expect(delivered.count == 1)
-        #expect(delivered.first?.peer == "carol" && delivered.first?.from == "alice" && delivered.first?.payload == payload)
+        #expect(
+            delivered.first?.peer == "carol" && delivered.first?.from == "alice" && delivered.first?.payload == payload
+        )
         for runtime in [a, b, c] { await runtime.stop() }
     }
 

@@ -12,9 +12,15 @@ import Testing
     var messages: [MeshMessage] {
         let update = MemberUpdate(signedBy: alice, address: "127.0.0.1:7001", incarnation: 3, status: .suspect)
         let unsigned = MemberUpdate(node: bob.id, address: "127.0.0.1:7002", incarnation: 0xFFFF_FFFF, status: .left)
-        let record = LocationRecord(subject: .peer("bob"), host: alice.id, sequence: 9, expiresAt: 42, present: true).signed(by: alice).signed
+        let record = LocationRecord(subject: .peer("bob"), host: alice.id, sequence: 9, expiresAt: 42, present: true)
+            .signed(by: alice).signed
         var signal = MeshSignal(
-            origin: alice.id, id: 77, from: "p-a", target: .peers(["x", "y"]), route: .viaHome, hops: 2,
+            origin: alice.id,
+            id: 77,
+            from: "p-a",
+            target: .peers(["x", "y"]),
+            route: .viaHome,
+            hops: 2,
             payload: Array("{\"type\":\"offer\",\"from\":\"p-a\",\"seq\":".utf8)
         )
         signal.credential = SignalCredential.sign(signal, sender: record, as: alice)
@@ -29,8 +35,20 @@ import Testing
             .store(batch: 5, records: [record, record]),
             .storeAck(batch: 5),
             .signal(signal),
-            .signal(MeshSignal(origin: bob.id, id: 1, from: "a", target: .peer("b"), route: .direct, hops: 1, payload: [])),
-            .signal(MeshSignal(origin: bob.id, id: 2, from: "a", target: .room("lobby"), route: .viaHome, hops: 1, payload: [1, 2])),
+            .signal(
+                MeshSignal(origin: bob.id, id: 1, from: "a", target: .peer("b"), route: .direct, hops: 1, payload: [])
+            ),
+            .signal(
+                MeshSignal(
+                    origin: bob.id,
+                    id: 2,
+                    from: "a",
+                    target: .room("lobby"),
+                    route: .viaHome,
+                    hops: 1,
+                    payload: [1, 2]
+                )
+            ),
             .hopAck(signal.key, .accepted, location: record),
             .hopAck(signal.key, .notFound, location: nil),
             .undeliverable(signal.key),
@@ -82,7 +100,9 @@ import Testing
         // A proof recorded on one link does not open another (fresh nonces).
         var (good, hello2) = LinkHandshake.initiator(LinkAuthenticator(secret: secret, identity: alice))
         var first = LinkHandshake.responder(LinkAuthenticator(secret: secret, identity: bob))
-        guard case .send(let challenge2) = first.receive(hello2), case .established(_, let proof?) = good.receive(challenge2) else {
+        guard case .send(let challenge2) = first.receive(hello2),
+            case .established(_, let proof?) = good.receive(challenge2)
+        else {
             Issue.record("handshake failed")
             return
         }

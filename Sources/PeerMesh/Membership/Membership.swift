@@ -343,13 +343,31 @@ public struct Membership: Sendable {
                 if (member.status == .alive && update.incarnation >= member.incarnation)
                     || (member.status == .suspect && newer)
                 {
-                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now, claim: update)
+                    actions += setStatus(
+                        update.node,
+                        .suspect,
+                        incarnation: update.incarnation,
+                        now: now,
+                        claim: update
+                    )
                 } else if !member.status.isLive && newer {
-                    actions += setStatus(update.node, .suspect, incarnation: update.incarnation, now: now, claim: update)
+                    actions += setStatus(
+                        update.node,
+                        .suspect,
+                        incarnation: update.incarnation,
+                        now: now,
+                        claim: update
+                    )
                 }
             case .dead, .left:
                 if member.status.isLive, update.incarnation >= member.incarnation {
-                    actions += setStatus(update.node, update.status, incarnation: update.incarnation, now: now, claim: update)
+                    actions += setStatus(
+                        update.node,
+                        update.status,
+                        incarnation: update.incarnation,
+                        now: now,
+                        claim: update
+                    )
                 }
             }
         }

@@ -32,7 +32,6 @@ public struct MeshConfiguration: Sendable {
     /// How often expired records, remembered ids and hints are swept.
     public var sweepInterval: UInt64 = 1_000_000_000
 
-
     // MARK: Bounds on what other nodes can make this one hold (hostile members)
 
     /// Longest peer id or room name accepted in a signal or a location record, in UTF-8 bytes: protocol

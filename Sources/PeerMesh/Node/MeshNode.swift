@@ -140,7 +140,13 @@ public struct MeshNode: Sendable {
             // either way, this node vouches for `from` under its own key.
             let record =
                 published
-                ?? LocationRecord(subject: .peer(peer), host: identity.id, sequence: now, expiresAt: now &+ lifetime, present: true)
+                ?? LocationRecord(
+                    subject: .peer(peer),
+                    host: identity.id,
+                    sequence: now,
+                    expiresAt: now &+ lifetime,
+                    present: true
+                )
                 .signed(by: identity).signed
             return SignalCredential.sign(signal, sender: record, as: identity)
         }

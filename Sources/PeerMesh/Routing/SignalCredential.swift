@@ -39,6 +39,9 @@ public struct SignalCredential: Hashable, Sendable {
 
     /// The credential of `signal`, sent by `identity` (the origin) for its peer whose record is `sender`.
     static func sign(_ signal: MeshSignal, sender: SignedRecord, as identity: NodeIdentity) -> SignalCredential {
-        SignalCredential(sender: sender, signature: Array(try! identity.privateKey.signature(for: signedBytes(of: signal))))
+        SignalCredential(
+            sender: sender,
+            signature: Array(try! identity.privateKey.signature(for: signedBytes(of: signal)))
+        )
     }
 }

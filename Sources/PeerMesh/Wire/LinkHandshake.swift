@@ -41,7 +41,11 @@ public enum LinkFrame: Hashable, Sendable {
         case 0x11:
             let key = try reader.read(count: 32)
             let nonce = try reader.read(count: LinkAuthenticator.nonceSize)
-            self = .challenge(key: key, nonce: nonce, proof: .init(mac: try reader.read(count: 32), signature: try reader.read(count: 64)))
+            self = .challenge(
+                key: key,
+                nonce: nonce,
+                proof: .init(mac: try reader.read(count: 32), signature: try reader.read(count: 64))
+            )
         case 0x12:
             self = .proof(.init(mac: try reader.read(count: 32), signature: try reader.read(count: 64)))
         default:
@@ -77,7 +81,10 @@ public struct LinkHandshake: Sendable {
     public static func initiator(_ authenticator: LinkAuthenticator) -> (LinkHandshake, hello: [UInt8]) {
         let nonce = Self.nonce()
         let key = Array(authenticator.identity.publicKey.rawRepresentation)
-        return (LinkHandshake(authenticator: authenticator, state: .initiatorWaiting(nonce: nonce)), LinkFrame.hello(key: key, nonce: nonce).encoded())
+        return (
+            LinkHandshake(authenticator: authenticator, state: .initiatorWaiting(nonce: nonce)),
+            LinkFrame.hello(key: key, nonce: nonce).encoded()
+        )
     }
 
     /// The side that accepted the TCP connection.
@@ -94,15 +101,28 @@ public struct LinkHandshake: Sendable {
         switch (state, frame) {
         case (.initiatorWaiting(let myNonce), .challenge(let key, let nonce, let proof)):
             state = .done
-            let transcript = LinkAuthenticator.Transcript(initiatorKey: myKey, responderKey: key, initiatorNonce: myNonce, responderNonce: nonce)
+            let transcript = LinkAuthenticator.Transcript(
+                initiatorKey: myKey,
+                responderKey: key,
+                initiatorNonce: myNonce,
+                responderNonce: nonce
+            )
             guard let peer = authenticator.verify(proof, from: .responder, transcript: transcript) else {
                 return .failed("the other node does not know the mesh secret or its key")
             }
             guard peer != authenticator.identity.id else { return .failed("a link to itself") }
-            return .established(peer: peer, frame: LinkFrame.proof(authenticator.prove(as: .initiator, transcript: transcript)).encoded())
+            return .established(
+                peer: peer,
+                frame: LinkFrame.proof(authenticator.prove(as: .initiator, transcript: transcript)).encoded()
+            )
         case (.responderWaitingHello, .hello(let key, let nonce)):
             let myNonce = Self.nonce()
-            let transcript = LinkAuthenticator.Transcript(initiatorKey: key, responderKey: myKey, initiatorNonce: nonce, responderNonce: myNonce)
+            let transcript = LinkAuthenticator.Transcript(
+                initiatorKey: key,
+                responderKey: myKey,
+                initiatorNonce: nonce,
+                responderNonce: myNonce
+            )
             state = .responderWaitingProof(transcript)
             let proof = authenticator.prove(as: .responder, transcript: transcript)
             return .send(LinkFrame.challenge(key: myKey, nonce: myNonce, proof: proof).encoded())

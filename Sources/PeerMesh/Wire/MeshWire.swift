@@ -145,7 +145,9 @@ public enum MeshWire {
             message = .signal(try readSignal(&reader))
         case 5:
             let key = try readKey(&reader)
-            guard let status = HopStatus(rawValue: try reader.readByte()) else { throw MeshDecodingError("unknown hop status") }
+            guard let status = HopStatus(rawValue: try reader.readByte()) else {
+                throw MeshDecodingError("unknown hop status")
+            }
             let location: SignedRecord?
             switch try reader.readByte() {
             case 0: location = nil
@@ -189,7 +191,9 @@ public enum MeshWire {
     static func readUpdate(_ reader: inout ByteReader) throws(MeshDecodingError) -> MemberUpdate {
         let node = MeshKey(bytes: try reader.read(count: 32))
         let incarnation = try reader.readUInt32()
-        guard let status = MemberUpdate.Status(rawValue: try reader.readByte()) else { throw MeshDecodingError("unknown member status") }
+        guard let status = MemberUpdate.Status(rawValue: try reader.readByte()) else {
+            throw MeshDecodingError("unknown member status")
+        }
         let address = try reader.readString()
         let proof: MemberProof?
         switch try reader.readByte() {
@@ -228,7 +232,9 @@ public enum MeshWire {
             target = .peers(peers)
         default: throw MeshDecodingError("unknown signal target")
         }
-        guard let route = MeshSignal.Route(rawValue: try reader.readByte()) else { throw MeshDecodingError("unknown route") }
+        guard let route = MeshSignal.Route(rawValue: try reader.readByte()) else {
+            throw MeshDecodingError("unknown route")
+        }
         let hops = try reader.readByte()
         let length = Int(try reader.readUInt32())
         guard length <= maxFrameBytes else { throw MeshDecodingError("signal payload too large") }
