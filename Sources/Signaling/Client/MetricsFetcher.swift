@@ -3,16 +3,19 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Reads a node's `/metrics` over plain HTTP/1.1 (the harness's processes serve no TLS).
-enum MetricsFetcher {
-    /// The body of `GET /metrics`, or nil when the node does not answer 200 within 3 s.
-    static func fetch(host: String, port: Int, group: any EventLoopGroup) async -> String? {
+/// Reads a server's `/metrics` over HTTP/1.1 (with `tls`, over TLS): what `signal bench` and the mesh
+/// harness sample while they run.
+public enum MetricsFetcher {
+    /// The body of `GET /metrics`, or nil when the server does not answer 200 within 3 s.
+    public static func fetch(host: String, port: Int, tls: ClientTLS? = nil, group: any EventLoopGroup) async -> String?
+    {
         let collector = ResponseCollector()
         do {
             let channel = try await ClientBootstrap(group: group)
                 .connectTimeout(.seconds(3))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try tls?.addHandler(to: channel.pipeline.syncOperations)
                         try channel.pipeline.syncOperations.addHandler(ResponseHandler(collector: collector))
                     }
                 }
