@@ -18,16 +18,16 @@ extension Hub {
 
     /// Whether `peer` is in `room` on this hub.
     public func isMember(_ peer: String, of room: String) -> Bool {
-        locked.withLockedValue { $0.state.hasMember(peer, in: room) }
+        locked.withLockedValue { $0.state.sessions[peer]?.rooms.contains(room) ?? false }
     }
 
     /// The rooms among `candidates` that `peer` is in, or nil when it has no session here. A caller that
     /// keeps its own record of the rooms a peer joined (the mesh bridge does) passes it, and gets it
-    /// checked against the hub's state at the cost of one room lookup per candidate.
+    /// checked against the session's rooms.
     public func rooms(of peer: String, among candidates: some Sequence<String>) -> [String]? {
         locked.withLockedValue { locked in
-            guard locked.state.hasSession(peer) else { return nil }
-            return candidates.filter { locked.state.hasMember(peer, in: $0) }
+            guard let rooms = locked.state.sessions[peer]?.rooms else { return nil }
+            return candidates.filter(rooms.contains)
         }
     }
 
@@ -90,21 +90,18 @@ extension Hub {
     }
 
     private static func refusal(of check: RemoteCheck, for peer: String, in state: HubState) -> Refusal? {
-        guard state.hasSession(peer) else { return .peerUnavailable(peer) }
+        guard let recipientRooms = state.sessions[peer]?.rooms else { return .peerUnavailable(peer) }
         switch check {
         case .none:
             return nil
         case .member(let room):
-            return state.hasMember(peer, in: room) ? nil : .recipientNotInRoom(peer: peer, room: room)
+            return recipientRooms.contains(room) ? nil : .recipientNotInRoom(peer: peer, room: room)
         case .signal(let sender, let room, let senderRooms):
-            // The policy reads only whether the recipient is in `room`, or in one of `senderRooms`: its rooms
-            // among those are all it needs.
-            let candidates = room.map { [$0] } ?? (state.policy.limits.requireSharedRoom ? senderRooms : [])
             return state.policy.deliver(
                 to: peer,
                 from: sender,
                 room: room,
-                recipientRooms: candidates.filter { state.hasMember(peer, in: $0) },
+                recipientRooms: recipientRooms,
                 senderRooms: senderRooms
             )
         }
@@ -114,12 +111,5 @@ extension Hub {
     /// ended unread), for the backend to carry back.
     public func takeRemoteExpiries() -> [HubState.RemoteExpiry] {
         locked.withLockedValue { $0.state.takeRemoteExpiries() }
-    }
-}
-
-extension HubState {
-    /// Whether `peer` is in `room` (one lookup of the room, then its members).
-    fileprivate func hasMember(_ peer: String, in room: String) -> Bool {
-        rooms[room]?.contains { $0.peer == peer } ?? false
     }
 }
