@@ -43,6 +43,11 @@ enum DecoderOracle {
                 return "ping"
             case .received:
                 return "received"
+            case .auth(let token):
+                require(!token.isEmpty && token.utf8.count <= MessageDecoder.maxTokenBytes, "token over the limit")
+                return "auth"
+            case .grant:
+                fail("a grant decoded from the wire")
             }
         case .failure(let error):
             let reply = ServerMessage.error(error)

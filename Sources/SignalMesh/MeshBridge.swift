@@ -217,6 +217,12 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         case .leave(let room):
             hub.receive(connection, message)
             if !hub.isMember(peer, of: room) { self.leaveMesh(peer, rooms: [room]) }
+        case .grant:
+            // The new grant may leave rooms; the other nodes' members learn it as for a `leave`.
+            hub.receive(connection, message)
+            let announced = state.withLockedValue { $0.announced[peer] ?? [] }
+            let revoked = announced.filter { !hub.isMember(peer, of: $0) }.sorted()
+            if !revoked.isEmpty { self.leaveMesh(peer, rooms: revoked) }
         default:
             hub.receive(connection, message)
         }

@@ -111,12 +111,13 @@ class Backend:
     def client(self, index, query=""):
         return Client(self.raw(index, query))
 
-    def connect(self, index, peer, rooms=None, token_rooms=None, query=""):
+    def connect(self, index, peer, rooms=None, token_rooms=None, query="", ttl=3600):
         """A welcomed peer on node `index`: with auth, its token's `sub` is `peer` (and `token_rooms`
-        its `rooms` claim); without auth it asks for `peer=`. Joins each of `rooms`."""
+        its `rooms` claim, `ttl` its lifetime in seconds); without auth it asks for `peer=`. Joins each
+        of `rooms`."""
         params = []
         if self.auth:
-            params.append("token=" + self.token(peer, token_rooms))
+            params.append("token=" + self.token(peer, token_rooms, ttl))
         else:
             params.append("peer=" + peer)
         if query:
@@ -129,10 +130,10 @@ class Backend:
             assert reply["type"] == "joined", reply
         return client
 
-    def resume_query(self, peer, session, last):
+    def resume_query(self, peer, session, last, token_rooms=None):
         query = f"resume={session}&last={last}"
         if self.auth:
-            query += "&token=" + self.token(peer)
+            query += "&token=" + self.token(peer, token_rooms)
         return query
 
     def settle(self):
@@ -227,7 +228,7 @@ class Redis:
             self.server.stop()
 
 
-REPLY_TYPES = ("ack", "error", "joined", "left", "pong")
+REPLY_TYPES = ("ack", "authed", "error", "joined", "left", "pong")
 
 
 class Client:

@@ -16,6 +16,7 @@ import pytest
 import websockets
 from aioice import turn
 
+from cluster_helpers import RedisServer
 from conftest import free_port
 from e2e_helpers import web_args
 from test_aiortc import finish, start_peer
@@ -144,8 +145,14 @@ def test_welcome_credentials_allocate_and_forged_or_expired_ones_are_refused(sta
     assert allocate(coturn, fresh, credential(RETIRING, fresh)) == "ok"
 
 
-def test_refreshed_credentials_allocate_after_the_welcome_ones_expired(start_hub, coturn):
-    hub = start_hub("--turn-secret", SECRET, "--turn-url", coturn.url, "--turn-ttl", "4")
+@pytest.mark.parametrize("mode", ["memory", "cluster"])
+def test_refreshed_credentials_allocate_after_the_welcome_ones_expired(start_hub, coturn, mode, tmp_path, request):
+    cluster = []
+    if mode == "cluster":
+        redis = RedisServer(tmp_path)
+        request.addfinalizer(redis.stop)
+        cluster = ["--redis", redis.url, "--node-id", "a"]
+    hub = start_hub("--turn-secret", SECRET, "--turn-url", coturn.url, "--turn-ttl", "4", *cluster)
     started = time.monotonic()
     welcome, refreshes = welcome_of(hub, "bob", wait_for_refresh=4.0)
     first = turn_entry(welcome["iceServers"])

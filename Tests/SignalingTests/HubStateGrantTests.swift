@@ -48,3 +48,32 @@ import Testing
         #expect(hub.state.replaceGrant(of: "nobody", with: .all, actions: &actions).isEmpty)
     }
 }
+
+/// `auth` and `grant` requests reaching the hub itself.
+@Suite struct HubStateAuthRequestTests {
+    @Test func anAuthRequestOnAHubWithoutTokensIsRefused() {
+        var hub = HubHarness()
+        hub.connect("alice")
+        let reply = hub.send("alice", #"{"type":"auth","token":"x.y.z","id":"a1"}"#)
+        #expect(
+            hub.texts(reply, to: "alice") == [
+                #"{"type":"error","code":"bad-message","message":"this server does not check tokens","id":"a1"}"#
+            ]
+        )
+    }
+
+    @Test func aGrantRequestReplacesTheGrant() {
+        var hub = HubHarness()
+        hub.connect("alice", subject: "alice", grant: .only(["a", "b"]))
+        hub.send("alice", #"{"type":"join","room":"a"}"#)
+        hub.send("alice", #"{"type":"join","room":"b"}"#)
+        var actions: [HubAction] = []
+        hub.state.receive(
+            hub.connections["alice"]!,
+            ClientMessage(id: nil, request: .grant(.only(["b"]))),
+            actions: &actions
+        )
+        #expect(hub.texts(actions, to: "alice") == [#"{"type":"left","room":"a"}"#])
+        #expect(hub.state.members(of: "b") == ["alice"])
+    }
+}

@@ -100,6 +100,19 @@ import Testing
         #expect(error(#"{"type":"received","seq":-1}"#)?.code == .badMessage)
         #expect(error(#"{"type":"received","seq":1.5}"#)?.code == .badMessage)
     }
+
+    @Test func decodesAuth() throws {
+        guard case .auth(let token) = try decode(#"{"type":"auth","token":"a.b.c","id":"x"}"#).get().request else {
+            Issue.record("not auth")
+            return
+        }
+        #expect(token == "a.b.c")
+        #expect(error(#"{"type":"auth"}"#)?.message == "missing 'token'")
+        #expect(error(#"{"type":"auth","token":7}"#)?.message == "'token' must be a string")
+        #expect(error(#"{"type":"auth","token":""}"#)?.code == .badMessage)
+        let long = String(repeating: "t", count: MessageDecoder.maxTokenBytes + 1)
+        #expect(error(#"{"type":"auth","token":"\#(long)","id":"l"}"#)?.requestID == "l")
+    }
 }
 
 @Suite struct AckEncodingTests {

@@ -103,9 +103,9 @@ struct ClusterConnectionState {
     }
 
     /// The rooms of the session changed (a join or a leave answered).
-    mutating func updateRooms(_ change: (inout [String]) -> Void) {
+    mutating func updateSession(_ change: (inout Session) -> Void) {
         guard case .open(var session) = phase else { return }
-        change(&session.rooms)
+        change(&session)
         phase = .open(session)
     }
 
@@ -250,7 +250,9 @@ struct ClusterConnectionState {
             bytes += room.utf8.count + (meta?.readableBytes ?? 0)
         case .leave(let room):
             bytes += room.utf8.count
-        case .ping, .received:
+        case .auth(let token):
+            bytes += token.utf8.count
+        case .ping, .received, .grant:
             break
         }
         return bytes

@@ -57,7 +57,10 @@ extension ClusterHub {
         inFlight: inout CircularBuffer<EventLoopFuture<Void>>
     ) async {
         while let pending = inFlight.popFirst() { try? await pending.get() }
-        state.withLockedValue { _ = $0.locals.removeValue(forKey: connection) }
+        state.withLockedValue { state in
+            state.locals[connection] = nil
+            state.iceRefresh?.remove(connection)
+        }
         await self.closeSession(close, connection: connection)
         state.withLockedValue { $0.closingSessions -= 1 }
     }
@@ -81,10 +84,10 @@ extension ClusterHub {
         state.withLockedValue { $0.locals[connection]?.connection.session }
     }
 
-    func updateRooms(_ connection: ConnectionID, _ change: (inout [String]) -> Void) {
+    func updateSession(_ connection: ConnectionID, _ change: (inout ClusterConnectionState.Session) -> Void) {
         state.withLockedValue { state in
             guard state.locals[connection] != nil else { return }
-            state.locals[connection]!.connection.updateRooms(change)
+            state.locals[connection]!.connection.updateSession(change)
         }
     }
 
@@ -103,6 +106,7 @@ extension ClusterHub {
                 let writes = state.locals[connection]!.connection.opened(session, replay: replay, through: seq)
             else { return nil }
             let outbox = state.locals[connection]!.outbox
+            state.iceRefresh?.add(connection, peer: session.peer, now: NIODeadline.now().uptimeNanoseconds)
             _ = outbox.append(.text(welcome))
             for bytes in writes { _ = outbox.append(.text(bytes)) }
             return outbox

@@ -31,8 +31,22 @@ extension ClusterHub {
                     self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
                 }
             }
+            self.refreshIceServers(now: now)
             if decision.refresh { await self.refresh() }
             if decision.sweep { await self.sweep() }
+        }
+    }
+
+    /// Sends the connections due fresh TURN credentials their `ice-servers` message (as the single hub
+    /// does at its tick; here at each maintenance tick).
+    private func refreshIceServers(now: UInt64) {
+        let due = state.withLockedValue { state in
+            (state.iceRefresh?.due(now: now) ?? []).compactMap { entry in
+                state.locals[entry.connection].map { ($0.outbox, entry.peer) }
+            }
+        }
+        for (outbox, peer) in due where outbox.append(.text(welcome.iceServersMessage(peer: peer))) {
+            outbox.wakeOwner()
         }
     }
 

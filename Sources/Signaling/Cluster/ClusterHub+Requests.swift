@@ -25,15 +25,21 @@ extension ClusterHub {
                 if let refusal = policy.leave(room: room, isMember: session.rooms.contains(room)) {
                     return self.replyError(connection, refusal, id: id)
                 }
-                let remaining = try await self.leave(room, peer: peer)
+                try await self.leave(room, id: id, on: connection, peer: peer)
+            case .auth:
+                self.replyError(connection, .authNotEnabled, id: id)
+            case .grant(let grant):
+                // The grant is kept with the session (a resume on another node reads it), then every room
+                // it no longer allows is left as by `leave`, announced to the members.
                 _ = try await redis.run(
                     ClusterScripts.sessionRooms,
                     keys: [keys.session(peer)[0]],
-                    arguments: ["del", room]
+                    arguments: ["grant", grant.clusterString]
                 )
-                self.updateRooms(connection) { $0.removeAll { $0 == room } }
-                self.reply(connection, ServerMessage.left(room: room, id: id))
-                await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
+                self.updateSession(connection) { $0.grant = grant }
+                for room in session.rooms where !grant.allows(room) {
+                    try await self.leave(room, id: nil, on: connection, peer: peer)
+                }
             case .signal(let envelope):
                 try await self.broadcast(envelope, id: id, on: connection, session: session)
             }
@@ -41,6 +47,21 @@ extension ClusterHub {
             logger.debug("cluster request failed", metadata: ["error": "\(error)"])
             self.replyError(connection, .unavailable, id: id)
         }
+    }
+
+    /// Leaves `room` (the session is in it): the members hash, the session's list, the connection's
+    /// `left`, then `peer-left` to the others.
+    private func leave(_ room: String, id: String?, on connection: ConnectionID, peer: String) async throws(RedisError)
+    {
+        let remaining = try await self.leave(room, peer: peer)
+        _ = try await redis.run(
+            ClusterScripts.sessionRooms,
+            keys: [keys.session(peer)[0]],
+            arguments: ["del", room]
+        )
+        self.updateSession(connection) { $0.rooms.removeAll { $0 == room } }
+        self.reply(connection, ServerMessage.left(room: room, id: id))
+        await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
     }
 
     private func join(
@@ -76,7 +97,7 @@ extension ClusterHub {
                 keys: [keys.session(peer)[0]],
                 arguments: ["add", room]
             )
-            self.updateRooms(connection) { $0.append(room) }
+            self.updateSession(connection) { $0.rooms.append(room) }
             await self.announce(
                 ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta),
                 to: others.map(\.peer)

@@ -58,6 +58,9 @@ public final class ClusterHub: SessionHub {
         /// Connections whose socket closed and whose session is not yet detached or ended (``run()``
         /// waits for them, briefly, before it closes Redis).
         var closingSessions = 0
+        /// Connections due fresh TURN credentials (only with ``WelcomeTemplate/turn``), checked at each
+        /// maintenance tick.
+        var iceRefresh: IceRefreshSchedule?
     }
 
     public let configuration: ClusterConfiguration
@@ -116,7 +119,8 @@ public final class ClusterHub: SessionHub {
                         sweepInterval: Self.nanoseconds(configuration.sweepInterval),
                         partitionTimeout: configuration.partitionTimeout.map(Self.nanoseconds)
                     )
-                )
+                ),
+                iceRefresh: welcome.turn.map { IceRefreshSchedule(periodNanos: $0.refreshNanos) }
             )
         )
         self.jobs = AsyncStream<Job>.makeStream()

@@ -263,12 +263,17 @@ enum ClusterScripts {
             """
     )
 
-    /// Adds (`add`) or removes (`del`) a room in the session's room list. ARGV: op, room. Returns the
-    /// list (comma-separated), or false when the session is gone.
+    /// Adds (`add`) or removes (`del`) a room in the session's room list, or (`grant`) replaces the
+    /// session's room grant (``RoomGrant/clusterString``). ARGV: op, room or grant. Returns the list
+    /// (comma-separated), or false when the session is gone.
     static let sessionRooms = RedisScript(
         """
         local rooms = redis.call('HGET', KEYS[1], 'rooms')
         if not rooms then return false end
+        if ARGV[1] == 'grant' then
+            redis.call('HSET', KEYS[1], 'grant', ARGV[2])
+            return rooms
+        end
         local list = {}
         for r in string.gmatch(rooms, '[^,]+') do
             if r ~= ARGV[2] then table.insert(list, r) end

@@ -121,18 +121,6 @@ public final class Hub: Sendable {
         wakes.wakeAll()
     }
 
-    /// The session of `connection` now holds a token granting `grant` (``HubState/replaceGrant(of:with:actions:)``):
-    /// rooms it no longer grants are left.
-    public func replaceGrant(_ connection: ConnectionID, with grant: RoomGrant) {
-        var actions: [HubAction] = []
-        let wakes = self.locked.withLockedValue { locked -> Wakes in
-            guard let peer = locked.state.peer(of: connection) else { return Wakes() }
-            locked.state.replaceGrant(of: peer, with: grant, actions: &actions)
-            return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
-        }
-        wakes.wakeAll()
-    }
-
     /// Ends sessions whose resume grace period is over and sends connections due fresh TURN credentials
     /// their `ice-servers` message. Called four times a second.
     public func tick() {

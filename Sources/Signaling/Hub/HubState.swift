@@ -246,6 +246,10 @@ public struct HubState: Sendable {
             actions.append(.send(connection, ServerMessage.pong(id: message.id)))
         case .received(let seq):
             self.trimBuffer(of: peer, through: seq)
+        case .auth:
+            actions.append(.send(connection, Refusal.authNotEnabled.errorMessage(id: message.id)))
+        case .grant(let grant):
+            self.replaceGrant(of: peer, with: grant, actions: &actions)
         case .join(let room, let meta):
             self.join(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
         case .leave, .signal:

@@ -11,14 +11,6 @@ public protocol SessionHub: AnyObject, Sendable {
     func receive(_ connection: ConnectionID, _ message: ClientMessage)
     /// A connection's socket closed; `keepSession` keeps its session for the resume grace period.
     func closed(_ connection: ConnectionID, keepSession: Bool)
-    /// The session of `connection` now holds a token granting `grant` (a resume presented a new token):
-    /// rooms it no longer grants are left. The default does nothing (a backend that keeps the grant it
-    /// opened the session with).
-    func replaceGrant(_ connection: ConnectionID, with grant: RoomGrant)
-}
-
-extension SessionHub {
-    public func replaceGrant(_ connection: ConnectionID, with grant: RoomGrant) {}
 }
 
 extension Hub: SessionHub {}

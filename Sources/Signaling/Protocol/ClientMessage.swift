@@ -49,6 +49,14 @@ public enum ClientRequest: Sendable {
     case signal(SignalEnvelope)
     case ping
     case received(seq: UInt64)
+    /// `{"type":"auth","token":…}`: a fresh token for the session, sent before the current one expires.
+    /// Handled by the connection's auth layer (``AuthenticatedSession``), which hands the backend a
+    /// ``grant(_:)`` once the token is verified.
+    case auth(token: String)
+    /// Never decoded from the wire: the session now holds a token granting these rooms (a token refreshed
+    /// in band, or the token a resume presented), so rooms it no longer grants are left, with `peer-left`
+    /// to their other members. Queued in order with the connection's requests.
+    case grant(RoomGrant)
 }
 
 /// A decoded, validated client message.
@@ -64,6 +72,9 @@ public struct MessageDecoder: Sendable {
     public var maxDepth: Int
     /// Largest accepted `meta` object on `join`, in bytes (the contract's 1 KiB).
     public var maxMetaBytes: Int
+
+    /// Longest token accepted in an `auth` message (the same bound as the upgrade's token).
+    public static let maxTokenBytes = 8192
 
     public init(maxDepth: Int = 32, maxMetaBytes: Int = 1024) {
         self.maxDepth = maxDepth
@@ -129,6 +140,14 @@ public struct MessageDecoder: Sendable {
                 meta = buffer.getSlice(at: buffer.readerIndex + metaField.valueStart, length: length)
             }
             return .success(ClientMessage(id: id, request: .join(room: room, meta: meta)))
+        case "auth":
+            guard let tokenField = reader.field("token") else { return fail(.badMessage, "missing 'token'") }
+            guard tokenField.kind == .string else { return fail(.badMessage, "'token' must be a string") }
+            let token = reader.string(tokenField)
+            guard !token.isEmpty, token.utf8.count <= Self.maxTokenBytes else {
+                return fail(.badMessage, "'token' must be 1-\(Self.maxTokenBytes) bytes")
+            }
+            return .success(ClientMessage(id: id, request: .auth(token: token)))
         case "leave":
             switch reader.identifier("room") {
             case .success(let room): return .success(ClientMessage(id: id, request: .leave(room: room)))

@@ -142,6 +142,16 @@ public enum ServerMessage {
         return buffer
     }
 
+    /// The answer to an accepted `auth`: the session now lasts until `expires` (Unix seconds).
+    public static func authed(expires: Int64, id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writeStaticString("{\"type\":\"authed\",\"expires\":")
+        buffer.writeString(String(expires))
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
     public static func left(room: String, id: String?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 48)
         buffer.writeStaticString("{\"type\":\"left\",\"room\":")

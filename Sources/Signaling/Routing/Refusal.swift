@@ -37,6 +37,12 @@ public enum Refusal: Sendable, Equatable, Error {
     case tokenRequired
     /// The token was not accepted; the reason says why (expired, bad signature, …), never the token.
     case tokenRejected(String)
+    /// The session's token expired and no fresh one arrived in band: the session ends (4001).
+    case tokenExpired
+    /// An `auth` message's token is for another subject than the session's.
+    case tokenSubjectChanged
+    /// An `auth` message reached a server that checks no tokens.
+    case authNotEnabled
     /// `?peer=` is not a valid peer id.
     case invalidPeerID
     /// Over the rate limit: the message was dropped.
@@ -54,8 +60,8 @@ public enum Refusal: Sendable, Equatable, Error {
         case .peerUnavailable: return .peerUnavailable
         case .queueFull: return .queueFull
         case .unavailable: return .unavailable
-        case .tokenRequired, .tokenRejected: return .unauthorized
-        case .invalidPeerID: return .badMessage
+        case .tokenRequired, .tokenRejected, .tokenExpired, .tokenSubjectChanged: return .unauthorized
+        case .invalidPeerID, .authNotEnabled: return .badMessage
         case .rateLimited: return .rateLimited
         }
     }
@@ -78,6 +84,9 @@ public enum Refusal: Sendable, Equatable, Error {
         case .unavailable: return "the hub cannot decide this now; retry"
         case .tokenRequired: return "token required"
         case .tokenRejected(let reason): return reason
+        case .tokenExpired: return "token expired"
+        case .tokenSubjectChanged: return "the token is for another peer"
+        case .authNotEnabled: return "this server does not check tokens"
         case .invalidPeerID: return "peer id must be 1-64 characters of [A-Za-z0-9._~-]"
         case .rateLimited(let perSecond): return "slow down: at most \(perSecond) messages/s"
         }
@@ -91,7 +100,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .idTaken: return (.idTaken, true)
         case .sessionNotResumable: return (.sessionNotResumable, false)
         case .unavailable: return (.tryAgainLater, false)
-        case .tokenRequired, .tokenRejected: return (.unauthorized, true)
+        case .tokenRequired, .tokenRejected, .tokenExpired, .tokenSubjectChanged: return (.unauthorized, true)
         default: return (.policyViolation, true)
         }
     }

@@ -425,18 +425,27 @@ public final class SignalServer: Service, Sendable {
             var hub: (any SessionHub)? = nil
             do throws(TokenRejection) {
                 let claims = try await verifier.verify(token)
-                let grant = RoomGrant(claim: claims.rooms)
-                open = openRequest(subject: claims.sub.value, grant: grant)
+                let request = openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms))
+                open = request
                 refusal = nil
-                // A resume continues under the new token's claims.
-                if case .resume = open { hub = ResumeWithClaims(backend, grant: grant) }
+                // The session lasts as long as its token (or a fresh one sent in band); a resume continues
+                // under the new token's claims.
+                var resumes = false
+                if case .resume = request { resumes = true }
+                hub = AuthenticatedSession(
+                    backend,
+                    verifier: verifier,
+                    claims: claims,
+                    resumes: resumes,
+                    eventLoop: channel.eventLoop
+                )
             } catch let rejection {
                 open = nil
                 refusal = .tokenRejected(rejection.reason)
             }
             // Pipeline changes happen on the channel's event loop.
-            let resumeHub = hub
-            promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal, hub: resumeHub) })
+            let sessionHub = hub
+            promise.completeWith(channel.eventLoop.submit { try session(open, refusal: refusal, hub: sessionHub) })
         }
         return promise.futureResult
     }
