@@ -229,3 +229,29 @@ def test_a_session_past_its_grace_period_is_restarted_and_rejoins_its_rooms(star
     seqs = b["seqs"]
     drops = [i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1]]
     assert len(drops) <= 1 and all(seqs[i] == 1 for i in drops), seqs
+
+
+def test_the_sdk_refreshes_its_token_in_band_and_shows_the_expiry_close(start_hub, tmp_path):
+    """Chromium, auth on: A's token function mints 4 s tokens, so the SDK sends a fresh one in band
+    (`auth`) before each expires and A stays open for 10 s; B's single 4 s token ends its session with
+    close 4001 "token expired", which the SDK reports as terminal."""
+    secret = "browser-token-lifetime-secret-0123456789"
+    hub = start_hub(*web_args(), "--jwt-secret", secret)
+
+    async def run():
+        async with Chromium.launch(str(tmp_path)) as browser:
+            page = await browser.open(hub.http + "/test/e2e.html")
+            await page.wait_for("window.e2eReady === true")
+            args = {"ws": hub.ws, "secret": secret, "peerA": "tok-a", "peerB": "tok-b", "ttl": 4, "runFor": 10000}
+            try:
+                return await page.evaluate(f"e2e.tokenLifetime({json.dumps(args)})", timeout=30)
+            except Exception as error:
+                raise AssertionError(f"{error!r}\n--- page console ---\n{browser.console_text()}") from None
+
+    result = asyncio.run(run())
+    assert result["aState"] == "open" and not result["aClosed"], result
+    assert len(result["refreshed"]) >= 2, result
+    assert result["minted"] == 1 + len(result["refreshed"]), result
+    assert result["closeB"] == {"code": 4001, "reason": "token expired"}, result
+    assert result["bState"] == "closed", result
+    assert [e["message"] for e in result["bErrors"]] == ["token expired"], result

@@ -20,7 +20,7 @@
 // pattern: offer/answer/trickle ICE through the hub, glare resolved by politeness (the peer whose id
 // sorts greater is polite, as the protocol says), ICE restart after a failure or a resume gap.
 
-const REPLY_TYPES = new Set(['ack', 'error', 'joined', 'left', 'pong']);
+const REPLY_TYPES = new Set(['ack', 'authed', 'error', 'joined', 'left', 'pong']);
 const SIGNAL_TYPES = new Set(['offer', 'answer', 'candidate', 'bye', 'message']);
 // Close codes after which reconnecting cannot help (the session is over for a reason the app must handle).
 const TERMINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4001, 4009]);
@@ -39,6 +39,7 @@ const DEFAULTS = {
   receivedInterval: 1000, // how often to report the highest processed `seq` (ms)
   rateBurst: 100, // outgoing pacing: stays within the protocol's guaranteed minimum limits
   ratePerSecond: 50,
+  tokenRefreshLead: 30000, // with a token function: ask it for a fresh token this long before expiry (ms; at most a fifth of the token's life)
 };
 
 /** An error answered by the hub (`code` is the protocol's error code) or raised by the client. */
@@ -87,6 +88,17 @@ class Emitter {
   }
 }
 
+/** A JWT's `exp` (Unix seconds), or null when the token cannot be read (the hub decides anyway). */
+function tokenExpiry(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4))).exp;
+    return typeof exp === 'number' ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
 function wsURL(url) {
   const base = typeof location !== 'undefined' ? location.href : import.meta.url;
   const u = new URL(url ?? new URL('/ws', import.meta.url).href, base);
@@ -110,6 +122,9 @@ function wsURL(url) {
  * - `resumed` ({gap}): the session was resumed; `gap` means messages were lost (renegotiate).
  * - `reset` ({peer, previousPeer}): the session could not be resumed; a fresh one was started and
  *   the rooms re-joined. Others saw this peer leave: peer connections must be rebuilt.
+ * - `token-refreshed` ({expires}): a fresh token from the token function was accepted in band.
+ * - `token-error` (SignalError): the token function failed or the hub refused its token; retried
+ *   while the current token lasts (when it expires the hub closes with 4001 "token expired").
  * - `close` ({code, reason}): the client is closed for good (`close()` or a terminal close code).
  */
 export class SignalClient extends Emitter {
@@ -117,7 +132,8 @@ export class SignalClient extends Emitter {
    * Opens a session. Resolves once the hub's `welcome` arrived; rejects when the first connection
    * fails (a `SignalError` whose `code` is the close code, e.g. 4001 for a bad token).
    * Options: `peer` (requested id), `token` (JWT string, or a function returning one or a promise of
-   * one, called for every connection), plus the tuning knobs in DEFAULTS and `WebSocket` (a constructor).
+   * one, called for every connection and, `tokenRefreshLead` before the token expires, for a fresh token
+   * sent in band so the session outlives it), plus the tuning knobs in DEFAULTS and `WebSocket`.
    */
   static async connect(url, options = {}) {
     const client = new SignalClient(url, options);
@@ -131,6 +147,7 @@ export class SignalClient extends Emitter {
     this.options = { ...DEFAULTS, ...options };
     this.peer = null; // our peer id (from `welcome`)
     this.session = null; // the current resume token
+    this.tokenExpires = null; // when the session's token expires (Unix seconds), if it has one
     this.iceServers = [];
     this.heartbeat = null;
     this.limits = null;
@@ -196,6 +213,19 @@ export class SignalClient extends Emitter {
     return typeof target === 'string' ? this.send({ type: 'message', to: target, data }) : this.send({ type: 'message', ...target, data });
   }
 
+  /**
+   * Sends a fresh token for this session before the current one expires (the hub ends a session with
+   * close 4001 "token expired" at its token's `exp`). Resolves with the `authed` reply ({expires});
+   * rejects with `unauthorized` when the hub refuses the token (the session keeps the old one). With a
+   * token function the client does this by itself.
+   */
+  async authenticate(token) {
+    const reply = await this._request({ type: 'auth', token });
+    this._token = token;
+    this._scheduleTokenRefresh(reply.expires);
+    return reply;
+  }
+
   /** Round trip to the hub in ms. */
   async ping() {
     const start = performance.now();
@@ -249,6 +279,7 @@ export class SignalClient extends Emitter {
       }
     }
     if (token) url.searchParams.set('token', token);
+    this._token = token || null;
     if (this.session) {
       url.searchParams.set('resume', this.session);
       url.searchParams.set('last', String(this.lastSeq));
@@ -353,6 +384,29 @@ export class SignalClient extends Emitter {
     this._stopLiveness();
   }
 
+  // ---- token lifetime ----------------------------------------------------------------------------
+
+  _scheduleTokenRefresh(expires) {
+    clearTimeout(this._timers.token);
+    this.tokenExpires = expires ?? null;
+    if (typeof this.options.token !== 'function' || !expires || this._closed) return;
+    const left = expires * 1000 - Date.now();
+    const lead = Math.min(this.options.tokenRefreshLead, left / 5);
+    this._timers.token = setTimeout(() => this._refreshToken(), Math.max(0, left - lead));
+  }
+
+  async _refreshToken() {
+    if (this._closed || !this._isOpen()) return; // a reconnect asks the token function anyway
+    try {
+      const reply = await this.authenticate(await this.options.token());
+      this._emit('token-refreshed', { expires: reply.expires });
+    } catch (err) {
+      this._emit('token-error', err);
+      const left = (this.tokenExpires ?? 0) * 1000 - Date.now();
+      if (left > 1000 && !this._closed) this._timers.token = setTimeout(() => this._refreshToken(), Math.min(5000, left / 2));
+    }
+  }
+
   // ---- incoming ----------------------------------------------------------------------------------
 
   _onMessage(ws, ev) {
@@ -421,6 +475,7 @@ export class SignalClient extends Emitter {
     this._stale = [];
     this._setState('open');
     this._startLiveness();
+    this._scheduleTokenRefresh(this._token ? tokenExpiry(this._token) : null);
 
     if (first) {
       this._flushPending(false);
