@@ -37,6 +37,13 @@ struct ServeCommand: AsyncParsableCommand {
             "JWKS file (an identity provider's {\"keys\":[…]}) whose signing keys tokens may be signed with, chosen by kid (repeatable); auth is on."
     )
     var jwksFile: [String] = []
+    @Option(
+        help:
+            "JWKS URL (https; http only to loopback) of an identity provider, fetched at start-up, cached, and fetched again when a token names an unknown kid (at most every 30 s) (repeatable); auth is on."
+    )
+    var jwksUrl: [String] = []
+    @Option(help: "Seconds a fetched JWKS is kept before it is fetched again.")
+    var jwksRefresh = 600
     @Option(help: "Accept only tokens whose aud names this audience (repeatable: any of them).")
     var jwtAudience: [String] = []
     @Option(help: "Accept only tokens whose iss is this issuer.")
@@ -160,6 +167,16 @@ struct ServeCommand: AsyncParsableCommand {
         }
         config.jwtSecret = secret
         config.jwtKeys = try makeTokenKeys()
+        guard jwksRefresh >= 30 else { throw ValidationError("--jwks-refresh must be at least 30 seconds") }
+        config.jwtRemoteKeys = try jwksUrl.map { url in
+            var remote = RemoteKeySet.Configuration(url: url)
+            remote.refreshInterval = .seconds(jwksRefresh)
+            do {
+                return try RemoteKeySet(remote, logger: Logger(label: "signal"))
+            } catch {
+                throw ValidationError("--jwks-url \(error)")
+            }
+        }
         config.jwtAudiences = jwtAudience
         config.jwtIssuer = jwtIssuer
         config.jwtLeeway = jwtLeeway
@@ -298,6 +315,13 @@ struct ServeCommand: AsyncParsableCommand {
 /// Runs a hub (with its mesh node, if any) until SIGTERM/SIGINT.
 func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Logger) async throws {
     raiseFileDescriptorLimit()
+    for keys in configuration.jwtRemoteKeys {
+        do {
+            try await keys.load()
+        } catch {
+            throw ValidationError("--jwks-url \(keys.configuration.url): cannot fetch the JWKS: \(error)")
+        }
+    }
     let registry = PrometheusCollectorRegistry()
     let backend: any SignalBackend
     if let cluster = configuration.cluster {

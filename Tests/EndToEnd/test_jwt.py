@@ -1,10 +1,13 @@
 """Tokens as identity providers issue them, against a real `signal serve`: keys generated here (RSA, P-256,
-Ed25519 with Python's `cryptography`), given to the hub as a JWKS file and a PEM file, tokens signed here
-(RS256, ES256, EdDSA, with `kid`), and every refusal seen by a client as the 4001 close reason."""
+Ed25519 with Python's `cryptography`), given to the hub as a JWKS file, a PEM file, or a JWKS served over
+HTTP by a tiny server started here (`--jwks-url`), tokens signed here (RS256, ES256, EdDSA, with `kid`),
+and every refusal seen by a client as the 4001 close reason."""
 
 import asyncio
 import base64
+import http.server
 import json
+import threading
 import time
 
 import pytest
@@ -12,6 +15,8 @@ import websockets
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from conftest import free_port
 
 AUDIENCE = "signal-app"
 ISSUER = "https://id.example.test/"
@@ -141,3 +146,72 @@ def test_a_private_key_or_a_bad_jwks_stops_start_up(start_hub, keys, tmp_path):
     for args in (["--jwt-key-file", str(private)], ["--jwks-file", str(oct_jwks)]):
         with pytest.raises(RuntimeError, match="private key|symmetric"):
             start_hub(*args)
+
+
+class JWKSServer:
+    """An identity provider's JWKS endpoint on loopback: serves `document`, counts the fetches."""
+
+    def __init__(self, jwks):
+        self.document = {"keys": jwks}
+        self.fetches = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.fetches += 1
+                body = json.dumps(server.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server(keys):
+    server = JWKSServer([keys["RS256"].jwk])
+    yield server
+    server.stop()
+
+
+def test_a_jwks_url_is_cached_and_fetched_again_for_a_rotated_key(start_hub, keys, jwks_server):
+    hub = start_hub("--jwks-url", jwks_server.url, "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER)
+    assert jwks_server.fetches == 1  # at start-up
+    for n in range(3):
+        assert open_with(hub, keys["RS256"].sign(claims(sub=f"cached-{n}"))) == ("welcome", f"cached-{n}")
+    assert jwks_server.fetches == 1, "a known kid is served from the cache"
+    # The provider rotates in a new key: the first token naming it makes the hub fetch the JWKS again.
+    rotated = Key("ES256", "es256-rotated")
+    jwks_server.document = {"keys": [keys["RS256"].jwk, rotated.jwk]}
+    assert open_with(hub, rotated.sign(claims(sub="rotated"))) == ("welcome", "rotated")
+    assert jwks_server.fetches == 2
+    # Made-up kids do not make the hub fetch again within 30 s of the last fetch.
+    for n in range(5):
+        token = rotated.sign(claims(), kid=f"made-up-{n}")
+        assert open_with(hub, token) == ("closed", 4001, f"unknown token key made-up-{n}")
+    assert jwks_server.fetches == 2
+    # The key the hub had from the start still works after the fetch.
+    assert open_with(hub, keys["RS256"].sign(claims(sub="after"))) == ("welcome", "after")
+
+
+def test_a_jwks_url_that_cannot_be_used_stops_start_up(start_hub):
+    port = free_port()  # nothing listens there
+    with pytest.raises(RuntimeError, match="cannot fetch the JWKS"):
+        start_hub("--jwks-url", f"http://127.0.0.1:{port}/jwks.json")
+    with pytest.raises(RuntimeError, match="use https"):
+        start_hub("--jwks-url", "http://id.example.test/jwks.json")

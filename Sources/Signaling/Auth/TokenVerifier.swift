@@ -55,9 +55,17 @@ public struct TokenVerifier: Sendable {
         let kid: String?
         let algorithm: String
         let keys: JWTKeyCollection
+
+        init(_ key: TokenKey) async {
+            self.kid = key.kid
+            self.algorithm = key.algorithm
+            self.keys = await key.collection()
+        }
     }
 
     private let entries: [Entry]
+    /// JWKS fetched from identity providers (`--jwks-url`), consulted after the fixed keys.
+    private let remote: [RemoteKeySet]
     /// Tokens must name one of these in `aud` (none: `aud` is not checked).
     public let audiences: [String]
     /// Tokens must have this `iss` (nil: not checked).
@@ -79,14 +87,17 @@ public struct TokenVerifier: Sendable {
     }
 
     /// A verifier of tokens signed with any of `keys`.
-    public init(keys: [TokenKey], audiences: [String] = [], issuer: String? = nil, leeway: Int = Self.defaultLeeway)
-        async
-    {
+    public init(
+        keys: [TokenKey],
+        remote: [RemoteKeySet] = [],
+        audiences: [String] = [],
+        issuer: String? = nil,
+        leeway: Int = Self.defaultLeeway
+    ) async {
         var entries: [Entry] = []
-        for key in keys {
-            entries.append(Entry(kid: key.kid, algorithm: key.algorithm, keys: await key.collection()))
-        }
+        for key in keys { entries.append(await Entry(key)) }
         self.entries = entries
+        self.remote = remote
         self.audiences = audiences
         self.issuer = issuer
         self.leeway = max(0, leeway)
@@ -98,16 +109,26 @@ public struct TokenVerifier: Sendable {
         guard let header = Self.header(of: token), let alg = header["alg"] as? String else {
             throw TokenRejection(reason: "malformed token")
         }
-        guard TokenKey.algorithms.contains(alg), entries.contains(where: { $0.algorithm == alg }) else {
+        guard TokenKey.algorithms.contains(alg) else {
             throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) not accepted")
         }
         let kid = header["kid"] as? String
+        var all = entries
+        for set in remote { all += await set.current() }
+        // A `kid` no key has: the identity provider may have rotated; its JWKS is fetched again (rate-bounded).
+        if let kid, !remote.isEmpty, !all.contains(where: { $0.kid == kid }) {
+            all = entries
+            for set in remote { all += await set.afterUnknownKey() }
+        }
+        guard all.contains(where: { $0.algorithm == alg }) else {
+            throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) not accepted")
+        }
         let candidates: [Entry]
         if let kid {
-            candidates = entries.filter { $0.kid == kid }
+            candidates = all.filter { $0.kid == kid }
             guard !candidates.isEmpty else { throw TokenRejection(reason: "unknown token key \(kid.prefix(64))") }
         } else {
-            candidates = entries.filter { $0.algorithm == alg }  // no kid: every key of its algorithm
+            candidates = all.filter { $0.algorithm == alg }  // no kid: every key of its algorithm
         }
         guard candidates.contains(where: { $0.algorithm == alg }) else {
             throw TokenRejection(reason: "token algorithm \(alg.prefix(16)) does not match its key")

@@ -68,6 +68,9 @@ public struct ServerConfiguration: Sendable {
     /// Public keys client tokens may be signed with (`--jwt-key-file`, `--jwks-file`): RS256, ES256, EdDSA…,
     /// chosen by `kid`. With any, every client needs a valid token.
     public var jwtKeys: [TokenKey] = []
+    /// Identity providers' JWKS fetched over HTTPS (`--jwks-url`), each loaded (``RemoteKeySet/load()``)
+    /// before the server starts. With any, every client needs a valid token.
+    public var jwtRemoteKeys: [RemoteKeySet] = []
     /// Tokens must name one of these in `aud` (`--jwt-audience`); empty: not checked.
     public var jwtAudiences: [String] = []
     /// Tokens must carry this `iss` (`--jwt-issuer`); nil: not checked.
@@ -75,7 +78,7 @@ public struct ServerConfiguration: Sendable {
     /// Seconds of clock skew tolerated for a token's `nbf` (`--jwt-leeway`).
     public var jwtLeeway: Int = TokenVerifier.defaultLeeway
     /// Whether clients need a token (a JWT secret or key is configured).
-    public var authEnabled: Bool { jwtSecret != nil || !jwtKeys.isEmpty }
+    public var authEnabled: Bool { jwtSecret != nil || !jwtKeys.isEmpty || !jwtRemoteKeys.isEmpty }
     /// Whether peers may signal only peers they share a room with. `nil` (the default) means: on when
     /// auth is on, off otherwise. Overrides `limits.requireSharedRoom`.
     public var requireSharedRoom: Bool? = nil

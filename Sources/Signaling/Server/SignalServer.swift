@@ -68,6 +68,7 @@ public final class SignalServer: Service, Sendable {
         if configuration.authEnabled {
             self.verifier = await TokenVerifier(
                 keys: (configuration.jwtSecret.map { [TokenKey.secret($0)] } ?? []) + configuration.jwtKeys,
+                remote: configuration.jwtRemoteKeys,
                 audiences: configuration.jwtAudiences,
                 issuer: configuration.jwtIssuer,
                 leeway: configuration.jwtLeeway
