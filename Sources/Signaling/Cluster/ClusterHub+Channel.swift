@@ -33,15 +33,18 @@ extension ClusterHub {
         }
     }
 
-    /// `D conn seq message` (a sequenced message for a connection) or `K conn code` (close it).
+    /// `D conn seq message` (a sequenced message for a connection), `N …` (several) or `K conn code`
+    /// (close it).
     func handleChannel(_ payload: ByteBuffer) {
         guard let parsed = NodeMessage(payload) else {
             logger.warning("unreadable message on the node channel")
             return
         }
         switch parsed {
-        case .deliver(let connection, let seq, let bytes):
-            self.write(bytes, seq: seq, to: connection)
+        case .deliver(let delivery):
+            self.write(delivery.bytes, seq: delivery.seq, to: delivery.connection)
+        case .deliverMany(let deliveries):
+            for delivery in deliveries { self.write(delivery.bytes, seq: delivery.seq, to: delivery.connection) }
         case .close(let connection, let code):
             self.closeConnection(
                 connection,

@@ -38,6 +38,15 @@ extension ClusterHub {
         ]
     }
 
+    /// A delivery's own arguments in ``ClusterScripts/deliverBatch`` (the limits and channel prefix lead
+    /// the batch).
+    func batchArguments(for request: DeliveryRequest) -> [any RESPEncodable] {
+        [
+            request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
+            request.shared.map { $0.joined(separator: ",") } ?? "-", request.signal ? "1" : "0",
+        ]
+    }
+
     /// Reads `deliver`'s reply; counts it, and has ``run()`` send the `expired` notices it asks for.
     func interpret(_ reply: RESPValue, recipient: String, signal: Bool) -> DeliveryResult {
         guard let delivery = DeliverReply(reply) else { return .unavailable }

@@ -178,7 +178,7 @@ extension ClusterHub {
             shared: shared,
             signal: true
         )
-        return redis.submit(ClusterScripts.deliver, keys: keys.session(target), arguments: self.arguments(for: request))
+        return batcher.submit(keys: keys.session(target), arguments: self.batchArguments(for: request))
             .map { reply in
                 let result = self.interpret(reply, recipient: target, signal: true)
                 self.answer(result, for: envelope, to: target, id: id, on: connection)

@@ -77,6 +77,8 @@ public final class ClusterHub: SessionHub {
     /// restarted with the same id gets a new channel, so nothing meant for its previous run reaches it.
     let nodeName: String
     let redis: RedisConnection
+    /// Pipelined signal deliveries, many to a script call (``ClusterScripts/deliverBatch``).
+    let batcher: DeliveryBatcher
     let subscriber: RedisSubscriber
     /// For waits that must not end early when ``run()`` is cancelled.
     let eventLoop: any EventLoop
@@ -133,6 +135,10 @@ public final class ClusterHub: SessionHub {
             logger: logger,
             onStateChange: { state in clusterMetrics.redisUp.record(state.isConnected ? 1 : 0) },
             onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
+        )
+        self.batcher = DeliveryBatcher(
+            redis: redis,
+            common: [limits.resumeBufferMessages, limits.resumeBufferBytes, keys.channelPrefix]
         )
         self.subscriber = try RedisSubscriber(
             configuration: redisConfiguration,

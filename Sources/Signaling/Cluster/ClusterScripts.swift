@@ -94,20 +94,13 @@ enum ClusterScripts {
             """
     )
 
-    /// Sequences one message for a session, keeps it in its resume buffer and publishes it to the node
-    /// that holds its connection. ARGV: prefix (ends in `"seq":`), sender, request id, signal type, room,
-    /// rooms the sender is in (`-` when no shared room is required), max messages, max bytes, signal (1)
-    /// or presence/notice (0), channel prefix.
-    ///
-    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'dup', status}`
-    /// (a resent request: not delivered again) or `{status, node, {expired origins}}` where status is
-    /// `delivered` (published to a subscribed node) or `queued` (the peer is away, or its node did not
-    /// take the message: it waits in the buffer for a resume).
-    static let deliver = RedisScript(
-        common + """
-            local prefix, sender, rid, typ, room, shared = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-            local maxn, maxb, signal = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
-            local f = redis.call('HMGET', KEYS[1], 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+    /// One delivery, shared by ``deliver`` and ``deliverBatch``: sequences one message for a session, keeps
+    /// it in its resume buffer and hands it to `publish(node, conn, seq, message)`, which returns how many
+    /// subscribers the node's channel has (0: nobody takes it, it waits in the buffer). Buffer and dedup
+    /// lists get the session's expiry when they are created; ``touch`` keeps them alive after that.
+    private static let deliverFunction = """
+        local function deliverOne(k1, k2, k3, k4, k5, prefix, sender, rid, typ, room, shared, maxn, maxb, signal, publish)
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
             if not f[1] then return {'unavailable'} end
             local dkey = sender .. '|' .. rid
             if signal then
@@ -122,7 +115,7 @@ enum ClusterScripts {
                     if not ok then return {'not-shared'} end
                 end
                 if rid ~= '' then
-                    local prev = redis.call('HGET', KEYS[4], dkey)
+                    local prev = redis.call('HGET', k4, dkey)
                     if prev then return {'dup', prev} end
                 end
             end
@@ -133,28 +126,29 @@ enum ClusterScripts {
             local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
             if away and signal and (qn >= maxn or qb + size > maxb) then return {'queue-full'} end
             local receivers = 0
-            if not away then
-                receivers = redis.call('PUBLISH', ARGV[10] .. f[1], 'D ' .. f[2] .. ' ' .. seq .. ' ' .. msg)
-            end
+            if not away then receivers = publish(f[1], f[2], seq, msg) end
             local queued = away or receivers == 0
             local qflag = '0'
             if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
-            local ttl = redis.call('PTTL', KEYS[1])
-            redis.call('RPUSH', KEYS[2], msg)
+            local n = redis.call('RPUSH', k2, msg)
             if signal then
-                redis.call('RPUSH', KEYS[3], seq .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
+                redis.call('RPUSH', k3, seq .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
             else
-                redis.call('RPUSH', KEYS[3], seq .. '|' .. qflag .. '|||')
+                redis.call('RPUSH', k3, seq .. '|' .. qflag .. '|||')
+            end
+            local ttl
+            if n == 1 then
+                ttl = redis.call('PTTL', k1)
+                if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
             end
             bb = bb + size
-            local n = redis.call('LLEN', KEYS[2])
             local expired = {}
             while n > 0 do
                 local over
                 if queued then over = qn > maxn or qb > maxb else over = n > maxn or bb > maxb end
                 if not over then break end
-                local old = redis.call('LPOP', KEYS[2])
-                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', KEYS[3]))
+                local old = redis.call('LPOP', k2)
+                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
                 n = n - 1
                 bb = bb - #old
                 if oseq > dropped then dropped = oseq end
@@ -164,18 +158,77 @@ enum ClusterScripts {
                     if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
                 end
             end
-            redis.call('HSET', KEYS[1], 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+            redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
             local status = 'delivered'
             if queued then status = 'queued' end
             if signal and rid ~= '' then
-                redis.call('HSET', KEYS[4], dkey, status)
-                redis.call('RPUSH', KEYS[5], dkey)
-                if redis.call('LLEN', KEYS[5]) > maxn then redis.call('HDEL', KEYS[4], redis.call('LPOP', KEYS[5])) end
-            end
-            if ttl > 0 then
-                for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+                redis.call('HSET', k4, dkey, status)
+                local dn = redis.call('RPUSH', k5, dkey)
+                if dn == 1 then
+                    ttl = ttl or redis.call('PTTL', k1)
+                    if ttl > 0 then redis.call('PEXPIRE', k4, ttl); redis.call('PEXPIRE', k5, ttl) end
+                end
+                if dn > maxn then redis.call('HDEL', k4, redis.call('LPOP', k5)) end
             end
             return {status, f[1], expired}
+        end
+
+        """
+
+    /// Sequences one message for a session, keeps it in its resume buffer and publishes it to the node
+    /// that holds its connection (`D conn seq message`). ARGV: prefix (ends in `"seq":`), sender, request
+    /// id, signal type, room, rooms the sender is in (`-` when no shared room is required), max messages,
+    /// max bytes, signal (1) or presence/notice (0), channel prefix.
+    ///
+    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'dup', status}`
+    /// (a resent request: not delivered again) or `{status, node, {expired origins}}` where status is
+    /// `delivered` (published to a subscribed node) or `queued` (the peer is away, or its node did not
+    /// take the message: it waits in the buffer for a resume).
+    static let deliver = RedisScript(
+        common + deliverFunction + """
+            local function publish(node, conn, seq, msg)
+                return redis.call('PUBLISH', ARGV[10] .. node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
+            end
+            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1', publish)
+            """
+    )
+
+    /// Many deliveries in one call, in order (a node's pipelined signals, gathered while earlier batches
+    /// were with Redis): each exactly as ``deliver`` decides it, but every node gets one `PUBLISH` per
+    /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the five session keys
+    /// of each recipient. ARGV: max messages, max bytes, channel prefix, then per delivery: prefix, sender,
+    /// request id, type, room, sender's rooms (or `-`), signal (1/0). Returns one ``deliver`` reply per
+    /// delivery.
+    static let deliverBatch = RedisScript(
+        common + deliverFunction + """
+            local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+            local receivers, out, order = {}, {}, {}
+            local function publish(node, conn, seq, msg)
+                local n = receivers[node]
+                if n == nil then
+                    n = redis.call('PUBSUB', 'NUMSUB', channels .. node)[2]
+                    receivers[node] = n
+                end
+                if n > 0 then
+                    local list = out[node]
+                    if not list then list = {}; out[node] = list; table.insert(order, node) end
+                    table.insert(list, ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' ' .. msg)
+                end
+                return n
+            end
+            local results = {}
+            local a = 4
+            for i = 1, #KEYS, 5 do
+                results[#results + 1] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4],
+                    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb,
+                    ARGV[a + 6] == '1', publish)
+                a = a + 7
+            end
+            for _, node in ipairs(order) do
+                redis.call('PUBLISH', channels .. node, 'N' .. table.concat(out[node]))
+            end
+            return results
             """
     )
 
@@ -316,6 +369,6 @@ enum ClusterScripts {
     )
 
     static let all: [RedisScript] = [
-        create, resume, deliver, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom, forgetDeadline,
+        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom, forgetDeadline,
     ]
 }

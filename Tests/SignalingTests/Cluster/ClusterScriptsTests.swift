@@ -9,9 +9,32 @@ import Testing
 @Suite struct NodeMessageTests {
     @Test func parsesDeliveriesAndCloses() {
         let delivery = NodeMessage(ByteBuffer(string: "D 42 7 {\"type\":\"offer\",\"seq\":7}"))
-        #expect(delivery == .deliver(ConnectionID(42), seq: 7, ByteBuffer(string: "{\"type\":\"offer\",\"seq\":7}")))
+        #expect(
+            delivery
+                == .deliver(
+                    NodeMessage.Delivery(
+                        connection: ConnectionID(42),
+                        seq: 7,
+                        bytes: ByteBuffer(string: "{\"type\":\"offer\",\"seq\":7}")
+                    )
+                )
+        )
         #expect(NodeMessage(ByteBuffer(string: "K 3 4009")) == .close(ConnectionID(3), .idTaken))
         for junk in ["", "D", "D 1", "D 1 2", "X 1 2 {}", "K 1 9999", "D x 1 {}", "D 1 99999999999999999999 {}"] {
+            #expect(NodeMessage(ByteBuffer(string: junk)) == nil, "\(junk)")
+        }
+    }
+
+    @Test func parsesBatchesWhoseMessagesHoldSpacesAndNewlines() {
+        let batch = NodeMessage(ByteBuffer(string: "N 4 9 8 {\"a\": 1} 5 1 5 {\n  }"))
+        #expect(
+            batch
+                == .deliverMany([
+                    NodeMessage.Delivery(connection: ConnectionID(4), seq: 9, bytes: ByteBuffer(string: "{\"a\": 1}")),
+                    NodeMessage.Delivery(connection: ConnectionID(5), seq: 1, bytes: ByteBuffer(string: "{\n  }")),
+                ])
+        )
+        for junk in ["N", "N ", "N 1 2", "N 1 2 10 {}", "N 1 2 0 ", "N 1 2 2 {}x", "N1 2 2 {}"] {
             #expect(NodeMessage(ByteBuffer(string: junk)) == nil, "\(junk)")
         }
     }
@@ -88,6 +111,46 @@ import Testing
         )
         #expect(try await deliver(redis, to: "bob", room: "lobby").first?.string == "delivered")
         #expect(try await deliver(redis, to: "bob", shared: "x,lobby").first?.string == "delivered")
+        await subscriber.close()
+        await redis.close()
+    }
+
+    /// ``ClusterScripts/deliverBatch``: each delivery decided as ``ClusterScripts/deliver`` decides it, in
+    /// order, and one `N` message per node for the batch.
+    @Test func aBatchDecidesEachDeliveryInOrderAndPublishesOncePerNode() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await create(redis, "carol", token: "carol.t1", conn: "2") == "created")
+        #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")  // no subscriber
+        func item(_ id: String, room: String = "") -> [any RESPEncodable] {
+            let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
+            return [prefix, "alice", id, "message", room, "-", "1"]
+        }
+        let recipients = ["bob", "carol", "bob", "dave", "bob", "nobody", "bob"]
+        let items = [item("b1"), item("c1"), item("b2"), item("d1"), item("b1"), item("n1"), item("b3", room: "x")]
+        let reply = try await redis.run(
+            ClusterScripts.deliverBatch,
+            keys: recipients.flatMap { keys.session($0) },
+            arguments: [4, 1 << 20, keys.channelPrefix] + items.flatMap { $0 }
+        )
+        let statuses = (reply.array ?? []).map { $0.array?.first?.string ?? "?" }
+        #expect(statuses == ["delivered", "delivered", "delivered", "queued", "dup", "unavailable", "not-in-room"])
+        var events = subscriber.events.makeAsyncIterator()
+        guard case .message(let message) = await events.next() else {
+            Issue.record("no message published")
+            return
+        }
+        let b1 = "{\"type\":\"message\",\"data\":\"b1\",\"from\":\"alice\",\"seq\":1}"
+        let c1 = "{\"type\":\"message\",\"data\":\"c1\",\"from\":\"alice\",\"seq\":1}"
+        let b2 = "{\"type\":\"message\",\"data\":\"b2\",\"from\":\"alice\",\"seq\":2}"
+        #expect(message.text == "N 1 1 \(b1.utf8.count) \(b1) 2 1 \(c1.utf8.count) \(c1) 1 2 \(b2.utf8.count) \(b2)")
+        // The same state as single deliveries: bob's buffer holds both, in order; dave's signal waits.
+        #expect(try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array?.map(\.string) == [b1, b2])
+        #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
+        #expect(try await redis.send(["PTTL", keys.session("bob")[1]]).int ?? 0 > 0)
         await subscriber.close()
         await redis.close()
     }

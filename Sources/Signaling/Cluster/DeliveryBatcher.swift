@@ -1,0 +1,101 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import SignalRedis
+
+/// Gathers a node's pipelined signal deliveries into ``ClusterScripts/deliverBatch`` calls, so Redis runs
+/// one script (and publishes once per destination node) for many signals instead of one per signal.
+///
+/// A delivery submitted while fewer than ``Limits/maxInFlight`` batches are with Redis leaves at once —
+/// alone at low load, so batching adds no latency there; otherwise it waits, and everything that waited
+/// leaves as the next batch the moment a batch comes back (group commit). Batches are handed to the
+/// node's one Redis connection under the batcher's lock, in the order their deliveries were submitted,
+/// and Redis runs a connection's commands in order: a sender's signals are decided in the order it sent
+/// them, exactly as with one script per signal. Each delivery gets ``ClusterScripts/deliver``'s reply
+/// for it; a failed batch (Redis unreachable, timeout) fails each of its deliveries, whose senders are
+/// told `unavailable`.
+final class DeliveryBatcher: Sendable {
+    struct Limits: Sendable {
+        /// Batches with Redis at once: one being run while the next is on the wire.
+        var maxInFlight = 2
+        /// Deliveries in one batch.
+        var maxBatch = 128
+    }
+
+    private struct Item {
+        var keys: [String]
+        var arguments: [any RESPEncodable]
+        var promise: EventLoopPromise<RESPValue>
+    }
+
+    private struct State {
+        var waiting: [Item] = []
+        var inFlight = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let redis: RedisConnection
+    /// The batch's leading arguments: max messages, max bytes, channel prefix.
+    private let common: [any RESPEncodable]
+    let limits: Limits
+
+    init(redis: RedisConnection, common: [any RESPEncodable], limits: Limits = Limits()) {
+        self.redis = redis
+        self.common = common
+        self.limits = limits
+    }
+
+    /// Queues one delivery: the five session keys of its recipient and its seven per-delivery arguments
+    /// (see ``ClusterScripts/deliverBatch``). The future is ``ClusterScripts/deliver``'s reply for it.
+    func submit(keys: [String], arguments: [any RESPEncodable]) -> EventLoopFuture<RESPValue> {
+        let promise = redis.eventLoop.makePromise(of: RESPValue.self)
+        let sent = state.withLockedValue { state in
+            state.waiting.append(Item(keys: keys, arguments: arguments, promise: promise))
+            return self.sendNext(&state)
+        }
+        sent?.whenComplete { result in self.finished(sent: result) }
+        return promise.futureResult
+    }
+
+    /// Under the lock: hands the next batch to Redis if one may go; returns the future of its reply, on
+    /// which the caller (outside the lock) waits.
+    private func sendNext(_ state: inout State) -> EventLoopFuture<Void>? {
+        guard state.inFlight < limits.maxInFlight, !state.waiting.isEmpty else { return nil }
+        state.inFlight += 1
+        let batch: [Item]
+        if state.waiting.count <= limits.maxBatch {
+            batch = state.waiting
+            state.waiting.removeAll(keepingCapacity: true)
+        } else {
+            batch = Array(state.waiting.prefix(limits.maxBatch))
+            state.waiting.removeFirst(limits.maxBatch)
+        }
+        var keys: [String] = []
+        keys.reserveCapacity(batch.count * 5)
+        var arguments = common
+        arguments.reserveCapacity(common.count + batch.count * 7)
+        for item in batch {
+            keys += item.keys
+            arguments += item.arguments
+        }
+        return redis.submit(ClusterScripts.deliverBatch, keys: keys, arguments: arguments).map { reply in
+            let replies = reply.array ?? []
+            for (index, item) in batch.enumerated() {
+                if index < replies.count {
+                    item.promise.succeed(replies[index])
+                } else {
+                    item.promise.fail(RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)"))
+                }
+            }
+        }.recover { error in
+            for item in batch { item.promise.fail(error) }
+        }
+    }
+
+    private func finished(sent: Result<Void, any Error>) {
+        let next = state.withLockedValue { state in
+            state.inFlight -= 1
+            return self.sendNext(&state)
+        }
+        next?.whenComplete { result in self.finished(sent: result) }
+    }
+}
