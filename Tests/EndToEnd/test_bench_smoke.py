@@ -7,7 +7,9 @@ import json
 import socket
 import subprocess
 
+from cluster_helpers import RedisServer
 from conftest import SIGNAL
+from e2e_helpers import metric
 
 # Limits that let one client process load the hub (the defaults protect it from exactly that).
 LOAD_LIMITS = (
@@ -87,6 +89,51 @@ def test_relay_closed_loop(start_hub):
     assert report["signals"] == report["sent"] > 0
     assert report["server_cpu_seconds"] > 0
     assert report["signals_per_server_cpu_sec"] > 0
+    # One URL: the summary is what it always was, with no per-node part.
+    assert report["url"] == hub.ws
+    assert not {"urls", "nodes", "server_pids", "redis_pids"} & set(report)
+
+
+def test_relay_across_two_cluster_nodes_reports_each_node(start_hub, tmp_path):
+    # Two --urls: the two peers of every pair are on different nodes, so every signal crosses nodes
+    # through Redis; the summary gives each node's share and sums the servers' CPU.
+    redis = RedisServer(tmp_path)
+    try:
+        nodes = [start_hub(*LOAD_LIMITS, "--redis", redis.url, "--node-id", name) for name in ("a", "b")]
+        crossed_before = sum(metric(h, "signal_cluster_cross_node_signals_total") for h in nodes)
+        status, report, stderr = bench(
+            "relay", "--url", nodes[0].ws, "--url", nodes[1].ws, "--pairs", "4", "--rate", "max",
+            "--duration", "1", "--warmup", "0.2",
+            "--server-pid", str(nodes[0].proc.pid), "--server-pid", str(nodes[1].proc.pid),
+            "--redis-pid", str(redis.proc.pid),
+        )
+        crossed = sum(metric(h, "signal_cluster_cross_node_signals_total") for h in nodes) - crossed_before
+    finally:
+        redis.stop()
+    assert status == 0, stderr
+    check_common(report, "relay")
+    assert report["connections"] == 8
+    assert report["signals"] == report["sent"] > 0
+    assert report["urls"] == [h.ws for h in nodes]
+    assert report["server_pids"] == [h.proc.pid for h in nodes]
+    per_node = report["nodes"]
+    assert [n["url"] for n in per_node] == report["urls"]
+    assert [n["server_pid"] for n in per_node] == report["server_pids"]
+    for node in per_node:
+        # Offerers on one node, answerers on the other: both send and receive.
+        assert node["connections"] == 4
+        assert node["sent"] > 0 and node["signals"] > 0 and node["signals_per_sec"] > 0
+        assert node["errors"] == 0, node["error_detail"]
+        assert node["server_cpu_seconds"] > 0
+    assert sum(n["sent"] for n in per_node) == report["sent"]
+    assert sum(n["signals"] for n in per_node) == report["signals"]
+    # Signals per server CPU-second counts both nodes' CPU.
+    assert abs(sum(n["server_cpu_seconds"] for n in per_node) - report["server_cpu_seconds"]) <= 0.02
+    per_cpu = report["signals_per_server_cpu_sec"] * report["server_cpu_seconds"]
+    assert abs(per_cpu - report["signals"]) <= 0.05 * report["signals"]
+    assert report["redis_cpu_seconds"] > 0 and report["redis_cpu_us_per_signal"] > 0
+    # Every signal of the run (warm-up included) crossed nodes, as the nodes count them.
+    assert crossed >= report["signals"], f"{crossed} cross-node signals for {report['signals']} measured"
 
 
 def test_relay_keeps_the_asked_rate(start_hub):

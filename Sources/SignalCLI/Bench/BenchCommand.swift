@@ -23,6 +23,13 @@ struct BenchCommand: AsyncParsableCommand {
             server's CPU time and memory come from /proc/<pid> (--server-pid, or the \
             local process listening on the URL's port) or from its /metrics.
 
+            Against a cluster, give --url once per node: connections go to the URLs \
+            round-robin, so the two peers of a relay pair (and neighbouring members of \
+            a room) are on different nodes and cross-node relay is what is measured. \
+            The summary adds each node's figures (nodes: connections, sent, \
+            received, errors, server CPU) and sums every node's CPU (one --server-pid \
+            per node, in --url order); --redis-pid adds Redis's CPU per signal.
+
             Start the hub with limits that let one machine load it, e.g.
               signal serve --rate-burst 100000 --rate-per-second 1000000 \\
                 --max-connections 200000 --max-connections-per-ip 1000000 \\

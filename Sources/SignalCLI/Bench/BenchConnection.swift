@@ -19,6 +19,8 @@ final class BenchConnection: ChannelInboundHandler {
     let index: Int
     /// Global index across all loops (decides the source address and room).
     let globalIndex: Int
+    /// The server it connects to: an index in the plan's `targets`.
+    let target: Int
     /// Scenario slot: the pair, room or probe this connection belongs to.
     var slot = -1
     /// Whether this connection starts the scenario's exchanges (the offerer of a pair).
@@ -44,10 +46,11 @@ final class BenchConnection: ChannelInboundHandler {
     private var fragments: ByteBuffer?
     private var closeAfterRead = false
 
-    init(driver: LoopDriver, index: Int, globalIndex: Int) {
+    init(driver: LoopDriver, index: Int, globalIndex: Int, target: Int) {
         self.driver = driver
         self.index = index
         self.globalIndex = globalIndex
+        self.target = target
     }
 
     // MARK: Sending
@@ -103,8 +106,9 @@ final class BenchConnection: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         phase = .upgrading
-        var request = context.channel.allocator.buffer(capacity: driver.plan.upgradeRequest.count)
-        request.writeBytes(driver.plan.upgradeRequest)
+        let upgradeRequest = driver.plan.targets[target].upgradeRequest
+        var request = context.channel.allocator.buffer(capacity: upgradeRequest.count)
+        request.writeBytes(upgradeRequest)
         context.writeAndFlush(Self.wrapOutboundOut(request), promise: nil)
         context.fireChannelActive()
     }

@@ -2,8 +2,15 @@ import ArgumentParser
 
 /// Options every `signal bench` mode takes.
 struct BenchOptions: ParsableArguments {
-    @Option(help: "WebSocket URL of the server (the hub's /ws, its /echo, or a reference server; ws:// or wss://).")
-    var url = "ws://127.0.0.1:8080/ws"
+    @Option(
+        name: .customLong("url"),
+        help: ArgumentHelp(
+            "WebSocket URL of the server (the hub's /ws, its /echo, or a reference server; ws:// or wss://; default: \(Self.defaultURL)).",
+            discussion:
+                "Repeat it for the nodes of a cluster: connections go to the URLs round-robin, so the two peers of a pair (and neighbouring members of a room) are on different nodes, and the summary gives figures per URL."
+        )
+    )
+    var urls: [String] = []
 
     @Option(help: "PEM file of a private CA to trust for wss:// (default: the system trust store).")
     var ca: String?
@@ -21,10 +28,18 @@ struct BenchOptions: ParsableArguments {
     var sourceAddresses = 0
 
     @Option(
+        name: .customLong("server-pid"),
         help:
-            "Server process id, for its CPU time and memory (default: the local process listening on the URL's port, else /metrics)."
+            "Server process id, for its CPU time and memory; repeat it for the nodes of a cluster, in --url order, and the figures are summed (default: the local process listening on each URL's port, else /metrics)."
     )
-    var serverPid: Int32?
+    var serverPids: [Int32] = []
+
+    @Option(
+        name: .customLong("redis-pid"),
+        help:
+            "Process id of a redis-server behind the servers (repeatable): its CPU over the measured window, per signal."
+    )
+    var redisPids: [Int32] = []
 
     @Option(
         help:
@@ -40,6 +55,11 @@ struct BenchOptions: ParsableArguments {
 
     @Flag(help: "No progress line on stderr.")
     var quiet = false
+
+    static let defaultURL = "ws://127.0.0.1:8080/ws"
+
+    /// The `--url`s given, or the default.
+    var serverURLs: [String] { urls.isEmpty ? [Self.defaultURL] : urls }
 
     func validateCommon() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }

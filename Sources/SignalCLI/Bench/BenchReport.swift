@@ -4,7 +4,10 @@ import Histogram
 /// The result of one `signal bench` run: printed as text, or as JSON with `--json`.
 struct BenchReport: Encodable, Sendable {
     var mode: String
+    /// The server's URL (the first, with several).
     var url: String
+    /// With several `--url`s: all of them, in order.
+    var urls: [String]?
     var threads: Int
     var connections: Int
     var pairs: Int?
@@ -27,6 +30,13 @@ struct BenchReport: Encodable, Sendable {
     var connectsPerSec: Double?
     var connectLatencyMs: LatencySummary?
     var serverPid: Int32?
+    /// With several servers measured: their pids (the server figures are sums over all of them).
+    var serverPids: [Int32]?
+    /// With `--redis-pid`: the redis-server processes, their CPU seconds over the measured window and
+    /// those per measured delivery, in microseconds.
+    var redisPids: [Int32]?
+    var redisCpuSeconds: Double?
+    var redisCpuMicrosecondsPerSignal: Double?
     /// Server CPU seconds (user + system) over the measured window (connect: while connecting).
     var serverCpuSeconds: Double?
     var signalsPerServerCpuSec: Double?
@@ -39,9 +49,11 @@ struct BenchReport: Encodable, Sendable {
     var serverAllocationsPerConnect: Double?
     var serverAllocationsPerSignal: Double?
     var generatorCpuSeconds: Double
+    /// With several `--url`s: each one's share, in `--url` order.
+    var nodes: [BenchNodeReport]?
 
     enum CodingKeys: String, CodingKey {
-        case mode, url, threads, connections, pairs, rooms
+        case mode, url, urls, threads, connections, pairs, rooms
         case roomSize = "room_size"
         case confirmed
         case rate
@@ -57,6 +69,10 @@ struct BenchReport: Encodable, Sendable {
         case connectsPerSec = "connects_per_sec"
         case connectLatencyMs = "connect_latency_ms"
         case serverPid = "server_pid"
+        case serverPids = "server_pids"
+        case redisPids = "redis_pids"
+        case redisCpuSeconds = "redis_cpu_seconds"
+        case redisCpuMicrosecondsPerSignal = "redis_cpu_us_per_signal"
         case serverCpuSeconds = "server_cpu_seconds"
         case signalsPerServerCpuSec = "signals_per_server_cpu_sec"
         case connectsPerServerCpuSec = "connects_per_server_cpu_sec"
@@ -66,6 +82,7 @@ struct BenchReport: Encodable, Sendable {
         case serverAllocationsPerConnect = "server_allocations_per_connect"
         case serverAllocationsPerSignal = "server_allocations_per_signal"
         case generatorCpuSeconds = "generator_cpu_seconds"
+        case nodes
     }
 
     func jsonText() throws -> String {
@@ -76,7 +93,7 @@ struct BenchReport: Encodable, Sendable {
 
     var text: String {
         var lines: [String] = []
-        var setup = "signal bench \(mode) → \(url): \(connections) connections"
+        var setup = "signal bench \(mode) → \((urls ?? [url]).joined(separator: ", ")): \(connections) connections"
         if let pairs { setup += ", \(pairs) pairs" }
         if let rooms, let roomSize { setup += ", \(rooms) rooms of \(roomSize)" }
         if let rate { setup += ", rate \(rate)" }
@@ -95,11 +112,19 @@ struct BenchReport: Encodable, Sendable {
         if let serverCpuSeconds {
             var line = String(format: "  server CPU    %.2f s", serverCpuSeconds)
             if connectsPerServerCpuSec != nil { line += " while connecting" }
+            if let serverPids { line += " (\(serverPids.count) servers)" }
             if let signalsPerServerCpuSec {
                 line += String(format: " = %.0f signals per server CPU-second", signalsPerServerCpuSec)
             }
             if let connectsPerServerCpuSec {
                 line += String(format: " = %.0f connects per server CPU-second", connectsPerServerCpuSec)
+            }
+            lines.append(line)
+        }
+        if let redisCpuSeconds {
+            var line = String(format: "  Redis CPU     %.2f s", redisCpuSeconds)
+            if let redisCpuMicrosecondsPerSignal {
+                line += String(format: " = %.2f µs per signal", redisCpuMicrosecondsPerSignal)
             }
             lines.append(line)
         }
@@ -130,10 +155,11 @@ struct BenchReport: Encodable, Sendable {
         if errors > 0 {
             errorLine +=
                 " (error messages \(errorDetail.errorMessages), connect failed \(errorDetail.connectFailed),"
-                + " closed \(errorDetail.closed), lost \(errorDetail.lost))"
+                + " closed \(errorDetail.closed), lost \(errorDetail.lost ?? 0))"
         }
         lines.append(errorLine)
         if let firstError = errorDetail.firstError { lines.append("  first error   \(firstError)") }
+        for node in nodes ?? [] { lines.append(node.text) }
         return lines.joined(separator: "\n")
     }
 }

@@ -35,33 +35,39 @@ struct BenchRunner {
     /// server's memory per connection).
     func run(load: Load?, settle: Double, factory: @escaping Factory) async throws -> BenchReport {
         try options.validateCommon()
-        let url: WebSocketURL
-        do {
-            url = try WebSocketURL(options.url)
-        } catch {
-            throw ValidationError("--url: \(error)")
+        let urls = try options.serverURLs.map { text in
+            do {
+                return try WebSocketURL(text)
+            } catch {
+                throw ValidationError("--url: \(error)")
+            }
         }
-        let tls = try Self.clientTLS(url: url, options: options)
+        let tls = try Self.clientTLS(urls: urls, options: options)
+        let targets = try zip(urls, tls).map { try ConnectionPlan.Target(url: $0, tls: $1) }
         let count = connectionCount
         let progress = ProgressLine(enabled: !options.quiet)
         Self.ensureFileDescriptors(count + 64, progress: progress)
 
-        let server = try SocketAddress.makeAddressResolvingHost(url.host, port: url.port)
         // With one source address, the kernel's search for a free ephemeral port in `connect` grows
         // with the ports in use and was a third of the generator's CPU at 15,000 connections.
         let sourceCount = options.sourceAddresses > 0 ? options.sourceAddresses : (count + 1_999) / 2_000
-        let sources = sourceCount > 1 ? try ConnectionPlan.loopbackSources(count: sourceCount, server: server) : []
-        let plan = try ConnectionPlan(url: url, tls: tls, sources: sources, sessions: sessions)
+        let sources =
+            sourceCount > 1
+            ? try ConnectionPlan.loopbackSources(count: sourceCount, servers: targets.map(\.server)) : []
+        let plan = ConnectionPlan(targets: targets, sources: sources, sessions: sessions)
 
-        let probe = await ServerProbe.locate(
-            pid: options.serverPid,
-            host: url.host,
-            port: url.port,
-            tls: tls,
+        let group = MultiThreadedEventLoopGroup.singleton
+        let probes = try await ServerProbeSet.locate(
+            pids: options.serverPids,
+            targets: targets,
             mallocCounters: options.serverMallocCounters,
-            group: MultiThreadedEventLoopGroup.singleton
+            group: group
         )
-        let before = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
+        let before = await probes?.read(group: group)
+        let redis = ServerProbeSet(
+            probes: options.redisPids.map { ServerProbe(source: .process(pid: $0)) },
+            matchesTargets: false
+        )
 
         let runID = "b" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let perLoop = LoadGenerator.distribute(units, loops: options.threads)
@@ -75,17 +81,18 @@ struct BenchRunner {
         let connectStart = LoopDriver.now()
         _ = try await generator.connect(expected: count, timeout: options.connectTimeout)
         let connected = try await generator.stats()
-        let afterConnect = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
+        let afterConnect = await probes?.read(group: group)
         try await generator.prepare()
-        var settled: ServerProbe.Reading?
+        var settled: [ServerProbe.Reading]?
         if settle > 0 {
             try await Task.sleep(nanoseconds: UInt64(settle * 1e9))
-            settled = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
+            settled = await probes?.read(group: group)
         }
 
         // Load.
         var window = 0.0
-        let readings = NIOLockedValueBox<[ServerProbe.Reading?]>([])
+        let readings = NIOLockedValueBox<[[ServerProbe.Reading]?]>([])
+        let redisReadings = NIOLockedValueBox<[ServerProbe.Reading]>([])
         if let load, connected.ready > 0 {
             window = try await generator.run(
                 warmup: load.warmup,
@@ -94,21 +101,25 @@ struct BenchRunner {
                 inflight: load.inflight,
                 label: mode
             ) { _ in
-                let reading = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
+                let reading = await probes?.read(group: group)
+                let redisReading = ServerProbeSet.total(await redis.read(group: group))
                 readings.withLockedValue { $0.append(reading) }
+                redisReadings.withLockedValue { $0.append(redisReading) }
             }
         }
         let stats = try await generator.stats()
-        let final = await probe?.read(group: MultiThreadedEventLoopGroup.singleton)
+        let finalReadings = await probes?.read(group: group)
+        let final = finalReadings.map { ServerProbeSet.total($0) }
         let generatorCPU = ServerProbe.ownCPUSeconds() - generatorCPUStart
         progress.finish()
         await generator.shutdown(timeout: 10 + Double(count) / 10_000)
 
         // Report.
         let lost = load == nil ? 0 : stats.lost
+        let pids = probes?.pids ?? []
         var report = BenchReport(
             mode: mode,
-            url: options.url,
+            url: options.serverURLs[0],
             threads: options.threads,
             connections: stats.ready,
             durationS: (window * 1000).rounded() / 1000,
@@ -124,19 +135,41 @@ struct BenchRunner {
                 lost: lost,
                 firstError: stats.firstError
             ),
-            serverPid: probe?.pid,
+            serverPid: pids.count == 1 ? pids[0] : nil,
             serverRssBytes: final?.residentBytes,
             generatorCpuSeconds: (generatorCPU * 100).rounded() / 100
         )
+        if pids.count > 1 { report.serverPids = pids }
         let measured = readings.withLockedValue { $0 }
-        if measured.count == 2, let start = measured[0]?.cpuSeconds, let end = measured[1]?.cpuSeconds {
+        // Each node's CPU over the window of the total: the load, or for connect mode the connecting.
+        var windowStart: [ServerProbe.Reading]? = nil
+        var windowEnd: [ServerProbe.Reading]? = nil
+        if settle > 0 {
+            (windowStart, windowEnd) = (before, afterConnect)
+        } else if measured.count == 2 {
+            (windowStart, windowEnd) = (measured[0], measured[1])
+        }
+        let first = measured.count == 2 ? measured[0].map { ServerProbeSet.total($0) } : nil
+        let last = measured.count == 2 ? measured[1].map { ServerProbeSet.total($0) } : nil
+        if let start = first?.cpuSeconds, let end = last?.cpuSeconds {
             let cpu = end - start
             report.serverCpuSeconds = (cpu * 100).rounded() / 100
             if cpu > 0 { report.signalsPerServerCpuSec = (Double(stats.received) / cpu).rounded() }
         }
-        if measured.count == 2, let start = measured[0]?.allocations, let end = measured[1]?.allocations,
-            stats.received > 0
-        {
+        let redisMeasured = redisReadings.withLockedValue { $0 }
+        if !options.redisPids.isEmpty {
+            report.redisPids = options.redisPids
+            if redisMeasured.count == 2, let start = redisMeasured[0].cpuSeconds,
+                let end = redisMeasured[1].cpuSeconds
+            {
+                report.redisCpuSeconds = ((end - start) * 100).rounded() / 100
+                if stats.received > 0 {
+                    let microseconds = (end - start) / Double(stats.received) * 1e6
+                    report.redisCpuMicrosecondsPerSignal = (microseconds * 100).rounded() / 100
+                }
+            }
+        }
+        if let start = first?.allocations, let end = last?.allocations, stats.received > 0 {
             report.serverAllocationsPerSignal = (Double(end - start) / Double(stats.received) * 100).rounded() / 100
         }
         if settle > 0 {
@@ -146,6 +179,9 @@ struct BenchRunner {
             // Connect mode: the server's CPU is what connecting cost it (the probe barely loads it).
             report.serverCpuSeconds = nil
             report.signalsPerServerCpuSec = nil
+            let before = before.map { ServerProbeSet.total($0) }
+            let afterConnect = afterConnect.map { ServerProbeSet.total($0) }
+            let settled = settled.map { ServerProbeSet.total($0) }
             if let start = before?.cpuSeconds, let end = afterConnect?.cpuSeconds {
                 report.serverCpuSeconds = ((end - start) * 100).rounded() / 100
                 if end > start { report.connectsPerServerCpuSec = (Double(connected.ready) / (end - start)).rounded() }
@@ -161,7 +197,43 @@ struct BenchRunner {
                 report.serverRssBytes = held
             }
         }
+        if plan.targets.count > 1 {
+            report.urls = options.serverURLs
+            report.nodes = Self.nodeReports(
+                urls: options.serverURLs,
+                stats: stats,
+                window: window,
+                probes: probes,
+                start: windowStart,
+                end: windowEnd
+            )
+        }
         return report
+    }
+
+    /// Each `--url`'s share of the run; with one probe per URL, each node's pid and CPU seconds.
+    static func nodeReports(
+        urls: [String],
+        stats: BenchStats,
+        window: Double,
+        probes: ServerProbeSet?,
+        start: [ServerProbe.Reading]?,
+        end: [ServerProbe.Reading]?
+    ) -> [BenchNodeReport] {
+        urls.enumerated().map { index, url in
+            var node = BenchNodeReport(
+                url: url,
+                stats: index < stats.nodes.count ? stats.nodes[index] : BenchNodeStats(),
+                window: window
+            )
+            if let probes, probes.matchesTargets {
+                node.serverPid = probes.probes[index].pid
+                if let start = start?[index].cpuSeconds, let end = end?[index].cpuSeconds {
+                    node.serverCpuSeconds = ((end - start) * 100).rounded() / 100
+                }
+            }
+            return node
+        }
     }
 
     /// Prints the report (text, or JSON with `--json`); exits with 1 when nothing connected, saying why
@@ -177,32 +249,36 @@ struct BenchRunner {
             if reason.hasPrefix("TLS certificate verification failed"), options.ca == nil {
                 reason += " (pass --ca FILE to trust a private CA)"
             }
-            FileHandle.standardError.write(Data("signal bench: no connection to \(options.url): \(reason)\n".utf8))
+            let urls = options.serverURLs.joined(separator: ", ")
+            FileHandle.standardError.write(Data("signal bench: no connection to \(urls): \(reason)\n".utf8))
             throw ExitCode(1)
         }
     }
 
-    /// The TLS setup for a `wss://` URL (nil for `ws://`): `--ca`, or the system trust store; warns
-    /// about `--insecure`.
-    static func clientTLS(url: WebSocketURL, options: BenchOptions) throws -> ClientTLS? {
-        guard url.secure else {
+    /// The TLS setup of each URL: for `wss://`, `--ca` or the system trust store; nil for `ws://`.
+    /// Warns about `--insecure`.
+    static func clientTLS(urls: [WebSocketURL], options: BenchOptions) throws -> [ClientTLS?] {
+        guard urls.contains(where: \.secure) else {
             if options.ca != nil || options.insecure {
                 throw ValidationError("--ca and --insecure apply to wss:// URLs only")
             }
-            return nil
+            return urls.map { _ in nil }
         }
         if options.insecure {
             FileHandle.standardError.write(
                 Data("# warning: --insecure: the server's certificate is not verified\n".utf8)
             )
         }
-        do {
-            return try ClientTLS(
-                options: ClientTLSOptions(caFile: options.ca, insecure: options.insecure),
-                host: url.host
-            )
-        } catch {
-            throw ValidationError("--ca \(options.ca ?? ""): cannot load the CA certificate: \(error)")
+        return try urls.map { url in
+            guard url.secure else { return nil }
+            do {
+                return try ClientTLS(
+                    options: ClientTLSOptions(caFile: options.ca, insecure: options.insecure),
+                    host: url.host
+                )
+            } catch {
+                throw ValidationError("--ca \(options.ca ?? ""): cannot load the CA certificate: \(error)")
+            }
         }
     }
 

@@ -27,6 +27,8 @@ struct BenchStats: Sendable {
     var latency = BenchStats.makeHistogram()
     /// Connect-to-ready time of each connection, in nanoseconds.
     var connectLatency = BenchStats.makeHistogram()
+    /// The same counts per server (`--url`), indexed like `ConnectionPlan.targets`.
+    var nodes: [BenchNodeStats] = []
 
     static func makeHistogram() -> Histogram<UInt64> {
         Histogram<UInt64>(
@@ -49,6 +51,10 @@ struct BenchStats: Sendable {
         if firstError == nil { firstError = other.firstError }
         latency.add(other.latency)
         connectLatency.add(other.connectLatency)
+        if nodes.count < other.nodes.count {
+            nodes += Array(repeating: BenchNodeStats(), count: other.nodes.count - nodes.count)
+        }
+        for (index, node) in other.nodes.enumerated() { nodes[index].merge(node) }
     }
 
     /// Measured deliveries that never arrived.

@@ -76,6 +76,6 @@ final class ConnectDriver: LoopDriver {
         guard connection.ready, !connection.failed, !connection.templates.isEmpty else { return }
         let now = Self.now()
         connection.send(connection.templates[0], stamp: now)
-        self.recordSend(at: now, deliveries: 1)
+        self.recordSend(from: connection, at: now, deliveries: 1)
     }
 }

@@ -42,12 +42,12 @@ final class EchoDriver: LoopDriver {
         guard connection.ready, !connection.failed else { return }
         let now = Self.now()
         connection.send(connection.templates[0], stamp: now)
-        self.recordSend(at: now, deliveries: 1)
+        self.recordSend(from: connection, at: now, deliveries: 1)
     }
 
     override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
     {
-        self.recordDelivery(stamp: stamp, now: now)
+        self.recordDelivery(to: connection, stamp: stamp, now: now)
         if closedLoop && running { self.send(connection) }
     }
 }

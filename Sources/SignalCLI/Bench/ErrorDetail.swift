@@ -6,8 +6,9 @@ struct ErrorDetail: Encodable, Sendable {
     var connectFailed: Int
     /// Connections lost after they were ready.
     var closed: Int
-    /// Measured messages that never arrived (after the drain).
-    var lost: Int
+    /// Measured messages that never arrived (after the drain); nil in a node's part, where it is not
+    /// counted (a lost message's recipient is not known).
+    var lost: Int?
     var firstError: String?
 
     enum CodingKeys: String, CodingKey {

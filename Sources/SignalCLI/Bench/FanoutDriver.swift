@@ -86,12 +86,12 @@ final class FanoutDriver: LoopDriver {
         rooms[index].outstanding += members.count - 1
         let now = Self.now()
         sender.send(sender.templates[0], stamp: now)
-        self.recordSend(at: now, deliveries: members.count - 1)
+        self.recordSend(from: sender, at: now, deliveries: members.count - 1)
     }
 
     override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
     {
-        self.recordDelivery(stamp: stamp, now: now)
+        self.recordDelivery(to: connection, stamp: stamp, now: now)
         guard connection.slot >= 0 else { return }
         let slot = connection.slot
         rooms[slot].outstanding -= 1

@@ -43,9 +43,12 @@ class LoopDriver {
         self.loop = loop
         self.plan = plan
         self.maxConnectsInFlight = max(1, maxConnectsInFlight)
+        self.stats.nodes = Array(repeating: BenchNodeStats(), count: plan.targets.count)
         self.connections.reserveCapacity(globalIndexes.count)
         for (index, global) in globalIndexes.enumerated() {
-            connections.append(BenchConnection(driver: self, index: index, globalIndex: global))
+            connections.append(
+                BenchConnection(driver: self, index: index, globalIndex: global, target: plan.target(for: global))
+            )
         }
     }
 
@@ -71,7 +74,7 @@ class LoopDriver {
 
     /// A measured message arrived on `connection`, sent at `stamp`. Subclasses call ``recordDelivery``.
     func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
-        self.recordDelivery(stamp: stamp, now: now)
+        self.recordDelivery(to: connection, stamp: stamp, now: now)
     }
 
     // MARK: Measuring
@@ -79,21 +82,24 @@ class LoopDriver {
     @inline(__always)
     static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
-    /// Counts a measured send that should cause `deliveries` deliveries.
-    func recordSend(at now: UInt64, deliveries: Int) {
+    /// Counts a measured send by `connection` that should cause `deliveries` deliveries.
+    func recordSend(from connection: BenchConnection, at now: UInt64, deliveries: Int) {
         allSent += 1
         if now >= windowStart && now < windowEnd {
             stats.sent += 1
             stats.expected += deliveries
+            stats.nodes[connection.target].sent += 1
         }
     }
 
-    func recordDelivery(stamp: UInt64, now: UInt64) {
+    /// Counts a delivery to `connection` of a message sent at `stamp`.
+    func recordDelivery(to connection: BenchConnection, stamp: UInt64, now: UInt64) {
         allReceived += 1
         let value = now > stamp ? now - stamp : 0
         interval.record(value)
         guard stamp >= windowStart && stamp < windowEnd else { return }
         stats.received += 1
+        stats.nodes[connection.target].received += 1
         stats.latency.record(value)
     }
 
@@ -195,7 +201,8 @@ class LoopDriver {
         // The bootstrap runs the channel initializer inside `connect` (on this loop), which takes the
         // connection from `connecting`.
         connecting = connection
-        let connected = self.bootstrap(for: plan.sourceIndex(for: connection.globalIndex)).connect(to: plan.server)
+        let connected = self.bootstrap(for: plan.sourceIndex(for: connection.globalIndex))
+            .connect(to: plan.targets[connection.target].server)
         connecting = nil
         connected.whenFailure { error in
             let connection = bound.value
@@ -209,7 +216,7 @@ class LoopDriver {
         let slot = source.map { $0 + 1 } ?? 0
         if slot < bootstraps.count, let bootstrap = bootstraps[slot] { return bootstrap }
         let driver = NIOLoopBound(self, eventLoop: loop)
-        let tls = plan.tls
+        let targets = plan.targets
         var bootstrap = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.maxMessagesPerRead, value: 16)
@@ -219,7 +226,7 @@ class LoopDriver {
                     guard let connection = driver.value.connecting else {
                         throw ChannelError.inappropriateOperationForState
                     }
-                    try tls?.addHandler(to: channel.pipeline.syncOperations)
+                    try targets[connection.target].tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
@@ -252,6 +259,7 @@ class LoopDriver {
             stats.acks += 1
         case .error:
             stats.errorMessages += 1
+            stats.nodes[connection.target].errorMessages += 1
             if stats.firstError == nil {
                 stats.firstError = String(decoding: payload.prefix(300), as: UTF8.self)
             }
@@ -275,6 +283,7 @@ class LoopDriver {
         connection.ready = true
         let now = Self.now()
         stats.ready += 1
+        stats.nodes[connection.target].ready += 1
         stats.lastReadyAt = max(stats.lastReadyAt, now)
         stats.connectLatency.record(now - connection.startedAt)
         self.settle()
@@ -297,8 +306,10 @@ class LoopDriver {
         if stats.firstError == nil { stats.firstError = reason }
         if connection.ready {
             stats.closed += 1
+            stats.nodes[connection.target].closed += 1
         } else {
             stats.connectFailed += 1
+            stats.nodes[connection.target].connectFailed += 1
             self.settle()
         }
     }

@@ -90,22 +90,22 @@ final class RelayDriver: LoopDriver {
         let offerer = connections[pairs[pair].offerer]
         let now = Self.now()
         offerer.send(offerer.templates[0], stamp: now)
-        self.recordSend(at: now, deliveries: 1)
+        self.recordSend(from: offerer, at: now, deliveries: 1)
     }
 
     /// Candidates then end-of-candidates, from `connection` to its partner.
     private func sendCandidates(_ connection: BenchConnection, now: UInt64) {
         for _ in 0..<candidates {
             connection.send(connection.templates[1], stamp: now)
-            self.recordSend(at: now, deliveries: 1)
+            self.recordSend(from: connection, at: now, deliveries: 1)
         }
         connection.send(connection.templates[2], stamp: now)
-        self.recordSend(at: now, deliveries: 1)
+        self.recordSend(from: connection, at: now, deliveries: 1)
     }
 
     override func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer)
     {
-        self.recordDelivery(stamp: stamp, now: now)
+        self.recordDelivery(to: connection, stamp: stamp, now: now)
         guard payload.count > BenchMessage.candidateValueOffset, connection.slot >= 0 else { return }
         let type = payload[BenchMessage.typeOffset]
         if connection.initiator {
@@ -118,7 +118,7 @@ final class RelayDriver: LoopDriver {
             }
         } else if type == UInt8(ascii: "o") {
             connection.send(connection.templates[0], stamp: now)
-            self.recordSend(at: now, deliveries: 1)
+            self.recordSend(from: connection, at: now, deliveries: 1)
             self.sendCandidates(connection, now: now)
         }
     }

@@ -1,0 +1,241 @@
+"""A real load balancer in front of a cluster: Debian's `haproxy` (installed by Scripts/test-all), round
+robin with no stickiness, in front of three `signal serve --redis` nodes on one real redis-server. Peers
+connect through HAProxy only; one node is killed with SIGKILL and its clients resume through HAProxy on
+the others with nothing lost (Docs/scaling.md, README "Behind a load balancer")."""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from cluster_helpers import Peer, RedisServer, eventually
+from conftest import free_port
+from e2e_helpers import metric
+
+GRACE = 10
+HAPROXY = os.environ.get("HAPROXY") or shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def haproxy_config(port, nodes):
+    """The configuration of README's "Behind a load balancer", on loopback: round robin, no stickiness,
+    WebSocket-friendly timeouts (`timeout tunnel` applies once the connection is upgraded), /readyz as the
+    health check, and a failed connect retried on another node."""
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{node_port} check inter 500ms fall 2 rise 2" for name, node_port in nodes
+    )
+    return f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+    timeout client-fin 5s
+    retries 3
+    option redispatch 1
+
+frontend signal
+    bind 127.0.0.1:{port}
+    default_backend signal_nodes
+
+backend signal_nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{servers}
+"""
+
+
+class HAProxy:
+    """`haproxy` in the foreground (`-db`) with a configuration written by the test."""
+
+    def __init__(self, directory, nodes):
+        assert os.path.exists(HAPROXY), "haproxy is missing: Scripts/test-all installs it (apt-get install haproxy)"
+        self.port = free_port()
+        self.config = os.path.join(str(directory), "haproxy.cfg")
+        with open(self.config, "w") as f:
+            f.write(haproxy_config(self.port, nodes))
+        check = subprocess.run([HAPROXY, "-c", "-f", self.config], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.log = open(os.path.join(str(directory), "haproxy.log"), "wb")
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", self.config], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while True:
+            assert self.proc.poll() is None, f"haproxy exited with {self.proc.returncode}: {self.log_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                assert time.time() < deadline, f"haproxy is not listening: {self.log_text()}"
+                time.sleep(0.05)
+
+    def log_text(self):
+        with open(self.log.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    @property
+    def ws(self):
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def sessions(hub):
+    return int(metric(hub, "signal_sessions"))
+
+
+def counter_of(msg):
+    return int(msg["id"].rsplit("-", 1)[1])
+
+
+def delivered_once_in_order(peer, sender):
+    """The ids of the `message`s `peer` got from `sender`: each once, in the order sent."""
+    got = [m for m in peer.messages if m.get("from") == sender and m["type"] == "message"]
+    ids = [m["id"] for m in got]
+    assert len(ids) == len(set(ids)), f"{peer.name} got a signal of {sender} twice"
+    counters = [counter_of(m) for m in got]
+    assert counters == sorted(counters), f"{peer.name} got {sender}'s signals out of order"
+    return set(ids)
+
+
+def test_peers_behind_haproxy_survive_a_killed_node(start_hub, redis, tmp_path):
+    nodes = [
+        start_hub("--redis", redis.url, "--node-id", name, "--resume-grace", str(GRACE), "--cluster-refresh", "1",
+                  "--log-level", "warning")
+        for name in "abc"
+    ]
+    proxy = HAProxy(tmp_path, [(name, hub.port) for name, hub in zip("abc", nodes)])
+    try:
+        asyncio.run(scenario(proxy, nodes))
+    finally:
+        proxy.stop()
+
+
+async def scenario(proxy, nodes):
+    assert proxy.proc.poll() is None, f"haproxy exited with {proxy.proc.returncode}"
+    # Six peers, one after another, through HAProxy: round robin puts two on each node. Which node took
+    # a peer is read from the nodes' session gauges.
+    peers, home = [], {}
+    for i in range(6):
+        before = [sessions(h) for h in nodes]
+        peer = Peer(f"lb{i}")
+        await peer.connect(proxy.ws)
+        await eventually(lambda b=before: sum(sessions(h) for h in nodes) == sum(b) + 1, what=f"{peer.name}'s session")
+        grew = [k for k, h in enumerate(nodes) if sessions(h) > before[k]]
+        assert len(grew) == 1, grew
+        home[peer.name] = grew[0]
+        peers.append(peer)
+    placement = sorted(home.values())
+    assert placement == [0, 0, 1, 1, 2, 2], f"HAProxy did not spread the peers round robin: {home}"
+
+    listed = {}
+    for p in peers:
+        reply = await p.request({"type": "join", "room": "lb"})
+        assert reply["type"] == "joined", reply
+        listed[p.name] = {x["peer"] for x in reply["peers"]}
+    everyone = {p.name for p in peers}
+    for p in peers:
+        await eventually(
+            lambda p=p: listed[p.name] | {m["peer"] for m in p.of_type("peer-joined")} == everyone - {p.name},
+            what=f"presence at {p.name}",
+        )
+
+    # Everyone signals everyone through the balancer, across nodes.
+    for a in peers:
+        for b in peers:
+            if a is not b:
+                reply = await a.request({"type": "offer", "to": b.name, "sdp": f"v=0 {a.name}>{b.name}"})
+                assert reply["type"] == "ack" and not reply.get("queued"), reply
+    for b in peers:
+        await eventually(lambda b=b: len(b.of_type("offer")) == len(peers) - 1, what=f"offers to {b.name}")
+
+    # Kill one node while the others' peers stream signals to its peers.
+    dead = home[peers[0].name]
+    victims = [p for p in peers if home[p.name] == dead]
+    senders = [p for p in peers if home[p.name] != dead]
+    outcomes = {}  # id -> (sender, recipient, "ack", "error CODE" or "silent")
+    queued = []  # acknowledged while the recipient was away
+    stop = asyncio.Event()
+
+    async def stream(sender, to):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                reply = await sender.request({"type": "message", "to": to.name, "data": {"n": n}}, timeout=10)
+                outcome = reply["type"] if reply["type"] == "ack" else f"error {reply.get('code')}"
+                outcomes[reply["id"]] = (sender.name, to.name, outcome)
+                if reply.get("queued"):
+                    queued.append(reply["id"])
+            except asyncio.TimeoutError:
+                outcomes[f"silent-{len(outcomes)}"] = (sender.name, to.name, "silent")
+            await asyncio.sleep(0.01)
+
+    streams = [asyncio.ensure_future(stream(s, v)) for s in senders for v in victims]
+    await asyncio.sleep(1.0)
+    nodes[dead].stop(signal.SIGKILL)
+    killed_at = time.time()
+    await eventually(lambda: all(v.closed is not None for v in victims), what="the drop, seen through HAProxy")
+    assert all(v.closed == 1006 for v in victims), [v.closed for v in victims]
+    alive = [h for k, h in enumerate(nodes) if k != dead]
+    for v in victims:
+        before = sum(sessions(h) for h in alive)
+        # The balancer may still pick the dead node until its health check fails: `retries` and
+        # `option redispatch` send the connect to another node.
+        welcome = await v.connect(proxy.ws, resume=True)
+        assert welcome.get("resumed") is True and not welcome.get("gap"), welcome
+        await eventually(lambda b=before: sum(sessions(h) for h in alive) == b + 1, what=f"{v.name} on a live node")
+    resumed_after = time.time() - killed_at
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*streams)
+
+    # Nothing silent; every acknowledged signal delivered exactly once, in order; nothing refused delivered.
+    silent = [k for k, (_, _, outcome) in outcomes.items() if outcome == "silent"]
+    assert not silent, f"{len(silent)} signals got no answer: {silent[:5]}"
+    for v in victims:
+        for s in senders:
+            acked = {k for k, (a, b, o) in outcomes.items() if a == s.name and b == v.name and o == "ack"}
+            assert acked, f"no signal from {s.name} to {v.name} was acknowledged"
+            await eventually(lambda v=v, s=s, acked=acked: delivered_once_in_order(v, s.name) >= acked,
+                             what=f"{s.name}'s signals replayed to {v.name}")
+            assert delivered_once_in_order(v, s.name) == acked, f"{v.name} got a signal of {s.name} that was refused"
+        seqs = [m["seq"] for m in v.messages]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{v.name}: seq has a gap or a repeat"
+    refused = sorted({o for _, _, o in outcomes.values() if o != "ack"})
+
+    # The resumed peers signal from their new nodes; nobody saw a peer leave.
+    for v in victims:
+        reply = await v.request({"type": "answer", "to": senders[0].name, "sdp": f"v=0 back {v.name}"})
+        assert reply["type"] == "ack", reply
+    await eventually(lambda: len([m for m in senders[0].of_type("answer")]) == len(victims), what="answers after resume")
+    for p in peers:
+        assert not p.of_type("peer-left"), f"{p.name} saw {p.of_type('peer-left')}"
+    print(f"\nthrough HAProxy: {len(outcomes)} signals to the killed node's {len(victims)} peers, "
+          f"{sum(1 for o in outcomes.values() if o[2] == 'ack')} acknowledged ({len(queued)} queued) and delivered once "
+          "in order, "
+          f"refused {refused or 'none'}, 0 silent; resumed {resumed_after:.1f} s after the kill")
+    for p in peers:
+        await p.close()
