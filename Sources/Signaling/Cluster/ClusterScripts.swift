@@ -369,6 +369,7 @@ enum ClusterScripts {
     )
 
     static let all: [RedisScript] = [
-        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom, forgetDeadline,
+        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom,
+        forgetDeadline,
     ]
 }

@@ -83,7 +83,9 @@ final class DeliveryBatcher: Sendable {
                 if index < replies.count {
                     item.promise.succeed(replies[index])
                 } else {
-                    item.promise.fail(RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)"))
+                    item.promise.fail(
+                        RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)")
+                    )
                 }
             }
         }.recover { error in

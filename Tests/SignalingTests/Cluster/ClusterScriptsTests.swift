@@ -124,7 +124,8 @@ import Testing
         try await subscriber.subscribe([keys.channel(of: "n#1")])
         #expect(try await create(redis, "bob", token: "bob.t1") == "created")
         #expect(try await create(redis, "carol", token: "carol.t1", conn: "2") == "created")
-        #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")  // no subscriber
+        // dave's node has no subscriber: his signal waits in his buffer.
+        #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
         func item(_ id: String, room: String = "") -> [any RESPEncodable] {
             let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
             return [prefix, "alice", id, "message", room, "-", "1"]
