@@ -127,9 +127,14 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Join a cluster through this Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS. Without it the hub is a single node."
+            "Join a cluster through this Redis: redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// for TLS. Without it the hub is a single node. With --redis-cluster: a seed node of the Redis Cluster (repeat for more seeds)."
     )
-    var redis: String?
+    var redis: [String] = []
+    @Flag(
+        help:
+            "The Redis is a Redis Cluster (7+): read its slot map from the --redis seeds, send each script to its slot's primary, follow MOVED/ASK, use sharded pub/sub, and answer only once a replica has each write."
+    )
+    var redisCluster = false
     @Option(help: "This node's name in the cluster (default: hostname-pid).") var nodeId: String?
     @Option(help: "Prefix of every Redis key and channel, so clusters can share one Redis.") var redisPrefix = "sig"
     @Option(help: "Private CA (PEM) that signed the rediss:// server's certificate.") var redisCa: String?
@@ -219,19 +224,34 @@ struct ServeCommand: AsyncParsableCommand {
         config.webRoot = webRoot
         config.echoMaxMessageBytes = echoMaxMessageBytes
         config.echoMaxFragments = echoMaxFragments
-        if let redis {
-            var redisConfiguration: RedisConfiguration
-            do {
-                redisConfiguration = try RedisConfiguration(url: redis)
-            } catch {
-                throw ValidationError("--redis: \(error.message)")
+        if !redis.isEmpty {
+            var seeds: [RedisConfiguration] = []
+            for url in redis {
+                do {
+                    var seed = try RedisConfiguration(url: url)
+                    if let redisCa { seed.tlsCAFile = redisCa }
+                    seeds.append(seed)
+                } catch {
+                    throw ValidationError("--redis: \(error.message)")
+                }
             }
-            if let redisCa { redisConfiguration.tlsCAFile = redisCa }
+            guard seeds.count == 1 || redisCluster else {
+                throw ValidationError("--redis is given once, or several times with --redis-cluster (seed nodes)")
+            }
+            let redisConfiguration = seeds[0]
             var cluster = ClusterConfiguration(
                 redis: redisConfiguration,
                 nodeID: nodeId ?? "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
             )
             cluster.keyPrefix = redisPrefix
+            cluster.redisCluster = redisCluster
+            cluster.redisSeeds = Array(seeds.dropFirst())
+            if redisCluster {
+                for (name, value) in [("--redis-prefix", redisPrefix), ("--node-id", cluster.nodeID)]
+                where value.contains("{") || value.contains("}") {
+                    throw ValidationError("\(name) may not contain { or } with --redis-cluster (they are hash tags)")
+                }
+            }
             cluster.redis.commandTimeout = .milliseconds(Int64(redisTimeout * 1000))
             cluster.partitionTimeout =
                 redisPartitionTimeout > 0 ? .milliseconds(Int64(redisPartitionTimeout * 1000)) : nil
@@ -239,6 +259,8 @@ struct ServeCommand: AsyncParsableCommand {
             config.cluster = cluster
         } else if nodeId != nil {
             throw ValidationError("--node-id needs --redis")
+        } else if redisCluster {
+            throw ValidationError("--redis-cluster needs --redis (a seed node)")
         }
         return config
     }

@@ -11,6 +11,10 @@ public enum RedisPubSubEvent: Sendable, Hashable {
     /// Messages published from now on are delivered; state that other nodes announced during the gap
     /// must be re-read from Redis.
     case reconnected
+    /// The server dropped a sharded subscription (``RedisSubscriber/ssubscribe(_:timeout:)``) by itself: the
+    /// channel's slot is served by another shard now (a failover or a resharding). The subscriber no longer
+    /// wants it; subscribe it again on the node that serves the slot now (``RedisShardedSubscriber`` does).
+    case unsubscribedByServer(channel: String)
 }
 
 /// One pub/sub message.

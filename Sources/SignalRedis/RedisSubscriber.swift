@@ -97,6 +97,19 @@ public final class RedisSubscriber: Sendable, Service {
         try await change(patterns, kind: .pattern, subscribe: false, timeout: timeout)
     }
 
+    /// `SSUBSCRIBE channel` for each channel (Redis 7 sharded pub/sub, published with `SPUBLISH`): like
+    /// ``subscribe(_:timeout:)``, but the connection must be to the primary that serves each channel's slot
+    /// (``RedisShardedSubscriber`` picks it). When the slot moves away the server drops the subscription and
+    /// ``events`` says so with ``RedisPubSubEvent/unsubscribedByServer(channel:)``.
+    public func ssubscribe(_ channels: [String], timeout: Duration? = nil) async throws(RedisError) {
+        try await change(channels, kind: .shard, subscribe: true, timeout: timeout)
+    }
+
+    /// `SUNSUBSCRIBE channel` for each channel, like ``unsubscribe(_:timeout:)``.
+    public func sunsubscribe(_ channels: [String], timeout: Duration? = nil) async throws(RedisError) {
+        try await change(channels, kind: .shard, subscribe: false, timeout: timeout)
+    }
+
     private func change(
         _ names: [String],
         kind: RedisSubscriberCore.Kind,

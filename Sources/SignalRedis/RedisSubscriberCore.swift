@@ -9,9 +9,23 @@ final class RedisSubscriberCore: RedisConnectionCore {
     enum Kind {
         case channel
         case pattern
+        /// A sharded channel (Redis 7 `SSUBSCRIBE`): served by the primary of its name's slot.
+        case shard
 
-        var subscribe: String { self == .channel ? "subscribe" : "psubscribe" }
-        var unsubscribe: String { self == .channel ? "unsubscribe" : "punsubscribe" }
+        var subscribe: String {
+            switch self {
+            case .channel: return "subscribe"
+            case .pattern: return "psubscribe"
+            case .shard: return "ssubscribe"
+            }
+        }
+        var unsubscribe: String {
+            switch self {
+            case .channel: return "unsubscribe"
+            case .pattern: return "punsubscribe"
+            case .shard: return "sunsubscribe"
+            }
+        }
     }
 
     private struct Waiter {
@@ -26,9 +40,11 @@ final class RedisSubscriberCore: RedisConnectionCore {
     /// What the caller wants, kept across reconnects.
     private var channels: Set<String> = []
     private var patterns: Set<String> = []
+    private var shardChannels: Set<String> = []
     /// What this connection has asked the server for.
     private var sentChannels: Set<String> = []
     private var sentPatterns: Set<String> = []
+    private var sentShardChannels: Set<String> = []
     private var waiters: [Int: Waiter] = [:]
     private var nextWaiterID = 0
     /// Messages that arrive during a handshake wait here, so that `.reconnected` comes first.
@@ -64,6 +80,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
         switch kind {
         case .channel: channels.formUnion(names)
         case .pattern: patterns.formUnion(names)
+        case .shard: shardChannels.formUnion(names)
         }
         addWaiter(kind.subscribe, names, timeout: timeout, promise: promise)
         switch phase {
@@ -72,6 +89,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
             switch kind {
             case .channel: sentChannels.formUnion(names)
             case .pattern: sentPatterns.formUnion(names)
+            case .shard: sentShardChannels.formUnion(names)
             }
         case .idle:
             start()
@@ -85,6 +103,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
         switch kind {
         case .channel: channels.subtract(names)
         case .pattern: patterns.subtract(names)
+        case .shard: shardChannels.subtract(names)
         }
         guard case .connected = phase else {
             // Without a connection nothing is subscribed on the server, and the next one will not be.
@@ -94,6 +113,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
         switch kind {
         case .channel: sentChannels.subtract(names)
         case .pattern: sentPatterns.subtract(names)
+        case .shard: sentShardChannels.subtract(names)
         }
         addWaiter(kind.unsubscribe, names, timeout: timeout, promise: promise)
         send(kind.unsubscribe, names, timeout: timeout)
@@ -106,6 +126,11 @@ final class RedisSubscriberCore: RedisConnectionCore {
         handshaking = true
         sentChannels = channels
         sentPatterns = patterns
+        sentShardChannels = shardChannels
+        // A sharded SSUBSCRIBE takes channels of one slot only: one command each.
+        for channel in shardChannels.sorted() {
+            encoder.encodeCommand(Self.command("SSUBSCRIBE", [channel]), into: &buffer)
+        }
         if !channels.isEmpty {
             encoder.encodeCommand(Self.command("SUBSCRIBE", channels.sorted()), into: &buffer)
         }
@@ -131,6 +156,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
             switch waiter.confirmation {
             case "subscribe": waiter.remaining.subtract(sentChannels)
             case "psubscribe": waiter.remaining.subtract(sentPatterns)
+            case "ssubscribe": waiter.remaining.subtract(sentShardChannels)
             default: continue
             }
             self.store(waiter, id)
@@ -145,12 +171,17 @@ final class RedisSubscriberCore: RedisConnectionCore {
         let dropChannels = sentChannels.subtracting(channels)
         let addPatterns = patterns.subtracting(sentPatterns)
         let dropPatterns = sentPatterns.subtracting(patterns)
+        let addShards = shardChannels.subtracting(sentShardChannels)
+        let dropShards = sentShardChannels.subtracting(shardChannels)
         if !addChannels.isEmpty { send("subscribe", addChannels.sorted(), timeout: timeout) }
         if !dropChannels.isEmpty { send("unsubscribe", dropChannels.sorted(), timeout: timeout) }
         if !addPatterns.isEmpty { send("psubscribe", addPatterns.sorted(), timeout: timeout) }
         if !dropPatterns.isEmpty { send("punsubscribe", dropPatterns.sorted(), timeout: timeout) }
+        if !addShards.isEmpty { send("ssubscribe", addShards.sorted(), timeout: timeout) }
+        if !dropShards.isEmpty { send("sunsubscribe", dropShards.sorted(), timeout: timeout) }
         sentChannels = channels
         sentPatterns = patterns
+        sentShardChannels = shardChannels
     }
 
     override func didDisconnect(_ error: RedisError) {
@@ -158,6 +189,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
         releaseHeldMessages()
         sentChannels = []
         sentPatterns = []
+        sentShardChannels = []
         continuation.yield(.disconnected(error))
         // Unsubscribes still waiting are done: the server dropped every subscription with the connection.
         for (id, waiter) in waiters where waiter.confirmation.hasSuffix("unsubscribe") {
@@ -191,7 +223,7 @@ final class RedisSubscriberCore: RedisConnectionCore {
             return false
         }
         switch String(buffer: kind) {
-        case "message" where parts.count == 3:
+        case "message" where parts.count == 3, "smessage" where parts.count == 3:
             deliver(
                 RedisPubSubMessage(
                     channel: parts[1].string ?? "",
@@ -207,6 +239,17 @@ final class RedisSubscriberCore: RedisConnectionCore {
                     payload: parts[3].buffer ?? ByteBuffer()
                 )
             )
+        case "sunsubscribe" where parts.count == 3:
+            guard let name = parts[1].string else { break }
+            if shardChannels.contains(name) {
+                // Not asked for: the channel's slot moved to another shard (a failover, a resharding), and
+                // the server dropped the subscription. The caller subscribes it where it lives now.
+                shardChannels.remove(name)
+                sentShardChannels.remove(name)
+                continuation.yield(.unsubscribedByServer(channel: name))
+            } else if !handshaking {
+                confirm("sunsubscribe", name)
+            }
         case let confirmation where parts.count == 3 && confirmation.hasSuffix("subscribe"):
             // During a handshake, `didConnect` settles the waiters.
             if !handshaking, let name = parts[1].string {
@@ -288,6 +331,11 @@ final class RedisSubscriberCore: RedisConnectionCore {
     }
 
     private func send(_ command: String, _ names: [String], timeout: TimeAmount) {
+        if command.hasPrefix("s"), names.count > 1 {
+            // Sharded (un)subscriptions take channels of one slot only: one command each.
+            for name in names { send(command, [name], timeout: timeout) }
+            return
+        }
         var bytes = ByteBufferAllocator().buffer(capacity: 32 + names.count * 24)
         encoder.encodeCommand(Self.command(command.uppercased(), names), into: &bytes)
         write(

@@ -79,6 +79,11 @@ public final class RedisTestServer: @unchecked Sendable {
         return configuration
     }
 
+    /// True while the server process runs.
+    public var isRunning: Bool {
+        lock.withLock { process?.isRunning ?? false }
+    }
+
     /// Kills the server with SIGKILL (no goodbye to clients) and waits until it is gone.
     public func kill() async {
         guard let process = signalKill() else { return }
@@ -268,7 +273,7 @@ public final class RedisTestServer: @unchecked Sendable {
         }
     }
 
-    private static func freePort() async throws -> Int {
+    static func freePort() async throws -> Int {
         let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
         let port = channel.localAddress!.port!
         try await channel.close()

@@ -105,6 +105,7 @@ import Testing
             case .message: return "message"
             case .disconnected: return "disconnected"
             case .reconnected: return "reconnected"
+            case .unsubscribedByServer: return "unsubscribed"
             }
         }
         #expect(kinds == ["message", "disconnected", "reconnected", "message", "message", "message"])

@@ -7,6 +7,17 @@
 public struct ClusterConfiguration: Sendable {
     /// The shared Redis (`redis://` or `rediss://`), its timeouts and reconnection backoff.
     public var redis: RedisConfiguration
+    /// Use a Redis Cluster (`--redis-cluster`): ``redis`` and ``redisSeeds`` are nodes to read the slot map
+    /// from; each script goes to the primary of its keys' slot, and node channels are sharded
+    /// (`SSUBSCRIBE`/`SPUBLISH`). Docs/scaling.md, "Redis Cluster".
+    public var redisCluster = false
+    /// More seed nodes of the Redis Cluster besides ``redis`` (`--redis` given several times). Their
+    /// credentials and timeouts are ``redis``'s.
+    public var redisSeeds: [RedisConfiguration] = []
+    /// With ``redisCluster``: replicas that must have each write before the node answers (`WAIT`), so an
+    /// acknowledged signal survives the failover of its primary. Capped by the shard's online replicas.
+    public var replicaAcknowledgements = 1
+
     /// This node's name, unique in the cluster: its pub/sub channel is `PREFIX:node:ID`. Two live nodes
     /// with one id would take each other's messages.
     public var nodeID: String

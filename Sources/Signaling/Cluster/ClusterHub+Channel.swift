@@ -7,8 +7,9 @@ import SignalRedis
 /// The node's pub/sub channel: what other nodes' scripts publish for this node's connections.
 extension ClusterHub {
     /// Subscribes to this node's channel, retrying until it succeeds: the subscription then survives
-    /// reconnects by itself.
+    /// reconnects by itself. (In a Redis Cluster the node listens per peer instead: ``listen(on:to:)``.)
     func subscribe() async {
+        guard case .single(let subscriber) = subscriber else { return }
         while !Task.isCancelled {
             do throws(RedisError) {
                 try await subscriber.subscribe([keys.channel(of: nodeName)])
@@ -29,6 +30,8 @@ extension ClusterHub {
             case .reconnected:
                 clusterMetrics.redisReconnects.increment()
                 await self.catchUp()
+            case .unsubscribedByServer:
+                break  // the sharded subscriber subscribes it where its slot lives now, then says `.reconnected`
             }
         }
     }
@@ -52,6 +55,41 @@ extension ClusterHub {
                 reason: code == .idTaken ? "session resumed elsewhere" : "session ended"
             )
         }
+    }
+
+    /// Redis Cluster: before `connection`'s create or resume script runs for `peer`, the node subscribes to
+    /// its channel for that peer (on the primary of the peer's slot), so that whatever the script and
+    /// later ones publish for the connection reaches the node, held until the open is complete. A no-op
+    /// on one Redis, where the node's one channel is always subscribed.
+    func listen(on connection: ConnectionID, to peer: String) async throws(RedisError) {
+        guard case .sharded(let subscriber) = subscriber else { return }
+        let (subscribe, unsubscribe) = state.withLockedValue { state -> (Bool, String?) in
+            let previous = state.listening[connection]
+            guard previous != peer else { return (false, nil) }
+            state.listening[connection] = peer
+            state.listeners[peer, default: 0] += 1
+            return (state.listeners[peer] == 1, previous.flatMap { Self.release($0, in: &state) })
+        }
+        if let unsubscribe { await subscriber.sunsubscribe([keys.channel(of: nodeName, peer: unsubscribe)]) }
+        if subscribe { try await subscriber.ssubscribe([keys.channel(of: nodeName, peer: peer)]) }
+    }
+
+    /// Redis Cluster: the connection is gone; the node stops listening for its peer unless another of its
+    /// connections still holds that peer.
+    func stopListening(on connection: ConnectionID) async {
+        guard case .sharded(let subscriber) = subscriber else { return }
+        let unsubscribe = state.withLockedValue { state -> String? in
+            guard let peer = state.listening.removeValue(forKey: connection) else { return nil }
+            return Self.release(peer, in: &state)
+        }
+        if let unsubscribe { await subscriber.sunsubscribe([keys.channel(of: nodeName, peer: unsubscribe)]) }
+    }
+
+    /// One listener fewer for `peer`; returns the peer when none is left.
+    private static func release(_ peer: String, in state: inout State) -> String? {
+        let left = (state.listeners[peer] ?? 1) - 1
+        state.listeners[peer] = left > 0 ? left : nil
+        return left > 0 ? nil : peer
     }
 
     /// After the subscription was lost: every connection gets what was published meanwhile.

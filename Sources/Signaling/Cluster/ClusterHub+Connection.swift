@@ -62,6 +62,7 @@ extension ClusterHub {
             state.iceRefresh?.remove(connection)
         }
         await self.closeSession(close, connection: connection)
+        await self.stopListening(on: connection)
         state.withLockedValue { $0.closingSessions -= 1 }
     }
 

@@ -20,7 +20,7 @@ extension ClusterHub {
                 return (decision, open)
             }
             if decision.lostRedis {
-                logger.warning("Redis unreachable: not ready", metadata: ["redis.state": "\(redis.state)"])
+                logger.warning("Redis unreachable: not ready", metadata: ["redis.state": "\(redis.stateDescription)"])
             }
             if decision.sendClientsAway, !open.isEmpty {
                 logger.warning(

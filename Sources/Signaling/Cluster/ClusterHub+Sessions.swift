@@ -37,6 +37,7 @@ extension ClusterHub {
         let takeOver = policy.collision(peer: peer, requested: requested, subject: subject) == .takeOver
         while true {
             let token = peer + "." + Self.randomString(count: 43)
+            try await self.listen(on: connection, to: peer)
             let reply = try await redis.run(
                 ClusterScripts.create,
                 keys: keys.session(peer),
@@ -83,6 +84,7 @@ extension ClusterHub {
             return self.refuse(connection, refusal)
         }
         let newToken = peer + "." + Self.randomString(count: 43)
+        try await self.listen(on: connection, to: peer)
         let reply = try await redis.run(
             ClusterScripts.resume,
             keys: keys.session(peer),

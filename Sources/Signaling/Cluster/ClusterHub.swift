@@ -61,6 +61,10 @@ public final class ClusterHub: SessionHub {
         /// Connections due fresh TURN credentials (only with ``WelcomeTemplate/turn``), checked at each
         /// maintenance tick.
         var iceRefresh: IceRefreshSchedule?
+        /// Redis Cluster: the peer whose sharded channel each connection listens on, and how many of the
+        /// node's connections listen on each peer's channel.
+        var listening: [ConnectionID: String] = [:]
+        var listeners: [String: Int] = [:]
     }
 
     public let configuration: ClusterConfiguration
@@ -76,10 +80,11 @@ public final class ClusterHub: SessionHub {
     /// `ID#incarnation`: what sessions record as their node, and the name of this node's channel. A node
     /// restarted with the same id gets a new channel, so nothing meant for its previous run reaches it.
     let nodeName: String
-    let redis: RedisConnection
-    /// Pipelined signal deliveries, many to a script call (``ClusterScripts/deliverBatch``).
+    /// One Redis server, or a Redis Cluster (``ClusterConfiguration/redisCluster``): the scripts are the same.
+    let redis: any RedisClient
+    /// Pipelined signal deliveries, many to a script call (``ClusterScripts/deliverBatch``) on one Redis.
     let batcher: DeliveryBatcher
-    let subscriber: RedisSubscriber
+    let subscriber: ClusterSubscription
     /// For waits that must not end early when ``run()`` is cancelled.
     let eventLoop: any EventLoop
     let logger: Logger
@@ -110,7 +115,9 @@ public final class ClusterHub: SessionHub {
         self.welcome = welcome
         self.metrics = metrics
         self.clusterMetrics = clusterMetrics
-        self.keys = ClusterKeys(prefix: configuration.keyPrefix)
+        var keys = ClusterKeys(prefix: configuration.keyPrefix)
+        keys.sharded = configuration.redisCluster
+        self.keys = keys
         self.nodeName = configuration.nodeID + "#" + Self.randomString(count: 8)
         self.logger = logger
         self.state = NIOLockedValueBox(
@@ -129,21 +136,47 @@ public final class ClusterHub: SessionHub {
         self.eventLoop = eventLoopGroup.next()
         var redisConfiguration = configuration.redis
         redisConfiguration.clientName = redisConfiguration.clientName ?? "signal-\(configuration.nodeID)"
-        self.redis = try RedisConnection(
-            configuration: redisConfiguration,
-            eventLoopGroup: eventLoopGroup,
-            logger: logger,
-            onStateChange: { state in clusterMetrics.redisUp.record(state.isConnected ? 1 : 0) },
-            onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
-        )
+        if configuration.redisCluster {
+            var seeds = [redisConfiguration]
+            for var seed in configuration.redisSeeds {
+                seed.clientName = redisConfiguration.clientName
+                seed.commandTimeout = redisConfiguration.commandTimeout
+                seeds.append(seed)
+            }
+            var clusterConfiguration = try RedisClusterConfiguration(seeds: seeds)
+            clusterConfiguration.replicaAcknowledgements = max(0, configuration.replicaAcknowledgements)
+            clusterConfiguration.refreshInterval = min(
+                clusterConfiguration.refreshInterval,
+                configuration.refreshInterval
+            )
+            let client = RedisClusterClient(
+                configuration: clusterConfiguration,
+                eventLoopGroup: eventLoopGroup,
+                logger: logger,
+                onStateChange: { up in clusterMetrics.redisUp.record(up ? 1 : 0) },
+                onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
+            )
+            self.redis = client
+            self.subscriber = .sharded(
+                RedisShardedSubscriber(client: client, eventLoopGroup: eventLoopGroup, logger: logger)
+            )
+        } else {
+            self.redis = try RedisConnection(
+                configuration: redisConfiguration,
+                eventLoopGroup: eventLoopGroup,
+                logger: logger,
+                onStateChange: { state in clusterMetrics.redisUp.record(state.isConnected ? 1 : 0) },
+                onRoundTrip: { latency in clusterMetrics.redisRoundTrip.recordNanoseconds(Self.nanoseconds(latency)) }
+            )
+            self.subscriber = .single(
+                try RedisSubscriber(configuration: redisConfiguration, eventLoopGroup: eventLoopGroup, logger: logger)
+            )
+        }
         self.batcher = DeliveryBatcher(
             redis: redis,
-            common: [limits.resumeBufferMessages, limits.resumeBufferBytes, keys.channelPrefix]
-        )
-        self.subscriber = try RedisSubscriber(
-            configuration: redisConfiguration,
-            eventLoopGroup: eventLoopGroup,
-            logger: logger
+            eventLoop: eventLoop,
+            common: [limits.resumeBufferMessages, limits.resumeBufferBytes, keys.channelPrefix],
+            batches: !configuration.redisCluster
         )
     }
 

@@ -19,7 +19,19 @@ struct ClusterKeys: Sendable {
     /// refreshed or resumed). Any node sweeps it.
     var deadlines: String { "\(prefix):deadlines" }
 
+    /// Redis Cluster (`--redis-cluster`): a node's channel is sharded, one per session it holds (below).
+    var sharded = false
+
+    /// What the scripts get to publish to a node (their "channel prefix" argument): `prefix:node:`, to which
+    /// they append the node (`PUBLISH`); with ``sharded``, `+prefix:node:`, which tells them to
+    /// `SPUBLISH` to ``channel(of:peer:)`` instead, a channel in the slot of the keys they run on.
+    var channelPrefix: String { sharded ? "+\(prefix):node:" : "\(prefix):node:" }
+
     /// The pub/sub channel of a node: `prefix:node:ID`.
-    var channelPrefix: String { "\(prefix):node:" }
-    func channel(of node: String) -> String { channelPrefix + node }
+    func channel(of node: String) -> String { "\(prefix):node:" + node }
+
+    /// With ``sharded``, a node's channel for one peer's messages: `prefix:node:ID:{peer}`, whose hash tag
+    /// is the peer's, so a script on the peer's keys can `SPUBLISH` to it. The node subscribes to it (on the
+    /// primary of the peer's slot) while it holds one of the peer's connections.
+    func channel(of node: String, peer: String) -> String { "\(prefix):node:\(node):{\(peer)}" }
 }

@@ -18,6 +18,14 @@ enum ClusterScripts {
             local seq, q, typ, sender, rid = string.match(meta, '^(%d+)|(%d)|([^|]*)|([^|]*)|(.*)$')
             return tonumber(seq), q, typ, sender, rid
         end
+        -- To the node's channel: `PUBLISH prefix..node`, or with a `+prefix` (Redis Cluster) `SPUBLISH` to the
+        -- node's channel for this session, `prefix..node..':{peer}'`, in the slot of the session's keys.
+        local function notify(prefix, node, msg)
+            if string.sub(prefix, 1, 1) == '+' then
+                return redis.call('SPUBLISH', string.sub(prefix, 2) .. node .. ':' .. string.match(KEYS[1], '{[^}]*}'), msg)
+            end
+            return redis.call('PUBLISH', prefix .. node, msg)
+        end
         local function expireAll(K, ttl)
             for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
         end
@@ -57,7 +65,7 @@ enum ClusterScripts {
             if redis.call('EXISTS', KEYS[1]) == 1 then
                 if ARGV[6] ~= '1' then return {'taken'} end
                 local rooms, node, conn, away, origins = endSession(KEYS)
-                if away == '0' and node ~= '' then redis.call('PUBLISH', ARGV[8] .. node, 'K ' .. conn .. ' 4009') end
+                if away == '0' and node ~= '' then notify(ARGV[8], node, 'K ' .. conn .. ' 4009') end
                 result = {'took-over', rooms, origins}
             end
             redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'away', '0', 'dl', ARGV[4],
@@ -74,7 +82,7 @@ enum ClusterScripts {
         common + """
             local f = redis.call('HMGET', KEYS[1], 'tok', 'node', 'conn', 'away', 'seq', 'dropped', 'rooms', 'grant')
             if not f[1] or f[1] ~= ARGV[1] then return {'unknown'} end
-            if f[4] == '0' then redis.call('PUBLISH', ARGV[8] .. f[2], 'K ' .. f[3] .. ' 4009') end
+            if f[4] == '0' then notify(ARGV[8], f[2], 'K ' .. f[3] .. ' 4009') end
             redis.call('HSET', KEYS[1], 'tok', ARGV[2], 'node', ARGV[3], 'conn', ARGV[4], 'away', '0', 'dl', ARGV[6])
             local last, seq, dropped = tonumber(ARGV[5]), tonumber(f[5]), tonumber(f[6])
             local gap = 0
@@ -187,7 +195,7 @@ enum ClusterScripts {
     static let deliver = RedisScript(
         common + deliverFunction + """
             local function publish(node, conn, seq, msg)
-                return redis.call('PUBLISH', ARGV[10] .. node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
+                return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
             return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
                 ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1', publish)
@@ -268,17 +276,22 @@ enum ClusterScripts {
                 return {'alive'}
             end
             local rooms, node, conn, away, origins = endSession(KEYS)
-            if ARGV[1] ~= 'close' and away == '0' then redis.call('PUBLISH', ARGV[5] .. node, 'K ' .. conn .. ' 4002') end
+            if ARGV[1] ~= 'close' and away == '0' then notify(ARGV[5], node, 'K ' .. conn .. ' 4002') end
             return {'ended', rooms, origins}
             """
     )
 
     /// What the connection (node, conn) missed: every buffered message after `after`. ARGV: node, conn,
-    /// after. Returns `{'gone'}` when it no longer owns the session, or `{'ok', {seq, message, …}}`.
+    /// after. Returns `{'gone'}` when it no longer owns the session, or `{'ok', {seq, message, …}}`. When
+    /// `after` is above the session's `seq` (Redis lost writes in a failover that the connection had
+    /// already received), `seq` is raised to `after`, so no later message reuses a number the client has.
     static let since = RedisScript(
         common + """
             if not owns(KEYS, ARGV[1], ARGV[2]) then return {'gone'} end
             local after = tonumber(ARGV[3])
+            -- The connection has seen more than Redis remembers (a failover lost writes not yet replicated):
+            -- number on from what it has seen, never reusing a seq it holds.
+            if after > tonumber(redis.call('HGET', KEYS[1], 'seq')) then redis.call('HSET', KEYS[1], 'seq', after) end
             local msgs = redis.call('LRANGE', KEYS[2], 0, -1)
             local out = {}
             for i, meta in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do

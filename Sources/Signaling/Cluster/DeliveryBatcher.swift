@@ -33,21 +33,40 @@ final class DeliveryBatcher: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
-    private let redis: RedisConnection
+    private let redis: any RedisClient
+    private let eventLoop: any EventLoop
     /// The batch's leading arguments: max messages, max bytes, channel prefix.
     private let common: [any RESPEncodable]
+    /// False on a Redis Cluster, where a batch's recipients live in different slots and one script may
+    /// touch one slot only: each delivery is then its own ``ClusterScripts/deliver`` call, queued at once
+    /// (a sender's signals to one recipient go to one primary, in order).
+    private let batches: Bool
     let limits: Limits
 
-    init(redis: RedisConnection, common: [any RESPEncodable], limits: Limits = Limits()) {
+    init(
+        redis: any RedisClient,
+        eventLoop: any EventLoop,
+        common: [any RESPEncodable],
+        batches: Bool = true,
+        limits: Limits = Limits()
+    ) {
         self.redis = redis
+        self.eventLoop = eventLoop
         self.common = common
+        self.batches = batches
         self.limits = limits
     }
 
     /// Queues one delivery: the five session keys of its recipient and its seven per-delivery arguments
     /// (see ``ClusterScripts/deliverBatch``). The future is ``ClusterScripts/deliver``'s reply for it.
     func submit(keys: [String], arguments: [any RESPEncodable]) -> EventLoopFuture<RESPValue> {
-        let promise = redis.eventLoop.makePromise(of: RESPValue.self)
+        guard batches else {
+            // deliver's ARGV: prefix, sender, id, type, room, shared, max messages, max bytes, signal, channels.
+            var single = Array(arguments.prefix(6))
+            single += [common[0], common[1], arguments[6], common[2]]
+            return redis.submit(ClusterScripts.deliver, keys: keys, arguments: single)
+        }
+        let promise = eventLoop.makePromise(of: RESPValue.self)
         let sent = state.withLockedValue { state in
             state.waiting.append(Item(keys: keys, arguments: arguments, promise: promise))
             return self.sendNext(&state)
