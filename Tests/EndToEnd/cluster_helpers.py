@@ -227,3 +227,102 @@ async def eventually(predicate, timeout=15, interval=0.05, what="condition"):
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class RedisClusterNodes:
+    """A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each, every node a
+    `redis-server --cluster-enabled yes` of its own (append-only, fsynced on every write), joined with
+    `redis-cli --cluster create`; ready once every node says `cluster_state:ok`. `node_timeout` (ms) is how
+    long a primary may be unreachable before its replica is promoted."""
+
+    def __init__(self, directory, primaries=3, replicas=1, node_timeout=1000):
+        self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.cli_binary = os.environ.get("REDIS_CLI") or os.path.join(os.path.dirname(self.binary), "redis-cli")
+        self.procs = {}
+        self.logs = []
+        for i in range(primaries * (1 + replicas)):
+            port, bus = free_port(), free_port()
+            node_dir = os.path.join(str(directory), f"node{i}")
+            os.makedirs(node_dir, exist_ok=True)
+            log = open(os.path.join(node_dir, "redis.log"), "ab")
+            self.logs.append(log)
+            self.procs[port] = subprocess.Popen(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir, "--save", "",
+                 "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
+                 "--cluster-node-timeout", str(node_timeout), "--cluster-allow-replica-migration", "no"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.ports = list(self.procs)
+        for port in self.ports:
+            self._wait_ping(port)
+        self.cli(None, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", str(replicas), "--cluster-yes")
+        self.wait_ok()
+
+    def _wait_ping(self, port):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with contextlib.suppress(Exception):
+                if self.cli(port, "PING").strip() == "PONG":
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {port} did not start")
+
+    def cli(self, port, *args):
+        command = [self.cli_binary] + (["-p", str(port)] if port else []) + [str(a) for a in args]
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=30).stdout
+
+    def alive(self):
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def wait_ok(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            replication = [self.cli(p, "INFO", "replication") for p in self.alive()]
+            synced = all("master_link_status:up" in r for r in replication if "role:slave" in r)
+            if synced and all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.alive()):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    @property
+    def urls(self):
+        return [f"redis://127.0.0.1:{p}" for p in self.ports]
+
+    def slot(self, key):
+        return int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key))
+
+    def primary_of(self, slot):
+        """The port of the primary that serves `slot` now (as the first live node sees it)."""
+        for line in self.cli(self.alive()[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for part in fields[8:]:
+                start, _, end = part.partition("-")
+                if start.isdigit() and int(start) <= slot <= int(end or start):
+                    return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no primary serves slot {slot}")
+
+    def replica_of(self, primary_port):
+        """The port of a replica of the primary on `primary_port`."""
+        primary_id = self.cli(primary_port, "CLUSTER", "MYID").strip()
+        for line in self.cli(primary_port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if fields[3] == primary_id:
+                return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"{primary_port} has no replica")
+
+    def kill(self, port):
+        """SIGKILL: no goodbye to anyone; its replica is promoted after the node timeout."""
+        self.procs[port].kill()
+        self.procs[port].wait()
+
+    def stop(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
