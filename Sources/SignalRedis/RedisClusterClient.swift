@@ -49,13 +49,16 @@ public final class RedisClusterClient: RedisClient {
     /// - Parameters:
     ///   - onStateChange: Called after every map refresh with ``isConnected``.
     ///   - onRoundTrip: Called with each request's round trip, on any node.
+    /// - Throws: ``RedisError/Code/invalidArgument`` when the seeds' TLS configuration cannot be used.
     public init(
         configuration: RedisClusterConfiguration,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
         onStateChange: (@Sendable (Bool) -> Void)? = nil,
         onRoundTrip: (@Sendable (Duration) -> Void)? = nil
-    ) {
+    ) throws(RedisError) {
+        // Every node's connection uses the first seed's settings: check them once, here.
+        _ = try RedisConnection(configuration: configuration.seeds[0], eventLoopGroup: eventLoopGroup, logger: logger)
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
@@ -298,7 +301,7 @@ public final class RedisClusterClient: RedisClient {
     private func connection(for node: RedisClusterNode) -> RedisConnection {
         let (connection, created) = state.withLockedValue { state -> (RedisConnection, Bool) in
             if let existing = state.connections[node] { return (existing, false) }
-            // The configuration was valid for the seed, so it is for every node (only the address differs).
+            // `init` checked the seed's configuration; every node's differs only in its address.
             let connection = try! RedisConnection(
                 configuration: configuration.configuration(for: node),
                 eventLoopGroup: eventLoopGroup,

@@ -63,7 +63,7 @@ public final class RedisTestCluster: @unchecked Sendable {
         var configuration = try RedisClusterConfiguration(seeds: [servers[0].configuration()])
         configuration.refreshInterval = .milliseconds(300)
         configure(&configuration)
-        return RedisClusterClient(
+        return try RedisClusterClient(
             configuration: configuration,
             eventLoopGroup: RedisTestServer.group,
             logger: RedisTestServer.logger

@@ -149,7 +149,7 @@ public final class ClusterHub: SessionHub {
                 clusterConfiguration.refreshInterval,
                 configuration.refreshInterval
             )
-            let client = RedisClusterClient(
+            let client = try RedisClusterClient(
                 configuration: clusterConfiguration,
                 eventLoopGroup: eventLoopGroup,
                 logger: logger,
