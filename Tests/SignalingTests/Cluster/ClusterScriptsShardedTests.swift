@@ -1,0 +1,69 @@
+import NIOCore
+import RedisTestSupport
+import Testing
+
+@testable import Signaling
+
+/// The scripts' Redis Cluster side against a real redis-server (Redis 7 has sharded pub/sub on one server
+/// too): `SPUBLISH` to the node's channel for the peer, in the slot of the peer's keys; and `since` never
+/// letting a later message reuse a `seq` the connection already has.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct ClusterScriptsShardedTests {
+    let keys: ClusterKeys = {
+        var keys = ClusterKeys(prefix: "t")
+        keys.sharded = true
+        return keys
+    }()
+
+    func deliver(_ redis: RedisConnection, to peer: String, id: String) async throws -> String? {
+        let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
+        return try await redis.run(
+            ClusterScripts.deliver,
+            keys: keys.session(peer),
+            arguments: [prefix, "alice", id, "message", "", "-", 16, 1 << 20, "1", keys.channelPrefix]
+        ).array?.first?.string
+    }
+
+    @Test func scriptsPublishToThePeersShardedChannelAndSinceNeverReusesASeq() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let channel = keys.channel(of: "n#1", peer: "bob")
+        #expect(channel == "t:node:n#1:{bob}")
+        #expect(RedisClusterSlots.slot(of: channel) == RedisClusterSlots.slot(of: keys.session("bob")[0]))
+        let subscriber = try server.subscriber()
+        try await subscriber.ssubscribe([channel])
+        var events = subscriber.events.makeAsyncIterator()
+
+        let created = try await redis.run(
+            ClusterScripts.create,
+            keys: keys.session("bob"),
+            arguments: ["bob.t1", "n#1", "1", 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+        )
+        #expect(created.array?.first?.string == "created")
+        #expect(try await deliver(redis, to: "bob", id: "r1") == "delivered")
+        guard case .message(let first) = await events.next() else {
+            Issue.record("nothing published on the sharded channel")
+            return
+        }
+        #expect(first.channel == channel)
+        #expect(first.text == "D 1 1 {\"type\":\"message\",\"data\":\"r1\",\"from\":\"alice\",\"seq\":1}")
+
+        // The connection has seen seq 5 although Redis is at 1 (writes lost in a failover): `since` raises it.
+        let since = try await redis.run(ClusterScripts.since, keys: keys.session("bob"), arguments: ["n#1", "1", 5])
+        #expect(SinceReply(since) == .missed([]))
+        #expect(try await deliver(redis, to: "bob", id: "r2") == "delivered")
+        guard case .message(let second) = await events.next() else { return }
+        #expect(second.text.hasPrefix("D 1 6 "))
+
+        // Resumed elsewhere: the old connection's node is told on its channel for the peer.
+        let resumed = try await redis.run(
+            ClusterScripts.resume,
+            keys: keys.session("bob"),
+            arguments: ["bob.t1", "bob.t2", "n#2", "9", 6, 9_999_999_999_999, 600_000, keys.channelPrefix]
+        )
+        #expect(resumed.array?.first?.string == "resumed")
+        guard case .message(let close) = await events.next() else { return }
+        #expect(close.text == "K 1 4009")
+        await subscriber.close()
+        await redis.close()
+    }
+}
