@@ -235,6 +235,9 @@ struct ServeCommand: AsyncParsableCommand {
                     throw ValidationError("--redis: \(error.message)")
                 }
             }
+            if redisCluster, let selecting = seeds.first(where: { $0.database != 0 }) {
+                throw ValidationError("--redis \(selecting.url): a Redis Cluster has only database 0")
+            }
             guard seeds.count == 1 || redisCluster else {
                 throw ValidationError("--redis is given once, or several times with --redis-cluster (seed nodes)")
             }

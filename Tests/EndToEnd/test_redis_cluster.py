@@ -5,11 +5,13 @@ with SIGKILL, every acknowledged signal is delivered exactly once and in order, 
 with an error, and none is lost silently."""
 
 import asyncio
+import subprocess
 import time
 
 import pytest
 
 from cluster_helpers import Peer, RedisClusterNodes, eventually
+from conftest import SIGNAL
 from test_cluster import assert_exactly_once_in_order, wait_ready
 
 GRACE = 5
@@ -179,3 +181,15 @@ def eventually_sync(predicate, timeout=20):
             pass
         time.sleep(0.1)
     raise AssertionError("the replica was not promoted")
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--redis-cluster"], "--redis-cluster needs --redis"),
+    (["--redis", "redis://127.0.0.1:1", "--redis", "redis://127.0.0.1:2"], "several times with --redis-cluster"),
+    (["--redis", "redis://127.0.0.1:1", "--redis-cluster", "--node-id", "a{b}"], "may not contain { or }"),
+    (["--redis", "redis://127.0.0.1:1/2", "--redis-cluster"], "only database 0"),
+])
+def test_redis_cluster_flags_are_checked(args, complaint):
+    result = subprocess.run([SIGNAL, "serve", "--port", "0", *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
