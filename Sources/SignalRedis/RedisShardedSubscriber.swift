@@ -9,10 +9,11 @@ import NIOCore
 /// Channels follow their slot. After the slot map changes (``RedisClusterClient/observeSlotMap(_:)``), after
 /// the server drops a subscription because its slot moved (``RedisPubSubEvent/unsubscribedByServer(channel:)``),
 /// and every ``RedisClusterConfiguration/refreshInterval``, every wanted channel not subscribed where its
-/// slot lives is subscribed there; then ``RedisPubSubEvent/reconnected`` says that messages published
-/// meanwhile were not delivered and must be read from Redis. A subscriber connection lost gives
-/// ``RedisPubSubEvent/disconnected(_:)`` and, once back, ``RedisPubSubEvent/reconnected``, as on one server.
-/// Subscribers of nodes that no longer serve a wanted channel are closed.
+/// slot lives is subscribed there. Gaps are bracketed as on one server: ``RedisPubSubEvent/disconnected(_:)``
+/// when a subscriber connection is lost or before channels move, then, once every wanted channel is
+/// subscribed where it lives and every subscriber is connected, one ``RedisPubSubEvent/reconnected``:
+/// messages published in between may be missing and must be read from Redis. Subscribers of nodes that no
+/// longer serve a wanted channel are closed.
 public final class RedisShardedSubscriber: Sendable {
     /// Messages and gaps, in order per channel. One stream, for one consumer; it finishes after ``close()``.
     public let events: AsyncStream<RedisPubSubEvent>
@@ -22,6 +23,9 @@ public final class RedisShardedSubscriber: Sendable {
         var placed: [String: RedisClusterNode] = [:]
         var subscribers: [RedisClusterNode: RedisSubscriber] = [:]
         var rebalanceWanted = false
+        /// A `.disconnected` was yielded and its `.reconnected` is due once every channel is subscribed
+        /// where it lives and every subscriber is connected.
+        var gapOpen = false
         var closed = false
         var worker: Task<Void, Never>?
         var pumps: [Task<Void, Never>] = []
@@ -128,6 +132,15 @@ public final class RedisShardedSubscriber: Sendable {
                 await rebalance()
                 next = clock.now + client.configuration.refreshInterval
             }
+            let healed = state.withLockedValue { state -> Bool in
+                guard state.gapOpen else { return false }
+                let healthy =
+                    state.wanted.allSatisfy { state.placed[$0] != nil }
+                    && state.subscribers.values.allSatisfy { $0.isConnected || $0.state == .idle }
+                if healthy { state.gapOpen = false }
+                return healthy
+            }
+            if healed { continuation.yield(.reconnected) }
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
@@ -142,13 +155,14 @@ public final class RedisShardedSubscriber: Sendable {
                 return current == target ? nil : (channel, current, target)
             }
         }
-        var moved = false
         var failed = false
+        if moves.contains(where: { $0.1 != nil }) {
+            openGap(RedisError(.connectionClosed, "sharded channels are moving to their slots' new primaries"))
+        }
         for (channel, current, target) in moves {
             if let current, let old = state.withLockedValue({ $0.subscribers[current] }) {
                 try? await old.sunsubscribe([channel], timeout: .milliseconds(500))
                 state.withLockedValue { _ = $0.placed.removeValue(forKey: channel) }
-                moved = true
             }
             guard let subscriber = subscriber(for: target) else { return }
             do throws(RedisError) {
@@ -159,7 +173,6 @@ public final class RedisShardedSubscriber: Sendable {
                     return true
                 }
                 if !placed { try? await subscriber.sunsubscribe([channel], timeout: .milliseconds(500)) }
-                if current != nil { moved = true }
             } catch {
                 failed = true
                 try? await subscriber.sunsubscribe([channel], timeout: .milliseconds(500))
@@ -168,13 +181,21 @@ public final class RedisShardedSubscriber: Sendable {
         }
         if failed { wantRebalance() }
         closeIdleSubscribers(primaries: map.primaries)
-        if moved {
+        if moves.contains(where: { $0.1 != nil }) {
             logger.info(
-                "sharded channels moved to their slots' new primaries",
+                "sharded channels moved to their slots' primaries",
                 metadata: ["redis.channels": "\(moves.count)"]
             )
-            continuation.yield(.reconnected)
         }
+    }
+
+    /// Yields `.disconnected` unless a gap is already open.
+    private func openGap(_ error: RedisError) {
+        let open = state.withLockedValue { state -> Bool in
+            defer { state.gapOpen = true }
+            return !state.gapOpen
+        }
+        if open { continuation.yield(.disconnected(error)) }
     }
 
     private func subscriber(for node: RedisClusterNode) -> RedisSubscriber? {
@@ -203,12 +224,13 @@ public final class RedisShardedSubscriber: Sendable {
             switch event {
             case .message:
                 continuation.yield(event)
-            case .disconnected:
+            case .disconnected(let error):
                 client.requestRefresh()
-                continuation.yield(event)
+                openGap(error)
             case .reconnected:
-                continuation.yield(event)
+                wantRebalance()  // the worker says `.reconnected` once every channel is in place
             case .unsubscribedByServer(let channel):
+                openGap(RedisError(.connectionClosed, "Redis dropped the subscription to \(channel): its slot moved"))
                 state.withLockedValue { state in
                     if state.placed[channel] == node { state.placed[channel] = nil }
                     state.rebalanceWanted = true

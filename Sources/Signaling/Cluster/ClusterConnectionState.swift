@@ -8,6 +8,8 @@ import NIOCore
 /// - **Ordering of sequenced messages.** Messages published for the connection before its open or resume
 ///   is complete are held, then written after the replay; a message is written only when its `seq` is
 ///   above the highest one written (a replay and the live stream overlap; the channel may repeat one).
+///   While the node catches the connection up after its subscription was lost or moved, live messages are
+///   held too, and written with what the catch-up read from Redis, in `seq` order.
 /// - **Whose session it is.** A close that ends the session or hands it elsewhere (4009 resumed or taken
 ///   over elsewhere, 4002 ended) detaches the connection: from then on nothing it does touches the
 ///   session (its socket's close neither detaches nor ends it in Redis).
@@ -55,8 +57,11 @@ struct ClusterConnectionState {
     private(set) var phase: Phase = .opening
     /// Highest `seq` written to the connection.
     private(set) var lastWritten: UInt64 = 0
-    /// Messages published while ``Phase/opening``.
+    /// Messages published while ``Phase/opening``, or while catching up.
     private var held: [BufferedMessage] = []
+    /// The node's subscription was lost or is moving (``beginCatchUp()``): live messages wait for
+    /// ``endCatchUp(missed:)``, so that none is written before an older one the catch-up brings.
+    private(set) var catchingUp = false
     /// Small at first: most connections have one request at a time in it.
     private var queue = CircularBuffer<Pending>(initialCapacity: 2)
     /// Requests queued or being carried out, and their cost.
@@ -130,9 +135,35 @@ struct ClusterConnectionState {
             return .hold
         case .open:
             guard seq > lastWritten else { return .drop }
+            if catchingUp {
+                held.append(BufferedMessage(seq: seq, bytes: bytes))
+                return .hold
+            }
             lastWritten = seq
             return .write
         }
+    }
+
+    /// The node's subscription was lost or is moving to another Redis node: messages published meanwhile
+    /// may be missing, so live ones are held until the catch-up (``endCatchUp(missed:)``).
+    mutating func beginCatchUp() {
+        guard case .open = phase else { return }
+        catchingUp = true
+    }
+
+    /// The catch-up read `missed` (every buffered message after ``lastWritten``) from Redis: what to write,
+    /// in `seq` order, merged with the live messages held meanwhile, each once.
+    mutating func endCatchUp(missed: [BufferedMessage]) -> [ByteBuffer] {
+        guard case .open = phase else { return [] }
+        let merged = (missed + (catchingUp ? held : [])).sorted { $0.seq < $1.seq }
+        if catchingUp { held = [] }
+        catchingUp = false
+        var writes: [ByteBuffer] = []
+        for entry in merged where entry.seq > lastWritten {
+            writes.append(entry.bytes)
+            lastWritten = entry.seq
+        }
+        return writes
     }
 
     // MARK: Closes

@@ -27,6 +27,7 @@ extension ClusterHub {
                 self.handleChannel(message.payload)
             case .disconnected:
                 logger.warning("Redis subscription lost; catching up after it is back")
+                self.holdForCatchUp()
             case .reconnected:
                 clusterMetrics.redisReconnects.increment()
                 await self.catchUp()
@@ -92,29 +93,46 @@ extension ClusterHub {
         return left > 0 ? nil : peer
     }
 
-    /// After the subscription was lost: every connection gets what was published meanwhile.
+    /// The subscription was lost, or is moving to other Redis nodes: until the catch-up, every connection
+    /// holds its live messages (``ClusterConnectionState/beginCatchUp()``), so that none is written before
+    /// an older one the catch-up reads from Redis.
+    private func holdForCatchUp() {
+        state.withLockedValue { state in
+            for id in state.locals.keys { state.locals[id]!.connection.beginCatchUp() }
+        }
+    }
+
+    /// After the subscription was lost: every connection gets what was published meanwhile, merged in
+    /// `seq` order with what arrived live since. The `since` scripts are pipelined, 512 at a time.
     private func catchUp() async {
         let open = state.withLockedValue { state in
             state.locals.compactMap { id, local in
                 local.connection.session.map { (id, $0.peer, local.connection.lastWritten) }
             }
         }
-        for (connection, peer, after) in open {
-            do throws(RedisError) {
-                let reply = try await redis.run(
+        var start = 0
+        while start < open.count {
+            let batch = open[start..<min(open.count, start + 512)]
+            start = batch.endIndex
+            let replies = batch.map { connection, peer, after in
+                redis.submit(
                     ClusterScripts.since,
                     keys: keys.session(peer),
                     arguments: [nodeName, String(connection.raw), String(after)]
                 )
-                guard case .missed(let missed) = SinceReply(reply) else {
-                    self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
-                    continue
+            }
+            for ((connection, peer, _), reply) in zip(batch, replies) {
+                var missed: [BufferedMessage] = []
+                do {
+                    guard case .missed(let entries) = SinceReply(try await reply.get()) else {
+                        self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
+                        continue
+                    }
+                    missed = entries
+                } catch {
+                    logger.warning("catch-up failed", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
                 }
-                for entry in missed {
-                    self.write(entry.bytes, seq: entry.seq, to: connection)
-                }
-            } catch {
-                logger.warning("catch-up failed", metadata: ["peer.id": "\(peer)", "error": "\(error)"])
+                self.caughtUp(connection, missed: missed)
             }
         }
     }

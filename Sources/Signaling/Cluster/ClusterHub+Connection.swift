@@ -128,6 +128,21 @@ extension ClusterHub {
         outbox?.wakeOwner()
     }
 
+    /// Writes what a catch-up read for a connection, with the live messages it held meanwhile, in order.
+    func caughtUp(_ connection: ConnectionID, missed: [BufferedMessage]) {
+        let outbox: Outbox? = state.withLockedValue { state in
+            guard state.locals[connection] != nil else { return nil }
+            let writes = state.locals[connection]!.connection.endCatchUp(missed: missed)
+            let outbox = state.locals[connection]!.outbox
+            var wake = false
+            for bytes in writes {
+                if outbox.append(.text(bytes)) { wake = true }
+            }
+            return wake ? outbox : nil
+        }
+        outbox?.wakeOwner()
+    }
+
     func reply(_ connection: ConnectionID, _ buffer: ByteBuffer) {
         let outbox = state.withLockedValue { $0.locals[connection]?.outbox }
         if let outbox, outbox.append(.text(buffer)) { outbox.wakeOwner() }

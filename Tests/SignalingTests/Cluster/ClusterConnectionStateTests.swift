@@ -65,6 +65,29 @@ import Testing
         #expect(state.published(seq: 10, bytes: ByteBuffer(string: "m10")) == .write)
     }
 
+    /// After the node's subscription was lost or moved, message 4 was kept `queued` (no subscriber) and 5
+    /// arrived live before the catch-up answered: 5 must wait, or the catch-up's 4 would come too late.
+    @Test func aCatchUpHoldsLiveMessagesAndWritesEverythingInOrderOnce() {
+        var state = ClusterConnectionState(limits: Self.limits)
+        _ = state.opened(alice, replay: [entry(1), entry(2), entry(3)], through: 3)
+        state.beginCatchUp()
+        #expect(state.published(seq: 5, bytes: ByteBuffer(string: "m5")) == .hold)
+        #expect(state.published(seq: 6, bytes: ByteBuffer(string: "m6")) == .hold)
+        #expect(state.lastWritten == 3)
+        #expect(texts(state.endCatchUp(missed: [entry(4), entry(5)])) == ["m4", "m5", "m6"])
+        #expect(state.lastWritten == 6 && !state.catchingUp)
+        #expect(state.published(seq: 7, bytes: ByteBuffer(string: "m7")) == .write)
+        // A catch-up that could not read Redis still releases what it held, in order.
+        state.beginCatchUp()
+        #expect(state.published(seq: 9, bytes: ByteBuffer(string: "m9")) == .hold)
+        #expect(state.published(seq: 8, bytes: ByteBuffer(string: "m8")) == .hold)
+        #expect(texts(state.endCatchUp(missed: [])) == ["m8", "m9"])
+        // A connection still opening is not caught up: its open holds and orders for it.
+        var opening = ClusterConnectionState(limits: Self.limits)
+        opening.beginCatchUp()
+        #expect(!opening.catchingUp && opening.endCatchUp(missed: [entry(1)]).isEmpty)
+    }
+
     // MARK: Closes
 
     @Test(arguments: [CloseCode.idTaken, .sessionNotResumable])
