@@ -457,8 +457,17 @@ public final class RedisClusterClient: RedisClient {
             )
         }
         for primary in map.primaries { _ = connection(for: primary) }
-        // Commands still waiting for a former primary's connection fail as not sent and are retried.
-        for connection in stale { Task { await connection.close() } }
+        // A former primary's connection gets no new commands. Closed now when it is down, so the commands
+        // waiting for it fail as not sent and are retried at once; when it is up (a manual failover: the node
+        // is a replica now), after a command timeout, so that the replies in flight on it still arrive
+        // (closing it would turn commands that ran into `connectionClosed`).
+        let drain = configuration.commandTimeout
+        for connection in stale {
+            Task {
+                if connection.isConnected { try? await Task.sleep(for: drain) }
+                await connection.close()
+            }
+        }
         for observer in observers { observer() }
     }
 
