@@ -230,6 +230,7 @@ public final class RedisShardedSubscriber: Sendable {
             case .reconnected:
                 wantRebalance()  // the worker says `.reconnected` once every channel is in place
             case .unsubscribedByServer(let channel):
+                logger.debug("Redis dropped a sharded subscription", metadata: ["redis.channel": "\(channel)"])
                 openGap(RedisError(.connectionClosed, "Redis dropped the subscription to \(channel): its slot moved"))
                 state.withLockedValue { state in
                     if state.placed[channel] == node { state.placed[channel] = nil }

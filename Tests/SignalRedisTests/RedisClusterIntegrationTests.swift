@@ -153,6 +153,7 @@ import Testing
                 switch event {
                 case .message(let message): received.withLockedValue { $0.append(message.text) }
                 case .reconnected: reconnected.withLockedValue { $0 += 1 }
+                case .unsubscribedByServer: Issue.record("the sharded subscriber passes its own events on")
                 default: break
                 }
             }
@@ -178,6 +179,24 @@ import Testing
         #expect(try await eventually { reconnected.withLockedValue { $0 } > 0 && subscriber.isConnected })
         #expect(try await eventually { try await client.send(["SPUBLISH", channels[0], "2"]).int == 1 })
         #expect(try await eventually { received.withLockedValue { $0.contains("2") } })
+
+        // Move the slot of another channel to another primary by hand: the server drops the subscription
+        // (a pushed sunsubscribe) and the subscriber subscribes it where the slot lives now.
+        let movedSlot = RedisClusterSlots.slot(of: channels[2])
+        let owner = try await cluster.primary(ofSlot: movedSlot)
+        let map = try #require(client.slotMap)
+        let targetPort = try #require(map.primaries.first { $0.port != owner.port }?.port)
+        let target = try #require(cluster.servers.first { $0.port == targetPort })
+        let targetID = try await cluster.nodeID(of: target)
+        let before = reconnected.withLockedValue { $0 }
+        for server in cluster.servers where server.isRunning {
+            try await RedisTestCluster.redisCLI([
+                "-p", "\(server.port)", "CLUSTER", "SETSLOT", "\(movedSlot)", "NODE", targetID,
+            ])
+        }
+        #expect(try await eventually { reconnected.withLockedValue { $0 } > before && subscriber.isConnected })
+        #expect(try await eventually { try await client.send(["SPUBLISH", channels[2], "3"]).int == 1 })
+        #expect(try await eventually { received.withLockedValue { $0.contains("3") } })
 
         await subscriber.sunsubscribe([channels[1]])
         #expect(try await client.send(["SPUBLISH", channels[1], "gone"]).int == 0)
