@@ -41,6 +41,8 @@ public final class RedisClusterClient: RedisClient {
     }
 
     private let state = NIOLockedValueBox(State())
+    /// Wakes the refresh loop (a refresh is wanted).
+    private let doorbell = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let onStateChange: (@Sendable (Bool) -> Void)?
@@ -89,6 +91,7 @@ public final class RedisClusterClient: RedisClient {
             return (state.refresher, Array(state.connections.values))
         }
         refresher?.cancel()
+        doorbell.continuation.finish()
         for connection in connections { await connection.close() }
     }
 
@@ -121,6 +124,7 @@ public final class RedisClusterClient: RedisClient {
     /// Asks for the slot map to be read again now.
     public func requestRefresh() {
         state.withLockedValue { $0.refreshWanted = true }
+        doorbell.continuation.yield()
     }
 
     // MARK: Commands
@@ -322,6 +326,7 @@ public final class RedisClusterClient: RedisClient {
             state.map?.move(slot: slot, to: node)
             return state.observers
         }
+        doorbell.continuation.yield()
         logger.debug("Redis Cluster slot moved", metadata: ["redis.slot": "\(slot)", "redis.node": "\(node)"])
         for observer in observers { observer() }
     }
@@ -362,18 +367,18 @@ public final class RedisClusterClient: RedisClient {
     // MARK: Slot map
 
     private func refreshLoop() async {
+        var bell = doorbell.stream.makeAsyncIterator()
         while !Task.isCancelled {
+            state.withLockedValue { $0.refreshWanted = false }
             await refresh()
-            let clock = ContinuousClock()
-            let next = clock.now + configuration.refreshInterval
-            while clock.now < next && !Task.isCancelled {
-                let wanted = state.withLockedValue { state -> Bool in
-                    defer { state.refreshWanted = false }
-                    return state.refreshWanted
-                }
-                if wanted { break }
-                try? await Task.sleep(for: .milliseconds(50))
-            }
+            // At most one refresh per 50 ms, however many commands ask for one (a failover makes many ask).
+            try? await Task.sleep(for: .milliseconds(50))
+            if state.withLockedValue({ $0.refreshWanted }) { continue }
+            await RedisShardedSubscriber.wait(
+                &bell,
+                ring: doorbell.continuation,
+                timeout: configuration.refreshInterval - .milliseconds(50)
+            )
         }
     }
 

@@ -36,6 +36,8 @@ public final class RedisShardedSubscriber: Sendable {
     private let logger: Logger
     private let continuation: AsyncStream<RedisPubSubEvent>.Continuation
     private let state = NIOLockedValueBox(State())
+    /// Wakes the worker (a rebalance is wanted, a subscriber is back).
+    private let doorbell = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     /// Subscribes through `client`'s slot map; the subscriber connections use its configuration.
     public init(client: RedisClusterClient, eventLoopGroup: any EventLoopGroup, logger: Logger) {
@@ -66,6 +68,7 @@ public final class RedisShardedSubscriber: Sendable {
             return (state.worker, state.pumps, Array(state.subscribers.values))
         }
         worker?.cancel()
+        doorbell.continuation.finish()
         for subscriber in subscribers { await subscriber.close() }
         for pump in pumps { await pump.value }
         continuation.finish()
@@ -83,10 +86,8 @@ public final class RedisShardedSubscriber: Sendable {
     /// ``RedisError/Code/notConnected`` after `timeout`. The channels stay wanted either way, and are
     /// subscribed as soon as their primary allows (then ``RedisPubSubEvent/reconnected`` comes).
     public func ssubscribe(_ channels: [String], timeout: Duration? = nil) async throws(RedisError) {
-        state.withLockedValue { state in
-            state.wanted.formUnion(channels)
-            state.rebalanceWanted = true
-        }
+        state.withLockedValue { $0.wanted.formUnion(channels) }
+        wantRebalance()
         let clock = ContinuousClock()
         let deadline = clock.now + (timeout ?? client.configuration.commandTimeout)
         while clock.now < deadline {
@@ -118,11 +119,13 @@ public final class RedisShardedSubscriber: Sendable {
 
     private func wantRebalance() {
         state.withLockedValue { $0.rebalanceWanted = true }
+        doorbell.continuation.yield()
     }
 
     private func work() async {
         let clock = ContinuousClock()
         var next = clock.now
+        var bell = doorbell.stream.makeAsyncIterator()
         while !Task.isCancelled {
             let due = state.withLockedValue { state -> Bool in
                 defer { state.rebalanceWanted = false }
@@ -132,17 +135,34 @@ public final class RedisShardedSubscriber: Sendable {
                 await rebalance()
                 next = clock.now + client.configuration.refreshInterval
             }
-            let healed = state.withLockedValue { state -> Bool in
-                guard state.gapOpen else { return false }
+            let (healed, waiting) = state.withLockedValue { state -> (Bool, Bool) in
                 let healthy =
                     state.wanted.allSatisfy { state.placed[$0] != nil }
                     && state.subscribers.values.allSatisfy { $0.isConnected || $0.state == .idle }
-                if healthy { state.gapOpen = false }
-                return healthy
+                defer { if healthy { state.gapOpen = false } }
+                return (healthy && state.gapOpen, !healthy)
             }
             if healed { continuation.yield(.reconnected) }
-            try? await Task.sleep(for: .milliseconds(5))
+            // Until the doorbell rings or the next periodic rebalance; while something is not in place, a
+            // subscriber reconnecting by itself is looked for every 50 ms.
+            let timeout = waiting ? min(.milliseconds(50), next - clock.now) : next - clock.now
+            await Self.wait(&bell, ring: doorbell.continuation, timeout: timeout)
         }
+    }
+
+    /// Waits until `ring` is rung or `timeout` passes.
+    static func wait(
+        _ bell: inout AsyncStream<Void>.Iterator,
+        ring: AsyncStream<Void>.Continuation,
+        timeout: Duration
+    ) async {
+        guard timeout > .zero else { return }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            if !Task.isCancelled { ring.yield() }
+        }
+        _ = await bell.next()
+        timer.cancel()
     }
 
     /// Subscribes every wanted channel where its slot lives now.
@@ -234,8 +254,8 @@ public final class RedisShardedSubscriber: Sendable {
                 openGap(RedisError(.connectionClosed, "Redis dropped the subscription to \(channel): its slot moved"))
                 state.withLockedValue { state in
                     if state.placed[channel] == node { state.placed[channel] = nil }
-                    state.rebalanceWanted = true
                 }
+                wantRebalance()
                 client.requestRefresh()
             }
         }

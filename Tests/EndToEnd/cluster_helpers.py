@@ -240,34 +240,47 @@ class RedisClusterNodes:
         self.cli_binary = os.environ.get("REDIS_CLI") or os.path.join(os.path.dirname(self.binary), "redis-cli")
         self.procs = {}
         self.logs = []
+        used = set()
         for i in range(primaries * (1 + replicas)):
-            port, bus = free_port(), free_port()
             node_dir = os.path.join(str(directory), f"node{i}")
             os.makedirs(node_dir, exist_ok=True)
             log = open(os.path.join(node_dir, "redis.log"), "ab")
             self.logs.append(log)
-            self.procs[port] = subprocess.Popen(
-                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir, "--save", "",
-                 "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
-                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
-                 "--cluster-node-timeout", str(node_timeout), "--cluster-allow-replica-migration", "no"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+            # A port picked as free can be taken by then (an outgoing connection's ephemeral port): retry.
+            for _attempt in range(5):
+                port, bus = free_port(), free_port()
+                if {port, bus} & used or port == bus:
+                    continue
+                proc = subprocess.Popen(
+                    [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir, "--save", "",
+                     "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
+                     "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                     "--cluster-port", str(bus), "--cluster-node-timeout", str(node_timeout),
+                     "--cluster-allow-replica-migration", "no"],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
+                if self._wait_ping(port, proc):
+                    used |= {port, bus}
+                    self.procs[port] = proc
+                    break
+                proc.kill()
+                proc.wait()
+            else:
+                raise RuntimeError(f"redis-server did not start (see {node_dir}/redis.log)")
         self.ports = list(self.procs)
-        for port in self.ports:
-            self._wait_ping(port)
         self.cli(None, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                  "--cluster-replicas", str(replicas), "--cluster-yes")
         self.wait_ok()
 
-    def _wait_ping(self, port):
+    def _wait_ping(self, port, proc):
         deadline = time.time() + 10
-        while time.time() < deadline:
+        while time.time() < deadline and proc.poll() is None:
             with contextlib.suppress(Exception):
                 if self.cli(port, "PING").strip() == "PONG":
-                    return
+                    time.sleep(0.05)  # a server that lost the race for the port exits right away
+                    return proc.poll() is None
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {port} did not start")
+        return False
 
     def cli(self, port, *args):
         command = [self.cli_binary] + (["-p", str(port)] if port else []) + [str(a) for a in args]
