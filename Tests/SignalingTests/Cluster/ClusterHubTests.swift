@@ -112,7 +112,9 @@ final class RecordingConnection: Sendable {
             a.receive(aliceID, message(#"{"type":"join","room":"r","id":"j1"}"#))
             try await waitFor("alice joined") { !alice.messages("joined").isEmpty }
             b.receive(bobID, message(#"{"type":"join","room":"r","id":"j2"}"#))
-            try await waitFor("bob joined, alice told") { !alice.messages("peer-joined").isEmpty }
+            try await waitFor("bob joined, alice told") {
+                !alice.messages("peer-joined").isEmpty && !bob.messages("joined").isEmpty
+            }
             #expect(bob.messages("joined").first?["peers"] as? [[String: Any]] != nil)
 
             for n in 1...5 {
