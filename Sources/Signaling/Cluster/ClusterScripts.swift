@@ -77,7 +77,8 @@ enum ClusterScripts {
 
     /// Resumes a session on (node, conn). ARGV: token, new token, node, conn, last, deadline, ttl, channel
     /// prefix. Returns `{'unknown'}` or `{'resumed', gap (0/1), seq, rooms, grant, {seq, message, …}}`
-    /// with every buffered message after `last` (or every queued one when `last` is beyond `seq`).
+    /// with every buffered message after `last` (or every queued one when `last` is beyond `seq`, which is
+    /// then raised to `last`, so that no later message reuses a number the client already has).
     static let resume = RedisScript(
         common + """
             local f = redis.call('HMGET', KEYS[1], 'tok', 'node', 'conn', 'away', 'seq', 'dropped', 'rooms', 'grant')
@@ -98,6 +99,8 @@ enum ClusterScripts {
             end
             clearQueued(KEYS)
             expireAll(KEYS, ARGV[7])
+            -- The client has seen more than Redis remembers (a failover lost writes): number on from `last`.
+            if last > seq then redis.call('HSET', KEYS[1], 'seq', last); seq = last end
             return {'resumed', gap, tostring(seq), f[7] or '', f[8] or '*', out}
             """
     )

@@ -63,6 +63,22 @@ import Testing
         #expect(resumed.array?.first?.string == "resumed")
         guard case .message(let close) = await events.next() else { return }
         #expect(close.text == "K 1 4009")
+
+        // A client resuming with more than Redis remembers (last 20, seq 6): a gap, and numbering goes on
+        // from 20, so its next message is not taken for one it already has.
+        let ahead = try await redis.run(
+            ClusterScripts.resume,
+            keys: keys.session("bob"),
+            arguments: ["bob.t2", "bob.t3", "n#1", "1", 20, 9_999_999_999_999, 600_000, keys.channelPrefix]
+        )
+        guard case .resumed(let session) = ResumeReply(ahead) else {
+            Issue.record("not resumed: \(ahead)")
+            return
+        }
+        #expect(session.gap && session.seq == 20)
+        #expect(try await deliver(redis, to: "bob", id: "r3") == "delivered")
+        guard case .message(let third) = await events.next() else { return }
+        #expect(third.text.hasPrefix("D 1 21 "))
         await subscriber.close()
         await redis.close()
     }
