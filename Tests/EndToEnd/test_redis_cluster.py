@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cluster_helpers import Peer, RedisClusterNodes, eventually
+from cluster_helpers import Peer, RedisClusterNodes, RedisServer, eventually
 from conftest import SIGNAL
 from test_cluster import assert_exactly_once_in_order, wait_ready
 
@@ -193,3 +193,68 @@ def test_redis_cluster_flags_are_checked(args, complaint):
     result = subprocess.run([SIGNAL, "serve", "--port", "0", *args], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
+def test_negotiations_across_nodes_one_redis_and_a_redis_cluster(start_hub, tmp_path, backend):
+    """The same load on one Redis and on a Redis Cluster (the figures in Docs/scaling.md): 80 peers on 3
+    nodes in 20 rooms of 4, every pair negotiating (offer, answer, three candidates and end-of-candidates
+    each way); every signal delivered exactly once and in order, every peer's seq contiguous."""
+    if backend == "redis":
+        redis = RedisServer(tmp_path)
+        stop = redis.stop
+        flags = [["--redis", redis.url]] * 3
+    else:
+        nodes = RedisClusterNodes(tmp_path)
+        stop = nodes.stop
+        flags = [["--redis", nodes.urls[i], "--redis-cluster"] for i in range(3)]
+    try:
+        hubs = [start_hub(*flags[i], "--node-id", f"n{i}", "--log-level", "warning", "--rate-burst", "100000",
+                          "--rate-per-second", "1000000") for i in range(3)]
+        for hub in hubs:
+            wait_ready(hub, True)
+
+        async def scenario():
+            peers = [Peer(f"p{i:02d}") for i in range(80)]
+            await asyncio.gather(*(p.connect(hubs[i % 3].ws) for i, p in enumerate(peers)))
+            rooms = {}
+            for i, p in enumerate(peers):
+                rooms.setdefault(f"room-{i % 20}", []).append(p)
+            for room, members in rooms.items():
+                for p in members:
+                    assert (await p.request({"type": "join", "room": room}))["type"] == "joined"
+            sent = {}
+
+            async def send(a, b, msg):
+                reply = await a.request(dict(msg, to=b.name))
+                assert reply["type"] == "ack", reply
+                sent.setdefault((a.name, b.name), set()).add(reply["id"])
+
+            async def negotiate(a, b, room):
+                await send(a, b, {"type": "offer", "sdp": "v=0 offer", "room": room})
+                await send(b, a, {"type": "answer", "sdp": "v=0 answer"})
+                for k in range(4):
+                    cand = None if k == 3 else {"candidate": f"candidate:{k} 1 udp 1 127.0.0.1 {5000 + k} typ host",
+                                                "sdpMid": "0", "sdpMLineIndex": 0}
+                    await asyncio.gather(send(a, b, {"type": "candidate", "candidate": cand}),
+                                         send(b, a, {"type": "candidate", "candidate": cand}))
+
+            pairs = [(a, b, room) for room, members in rooms.items()
+                     for i, a in enumerate(members) for b in members[i + 1:]]
+            started = time.time()
+            await asyncio.gather(*(negotiate(a, b, room) for a, b, room in pairs))
+            elapsed = time.time() - started
+            by_name = {p.name: p for p in peers}
+            await eventually(lambda: all(assert_exactly_once_in_order(by_name[b], a) >= ids
+                                         for (a, b), ids in sent.items()), what="every signal delivered")
+            for p in peers:
+                seqs = [m["seq"] for m in p.messages]
+                assert seqs == list(range(1, len(seqs) + 1)), f"{p.name}: seq not contiguous"
+            total = sum(len(ids) for ids in sent.values())
+            print(f"\n{backend}: {len(pairs)} negotiations, {total} signals across 3 nodes in {elapsed:.2f} s")
+            await asyncio.gather(*(p.close() for p in peers))
+            return total
+
+        assert asyncio.run(scenario()) == 120 * 10
+    finally:
+        stop()
