@@ -7,9 +7,9 @@ import SignalRedis
 ///
 /// A delivery submitted while fewer than ``Limits/maxInFlight`` batches are with Redis leaves at once —
 /// alone at low load, so batching adds no latency there; otherwise it waits, and everything that waited
-/// leaves as the next batch the moment a batch comes back (group commit). Batches are handed to the
-/// node's one Redis connection under the batcher's lock, in the order their deliveries were submitted,
-/// and Redis runs a connection's commands in order: a sender's signals are decided in the order it sent
+/// leaves as the next batch the moment a batch comes back (group commit). Batches are queued on the
+/// event loop under the batcher's lock, in the order their deliveries were submitted, and handed from
+/// there to the node's one Redis connection, which Redis serves in order: a sender's signals are decided in the order it sent
 /// them, exactly as with one script per signal. Each delivery gets ``ClusterScripts/deliver``'s reply
 /// for it; a failed batch (Redis unreachable, timeout) fails each of its deliveries, whose senders are
 /// told `unavailable`.
@@ -96,7 +96,15 @@ final class DeliveryBatcher: Sendable {
             keys += item.keys
             arguments += item.arguments
         }
-        return redis.submit(ClusterScripts.deliverBatch, keys: keys, arguments: arguments).map { reply in
+        // Always through the event loop's task queue, even when already on it: batches taken under the
+        // lock from other threads are queued there in the same order, and a batch handed over directly
+        // from the loop (when one came back) would overtake them.
+        let reply = eventLoop.makePromise(of: RESPValue.self)
+        let (redis, batchKeys, batchArguments) = (self.redis, keys, arguments)
+        eventLoop.execute {
+            redis.submit(ClusterScripts.deliverBatch, keys: batchKeys, arguments: batchArguments).cascade(to: reply)
+        }
+        return reply.futureResult.map { reply in
             let replies = reply.array ?? []
             for (index, item) in batch.enumerated() {
                 if index < replies.count {

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import RedisTestSupport
 import Testing
 
@@ -288,6 +289,49 @@ import Testing
         #expect(JoinReply(full) == .full)
         let left = try await redis.run(ClusterScripts.leaveRoom, keys: [room], arguments: ["alice"])
         #expect(LeaveReply(left) == LeaveReply(removed: true, remaining: ["bob"]))
+        await redis.close()
+    }
+}
+
+/// ``DeliveryBatcher`` against a real redis-server: one sender's deliveries, submitted back to back while
+/// batches come back on the event loop, are decided in the order submitted (the order of the recipient's
+/// buffer), however they were grouped.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct DeliveryBatcherTests {
+    let keys = ClusterKeys(prefix: "t")
+
+    @Test func oneSendersDeliveriesKeepTheirOrderAcrossBatches() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let created = try await redis.run(
+            ClusterScripts.create,
+            keys: keys.session("bob"),
+            arguments: ["bob.t1", "n#1", "1", 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+        )
+        #expect(created.array?.first?.string == "created")
+        let count = 3000
+        let batcher = DeliveryBatcher(
+            redis: redis,
+            eventLoop: RedisTestServer.group.next(),
+            common: [count, 1 << 24, keys.channelPrefix]
+        )
+        var futures: [EventLoopFuture<RESPValue>] = []
+        for index in 0..<count {
+            let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\(index),\"from\":\"alice\",\"seq\":")
+            futures.append(
+                batcher.submit(
+                    keys: keys.session("bob"),
+                    arguments: [prefix, "alice", "r\(index)", "message", "", "-", "1"]
+                )
+            )
+            if index % 97 == 0 { await Task.yield() }
+        }
+        for future in futures { _ = try await future.get() }
+        let buffered = try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array ?? []
+        let order = buffered.compactMap { $0.string }.map { text -> Int in
+            let data = text.split(separator: ",")[1].split(separator: ":")[1]
+            return Int(data) ?? -1
+        }
+        #expect(order == Array(0..<count))
         await redis.close()
     }
 }
