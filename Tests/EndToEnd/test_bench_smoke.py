@@ -4,8 +4,10 @@ They keep the load generator from rotting; the figures themselves are in Docs/be
 """
 
 import json
+import signal
 import socket
 import subprocess
+import time
 
 from cluster_helpers import RedisServer
 from conftest import SIGNAL
@@ -134,6 +136,54 @@ def test_relay_across_two_cluster_nodes_reports_each_node(start_hub, tmp_path):
     assert report["redis_cpu_seconds"] > 0 and report["redis_cpu_us_per_signal"] > 0
     # Every signal of the run (warm-up included) crossed nodes, as the nodes count them.
     assert crossed >= report["signals"], f"{crossed} cross-node signals for {report['signals']} measured"
+
+
+def test_presence_across_two_cluster_nodes(start_hub, tmp_path):
+    # Watchers on one node, movers on the other: every join reaches its watcher as peer-joined through
+    # Redis, and each one is measured.
+    redis = RedisServer(tmp_path)
+    try:
+        nodes = [start_hub(*LOAD_LIMITS, "--redis", redis.url, "--node-id", name) for name in ("a", "b")]
+        status, report, stderr = bench(
+            "presence", "--url", nodes[0].ws, "--url", nodes[1].ws, "--pairs", "4", "--rate", "200",
+            "--duration", "1", "--warmup", "0.2", "--leaves",
+        )
+    finally:
+        redis.stop()
+    assert status == 0, stderr
+    check_common(report, "presence")
+    assert report["connections"] == 8 and report["pairs"] == 4
+    assert report["signals"] == report["sent"] > 100
+    watchers, movers = report["nodes"]
+    assert watchers["signals"] == report["signals"] and watchers["sent"] == 0
+    assert movers["sent"] == report["sent"] and movers["signals"] == 0
+
+
+def test_connect_holds_until_sigterm_then_reports(start_hub):
+    hub = start_hub(*LOAD_LIMITS)
+    proc = subprocess.Popen(
+        [SIGNAL, "bench", "connect", "--url", hub.ws, "--connections", "100", "--probe-rate", "100",
+         "--probe-pairs", "5", "--duration", "1", "--hold-until-signal", "--settle", "0.1", "--json", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while metric(hub, "signal_sessions") < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        # --hold-until-signal outlasts --duration 1: 2 s after every session is held it still holds.
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    report = json.loads(stdout)
+    check_common(report, "connect")
+    assert report["connections"] == 100
+    assert report["duration_s"] >= 1.5
 
 
 def test_relay_keeps_the_asked_rate(start_hub):

@@ -10,6 +10,8 @@ struct BenchCommand: AsyncParsableCommand {
                      memory per connection, relay latency while all are held
             relay    pairs negotiate (offer, answer, candidates) in a loop:
                      signals/s, latency, server CPU
+            presence a mover joins and leaves a watcher's room in turn:
+                     join → peer-joined latency
             fanout   room broadcasts: deliveries/s, latency
             echo     the transport ceiling against an echo endpoint
                      (the hub's /echo with `signal serve --echo`)
@@ -36,8 +38,8 @@ struct BenchCommand: AsyncParsableCommand {
                 --max-peers-per-room 10000
             """,
         subcommands: [
-            BenchConnectCommand.self, BenchRelayCommand.self, BenchFanoutCommand.self, BenchEchoCommand.self,
-            BenchStateCommand.self,
+            BenchConnectCommand.self, BenchRelayCommand.self, BenchPresenceCommand.self, BenchFanoutCommand.self,
+            BenchEchoCommand.self, BenchStateCommand.self,
         ]
     )
 }

@@ -21,6 +21,12 @@ struct BenchConnectCommand: AsyncParsableCommand {
             all are held, so the hub can let go of them; --no-confirm keeps them \
             unconfirmed (a client that never confirms: the hub keeps them for resume).
 
+            With --hold-until-signal the sessions are held (and probed) until SIGINT or \
+            SIGTERM instead of for --duration seconds; then the summary is printed as \
+            usual. Several generators started side by side (one per few thousand \
+            sessions, each under its open-files limit) are held together this way and \
+            stopped when the whole count is in place.
+
             With --websocket-only the connections are bare WebSockets (no welcome, no \
             rooms, no probe): the memory per connection of an echo endpoint.
             """
@@ -34,6 +40,8 @@ struct BenchConnectCommand: AsyncParsableCommand {
     @Option(help: "Probe messages per second while holding (0: none).") var probeRate = 1000.0
     @Option(help: "Probe pairs, spread evenly over the rooms.") var probePairs = 100
     @Option(help: "Bytes per probe message.") var size = 256
+    @Flag(help: "Hold until SIGINT or SIGTERM (then report as usual) instead of --duration seconds.")
+    var holdUntilSignal = false
     @Flag(help: "Bare WebSocket connections: no welcome expected, no rooms, no probe.") var websocketOnly = false
     @Flag(
         inversion: .prefixedNo,
@@ -58,10 +66,22 @@ struct BenchConnectCommand: AsyncParsableCommand {
         let size = self.size
         let confirm = self.confirm
         let runner = BenchRunner(mode: "connect", options: options, units: units, sessions: !websocketOnly)
+        let duration = holdUntilSignal ? Double.infinity : self.duration
+        var stopRequested: (@Sendable () -> Bool)? = nil
+        if holdUntilSignal {
+            let stop = StopSignal()
+            stopRequested = { stop.requested }
+        }
         let probing = !websocketOnly && probeRate > 0 && probePairs > 0 && roomSize >= 2 && duration > 0
         var report = try await runner.run(
             load: duration > 0
-                ? .init(warmup: 0, duration: duration, rate: probing ? probeRate : nil, inflight: 1) : nil,
+                ? .init(
+                    warmup: 0,
+                    duration: duration,
+                    rate: probing ? probeRate : nil,
+                    inflight: 1,
+                    stopRequested: stopRequested
+                ) : nil,
             settle: max(settle, 0.001)
         ) { loop, plan, units, runID, maxConnects in
             ConnectDriver(

@@ -154,6 +154,20 @@ enum BenchMessage {
         FrameTemplate(payload: Array(#"{"type":"join","room":"\#(room)","id":"j"}"#.utf8))
     }
 
+    static func leave(room: String) -> FrameTemplate {
+        FrameTemplate(payload: Array(#"{"type":"leave","room":"\#(room)","id":"l"}"#.utf8))
+    }
+
+    /// Whether a message is `peer-joined` (true), `peer-left` (false) or neither (nil), from its first bytes.
+    static func presence(_ payload: UnsafeRawBufferPointer) -> Bool? {
+        if payload.starts(with: peerJoinedPrefix) { return true }
+        if payload.starts(with: peerLeftPrefix) { return false }
+        return nil
+    }
+
+    private static let peerJoinedPrefix: [UInt8] = Array(#"{"type":"peer-joined""#.utf8)
+    private static let peerLeftPrefix: [UInt8] = Array(#"{"type":"peer-left""#.utf8)
+
     /// The signal types the relay scenario uses.
     enum SignalKind: String {
         case offer, answer, candidate, message

@@ -15,6 +15,8 @@ struct BenchRunner {
         /// Messages per second over all loops; nil: closed loop.
         var rate: Double?
         var inflight: Int
+        /// Ends the load before `duration` when it returns true (checked at least once a second).
+        var stopRequested: (@Sendable () -> Bool)? = nil
     }
 
     typealias Factory =
@@ -99,7 +101,8 @@ struct BenchRunner {
                 duration: load.duration,
                 rate: load.rate,
                 inflight: load.inflight,
-                label: mode
+                label: mode,
+                stopRequested: load.stopRequested
             ) { _ in
                 let reading = await probes?.read(group: group)
                 let redisReading = ServerProbeSet.total(await redis.read(group: group))

@@ -98,7 +98,8 @@ final class LoadGenerator: Sendable {
     /// Runs the load: `warmup` seconds unmeasured, then `duration` seconds measured; then waits (up to
     /// `drainTimeout` seconds) for the measured messages still under way. `rate` is messages per second
     /// over all loops (nil: closed loop). `measure(true)` runs as the window opens, `measure(false)` as
-    /// it closes (to read the server's CPU time). Returns the measured window in seconds.
+    /// it closes (to read the server's CPU time). `stopRequested`, checked at least once a second, ends
+    /// the window early (nil: it lasts `duration`). Returns the measured window in seconds.
     func run(
         warmup: Double,
         duration: Double,
@@ -106,6 +107,7 @@ final class LoadGenerator: Sendable {
         inflight: Int,
         label: String,
         drainTimeout: Double = 5,
+        stopRequested: (@Sendable () -> Bool)? = nil,
         measure: @escaping @Sendable (Bool) async -> Void
     ) async throws -> Double {
         let units = try await onAll { ($0.unitCount, $0.messagesPerUnit) }
@@ -120,7 +122,7 @@ final class LoadGenerator: Sendable {
                 driver.value.start(measureFrom: measureFrom, unitsPerSecond: unitsPerSecond, inflight: inflight)
             }.get()
         }
-        let end = measureFrom + UInt64(duration * 1e9)
+        let end = duration.isFinite ? measureFrom + UInt64(duration * 1e9) : .max
         var measuring = false
         var lastPrint = start
         var last = BenchProgressSample()
@@ -131,7 +133,7 @@ final class LoadGenerator: Sendable {
                 await measure(true)
                 continue
             }
-            if now >= end { break }
+            if now >= end || stopRequested?() == true { break }
             var wake = min(end, lastPrint + 1_000_000_000)
             if !measuring { wake = min(wake, measureFrom) }
             if wake > now { try await Task.sleep(nanoseconds: wake - now) }

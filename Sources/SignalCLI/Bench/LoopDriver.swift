@@ -72,6 +72,9 @@ class LoopDriver {
     /// Open loop (`--rate R`): one unit of load, called at the paced rate.
     func paced() {}
 
+    /// A presence event or another unmeasured message arrived on `connection` (its `seq` is already noted).
+    func event(_ connection: BenchConnection, now: UInt64, payload: UnsafeRawBufferPointer) {}
+
     /// A measured message arrived on `connection`, sent at `stamp`. Subclasses call ``recordDelivery``.
     func delivered(_ connection: BenchConnection, stamp: UInt64, now: UInt64, payload: UnsafeRawBufferPointer) {
         self.recordDelivery(to: connection, stamp: stamp, now: now)
@@ -276,6 +279,7 @@ class LoopDriver {
         case .other:
             // Presence events (`peer-joined`, `peer-left`): remember their seq for a `received`.
             if let seq = BenchMessage.lastSeq(in: payload) { connection.lastSeq = max(connection.lastSeq, seq) }
+            self.event(connection, now: Self.now(), payload: payload)
         }
     }
 

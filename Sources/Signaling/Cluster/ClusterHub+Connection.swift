@@ -12,7 +12,7 @@ extension ClusterHub {
     /// its reply comes, at most ``maxPipelined`` at a time); any other request first waits for them.
     func serve(_ new: NewConnection) async {
         let connection = new.id
-        await self.open(connection, new.request)
+        await Self.inChildTask { await self.open(connection, new.request) }
         var doorbell = new.doorbell.makeAsyncIterator()
         var inFlight = CircularBuffer<EventLoopFuture<Void>>()
         while true {
@@ -30,7 +30,7 @@ extension ClusterHub {
                 }
                 while let pending = inFlight.popFirst() { try? await pending.get() }
                 if let session = self.session(of: connection) {
-                    await self.receive(message, on: connection, session: session)
+                    await Self.inChildTask { await self.receive(message, on: connection, session: session) }
                 }
                 self.finished(connection, cost: cost)
             case .wait:
@@ -47,6 +47,14 @@ extension ClusterHub {
                 return
             }
         }
+    }
+
+    /// Runs `work` in a child task of its own and waits for it. A connection's task lives as long as the
+    /// connection, and a task keeps every slab its task-local allocator ever took until it ends, so the
+    /// deepest chain of calls it awaited once (an open, a join: each a few Redis round trips deep) would
+    /// stay allocated for the life of the session; a child task gives its slabs back when it returns.
+    private static func inChildTask(_ work: @escaping @Sendable () async -> Void) async {
+        await withDiscardingTaskGroup { group in group.addTask(operation: work) }
     }
 
     /// After the socket closed and every request before the close was taken: once the pipelined ones are
