@@ -8,7 +8,7 @@ import SignalRedis
 extension ClusterHub: SignalBackend {
     /// Connects to Redis and runs, until cancelled, every background job of the node as a child task:
     /// the node channel (its subscription, retried until it succeeds, and its messages), maintenance
-    /// (refresh, sweep, partition watch), and one task per connection that opens its session, carries out
+    /// (refresh, sweep, partition watch), `ice-servers` refreshes with TURN, and one task per connection that opens its session, carries out
     /// its requests in order and detaches or ends the session after its socket closed. On cancellation
     /// it lets the sessions being detached or ended finish (for at most a command timeout), then closes
     /// both Redis connections (what still waits for Redis fails at once) and returns once every child has.
@@ -19,6 +19,7 @@ extension ClusterHub: SignalBackend {
             group.addTask { await self.subscribe() }
             group.addTask { await self.consumeChannel() }
             group.addTask { await self.maintain() }
+            group.addTask { await self.refreshIceServers() }
             group.addTask {
                 // When the group is cancelled: sessions whose sockets closed in the server's drain are
                 // being detached (kept for a resume elsewhere); give them up to a command timeout, then

@@ -31,14 +31,21 @@ extension ClusterHub {
                     self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
                 }
             }
-            self.refreshIceServers(now: now)
             if decision.refresh { await self.refresh() }
             if decision.sweep { await self.sweep() }
         }
     }
 
-    /// Sends the connections due fresh TURN credentials their `ice-servers` message (as the single hub
-    /// does at its tick; here at each maintenance tick).
+    /// With TURN credentials in the welcome: every 250 ms (the single hub's tick), sends the connections
+    /// due fresh credentials their `ice-servers` message, until cancelled.
+    func refreshIceServers() async {
+        guard welcome.turn != nil else { return }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(250))
+            self.refreshIceServers(now: NIODeadline.now().uptimeNanoseconds)
+        }
+    }
+
     private func refreshIceServers(now: UInt64) {
         let due = state.withLockedValue { state in
             (state.iceRefresh?.due(now: now) ?? []).compactMap { entry in
