@@ -143,6 +143,25 @@ final class RecordingConnection: Sendable {
         #expect(!a.isReady)
     }
 
+    @Test func everyScriptIsLoadedOnceRedisAnswers() async throws {
+        let server = try await RedisTestServer()
+        let a = try node(server, "a")
+        let redis = try server.connection()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await a.run() }
+            try await waitFor("ready") { a.isReady }
+            let shas = ClusterScripts.all.map(\.sha1)
+            let loaded = try await eventually(timeout: .seconds(10)) {
+                let exists = try? await redis.send(["SCRIPT", "EXISTS"] + shas)
+                return exists?.array?.allSatisfy { $0.int == 1 } == true
+            }
+            #expect(loaded, "every script is in Redis's cache before any request needed it")
+            group.cancelAll()
+            try await group.waitForAll()
+        }
+        await redis.close()
+    }
+
     @Test func aSessionWhoseSocketClosedInTheDrainIsDetachedBeforeRunCloses() async throws {
         let server = try await RedisTestServer()
         let hub = try node(server, "drain")
