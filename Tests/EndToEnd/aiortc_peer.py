@@ -285,6 +285,8 @@ class Peer:
         started = time.monotonic()
         await asyncio.wait_for(opened.wait(), args.timeout)
         log(f"channel open after {time.monotonic() - started:.2f}s")
+        # Read while ICE is fresh: aioice may let go of its candidate list once the pair is settled.
+        types_at_open = self.local_candidate_types()
         for n in range(args.count):
             channel.send(json.dumps({"n": n, "text": f"aiortc message {n}"}))
         channel.send(json.dumps({"done": args.count}))
@@ -295,7 +297,7 @@ class Peer:
             "ok": len(got) == args.count and out_of_order == 0 and not self.errors,
             "peer": me, "remote": self.remote, "polite": polite, "received": len(got), "out_of_order": out_of_order,
             "errors": self.errors, "stats": self.stats, "pair": self.selected_pair(),
-            "local_candidate_types": self.local_candidate_types(),
+            "local_candidate_types": types_at_open or self.local_candidate_types(),
             "connection_states": states,
         }
         negotiator.cancel()
