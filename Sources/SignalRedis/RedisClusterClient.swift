@@ -146,14 +146,14 @@ public final class RedisClusterClient: RedisClient {
         let slot = keys.first.map { RedisClusterSlots.slot(of: $0) }
         do throws(RedisError) {
             return try await execute(
-                Self.scriptCall("EVALSHA", script.sha1, keys, arguments),
+                RedisConnection.scriptCall("EVALSHA", script.sha1, keys, arguments),
                 slot: slot,
                 timeout: timeout
             )
         } catch {
             guard error.serverErrorPrefix == "NOSCRIPT" else { throw error }
             return try await execute(
-                Self.scriptCall("EVAL", script.source, keys, arguments),
+                RedisConnection.scriptCall("EVAL", script.source, keys, arguments),
                 slot: slot,
                 timeout: timeout
             )
@@ -174,7 +174,10 @@ public final class RedisClusterClient: RedisClient {
             return retried(script, keys: keys, arguments: arguments, timeout: timeout, on: eventLoopGroup.next())
         }
         let connection = self.connection(for: node)
-        let first = connection.submit(Self.scriptCall("EVALSHA", script.sha1, keys, arguments), timeout: timeout)
+        let first = connection.submit(
+            RedisConnection.scriptCall("EVALSHA", script.sha1, keys, arguments),
+            timeout: timeout
+        )
         let reply: EventLoopFuture<RESPValue>
         if acks > 0 {
             let wait = connection.submit(["WAIT", acks, waitMillis(timeout)], timeout: timeout)
@@ -477,17 +480,4 @@ public final class RedisClusterClient: RedisClient {
     }
 
     private var seedList: String { configuration.seedNodes.map(\.description).joined(separator: ",") }
-
-    private static func scriptCall(
-        _ command: String,
-        _ script: String,
-        _ keys: [String],
-        _ arguments: [any RESPEncodable]
-    ) -> [any RESPEncodable] {
-        var call: [any RESPEncodable] = [command, script, keys.count]
-        call.reserveCapacity(3 + keys.count + arguments.count)
-        for key in keys { call.append(key) }
-        call.append(contentsOf: arguments)
-        return call
-    }
 }

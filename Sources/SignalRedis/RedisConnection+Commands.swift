@@ -289,7 +289,8 @@ extension RedisConnection {
         return value
     }
 
-    private static func scriptCall(
+    /// `EVAL`/`EVALSHA` with its script, key count, keys and arguments (also the cluster client's).
+    static func scriptCall(
         _ command: String,
         _ script: String,
         _ keys: [String],
