@@ -91,8 +91,26 @@ def mesh_port_of(hub):
     return int(hub.args[hub.args.index("--mesh-listen") + 1].rsplit(":", 1)[1])
 
 
+def membership_events(hubs):
+    """The membership and link lines of every node's log (at `--log-level info`), for a failure's message."""
+    lines = []
+    for i, hub in enumerate(hubs):
+        for line in open(hub.log_path, errors="replace"):
+            if "mesh membership" in line or "mesh link" in line:
+                lines.append(f"node {i}: {line.strip()[:300]}")
+    return "\n".join(lines[-40:])
+
+
+# The strangers come from their own loopback addresses (127.0.0.7 and up), never the members' 127.0.0.1:
+# the per-IP cap holds a member's redial back as long as strangers from its address fill that address's
+# handshake slots (up to the 5 s handshake timeout), which is the cap's documented cost for nodes behind a
+# shared address, not what this test measures.
+IDLE_SOURCE = "127.0.0.7"
+
+
 def test_strangers_cannot_hold_or_fill_the_mesh_port_and_bystanders_keep_relaying(start_hub, tmp_path):
-    hubs, ports = start_mesh(start_hub, tmp_path, 3)
+    info = ["--log-level", "info"]
+    hubs, ports = start_mesh(start_hub, tmp_path, 3, info, info, info)
     wait_converged(hubs)
     victim = hubs[1]
     with MeshBystanders(hubs[0], hubs[1]) as bystanders:
@@ -101,7 +119,7 @@ def test_strangers_cannot_hold_or_fill_the_mesh_port_and_bystanders_keep_relayin
         peak = before
 
         # 1. 150 idle connections from one address: 8 wait for their handshake, the rest are closed at once.
-        idle = open_many(ports[1], CONNECTIONS)
+        idle = open_many(ports[1], CONNECTIONS, source=IDLE_SOURCE)
         closed_at_once = sum(1 for s in idle if wait_closed(s, 0.2) is not None)
         refused_per_ip = metric(victim, "signal_mesh_links_refused_total", reason="per_ip")
         print(f"idle: {closed_at_once} of {CONNECTIONS} closed at once; per_ip refusals {refused_per_ip:.0f}")
@@ -113,7 +131,7 @@ def test_strangers_cannot_hold_or_fill_the_mesh_port_and_bystanders_keep_relayin
         # round from another loopback address (the first address's 8 slots are still held by step 1).
         oversized = struct.pack(">I", 1 << 20) + os.urandom(64 * 1024)
         for round in range(5):
-            flood = open_many(ports[1], CONNECTIONS, oversized, source=f"127.0.0.{2 + round}")
+            flood = open_many(ports[1], CONNECTIONS, oversized, source=f"127.0.0.{8 + round}")
             for s in flood:
                 assert wait_closed(s, 2.0) is not None, "a link declaring 1 MiB before authenticating stayed open"
                 s.close()
@@ -134,7 +152,10 @@ def test_strangers_cannot_hold_or_fill_the_mesh_port_and_bystanders_keep_relayin
         assert peak - before <= MAX_RSS_GROWTH
         # The mesh still works for its members: all three nodes still count each other.
         assert metric(victim, "signal_mesh_members_live") == 3
-        bystanders.check(MAX_ROUND_TRIP, MAX_GAP)
+        try:
+            bystanders.check(MAX_ROUND_TRIP, MAX_GAP)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nmembership and links:\n{membership_events(hubs)}") from None
     log = open(victim.log_path).read()
     refusals = log.count("mesh link refused")
     print(f"'mesh link refused' lines in the victim's log: {refusals}")
