@@ -30,7 +30,11 @@ struct RelayValidator: Sendable {
     /// The validated payload, or nil when it must be dropped. `sender` is the mesh's `from`, `recipient` the
     /// local peer it is delivered to; `addressed` is false for a room broadcast's leg.
     func validate(_ bytes: [UInt8], from sender: String, to recipient: String, addressed: Bool) -> Relayed? {
-        guard Identifier.isValid(sender), Identifier.isValid(recipient), let payload = BridgePayload(bytes) else {
+        // Peers reach only peers of their own tenant (``Tenant``): ids are qualified `tenant/name` inside
+        // the hub, and the client-visible bytes carry the names without the tenant.
+        guard Identifier.isValidQualified(sender), Identifier.isValidQualified(recipient),
+            Tenant.of(sender) == Tenant.of(recipient), let payload = BridgePayload(bytes)
+        else {
             return nil
         }
         switch payload {
@@ -53,17 +57,21 @@ struct RelayValidator: Sendable {
     private func isValid(_ signal: BridgePayload.Signal, from sender: String, to recipient: String, addressed: Bool)
         -> Bool
     {
-        guard self.isValidID(signal.id), signal.room.map(Identifier.isValid) ?? true,
-            signal.senderRooms.count <= maxSenderRooms, signal.senderRooms.allSatisfy(Identifier.isValid),
+        let tenant = Tenant.of(sender)
+        let inTenant = { (name: String) in Identifier.isValidQualified(name) && tenant.owns(name) }
+        guard self.isValidID(signal.id), signal.room.map(inTenant) ?? true,
+            signal.senderRooms.count <= maxSenderRooms, signal.senderRooms.allSatisfy(inTenant),
             addressed ? signal.ticket != 0 : (signal.ticket == 0 && signal.room != nil)
         else { return false }
         let message = Self.completed(signal.prefix)
         guard case .success(let decoded) = MessageDecoder().decode(message), decoded.id == signal.id,
-            case .signal(let envelope) = decoded.request, envelope.type == signal.type, envelope.room == signal.room,
-            envelope.to == (addressed ? recipient : nil)
+            case .signal(let envelope) = decoded.request, envelope.type == signal.type,
+            envelope.room == signal.room.map({ String(Tenant.display($0)) }),
+            envelope.to == (addressed ? String(Tenant.display(recipient)) : nil)
         else { return false }
+        let from = String(Tenant.display(sender))
         return Self.serverMembers(of: message, prefixLength: signal.prefix.count) { field, value in
-            field != "from" || value == sender
+            field != "from" || value == from
         } == ["from", "seq"]
     }
 
@@ -106,12 +114,17 @@ struct RelayValidator: Sendable {
             }
             return true
         }
-        guard ok, metaOK, peer == sender, let room, Identifier.isValid(room) else { return nil }
+        guard ok, metaOK, peer == String(Tenant.display(sender)), let room, Identifier.isValid(room) else {
+            return nil
+        }
+        // The event names the room as the sender's tenant sees it; the bridge finds its members by the
+        // qualified name.
+        let qualified = Tenant.of(sender).qualify(room)
         switch type {
         case "peer-joined" where keys == ["type", "room", "peer", "meta", "seq"]:
-            return .presence(room: room, joined: true, prefix: prefix)
+            return .presence(room: qualified, joined: true, prefix: prefix)
         case "peer-left" where keys == ["type", "room", "peer", "seq"] && !addressed:
-            return .presence(room: room, joined: false, prefix: prefix)
+            return .presence(room: qualified, joined: false, prefix: prefix)
         default:
             return nil
         }

@@ -64,12 +64,15 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def mint_token(secret, sub, rooms=None, ttl=3600):
-    """An HS256 JWT with `sub`, `exp` and (when given) a `rooms` claim: what `signal token` mints."""
+def mint_token(secret, sub, rooms=None, ttl=3600, tenant=None):
+    """An HS256 JWT with `sub`, `exp` and (when given) a `rooms` and a `tenant` claim: what `signal token`
+    mints."""
     header = {"alg": "HS256", "typ": "JWT"}
     claims = {"sub": sub, "exp": int(time.time()) + ttl}
     if rooms is not None:
         claims["rooms"] = list(rooms)
+    if tenant is not None:
+        claims["tenant"] = tenant
     signing_input = b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + b64url(
         json.dumps(claims, separators=(",", ":")).encode()
     )
@@ -99,8 +102,8 @@ class Backend:
     def port(self, index):
         return self.hub(index).port
 
-    def token(self, sub, rooms=None, ttl=3600):
-        return mint_token(JWT_SECRET, sub, rooms, ttl)
+    def token(self, sub, rooms=None, ttl=3600, tenant=None):
+        return mint_token(JWT_SECRET, sub, rooms, ttl, tenant)
 
     def raw(self, index, query=""):
         """A RawWS to node `index` (the upgrade done, nothing read yet)."""
@@ -111,13 +114,13 @@ class Backend:
     def client(self, index, query=""):
         return Client(self.raw(index, query))
 
-    def connect(self, index, peer, rooms=None, token_rooms=None, query="", ttl=3600):
+    def connect(self, index, peer, rooms=None, token_rooms=None, query="", ttl=3600, tenant=None):
         """A welcomed peer on node `index`: with auth, its token's `sub` is `peer` (and `token_rooms`
-        its `rooms` claim, `ttl` its lifetime in seconds); without auth it asks for `peer=`. Joins each
-        of `rooms`."""
+        its `rooms` claim, `ttl` its lifetime in seconds, `tenant` its tenant claim); without auth it asks
+        for `peer=`. Joins each of `rooms`."""
         params = []
         if self.auth:
-            params.append("token=" + self.token(peer, token_rooms, ttl))
+            params.append("token=" + self.token(peer, token_rooms, ttl, tenant))
         else:
             params.append("peer=" + peer)
         if query:
@@ -130,10 +133,10 @@ class Backend:
             assert reply["type"] == "joined", reply
         return client
 
-    def resume_query(self, peer, session, last, token_rooms=None):
+    def resume_query(self, peer, session, last, token_rooms=None, tenant=None):
         query = f"resume={session}&last={last}"
         if self.auth:
-            query += "&token=" + self.token(peer, token_rooms)
+            query += "&token=" + self.token(peer, token_rooms, tenant=tenant)
         return query
 
     def settle(self):

@@ -29,7 +29,8 @@ struct TokenLifetime {
     /// more in that time is answered `unavailable` for the excess.
     static let maxHeld = 64
 
-    /// The token's subject: a fresh token must name the same one.
+    /// The token's subject in its tenant's namespace (``SignalTokenPayload/qualifiedSubject``): a fresh
+    /// token must name the same one, in the same tenant.
     let subject: String
     /// When the session ends unless a fresh token arrives.
     private(set) var expiry: Date
@@ -60,9 +61,9 @@ struct TokenLifetime {
         verifying = false
         var actions: [Action] = []
         switch result {
-        case .success(let claims) where claims.sub.value == subject:
+        case .success(let claims) where claims.qualifiedSubject == subject:
             expiry = claims.exp.value
-            actions.append(.regrant(RoomGrant(claim: claims.rooms)))
+            actions.append(.regrant(claims.roomGrant))
             actions.append(.reply(ServerMessage.authed(expires: Int64(expiry.timeIntervalSince1970), id: id)))
             actions.append(.rearm)
         case .success:

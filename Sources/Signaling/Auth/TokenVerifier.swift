@@ -15,6 +15,9 @@ public struct SignalTokenPayload: JWTPayload, Equatable {
     public var iss: IssuerClaim?
     /// Rooms the token may join; `*` or absence means any room.
     public var rooms: [String]?
+    /// The tenant whose namespace of peer ids and rooms the session lives in (``Tenant``); absence means
+    /// the default tenant. ``TokenVerifier`` refuses a token whose tenant is not a valid name.
+    public var tenant: String?
 
     public init(
         sub: String,
@@ -22,14 +25,29 @@ public struct SignalTokenPayload: JWTPayload, Equatable {
         rooms: [String]? = nil,
         nbf: Date? = nil,
         aud: [String]? = nil,
-        iss: String? = nil
+        iss: String? = nil,
+        tenant: String? = nil
     ) {
         self.sub = SubjectClaim(value: sub)
         self.exp = ExpirationClaim(value: exp)
         self.rooms = rooms
+        self.tenant = tenant
         self.nbf = nbf.map { NotBeforeClaim(value: $0) }
         self.aud = aud.map { AudienceClaim(value: $0) }
         self.iss = iss.map { IssuerClaim(value: $0) }
+    }
+
+    /// The session's tenant: the `tenant` claim, or the default tenant without one.
+    public var namespace: Tenant { tenant.flatMap(Tenant.init) ?? .default }
+
+    /// `sub` in the tenant's namespace: what the hub compares peer ids with.
+    public var qualifiedSubject: String { namespace.qualify(sub.value) }
+
+    /// The `rooms` claim as a grant of rooms in the tenant's namespace.
+    public var roomGrant: RoomGrant {
+        let tenant = namespace
+        guard let rooms, !tenant.isDefault else { return RoomGrant(claim: rooms) }
+        return RoomGrant(claim: rooms.map { $0 == "*" ? $0 : tenant.qualify($0) })
     }
 
     /// Claims are checked by ``TokenVerifier`` (with its clock, leeway, audiences and issuer), after the
@@ -156,6 +174,9 @@ public struct TokenVerifier: Sendable {
         }
         guard Identifier.isValid(payload.sub.value), !payload.sub.value.contains("~") else {
             throw TokenRejection(reason: "token subject is not a valid peer id")
+        }
+        if let tenant = payload.tenant, Tenant(tenant) == nil {
+            throw TokenRejection(reason: "token tenant is not a valid tenant name")
         }
         return payload
     }

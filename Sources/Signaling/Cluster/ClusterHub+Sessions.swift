@@ -80,7 +80,11 @@ extension ClusterHub {
     {
         let now = Self.epochMillis()
         let peer = token.lastIndex(of: ".").map { String(token[..<$0]) } ?? ""
-        if let refusal = policy.resume(peer: Identifier.isValid(peer) ? peer : nil, known: true, subject: subject) {
+        if let refusal = policy.resume(
+            peer: Identifier.isValidQualified(peer) ? peer : nil,
+            known: true,
+            subject: subject
+        ) {
             return self.refuse(connection, refusal)
         }
         let newToken = peer + "." + Self.randomString(count: 43)

@@ -34,6 +34,21 @@ extension ByteBuffer {
         return self.writerIndex - start
     }
 
+    /// Writes a peer id or room name as its tenant's clients see it (``Tenant/display(_:)``: without a
+    /// tenant prefix) as a JSON string. Every name the hub sends a client goes through here, so a
+    /// tenant's qualified names (`acme/alice`) never leave the hub; a default-tenant name is written as is.
+    @discardableResult
+    public mutating func writeJSONName(_ name: String) -> Int {
+        guard let slash = name.utf8.firstIndex(of: UInt8(ascii: "/")) else { return writeJSONString(name) }
+        return writeJSONString(String(name[name.index(after: slash)...]))
+    }
+
+    /// The number of bytes ``writeJSONName(_:)`` writes for `name`.
+    public static func jsonNameLength(_ name: String) -> Int {
+        guard let slash = name.utf8.firstIndex(of: UInt8(ascii: "/")) else { return jsonStringLength(name) }
+        return jsonStringLength(String(name[name.index(after: slash)...]))
+    }
+
     /// The number of bytes ``writeJSONString(_:)`` writes for `value`, quotes included.
     public static func jsonStringLength(_ value: String) -> Int {
         var length = 2

@@ -20,14 +20,14 @@ public enum ServerMessage {
         var buffer = allocator.buffer(capacity: signalPrefixLength(envelope.members, from: peer))
         buffer.writeImmutableBuffer(envelope.members)
         buffer.writeStaticString(",\"from\":")
-        buffer.writeJSONString(peer)
+        buffer.writeJSONName(peer)
         buffer.writeStaticString(",\"seq\":")
         return buffer
     }
 
     /// The length of ``signalPrefix(_:from:)``'s result for a signal's `members`, without building it.
     public static func signalPrefixLength(_ members: ByteBuffer, from peer: String) -> Int {
-        members.readableBytes + 15 + ByteBuffer.jsonStringLength(peer)
+        members.readableBytes + 15 + ByteBuffer.jsonNameLength(peer)
     }
 
     /// The relayed form of an addressed signal with its `seq`, built in one buffer: the client's
@@ -37,7 +37,7 @@ public enum ServerMessage {
         var buffer = allocator.buffer(capacity: members.readableBytes + 38 + peer.utf8.count)
         buffer.writeImmutableBuffer(members)
         buffer.writeStaticString(",\"from\":")
-        buffer.writeJSONString(peer)
+        buffer.writeJSONName(peer)
         buffer.writeStaticString(",\"seq\":")
         buffer.writeDecimal(seq)
         buffer.writeInteger(UInt8(ascii: "}"))
@@ -47,9 +47,9 @@ public enum ServerMessage {
     public static func peerJoinedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
         buffer.writeStaticString("{\"type\":\"peer-joined\",\"room\":")
-        buffer.writeJSONString(room)
+        buffer.writeJSONName(room)
         buffer.writeStaticString(",\"peer\":")
-        buffer.writeJSONString(peer)
+        buffer.writeJSONName(peer)
         buffer.writeStaticString(",\"meta\":")
         writeMeta(meta, to: &buffer)
         buffer.writeStaticString(",\"seq\":")
@@ -59,9 +59,9 @@ public enum ServerMessage {
     public static func peerLeftPrefix(room: String, peer: String) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 80)
         buffer.writeStaticString("{\"type\":\"peer-left\",\"room\":")
-        buffer.writeJSONString(room)
+        buffer.writeJSONName(room)
         buffer.writeStaticString(",\"peer\":")
-        buffer.writeJSONString(peer)
+        buffer.writeJSONName(peer)
         buffer.writeStaticString(",\"seq\":")
         return buffer
     }
@@ -74,7 +74,7 @@ public enum ServerMessage {
             buffer.writeJSONString(id)
         }
         buffer.writeStaticString(",\"to\":")
-        buffer.writeJSONString(to)
+        buffer.writeJSONName(to)
         buffer.writeStaticString(",\"signal\":")
         buffer.writeJSONString(signal.rawValue)
         buffer.writeStaticString(",\"seq\":")
@@ -155,7 +155,7 @@ public enum ServerMessage {
     public static func left(room: String, id: String?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 48)
         buffer.writeStaticString("{\"type\":\"left\",\"room\":")
-        buffer.writeJSONString(room)
+        buffer.writeJSONName(room)
         writeID(id, to: &buffer)
         buffer.writeInteger(UInt8(ascii: "}"))
         return buffer
@@ -164,12 +164,12 @@ public enum ServerMessage {
     public static func joined(room: String, peers: [(peer: String, meta: ByteBuffer?)], id: String?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 64 + peers.count * 48)
         buffer.writeStaticString("{\"type\":\"joined\",\"room\":")
-        buffer.writeJSONString(room)
+        buffer.writeJSONName(room)
         buffer.writeStaticString(",\"peers\":[")
         for (index, member) in peers.enumerated() {
             if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
             buffer.writeStaticString("{\"peer\":")
-            buffer.writeJSONString(member.peer)
+            buffer.writeJSONName(member.peer)
             buffer.writeStaticString(",\"meta\":")
             writeMeta(member.meta, to: &buffer)
             buffer.writeInteger(UInt8(ascii: "}"))
@@ -245,7 +245,7 @@ public struct WelcomeTemplate: Sendable {
         let iceServersJSON = self.iceServers(peer: peer)
         var buffer = ByteBufferAllocator().buffer(capacity: 192 + iceServersJSON.utf8.count + limitsJSON.utf8.count)
         buffer.writeStaticString("{\"type\":\"welcome\",\"v\":1,\"peer\":")
-        buffer.writeJSONString(peer)
+        buffer.writeJSONName(peer)
         buffer.writeStaticString(",\"session\":")
         buffer.writeJSONString(session)
         buffer.writeStaticString(",\"heartbeat\":{\"interval\":")

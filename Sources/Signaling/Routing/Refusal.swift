@@ -69,18 +69,19 @@ public enum Refusal: Sendable, Equatable, Error {
     /// The human-readable `message` of the `error` (and the close reason of a refused session).
     public var message: String {
         switch self {
-        case .peerIDNotAllowed(let peer): return "the token does not allow peer id \"\(peer)\""
-        case .idTaken(let peer): return "peer id \"\(peer)\" is in use"
+        case .peerIDNotAllowed(let peer): return "the token does not allow peer id \"\(Tenant.display(peer))\""
+        case .idTaken(let peer): return "peer id \"\(Tenant.display(peer))\" is in use"
         case .sessionNotResumable: return "unknown or ended session"
-        case .roomNotGranted(let room): return "the token does not grant room \"\(room)\""
+        case .roomNotGranted(let room): return "the token does not grant room \"\(Tenant.display(room))\""
         case .tooManyRooms(let limit): return "a peer may be in at most \(limit) rooms"
-        case .roomFull(let room, let limit): return "room \"\(room)\" is full (\(limit) peers)"
-        case .notInRoom(let room): return "not in room \"\(room)\""
-        case .senderNotInRoom(let room): return "you are not in room \"\(room)\""
-        case .recipientNotInRoom(let peer, let room): return "peer \"\(peer)\" is not in room \"\(room)\""
-        case .noSharedRoom(let peer): return "you share no room with peer \"\(peer)\""
-        case .peerUnavailable(let peer): return "peer \"\(peer)\" is not connected"
-        case .queueFull(let peer): return "peer \"\(peer)\" is away and its queue is full"
+        case .roomFull(let room, let limit): return "room \"\(Tenant.display(room))\" is full (\(limit) peers)"
+        case .notInRoom(let room): return "not in room \"\(Tenant.display(room))\""
+        case .senderNotInRoom(let room): return "you are not in room \"\(Tenant.display(room))\""
+        case .recipientNotInRoom(let peer, let room):
+            return "peer \"\(Tenant.display(peer))\" is not in room \"\(Tenant.display(room))\""
+        case .noSharedRoom(let peer): return "you share no room with peer \"\(Tenant.display(peer))\""
+        case .peerUnavailable(let peer): return "peer \"\(Tenant.display(peer))\" is not connected"
+        case .queueFull(let peer): return "peer \"\(Tenant.display(peer))\" is away and its queue is full"
         case .unavailable: return "the hub cannot decide this now; retry"
         case .tokenRequired: return "token required"
         case .tokenRejected(let reason): return reason

@@ -71,3 +71,54 @@ public struct Tenant: Hashable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension ClientMessage {
+    /// The request with the peer ids and rooms it names moved into `tenant`'s namespace. A signal's
+    /// `members` (the bytes its recipient gets) keep the names the client wrote: they are the names the
+    /// recipient, in the same tenant, knows.
+    public func qualified(by tenant: Tenant) -> ClientMessage {
+        guard !tenant.isDefault else { return self }
+        var message = self
+        switch request {
+        case .join(let room, let meta):
+            message.request = .join(room: tenant.qualify(room), meta: meta)
+        case .leave(let room):
+            message.request = .leave(room: tenant.qualify(room))
+        case .signal(var envelope):
+            envelope.to = envelope.to.map(tenant.qualify)
+            envelope.room = envelope.room.map(tenant.qualify)
+            message.request = .signal(envelope)
+        case .ping, .received, .auth, .grant:
+            break
+        }
+        return message
+    }
+}
+
+extension OpenRequest {
+    /// The request with its peer id and token subject moved into `tenant`'s namespace (a resume token is
+    /// opaque: its session is found by the token, then its peer must belong to the qualified subject).
+    public func qualified(by tenant: Tenant) -> OpenRequest {
+        guard !tenant.isDefault else { return self }
+        switch self {
+        case .fresh(let peer, let subject, let grant, let client):
+            return .fresh(
+                peer: peer.map(tenant.qualify),
+                subject: subject.map(tenant.qualify),
+                grant: grant,
+                client: client
+            )
+        case .resume(let token, let last, let subject, let client):
+            return .resume(token: token, last: last, subject: subject.map(tenant.qualify), client: client)
+        }
+    }
+}
+
+extension Identifier {
+    /// A peer id or room name as the hub stores it: a valid name, optionally in a tenant's namespace
+    /// (`tenant/name`, both parts valid).
+    public static func isValidQualified(_ value: String) -> Bool {
+        guard let slash = value.utf8.firstIndex(of: UInt8(ascii: "/")) else { return isValid(value) }
+        return Tenant.isValidName(String(value[..<slash])) && isValid(String(value[value.index(after: slash)...]))
+    }
+}

@@ -5,7 +5,7 @@ import NIOCore
 /// One connection's session under a verified token, in front of the backend: the session ends when the
 /// token expires (an `error` and close 4001 "token expired"), unless the client sends a fresh token in
 /// band first (``TokenLifetime``); a resume's token brings its own room grant. Every other request goes
-/// straight to the backend, in order.
+/// straight to the backend, in order, its peer ids and rooms qualified with the token's tenant (``Tenant``).
 ///
 /// Made per connection when auth is on; every method runs on the connection's event loop.
 final class AuthenticatedSession: SessionHub, @unchecked Sendable {
@@ -14,6 +14,8 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
     private let eventLoop: any EventLoop
     /// A resume: the grant of the token it presented, applied once the session is open.
     private let resumeGrant: RoomGrant?
+    /// The token's tenant: the client's peer ids and rooms are qualified with it on the way in.
+    private let tenant: Tenant
     private var lifetime: TokenLifetime
     private var connection: ConnectionID?
     private var outbox: Outbox?
@@ -33,8 +35,9 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
         self.backend = backend
         self.verifier = verifier
         self.eventLoop = eventLoop
-        self.resumeGrant = resumes ? RoomGrant(claim: claims.rooms) : nil
-        self.lifetime = TokenLifetime(subject: claims.sub.value, expiry: claims.exp.value)
+        self.tenant = claims.namespace
+        self.resumeGrant = resumes ? claims.roomGrant : nil
+        self.lifetime = TokenLifetime(subject: claims.qualifiedSubject, expiry: claims.exp.value)
     }
 
     func makeConnectionID() -> ConnectionID { backend.makeConnectionID() }
@@ -56,7 +59,7 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
 
     func receive(_ connection: ConnectionID, _ message: ClientMessage) {
         eventLoop.assertInEventLoop()
-        self.carry(out: lifetime.receive(message))
+        self.carry(out: lifetime.receive(tenant.isDefault ? message : message.qualified(by: tenant)))
     }
 
     func closed(_ connection: ConnectionID, keepSession: Bool) {

@@ -426,7 +426,9 @@ public final class SignalServer: Service, Sendable {
             var hub: (any SessionHub)? = nil
             do throws(TokenRejection) {
                 let claims = try await verifier.verify(token)
-                let request = openRequest(subject: claims.sub.value, grant: RoomGrant(claim: claims.rooms))
+                // The token's tenant namespaces the session's peer id, subject and rooms.
+                let request = openRequest(subject: claims.sub.value, grant: claims.roomGrant)
+                    .qualified(by: claims.namespace)
                 open = request
                 refusal = nil
                 // The session lasts as long as its token (or a fresh one sent in band); a resume continues

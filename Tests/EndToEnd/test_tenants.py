@@ -1,0 +1,104 @@
+"""Tenants (issue 20, item 4): a token's `tenant` claim puts its session in that tenant's own namespace of
+peer ids and rooms. Two tenants can both have a room `lobby` and a peer `alice` and never see each
+other's presence or signals; names reach clients without the tenant; no claim is the default tenant.
+
+Same backends as test_backends.py (the in-memory hub, two Redis cluster nodes, two mesh nodes, auth on),
+peers on different nodes where there are nodes.
+"""
+
+import os
+
+from backends import backend, redis_server  # noqa: F401 - fixtures
+from test_backends import assert_error, assert_nothing, other_node, resume_node
+
+
+def names():
+    tag = os.urandom(3).hex()
+    return f"acme-{tag}", f"globex-{tag}", f"alice-{tag}", f"bob-{tag}", f"lobby-{tag}"
+
+
+def about(peer):
+    return lambda m: m.get("peer") == peer or m.get("from") == peer
+
+
+def test_same_peer_id_and_room_in_two_tenants_never_meet(backend):
+    acme, globex, a, b, lobby = names()
+    # The same id `a` in three namespaces at once: acme, globex and the default tenant. No id-taken, no
+    # takeover: they are three peers.
+    acme_alice = backend.connect(0, a, rooms=[lobby], tenant=acme)
+    globex_alice = backend.connect(other_node(backend, 0), a, rooms=[lobby], tenant=globex)
+    default_alice = backend.connect(0, a, rooms=[lobby])
+    for client in (acme_alice, globex_alice, default_alice):
+        joined = client.replies("join-" + lobby)[0]
+        assert joined["room"] == lobby and joined["peers"] == [], joined
+    backend.settle()
+    acme_bob = backend.connect(other_node(backend, 0), b, rooms=[lobby], tenant=acme)
+    joined = acme_bob.replies("join-" + lobby)[0]
+    members = [p["peer"] for p in joined["peers"]]
+    if backend.kind == "mesh" and not members:
+        # Docs/protocol.md, "Several nodes (extension)": on the mesh `joined` lists the joiner's own node's
+        # members; the others arrive right after as `peer-joined`.
+        acme_bob.wait(lambda m: m["type"] == "peer-joined")
+        acme_bob.collect(0.5)
+        members = [m["peer"] for m in acme_bob.log if m["type"] == "peer-joined"]
+    assert members == [a], joined
+    # Only acme's alice hears bob arrive, with the names its tenant knows.
+    seen = acme_alice.wait(lambda m: m["type"] == "peer-joined" and m["peer"] == b)
+    assert seen["room"] == lobby, seen
+    for outsider in (globex_alice, default_alice):
+        assert_nothing(outsider, lambda m: m["type"] == "peer-joined", what="presence across tenants")
+
+    # An offer to `a` from acme reaches acme's alice, from bob as acme knows him.
+    assert acme_bob.request({"type": "offer", "to": a, "sdp": "v=0 acme", "id": "o1"})["type"] == "ack"
+    offer = acme_alice.wait(lambda m: m["type"] == "offer")
+    assert offer["from"] == b and offer["to"] == a and offer["sdp"] == "v=0 acme", offer
+    # A room message in acme's lobby reaches acme's members only.
+    reply = acme_bob.request({"type": "message", "room": lobby, "data": {"hi": 1}, "id": "m1"})
+    assert reply["type"] == "ack", reply
+    message = acme_alice.wait(lambda m: m["type"] == "message")
+    assert message["from"] == b and message["room"] == lobby, message
+    for outsider in (globex_alice, default_alice):
+        assert_nothing(outsider, about(b), what="a signal across tenants")
+
+    # globex's alice cannot reach acme's bob: in globex there is no bob.
+    reply = globex_alice.request({"type": "offer", "to": b, "sdp": "v=0", "id": "o2"})
+    assert_error(reply, "peer-unavailable", "o2")
+    assert reply["message"] == f'peer "{b}" is not connected', reply
+    assert_nothing(acme_bob, lambda m: m["type"] == "offer", what="a signal from another tenant")
+
+    # Leaving: only acme's alice sees bob go.
+    acme_bob.close()
+    acme_alice.wait(lambda m: m["type"] == "peer-left" and m["peer"] == b, timeout=8)
+    for outsider in (globex_alice, default_alice):
+        assert_nothing(outsider, lambda m: m["type"] == "peer-left", duration=0.5, what="presence across tenants")
+    for client in (acme_alice, globex_alice, default_alice):
+        client.close()
+
+
+def test_a_resume_or_fresh_token_from_another_tenant_is_refused(backend):
+    acme, globex, a, _, lobby = names()
+    alice = backend.connect(0, a, rooms=[lobby], tenant=acme)
+    # In band: the same `sub` in another tenant is another peer.
+    reply = alice.request({"type": "auth", "token": backend.token(a, tenant=globex), "id": "a1"})
+    assert_error(reply, "unauthorized", "a1")
+    assert reply["message"] == "the token is for another peer", reply
+    assert alice.request({"type": "auth", "token": backend.token(a, tenant=acme), "id": "a2"})["type"] == "authed"
+    # A resume of acme's alice with globex's token for the same `sub` is refused; with acme's it resumes.
+    session, last = alice.welcome["session"], max(alice.seqs(), default=0)
+    alice.drop()
+    node = resume_node(backend, alice, 0)
+    stranger = backend.client(node, backend.resume_query(a, session, last, tenant=globex))
+    code, _ = stranger.expect_close()
+    assert code in (4001, 4002), stranger.log
+    stranger.close()
+    resumed = backend.client(node, backend.resume_query(a, session, last, tenant=acme))
+    welcome = resumed.wait(lambda m: m["type"] == "welcome")
+    assert welcome["resumed"] is True and welcome["peer"] == a, welcome
+    resumed.close()
+
+
+def test_a_token_with_an_invalid_tenant_is_refused(backend):
+    _, _, a, _, _ = names()
+    client = backend.client(0, "token=" + backend.token(a, tenant="no/slashes"))
+    assert client.expect_close() == (4001, "token tenant is not a valid tenant name"), client.log
+    client.close()
