@@ -87,6 +87,10 @@ struct ServeCommand: AsyncParsableCommand {
     var maxDetachedSessions: Int?
     @Option(help: "Sessions from one IP that may wait to resume at once (default: --max-connections-per-ip).")
     var maxDetachedPerIp: Int?
+    @Option(help: "Sessions one tenant (token claim 'tenant') may have connected here; more get tenant-full.")
+    var maxSessionsPerTenant: Int?
+    @Option(help: "Tenants with a metrics label of their own; later ones are counted as tenant=\"(other)\".")
+    var metricsMaxTenants = 100
     @Option(help: "Bytes queued for a client that does not read before it is closed with 1013.")
     var outboundQueueBytes = 1024 * 1024
 
@@ -204,6 +208,8 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxConnectionsPerIP = maxConnectionsPerIp
         config.maxDetachedSessions = maxDetachedSessions
         config.maxDetachedPerIP = maxDetachedPerIp
+        config.maxSessionsPerTenant = maxSessionsPerTenant
+        config.metricsMaxTenants = metricsMaxTenants
         config.outboundQueueBytes = outboundQueueBytes
         config.limits.resumeGraceNanos = UInt64(resumeGrace * 1e9)
         config.limits.resumeBufferMessages = resumeBufferMessages

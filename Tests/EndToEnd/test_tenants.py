@@ -7,6 +7,7 @@ peers on different nodes where there are nodes.
 """
 
 import os
+import time
 
 from backends import backend, redis_server  # noqa: F401 - fixtures
 from test_backends import assert_error, assert_nothing, other_node, resume_node
@@ -102,3 +103,50 @@ def test_a_token_with_an_invalid_tenant_is_refused(backend):
     client = backend.client(0, "token=" + backend.token(a, tenant="no/slashes"))
     assert client.expect_close() == (4001, "token tenant is not a valid tenant name"), client.log
     client.close()
+
+
+def test_sessions_per_tenant_are_capped_and_counted(start_hub):
+    """`--max-sessions-per-tenant 2`: a tenant's third session is refused (`tenant-full`, 1008) while
+    another tenant and the default tenant still connect; a closed session gives its place back. The
+    per-tenant series on /metrics count sessions, messages and refusals, with labels bounded by
+    `--metrics-max-tenants` (the third tenant is counted as "(other)")."""
+    from backends import JWT_SECRET, mint_token
+    from e2e_helpers import metric
+    from rawws import RawWS
+
+    hub = start_hub(
+        "--jwt-secret", JWT_SECRET, "--max-sessions-per-tenant", "2", "--metrics-max-tenants", "2",
+        "--log-level", "warning",
+    )
+    acme, globex, a, b, _ = names()
+
+    def connect(sub, tenant):
+        ws = RawWS(hub.port, "/ws?token=" + mint_token(JWT_SECRET, sub, tenant=tenant))
+        assert ws.status == 101, ws.response_head
+        return ws
+
+    first, second = connect(a, acme), connect(b, acme)
+    for ws in (first, second):
+        ws.read_welcome()
+    third = connect("carol", acme)
+    code, reason, seen = third.expect_close()
+    assert code == 1008 and [m["code"] for m in seen] == ["tenant-full"], (code, reason, seen)
+    others = [connect(a, globex), connect(a, None), connect(a, "initech")]
+    for ws in others:
+        ws.read_welcome()
+    assert first.request({"type": "ping", "id": "p"})["type"] == "pong"
+    assert metric(hub, "signal_tenant_sessions", tenant=acme) == 2
+    assert metric(hub, "signal_tenant_sessions_refused_total", tenant=acme) == 1
+    assert metric(hub, "signal_tenant_messages_total", tenant=acme) == 1
+    assert metric(hub, "signal_tenant_sessions", tenant=globex) == 1
+    assert metric(hub, "signal_tenant_sessions", tenant="(default)") == 1
+    assert metric(hub, "signal_tenant_sessions", tenant="(other)") == 1
+    # A closed session gives its place back.
+    first.close()
+    deadline = time.monotonic() + 5
+    while metric(hub, "signal_tenant_sessions", tenant=acme) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = connect("carol", acme)
+    again.read_welcome()
+    for ws in [second, again] + others:
+        ws.close()

@@ -15,6 +15,9 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     /// Extension: the request could not be carried out now (a cluster node cannot reach Redis). Nothing
     /// was delivered unless a later resume says otherwise; the client may retry.
     case unavailable
+    /// Extension: the token's tenant has the most sessions it may have on this server
+    /// (`--max-sessions-per-tenant`); the session is refused (close 1008).
+    case tenantFull = "tenant-full"
 }
 
 /// WebSocket close codes used by the hub (RFC 6455 §7.4 plus the protocol's 4xxx codes).

@@ -47,6 +47,8 @@ public enum Refusal: Sendable, Equatable, Error {
     case invalidPeerID
     /// Over the rate limit: the message was dropped.
     case rateLimited(perSecond: Int)
+    /// The token's tenant already has the most sessions it may have on this server.
+    case tenantFull(limit: Int)
 
     /// The protocol's error code.
     public var code: ErrorCode {
@@ -63,6 +65,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .tokenRequired, .tokenRejected, .tokenExpired, .tokenSubjectChanged: return .unauthorized
         case .invalidPeerID, .authNotEnabled: return .badMessage
         case .rateLimited: return .rateLimited
+        case .tenantFull: return .tenantFull
         }
     }
 
@@ -90,6 +93,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .authNotEnabled: return "this server does not check tokens"
         case .invalidPeerID: return "peer id must be 1-64 characters of [A-Za-z0-9._~-]"
         case .rateLimited(let perSecond): return "slow down: at most \(perSecond) messages/s"
+        case .tenantFull(let limit): return "the tenant has the most sessions it may have here (\(limit))"
         }
     }
 

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import JWTKit
 import NIOCore
@@ -16,6 +17,9 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
     private let resumeGrant: RoomGrant?
     /// The token's tenant: the client's peer ids and rooms are qualified with it on the way in.
     private let tenant: Tenant
+    /// The session's place in its tenant's count on this server, given back when the connection closes.
+    private let accounting: TenantAccounting
+    private let slot: TenantAccounting.Slot
     private var lifetime: TokenLifetime
     private var connection: ConnectionID?
     private var outbox: Outbox?
@@ -30,8 +34,11 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
         verifier: TokenVerifier,
         claims: SignalTokenPayload,
         resumes: Bool,
-        eventLoop: any EventLoop
+        eventLoop: any EventLoop,
+        tenant: (accounting: TenantAccounting, slot: TenantAccounting.Slot)
     ) {
+        self.accounting = tenant.accounting
+        self.slot = tenant.slot
         self.backend = backend
         self.verifier = verifier
         self.eventLoop = eventLoop
@@ -59,11 +66,18 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
 
     func receive(_ connection: ConnectionID, _ message: ClientMessage) {
         eventLoop.assertInEventLoop()
+        slot.meters.messages.increment()
         self.carry(out: lifetime.receive(tenant.isDefault ? message : message.qualified(by: tenant)))
+    }
+
+    deinit {
+        // A connection that closed before its session opened never calls `closed`.
+        accounting.release(slot)
     }
 
     func closed(_ connection: ConnectionID, keepSession: Bool) {
         eventLoop.assertInEventLoop()
+        accounting.release(slot)
         expiryTimer?.cancel()
         expiryTimer = nil
         ended = true

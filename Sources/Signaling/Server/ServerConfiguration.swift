@@ -40,6 +40,14 @@ public struct ServerConfiguration: Sendable {
     /// ``maxConnectionsPerIP``.
     public var maxDetachedPerIP: Int? = nil
 
+    /// Sessions one tenant (a token's `tenant` claim, see ``Tenant``) may have connected to this server at
+    /// once (`--max-sessions-per-tenant`); more are refused with an `error` `tenant-full` and close 1008.
+    /// nil: ``maxConnections`` (no cap of its own). The default tenant is bounded by ``maxConnections``.
+    public var maxSessionsPerTenant: Int? = nil
+    /// Tenants that get a metrics label of their own (`--metrics-max-tenants`); the sessions and messages
+    /// of later ones are counted under `tenant="(other)"`, so the number of series stays bounded.
+    public var metricsMaxTenants: Int = 100
+
     /// Bytes waiting to be written to one client beyond the socket's own buffer. A client that stops
     /// reading fills it and is closed with 1013 (its session stays resumable); everyone else keeps flowing.
     public var outboundQueueBytes: Int = 1024 * 1024

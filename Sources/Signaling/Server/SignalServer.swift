@@ -33,6 +33,8 @@ public final class SignalServer: Service, Sendable {
     private let ownsGroup: Bool
     private let phase = NIOLockedValueBox(Phase.idle)
     private let limiter: ConnectionLimiter
+    /// Sessions per tenant (`--max-sessions-per-tenant`) and the per-tenant metrics.
+    private let tenants: TenantAccounting
     private let endpoints: HTTPEndpoints
     private let tls: TLSContextStore?
     /// What every `/ws` connection's handler shares (settings, metrics, logger), and every `/echo` one's.
@@ -124,6 +126,11 @@ public final class SignalServer: Service, Sendable {
         self.limiter = ConnectionLimiter(
             maxTotal: configuration.maxConnections,
             maxPerIP: configuration.maxConnectionsPerIP
+        )
+        self.tenants = TenantAccounting(
+            maxSessionsPerTenant: configuration.maxSessionsPerTenant ?? configuration.maxConnections,
+            maxLabels: configuration.metricsMaxTenants,
+            factory: PrometheusMetricsFactory(registry: registry)
         )
         let phase = self.phase
         self.endpoints = HTTPEndpoints(
@@ -420,6 +427,8 @@ public final class SignalServer: Service, Sendable {
             return nil
         }
         let promise = channel.eventLoop.makePromise(of: Void.self)
+        let tenants = self.tenants
+        let tenantLimit = configuration.maxSessionsPerTenant ?? configuration.maxConnections
         Task {
             let open: OpenRequest?
             let refusal: Refusal?
@@ -429,6 +438,12 @@ public final class SignalServer: Service, Sendable {
                 // The token's tenant namespaces the session's peer id, subject and rooms.
                 let request = openRequest(subject: claims.sub.value, grant: claims.roomGrant)
                     .qualified(by: claims.namespace)
+                guard let slot = tenants.acquire(claims.namespace) else {
+                    promise.completeWith(
+                        channel.eventLoop.submit { try session(nil, refusal: .tenantFull(limit: tenantLimit)) }
+                    )
+                    return
+                }
                 open = request
                 refusal = nil
                 // The session lasts as long as its token (or a fresh one sent in band); a resume continues
@@ -440,7 +455,8 @@ public final class SignalServer: Service, Sendable {
                     verifier: verifier,
                     claims: claims,
                     resumes: resumes,
-                    eventLoop: channel.eventLoop
+                    eventLoop: channel.eventLoop,
+                    tenant: (tenants, slot)
                 )
             } catch let rejection {
                 open = nil

@@ -106,3 +106,34 @@ import Testing
         #expect(lifetime.isExpired(at: start.addingTimeInterval(60)))
     }
 }
+
+/// ``TenantCounts``: the per-tenant session cap and the bounded set of metrics labels.
+@Suite struct TenantCountsTests {
+    @Test func aTenantIsCappedAndTheDefaultTenantIsNot() throws {
+        let acme = try #require(Tenant("acme"))
+        let globex = try #require(Tenant("globex"))
+        var counts = TenantCounts(maxSessionsPerTenant: 2, maxLabels: 10)
+        var granted: [Bool] = []
+        for tenant in [acme, acme, acme, globex] { granted.append(counts.acquire(tenant)) }
+        #expect(granted == [true, true, false, true])
+        var defaults = 0
+        for _ in 0..<5 where counts.acquire(.default) { defaults += 1 }
+        #expect(defaults == 5)
+        counts.release(acme)
+        let again = counts.acquire(acme)
+        #expect(again)
+        counts.release(globex)
+        #expect(counts.sessions[globex] == nil)
+    }
+
+    @Test func labelsAreBounded() throws {
+        var counts = TenantCounts(maxSessionsPerTenant: 10, maxLabels: 2)
+        let names = ["a", "b", "c", "d"].compactMap(Tenant.init)
+        var labels: [String] = []
+        for name in names { labels.append(counts.label(name)) }
+        #expect(labels == ["a", "b", "(other)", "(other)"])
+        let kept = counts.label(names[1])
+        let plain = counts.label(.default)
+        #expect(kept == "b" && plain == "(default)")
+    }
+}
