@@ -37,9 +37,12 @@ struct RedisRequest: Sendable {
 /// answers the n-th command), so any number of commands can be in flight on one connection.
 ///
 /// It enforces deadlines with a single timer set to the earliest deadline in flight. When a command's
-/// deadline passes, it fails with ``RedisError/Code/timeout`` and the connection is closed: its reply
-/// may still come, and would be taken for the reply of the next command. Everything else in flight then
-/// fails with ``RedisError/Code/connectionClosed`` and the owner reconnects.
+/// deadline passes, it fails with ``RedisError/Code/timeout`` but keeps its place in the queue: its reply
+/// may still come, and must not be taken for the next command's, so it is read and dropped when it does.
+/// The commands behind it keep their own deadlines (a server that is busy for a moment fails only the
+/// commands it was too slow for). Only when a timed-out command's reply is still missing `lateReplyWait`
+/// after its deadline, or the idle health check's `PING` times out, is the connection taken for dead: everything in flight fails with
+/// ``RedisError/Code/connectionClosed``, the connection is closed and the owner reconnects.
 final class RedisCommandHandler: ChannelDuplexHandler {
     typealias InboundIn = RESPValue
     typealias OutboundIn = RedisRequest
@@ -52,9 +55,17 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         var sentAt: NIODeadline
         var deadline: NIODeadline
         var timeout: TimeAmount
+        /// Timed out: its caller was answered; its replies are read and dropped.
+        var abandoned = false
+
+        /// When the timer must next look at this entry.
+        func due(lateReplyWait: TimeAmount) -> NIODeadline {
+            abandoned ? deadline + lateReplyWait : deadline
+        }
     }
 
     private let address: String
+    private let lateReplyWait: TimeAmount
     private let onRoundTrip: (@Sendable (Duration) -> Void)?
     /// Sees every value first, with whether a request is waiting for a reply, and returns true when it
     /// consumed the value (pub/sub messages and confirmations, which answer no queued request).
@@ -74,10 +85,12 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     init(
         address: String,
+        lateReplyWait: TimeAmount = .seconds(10),
         onRoundTrip: (@Sendable (Duration) -> Void)?,
         onPush: ((RESPValue, Bool) -> Bool)? = nil
     ) {
         self.address = address
+        self.lateReplyWait = lateReplyWait
         self.onRoundTrip = onRoundTrip
         self.onPush = onPush
     }
@@ -133,6 +146,11 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             return
         }
         head.remaining -= 1
+        if head.abandoned {
+            // The late reply of a command that timed out: its caller has its answer already.
+            if head.remaining > 0 { queue.prepend(head) }
+            return
+        }
         switch head.responder {
         case .one(let promise):
             complete(head, context: context)
@@ -202,7 +220,8 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         timer = nil
         timerDeadline = nil
         while let entry = queue.popFirst() {
-            entry.responder.fail(error)
+            // A timed-out command's caller was answered already.
+            if !entry.abandoned { entry.responder.fail(error) }
         }
     }
 
@@ -223,38 +242,44 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         guard !closed, let context else { return }
         let now = context.eventLoop.now
         var earliest: NIODeadline?
-        var expired = false
-        for entry in queue {
-            if entry.deadline <= now {
-                expired = true
-                break
-            }
-            earliest = min(earliest ?? entry.deadline, entry.deadline)
-        }
-        guard expired else {
-            if let earliest { armTimer(for: earliest, context: context) }
-            return
-        }
-        closed = true
-        while let entry = queue.popFirst() {
-            if entry.deadline <= now {
+        var dead = false
+        for index in queue.indices {
+            if queue[index].abandoned {
+                if queue[index].deadline + lateReplyWait <= now {
+                    dead = true
+                    break
+                }
+            } else if queue[index].deadline <= now {
+                let entry = queue[index]
+                if case .discard = entry.responder {
+                    // The idle health check's PING: a server that does not answer it is taken for gone.
+                    dead = true
+                    break
+                }
+                queue[index].abandoned = true
                 entry.responder.fail(
                     RedisError(
                         .timeout,
                         "no reply from Redis at \(address) within \(RedisConnectionCore.format(entry.timeout)); "
-                            + "the command may or may not have run. The connection is closed and re-established."
-                    )
-                )
-            } else {
-                entry.responder.fail(
-                    RedisError(
-                        .connectionClosed,
-                        "the connection to Redis at \(address) was closed because an earlier command on it timed "
-                            + "out; this command may or may not have run"
+                            + "the command may or may not have run"
                     )
                 )
             }
+            let due = queue[index].due(lateReplyWait: lateReplyWait)
+            earliest = min(earliest ?? due, due)
         }
-        context.close(promise: nil)
+        guard dead else {
+            if let earliest { armTimer(for: earliest, context: context) }
+            return
+        }
+        fail(
+            context: context,
+            RedisError(
+                .connectionClosed,
+                "the connection to Redis at \(address) was closed: a command's reply was still missing "
+                    + "\(RedisConnectionCore.format(lateReplyWait)) after its deadline; the commands in flight "
+                    + "may or may not have run"
+            )
+        )
     }
 }

@@ -39,6 +39,13 @@ public struct RedisConfiguration: Sendable {
     /// millisecond, so reaching this means the server or the network is in trouble. Blocking commands
     /// (`BLPOP 10`) need a longer per-call timeout and a connection of their own.
     public var commandTimeout: Duration = .seconds(5)
+    /// How long past a command's deadline its reply is still waited for before the connection is taken for
+    /// dead and re-established. A command that times out fails at once, but its reply may still come (a
+    /// busy server answers late): until then the connection stays open, the late reply is read and
+    /// dropped, and the commands behind it keep their own deadlines — one slow command does not fail the
+    /// others in flight. 10 s: well past any healthy server's worst moment, and a half-open connection is
+    /// still noticed within its command timeout plus this.
+    public var lateReplyWait: Duration = .seconds(10)
     /// Delay between reconnect attempts (exponential, with jitter, capped).
     public var reconnectBackoff = RedisBackoff()
     /// How long a connection may be idle before the client sends `PING` to find out whether the server

@@ -197,7 +197,12 @@ class RedisConnectionCore {
         }
         try operations.addHandler(ByteToMessageHandler(RESPFrameDecoder(limits: configuration.decoderLimits)))
         try operations.addHandler(
-            RedisCommandHandler(address: configuration.url, onRoundTrip: onRoundTrip, onPush: makePushHandler())
+            RedisCommandHandler(
+                address: configuration.url,
+                lateReplyWait: TimeAmount(configuration.lateReplyWait),
+                onRoundTrip: onRoundTrip,
+                onPush: makePushHandler()
+            )
         )
     }
 

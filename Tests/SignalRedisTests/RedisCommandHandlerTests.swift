@@ -114,15 +114,37 @@ import Testing
         #expect(try outcome(last)?.get().string == "PONG")
     }
 
-    @Test func aCommandPastItsDeadlineTimesOutAndClosesTheConnection() throws {
+    @Test func aCommandPastItsDeadlineTimesOutAloneAndItsLateReplyIsDropped() throws {
         let harness = try Harness()
-        let slow = try harness.send(["BLPOP", "q", "0"], timeout: .milliseconds(100))
+        let slow = try harness.send(["GET", "slow"], timeout: .milliseconds(100))
         let behind = try harness.send(["PING"], timeout: .seconds(5))
         harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(99))
         #expect(outcome(slow) == nil)
         harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
         #expect(code(slow) == .timeout)
-        #expect(code(behind) == .connectionClosed, "a reply behind a timed-out one cannot be trusted")
+        #expect(outcome(behind) == nil, "the command behind keeps its own deadline")
+        #expect(harness.channel.isActive)
+        // The late reply is the slow command's, not the next one's: dropped; PING gets its own.
+        try harness.reply("$4\r\nlate\r\n+PONG\r\n")
+        #expect(try outcome(behind)?.get().string == "PONG")
+        let next = try harness.send(["GET", "x"])
+        try harness.reply("$1\r\ny\r\n")
+        #expect(try outcome(next)?.get().string == "y")
+        #expect(harness.channel.isActive)
+    }
+
+    @Test func aReplyMissingLongAfterItsDeadlineClosesTheConnection() throws {
+        let harness = try Harness()
+        let slow = try harness.sendMany([["GET", "a"], ["GET", "b"]], timeout: .milliseconds(100))
+        let behind = try harness.send(["PING"], timeout: .seconds(20))
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(code(slow) == .timeout)
+        // One of the two late replies arrives; the second never does.
+        try harness.reply("$-1\r\n")
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(9_999))
+        #expect(harness.channel.isActive && outcome(behind) == nil)
+        harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(code(behind) == .connectionClosed, "a connection that stopped answering is taken for dead")
         #expect(!harness.channel.isActive)
     }
 

@@ -127,9 +127,9 @@ import Testing
         await redis.close()
     }
 
-    @Test func aCommandThatTimesOutClosesTheConnectionWhichComesBack() async throws {
+    @Test func aCommandThatTimesOutFailsAloneUntilItsReplyIsLongOverdue() async throws {
         let server = try await RedisTestServer()
-        let redis = try server.connection()
+        let redis = try server.connection { $0.lateReplyWait = .seconds(1) }
         try await redis.waitUntilConnected(timeout: .seconds(5))
         let start = ContinuousClock.now
         let blocked = Task { try await redis.send(["BLPOP", "empty-list", "10"], timeout: .seconds(2)) }
@@ -144,15 +144,39 @@ import Testing
         #expect(timedOut?.code == .timeout)
         #expect(timedOut?.message.contains("127.0.0.1:\(server.port)") == true)
         #expect(ContinuousClock.now - start < .seconds(5), "well before BLPOP's own 10 s")
+        // BLPOP's reply is still owed (Redis answers in order): the PING behind it waits until the
+        // connection is taken for dead, `lateReplyWait` after BLPOP's deadline, well before its own 5 s.
         let behindResult = await behind.result
         #expect(
             (behindResult.failure as? RedisError)?.code == .connectionClosed,
-            "the command behind the timed-out one fails: \(behindResult)"
+            "the command behind the overdue one fails: \(behindResult)"
         )
+        #expect(ContinuousClock.now - start < .seconds(4.5))
         #expect(try await redis.ping() == "PONG", "a new connection is made")
         #expect(redis.reconnects == 1)
         await redis.close()
         await observer.close()
+    }
+
+    /// A server busy for a moment (`DEBUG SLEEP 1` against a 300 ms timeout): the commands it was too slow
+    /// for time out, the connection stays, their late replies are dropped, and the next command gets its
+    /// own reply.
+    @Test func aBusyServerFailsOnlyTheCommandsItWasTooSlowFor() async throws {
+        let server = try await RedisTestServer(["--enable-debug-command", "local"])
+        let sleeper = try server.connection()
+        let client = try server.connection { $0.commandTimeout = .milliseconds(300) }
+        try await client.waitUntilConnected(timeout: .seconds(5))
+        try await sleeper.waitUntilConnected(timeout: .seconds(5))
+        _ = try await client.send(["SET", "k", "before"])
+        let slept = Task { try await sleeper.send(["DEBUG", "SLEEP", "1"], timeout: .seconds(10)) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(await redisError { try await client.send(["GET", "k"]) }?.code == .timeout)
+        _ = try await slept.value
+        #expect(try await client.send(["SET", "k", "after"]).string == "OK")
+        #expect(try await client.send(["GET", "k"]).string == "after", "the late reply was not taken for this one")
+        #expect(client.reconnects == 0)
+        await client.close()
+        await sleeper.close()
     }
 
     /// `DEBUG SLEEP` stalls the whole server: commands time out, and an idle connection's health check

@@ -57,6 +57,14 @@ extension ClusterHub {
         }
     }
 
+    /// How long a refresh's touches wait for Redis: half a session's live period, not the client-facing
+    /// command timeout. A Redis that is seconds behind (a burst of other nodes' scripts) still answers
+    /// them in time, so the sessions of a live node are not ended as if the node had died; a touch that
+    /// times out is retried at the next refresh.
+    var maintenanceTimeout: Duration {
+        .milliseconds(max(Int(Self.nanoseconds(configuration.redis.commandTimeout) / 1_000_000), liveMillis / 2))
+    }
+
     /// Re-announces every live session on this node (deadline and key expiry), and closes connections
     /// whose session ended or moved while this node could not hear about it. The touches are pipelined
     /// (512 at a time queued at once, read in order), so a refresh costs a round trip per 512 sessions
@@ -76,7 +84,8 @@ extension ClusterHub {
                 redis.submit(
                     ClusterScripts.touch,
                     keys: keys.session(peer),
-                    arguments: [nodeName, String(connection.raw), deadline, ttlMillis]
+                    arguments: [nodeName, String(connection.raw), deadline, ttlMillis],
+                    timeout: maintenanceTimeout
                 )
             }
             for ((connection, peer), touch) in zip(batch, touches) {
@@ -92,7 +101,7 @@ extension ClusterHub {
                 }
             }
         }
-        if zadd.count > 2 { _ = try? await redis.send(zadd) }
+        if zadd.count > 2 { _ = try? await redis.send(zadd, timeout: maintenanceTimeout) }
     }
 
     /// Ends sessions whose deadline passed (their client did not resume in time, or their node died).
