@@ -8,7 +8,7 @@ import Signaling
 /// - a decoded signal relays as one valid JSON object whose `from` and `seq` are the server's, once
 ///   each, whatever `from`/`seq` members, escapes or duplicates the client sent (no smuggled `from`);
 /// - every error reply is a valid JSON object with the decoder's error code and `id`;
-/// - a `join`'s `meta` is a JSON object within the size limit.
+/// - a `join`'s or `update`'s `meta` is a JSON object within the size limit.
 enum DecoderOracle {
     static let decoder = MessageDecoder()
     static let server = "p-fuzz\"\\"
@@ -36,6 +36,12 @@ enum DecoderOracle {
                     require(kind == .object, "meta is not a JSON object")
                 }
                 return "join"
+            case .update(let room, let meta):
+                require(Identifier.isValid(room), "invalid room accepted")
+                require(meta.readableBytes <= decoder.maxMetaBytes, "meta over the limit")
+                let kind = meta.withUnsafeReadableBytes { try? JSONScanner.validate($0, maxDepth: 64) }
+                require(kind == .object, "meta is not a JSON object")
+                return "update"
             case .leave(let room):
                 require(Identifier.isValid(room), "invalid room accepted")
                 return "leave"
@@ -82,6 +88,17 @@ enum DecoderOracle {
             "relayed 'seq' is not the server's"
         )
         require(string(byKey["type"], in: relayed) == envelope.type.rawValue, "relayed 'type' changed")
+        // A volatile signal goes out without `seq`: still one object, with the server's `from` only.
+        let volatile = ServerMessage.volatileRelayed(envelope.members, from: server)
+        let volatileFields = volatile.withUnsafeReadableBytes {
+            try? JSONScanner.objectFields(in: $0, maxDepth: decoder.maxDepth)
+        }
+        require(volatileFields != nil, "volatile relay is not one valid JSON object")
+        require(
+            volatileFields!.filter { $0.key == "from" }.count == 1,
+            "volatile relay has more or less than one 'from'"
+        )
+        require(!volatileFields!.contains { $0.key == "seq" }, "volatile relay has a 'seq'")
     }
 
     private static func string(_ field: JSONField?, in buffer: ByteBuffer) -> String? {

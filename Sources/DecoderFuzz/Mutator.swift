@@ -103,7 +103,9 @@ struct Mutator {
 
     /// A message with the members its type requires (values mostly valid), plus optional extras.
     mutating func wellFormed() -> String {
-        let type = pick(["offer", "answer", "candidate", "bye", "message", "join", "leave", "ping", "received"])
+        let type = pick([
+            "offer", "answer", "candidate", "bye", "message", "join", "update", "leave", "ping", "received",
+        ])
         var members = ["\"type\":\"\(type)\""]
         switch type {
         case "offer", "answer": members += ["\"to\":" + fieldValue("to"), "\"sdp\":" + fieldValue("sdp")]
@@ -115,11 +117,13 @@ struct Mutator {
         case "join":
             members.append("\"room\":" + fieldValue("room"))
             if chance(50) { members.append("\"meta\":" + fieldValue("meta")) }
+        case "update":
+            members += ["\"room\":" + fieldValue("room"), "\"meta\":" + fieldValue("meta")]
         case "leave": members.append("\"room\":" + fieldValue("room"))
         case "received": members.append("\"seq\":" + fieldValue("seq"))
         default: break
         }
-        for name in ["id", "room", "from", "seq", "sid"] where chance(25) {
+        for name in ["id", "room", "from", "seq", "sid", "volatile"] where chance(25) {
             if !members.contains(where: { $0.hasPrefix("\"\(name)\":") }) {
                 members.append(quoted(name) + ":" + fieldValue(name))
             }
@@ -141,6 +145,7 @@ struct Mutator {
             )
         case "id": return chance(80) ? quoted("req-\(below(100))") : value(depth: 1)
         case "sdp": return quoted("v=0\\r\\n" + String(repeating: "a", count: below(200)))
+        case "volatile": return chance(70) ? pick(["true", "false"]) : value(depth: 1)
         case "seq": return pick(["0", "1", "18446744073709551615", "18446744073709551616", "-1", "1.5", "1e3"])
         case "candidate":
             return pick([
@@ -184,7 +189,8 @@ struct Mutator {
     // MARK: Dictionaries
 
     static let types = [
-        "offer", "answer", "candidate", "bye", "message", "join", "leave", "ping", "received", "welcome", "Offer", "",
+        "offer", "answer", "candidate", "bye", "message", "join", "update", "leave", "ping", "received", "welcome",
+        "Offer", "",
     ]
     static let fields = [
         "to", "room", "id", "sdp", "candidate", "data", "meta", "seq", "from", "type", "sid", "fr\\u006fm",

@@ -11,9 +11,11 @@ struct PeerCommand: AsyncParsableCommand {
         discussion: """
             Commands, one per line (or any raw JSON protocol message starting with '{'):
               join ROOM [META-JSON]     leave ROOM
+              update ROOM META-JSON     (your meta in ROOM; the others get peer-updated)
               offer TO SDP-FILE         answer TO SDP-FILE
               candidate TO JSON         bye TO
               msg TO TEXT               say ROOM TEXT
+              vmsg TO TEXT              vsay ROOM TEXT   (volatile: only to connected peers, never replayed)
               ping                      quit
             Requests get ids c1, c2, … so their ack/error can be matched. Status lines go to stderr, among
             them the ICE servers of each welcome and ice-servers refresh (TURN username and expiry).
@@ -117,6 +119,9 @@ enum PeerCommandLine {
         case "join":
             let meta = parts.count > 2 ? ",\"meta\":\(parts[2])" : ""
             return #"{"type":"join","room":\#(jsonString(try arg(1, "ROOM")))\#(meta),\#(idField)}"#
+        case "update":
+            let room = jsonString(try arg(1, "ROOM"))
+            return #"{"type":"update","room":\#(room),"meta":\#(try arg(2, "META-JSON")),\#(idField)}"#
         case "leave":
             return #"{"type":"leave","room":\#(jsonString(try arg(1, "ROOM"))),\#(idField)}"#
         case "offer", "answer":
@@ -137,6 +142,14 @@ enum PeerCommandLine {
         case "say":
             return
                 #"{"type":"message","room":\#(jsonString(try arg(1, "ROOM"))),"data":\#(jsonString(try arg(2, "TEXT"))),\#(idField)}"#
+        case "vmsg":
+            let to = jsonString(try arg(1, "TO"))
+            return
+                #"{"type":"message","to":\#(to),"data":\#(jsonString(try arg(2, "TEXT"))),"volatile":true,\#(idField)}"#
+        case "vsay":
+            let room = jsonString(try arg(1, "ROOM"))
+            return
+                #"{"type":"message","room":\#(room),"data":\#(jsonString(try arg(2, "TEXT"))),"volatile":true,\#(idField)}"#
         case "ping":
             return #"{"type":"ping",\#(idField)}"#
         default:

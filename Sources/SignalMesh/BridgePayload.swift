@@ -6,7 +6,7 @@ import Signaling
 /// - a **signal**: the relayed message's prefix (ending in `"seq":`), with what the recipient's node needs
 ///   to apply the routing policy (the room it names, and the sender's rooms when the shared-room rule needs
 ///   them) and to answer for it (the request's `id`, its type, and the sender's node's `ticket`);
-/// - **presence** (`peer-joined`, `peer-left`): the prefix only;
+/// - **presence** (`peer-joined`, `peer-updated`, `peer-left`): the prefix only;
 /// - an **answer** from the recipient's node back to the sender: what became of a signal (delivered,
 ///   queued, refused and why), or later that a queued one expired unread.
 ///
@@ -28,6 +28,9 @@ enum BridgePayload: Equatable, Sendable {
         /// The sender's rooms, when the recipient's node needs them (``RoutingPolicy/needsSenderRooms(room:to:from:)``).
         var senderRooms: [String]
         var prefix: [UInt8]
+        /// The signal says `"volatile":true` (its recipient's node reads it from the prefix while
+        /// validating it: ``RelayValidator``); not a field of the layout.
+        var volatile = false
     }
 
     /// What became of a signal, reported by the recipient's node.
@@ -61,6 +64,8 @@ enum BridgePayload: Equatable, Sendable {
     /// Outcome bytes. Refusals the recipient's side can give; any other travels as ``Refusal/unavailable``.
     private enum OutcomeCode: UInt8 {
         case delivered = 1, queued, expired, peerUnavailable, queueFull, recipientNotInRoom, noSharedRoom, unavailable
+        /// A volatile signal's recipient is away (``Refusal/recipientAway(_:)``).
+        case recipientAway
     }
 
     var encoded: [UInt8] {
@@ -146,6 +151,7 @@ enum BridgePayload: Equatable, Sendable {
         case .refused(.queueFull): return (.queueFull, nil)
         case .refused(.recipientNotInRoom(_, let room)): return (.recipientNotInRoom, room)
         case .refused(.noSharedRoom): return (.noSharedRoom, nil)
+        case .refused(.recipientAway): return (.recipientAway, nil)
         case .refused: return (.unavailable, nil)
         }
     }
@@ -162,6 +168,7 @@ enum BridgePayload: Equatable, Sendable {
             return .refused(.recipientNotInRoom(peer: recipient, room: room))
         case .noSharedRoom: return .refused(.noSharedRoom(recipient))
         case .unavailable: return .refused(.unavailable)
+        case .recipientAway: return .refused(.recipientAway(recipient))
         }
     }
 

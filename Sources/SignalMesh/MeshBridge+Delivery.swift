@@ -43,7 +43,8 @@ extension MeshBridge {
             origin: (sender, signal.id, signal.type),
             check: addressed
                 ? .signal(from: sender, room: signal.room, senderRooms: signal.senderRooms)
-                : .member(of: signal.room!)
+                : .member(of: signal.room!),
+            volatile: signal.volatile
         )
         // A room leg that finds no member here needs no answer; an addressed signal does.
         guard addressed else { return }

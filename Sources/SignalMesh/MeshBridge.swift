@@ -19,8 +19,11 @@ import Signaling
 /// - a room message also goes to the room's home node, which fans it out to the members on other nodes;
 ///   each of their nodes gives it to its local members of that room only;
 /// - presence crosses nodes: a join is announced to the room's members elsewhere (`peer-joined`), each
-///   of their nodes answers with `peer-joined` for its own members, and a leave or a session's end sends
-///   `peer-left`;
+///   of their nodes answers with `peer-joined` for its own members (with their current `meta`), a change
+///   of `meta` (`update`, or a re-join with another `meta`) sends `peer-updated`, and a leave or a
+///   session's end sends `peer-left`;
+/// - a volatile signal travels like any other; the recipient's node writes it without a `seq` to a
+///   connected recipient only (an away one refuses it: ``Refusal/recipientAway(_:)``);
 /// - whatever another node relays is validated (``RelayValidator``) before a client sees it; invalid
 ///   payloads are dropped and counted (`signal_mesh_invalid_payloads_total`);
 /// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones.
@@ -206,13 +209,31 @@ public final class MeshBridge: SessionHub, MeshDelivery {
                 runtime.send(from: peer, to: .room(room), payload: BridgePayload.signal(signal).encoded)
             }
         case .join(let room, let meta):
+            let before = hub.meta(of: peer, in: room)
             hub.receive(connection, message)
-            guard hub.isMember(peer, of: room) else { return }
+            guard let after = hub.meta(of: peer, in: room) else { return }
             let isNew = state.withLockedValue { $0.announced[peer]?.insert(room).inserted ?? false }
             if isNew {
                 runtime.join(peer: peer, room: room)
                 let presence = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
                 self.announce(presence, from: peer, to: .room(room))
+            } else if let before, policy.rejoinUpdates(previous: before, meta: after) {
+                // A re-join with another meta: the hub told the members here; the other nodes' hear it too.
+                self.announce(
+                    ServerMessage.peerUpdatedPrefix(room: room, peer: peer, meta: after),
+                    from: peer,
+                    to: .room(room)
+                )
+            }
+        case .update(let room, let meta):
+            hub.receive(connection, message)
+            let announced = state.withLockedValue { $0.announced[peer]?.contains(room) ?? false }
+            if announced, hub.isMember(peer, of: room) {
+                self.announce(
+                    ServerMessage.peerUpdatedPrefix(room: room, peer: peer, meta: meta),
+                    from: peer,
+                    to: .room(room)
+                )
             }
         case .leave(let room):
             hub.receive(connection, message)
@@ -365,7 +386,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         }
     }
 
-    /// Sends a presence event (`peer-joined`, `peer-left`) through the mesh.
+    /// Sends a presence event (`peer-joined`, `peer-updated`, `peer-left`) through the mesh.
     func announce(_ prefix: ByteBuffer, from peer: String, to target: MeshSignal.Target) {
         runtime.send(from: peer, to: target, payload: BridgePayload.presence(prefix: Array(buffer: prefix)).encoded)
     }

@@ -3,7 +3,7 @@ import Signaling
 
 /// Checks what another node relays before any client sees it: the bridge payload must decode, and what it
 /// carries must be a message this node could have produced itself — a valid v1 signal (offer, answer,
-/// candidate, bye, message) or presence event (`peer-joined`, `peer-left`) whose `from` (or `peer`) is the
+/// candidate, bye, message) or presence event (`peer-joined`, `peer-updated`, `peer-left`) whose `from` (or `peer`) is the
 /// peer the mesh says sent it, addressed to the local peer it is delivered to, or an answer about a signal
 /// from the peer it names. Anything else is dropped by the bridge and counted.
 ///
@@ -38,8 +38,8 @@ struct RelayValidator: Sendable {
             return nil
         }
         switch payload {
-        case .signal(let signal):
-            return self.isValid(signal, from: sender, to: recipient, addressed: addressed) ? .signal(signal) : nil
+        case .signal(var signal):
+            return self.isValid(&signal, from: sender, to: recipient, addressed: addressed) ? .signal(signal) : nil
         case .presence(let prefix):
             return self.presence(prefix, from: sender, addressed: addressed)
         case .answer(let answer):
@@ -54,7 +54,12 @@ struct RelayValidator: Sendable {
         id.map { $0.utf8.count <= maxIDBytes } ?? true
     }
 
-    private func isValid(_ signal: BridgePayload.Signal, from sender: String, to recipient: String, addressed: Bool)
+    private func isValid(
+        _ signal: inout BridgePayload.Signal,
+        from sender: String,
+        to recipient: String,
+        addressed: Bool
+    )
         -> Bool
     {
         let tenant = Tenant.of(sender)
@@ -70,6 +75,7 @@ struct RelayValidator: Sendable {
             envelope.to == (addressed ? String(Tenant.display(recipient)) : nil)
         else { return false }
         let from = String(Tenant.display(sender))
+        signal.volatile = envelope.volatile
         return Self.serverMembers(of: message, prefixLength: signal.prefix.count) { field, value in
             field != "from" || value == from
         } == ["from", "seq"]
@@ -124,6 +130,8 @@ struct RelayValidator: Sendable {
         case "peer-joined" where keys == ["type", "room", "peer", "meta", "seq"]:
             return .presence(room: qualified, joined: true, prefix: prefix)
         case "peer-left" where keys == ["type", "room", "peer", "seq"] && !addressed:
+            return .presence(room: qualified, joined: false, prefix: prefix)
+        case "peer-updated" where keys == ["type", "room", "peer", "meta", "seq"] && !addressed:
             return .presence(room: qualified, joined: false, prefix: prefix)
         default:
             return nil

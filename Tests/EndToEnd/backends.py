@@ -231,7 +231,7 @@ class Redis:
             self.server.stop()
 
 
-REPLY_TYPES = ("ack", "authed", "error", "joined", "left", "pong")
+REPLY_TYPES = ("ack", "authed", "error", "joined", "updated", "left", "pong")
 
 
 class Client:

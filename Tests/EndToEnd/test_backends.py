@@ -148,6 +148,93 @@ def test_presence_joined_peer_joined_peer_left(backend):
     alice.close()
 
 
+# Live presence state ------------------------------------------------------------------------------------------
+
+
+def test_update_reaches_members_on_other_nodes_and_later_joiners(backend):
+    """`update` (Docs/protocol.md, "Presence state and volatile messages"): `updated` to the sender,
+    `peer-updated` (sequenced) to the other members wherever they are, and the new meta for later joiners;
+    a re-join with another meta is an update too, a resent join is not."""
+    a, b, c, room, other = unique("alice", "bob", "carol", "room", "other")
+    alice = backend.connect(0, a)
+    bob = backend.connect(1, b)
+    assert alice.request({"type": "join", "room": room, "meta": {"name": "Alice"}})["type"] == "joined"
+    backend.settle()
+    assert bob.request({"type": "join", "room": room, "meta": {"name": "Bob"}})["type"] == "joined"
+    alice.wait(lambda m: m.get("type") == "peer-joined" and m.get("peer") == b)
+    backend.settle()
+    new_meta = {"name": "Alice", "status": "away"}
+    reply = alice.request({"type": "update", "room": room, "meta": new_meta, "id": "u1"})
+    assert reply == {"type": "updated", "room": room, "id": "u1"}, reply
+    event = bob.wait(lambda m: m.get("type") == "peer-updated" and m.get("peer") == a)
+    assert event["room"] == room and event["meta"] == new_meta and "seq" in event, event
+    # Not a member: refused, nobody told.
+    assert_error(alice.request({"type": "update", "room": other, "meta": {}, "id": "u2"}), "not-in-room", "u2")
+    # A re-join with the same meta changes nothing; with another meta it is an update.
+    assert bob.request({"type": "join", "room": room, "meta": {"name": "Bob"}})["type"] == "joined"
+    assert bob.request({"type": "join", "room": room, "meta": {"name": "Bobby"}})["type"] == "joined"
+    event = alice.wait(lambda m: m.get("type") == "peer-updated" and m.get("peer") == b)
+    assert event["meta"] == {"name": "Bobby"}, event
+    assert_nothing(alice, lambda m: m.get("type") == "peer-updated" and m.get("peer") == b and m["meta"] == {"name": "Bob"},
+                   what="a resent join was announced")
+    # A later joiner, on bob's node: alice's new meta.
+    carol = backend.connect(1, c)
+    joined = carol.request({"type": "join", "room": room, "id": "j"})
+    assert joined["type"] == "joined", joined
+    peers = {p["peer"]: p["meta"] for p in joined["peers"]}
+    if backend.kind == "mesh" and a not in peers:
+        # Docs/protocol.md, "Several nodes (extension)", PeerMesh: members on other nodes arrive right after
+        # `joined` as `peer-joined`, with their current meta.
+        peers[a] = carol.wait(lambda m: m.get("type") == "peer-joined" and m.get("peer") == a)["meta"]
+    assert peers == {a: new_meta, b: {"name": "Bobby"}}, (joined, carol.log)
+    for client in (alice, bob, carol):
+        assert strictly_increasing(client.seqs()), client.seqs()
+        client.close()
+
+
+def test_volatile_messages_reach_connected_peers_and_are_never_replayed(backend):
+    """`"volatile":true`: delivered only to recipients connected now, without `seq`; an addressed one to
+    an away peer is refused `peer-unavailable`, a broadcast skips it, and its resume replays the
+    non-volatile message sent meanwhile but none of the volatile ones."""
+    a, b, room = unique("alice", "bob", "room")
+    alice = backend.connect(0, a, rooms=[room])
+    bob = backend.connect(1, b, rooms=[room])
+    backend.settle()
+    reply = alice.request({"type": "message", "to": b, "data": "typing", "volatile": True, "id": "v1"})
+    assert reply == {"type": "ack", "id": "v1"}, reply
+    got = bob.wait(lambda m: m.get("id") == "v1")
+    assert got["from"] == a and got["volatile"] is True and got["data"] == "typing" and "seq" not in got, got
+    reply = alice.request({"type": "message", "room": room, "data": {"x": 1}, "volatile": True, "id": "v2"})
+    assert reply == {"type": "ack", "id": "v2"}, reply
+    got = bob.wait(lambda m: m.get("id") == "v2")
+    assert got["room"] == room and got["from"] == a and "seq" not in got, got
+    # Bob drops: his session waits for a resume.
+    bob.drop()
+    time.sleep(0.5)
+    assert_error(
+        alice.request({"type": "message", "to": b, "data": "gone?", "volatile": True, "id": "v3"}),
+        "peer-unavailable",
+        "v3",
+    )
+    reply = alice.request({"type": "message", "room": room, "data": {"x": 2}, "volatile": True, "id": "v4"})
+    assert reply == {"type": "ack", "id": "v4"}, "a volatile broadcast is never queued: " + repr(reply)
+    reply = alice.request({"type": "message", "to": b, "data": "kept", "id": "n1"})
+    assert reply == {"type": "ack", "id": "n1", "queued": True}, reply
+    node = resume_node(backend, bob, 1)
+    resumed, _ = resume(backend, bob, node)
+    kept = resumed.wait(lambda m: m.get("id") == "n1")
+    assert kept["data"] == "kept" and "seq" in kept, kept
+    resumed.collect(QUIET)
+    replayed = [m for m in resumed.log if m.get("id") in ("v1", "v2", "v3", "v4")]
+    assert not replayed, f"volatile messages replayed: {replayed}"
+    # Connected again: volatile messages reach him.
+    assert alice.request({"type": "message", "to": b, "data": "back", "volatile": True, "id": "v5"})["type"] == "ack"
+    assert "seq" not in resumed.wait(lambda m: m.get("id") == "v5")
+    for client in (alice, resumed):
+        assert strictly_increasing(client.seqs()), client.seqs()
+        client.close()
+
+
 # Rooms: scoped signals and broadcasts ---------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Headless Chromium: two SDK peers in one page connect through the hub over a real RTCDataChannel,
-also when one peer's WebSocket is cut (or goes silent) in the middle of the negotiation."""
+also when one peer's WebSocket is cut (or goes silent) in the middle of the negotiation; and the SDK's
+live presence state (`update` → `peer-updated`) and volatile messages."""
 
 import asyncio
 import json
@@ -255,3 +256,39 @@ def test_the_sdk_refreshes_its_token_in_band_and_shows_the_expiry_close(start_hu
     assert result["closeB"] == {"code": 4001, "reason": "token expired"}, result
     assert result["bState"] == "closed", result
     assert [e["message"] for e in result["bErrors"]] == ["token expired"], result
+
+
+def test_the_sdk_shows_peer_updated_and_volatile_messages(start_hub, tmp_path):
+    """Chromium, through the SDK: A's `update(room, meta)` reaches B as a `peer-updated` event and a later
+    joiner sees the new meta; A's volatile broadcast and volatile message reach B without a `seq`."""
+    hub = start_hub(*web_args())
+
+    async def run():
+        async with Chromium.launch(str(tmp_path)) as browser:
+            page = await browser.open(hub.http + "/test/e2e.html")
+            await page.wait_for("window.e2eReady === true")
+            args = {"ws": hub.ws, "room": "live", "peerA": "live-a", "peerB": "live-b", "peerC": "live-c"}
+            try:
+                return await page.evaluate(f"e2e.presence({json.dumps(args)})", timeout=30)
+            except Exception as error:
+                raise AssertionError(f"{error!r}\n--- page console ---\n{browser.console_text()}") from None
+
+    result = asyncio.run(run())
+    meta = {"name": "A", "typing": True}
+    assert result["updated"]["type"] == "updated" and result["updated"]["room"] == "live", result
+    event = result["event"]
+    assert event["type"] == "peer-updated" and event["peer"] == "live-a" and event["room"] == "live", event
+    assert event["meta"] == meta and isinstance(event["seq"], int), event
+    assert result["aRooms"] == {"live": meta}, "the SDK rejoins with the updated meta after a reset"
+    assert result["broadcastAck"]["type"] == "ack" and not result["broadcastAck"].get("queued"), result
+    assert result["directAck"]["type"] == "ack" and not result["directAck"].get("queued"), result
+    for message in (result["broadcast"], result["direct"]):
+        assert message["from"] == "live-a" and message["volatile"] is True and "seq" not in message, message
+    assert result["broadcast"]["data"] == {"typing": True} and result["direct"]["data"] == "psst"
+    # B joined after A, so its sequenced messages are the peer-updated and (maybe already) C's peer-joined:
+    # the volatile messages took no seq.
+    assert result["seqsB"][0] == event["seq"], result["seqsB"]
+    assert len(result["seqsB"]) == 1 + result["receivedB"].get("peer-joined", 0), result
+    assert result["receivedB"].get("message") == 2 and not result["errorsB"], result
+    peers = {p["peer"]: p["meta"] for p in result["joinedC"]["peers"]}
+    assert peers == {"live-a": meta, "live-b": {"name": "B"}}, result["joinedC"]

@@ -18,6 +18,7 @@ import Testing
         .answer(.init(outcome: .refused(.peerUnavailable("bob")), type: .offer, ticket: 3, id: nil, recipient: "bob")),
         .answer(.init(outcome: .refused(.queueFull("bob")), type: .offer, ticket: 3, id: nil, recipient: "bob")),
         .answer(.init(outcome: .refused(.noSharedRoom("bob")), type: .offer, ticket: 3, id: "m", recipient: "bob")),
+        .answer(.init(outcome: .refused(.recipientAway("bob")), type: .message, ticket: 4, id: "v", recipient: "bob")),
         .answer(
             .init(
                 outcome: .refused(.recipientNotInRoom(peer: "bob", room: "x")),

@@ -55,6 +55,39 @@ import Testing
         #expect(validator.validate(answer.encoded, from: "bob", to: "alice", addressed: true) != nil)
     }
 
+    /// A volatile signal is marked as such (from its own `"volatile":true`), so the recipient's node writes
+    /// it without a `seq`; `peer-updated` is a presence event like `peer-left` (room-wide only).
+    @Test func marksVolatileSignalsAndAcceptsPeerUpdated() {
+        let typing = signal(
+            #"{"type":"message","to":"bob","data":1,"volatile":true,"from":"alice","seq":"#,
+            type: .message
+        )
+        guard case .signal(let relayed) = validator.validate(typing, from: "alice", to: "bob", addressed: true) else {
+            Issue.record("a volatile signal refused")
+            return
+        }
+        #expect(relayed.volatile)
+        let plain = signal(#"{"type":"message","to":"bob","data":1,"from":"alice","seq":"#, type: .message)
+        guard case .signal(let normal) = validator.validate(plain, from: "alice", to: "bob", addressed: true) else {
+            Issue.record("a signal refused")
+            return
+        }
+        #expect(!normal.volatile)
+        let updated = presence(#"{"type":"peer-updated","room":"x","peer":"alice","meta":{"n":2},"seq":"#)
+        #expect(
+            validator.validate(updated, from: "alice", to: "bob", addressed: false)
+                == .presence(
+                    room: "x",
+                    joined: false,
+                    prefix: Array(#"{"type":"peer-updated","room":"x","peer":"alice","meta":{"n":2},"seq":"#.utf8)
+                )
+        )
+        #expect(validator.validate(updated, from: "alice", to: "bob", addressed: true) == nil)
+        #expect(validator.validate(updated, from: "mallory", to: "bob", addressed: false) == nil)
+        let noMeta = presence(#"{"type":"peer-updated","room":"x","peer":"alice","seq":"#)
+        #expect(validator.validate(noMeta, from: "alice", to: "bob", addressed: false) == nil)
+    }
+
     @Test(arguments: [
         // from is not the mesh's sender
         #"{"type":"offer","to":"bob","sdp":"v=0","from":"carol","seq":"#,

@@ -34,6 +34,54 @@ import Testing
         )
     }
 
+    @Test func decodesVolatileSignalsAndRelaysThemWithoutSeq() throws {
+        let message = try decode(#"{"type":"message","room":"r","data":{"x":1},"volatile":true,"seq":3,"id":"v"}"#)
+            .get()
+        guard case .signal(let envelope) = message.request else {
+            Issue.record("not a signal")
+            return
+        }
+        #expect(envelope.volatile && envelope.room == "r")
+        #expect(
+            String(buffer: ServerMessage.volatileRelayed(envelope.members, from: "alice"))
+                == #"{"type":"message","room":"r","data":{"x":1},"volatile":true,"id":"v","from":"alice"}"#
+        )
+        // The same bytes when it crossed a mesh as a prefix.
+        let prefix = ServerMessage.signalPrefix(envelope, from: "alice")
+        #expect(ServerMessage.unsequenced(prefix) == ServerMessage.volatileRelayed(envelope.members, from: "alice"))
+        #expect(ServerMessage.unsequenced(ByteBuffer(string: "{}")) == nil)
+        for text in [#"{"type":"bye","to":"b","volatile":false}"#, #"{"type":"bye","to":"b"}"#] {
+            guard case .signal(let plain) = try decode(text).get().request else {
+                Issue.record("not a signal")
+                return
+            }
+            #expect(!plain.volatile, "\(text)")
+        }
+        #expect(
+            error(#"{"type":"bye","to":"b","volatile":1,"id":"x"}"#)
+                == ProtocolError(.badMessage, "'volatile' must be true or false", requestID: "x")
+        )
+        #expect(error(#"{"type":"bye","to":"b","volatile":"true"}"#)?.code == .badMessage)
+    }
+
+    @Test func decodesUpdatesWithTheirMeta() throws {
+        let message = try decode(#"{"type":"update","room":"r","meta":{"typing":true},"id":"u"}"#).get()
+        guard case .update(let room, let meta) = message.request else {
+            Issue.record("not an update")
+            return
+        }
+        #expect(room == "r" && String(buffer: meta) == #"{"typing":true}"# && message.id == "u")
+        #expect(
+            error(#"{"type":"update","room":"r","id":"u"}"#)
+                == ProtocolError(.badMessage, "'update' needs a 'meta' object", requestID: "u")
+        )
+        #expect(error(#"{"type":"update","room":"r","meta":null}"#)?.code == .badMessage)
+        #expect(error(#"{"type":"update","room":"r","meta":[1]}"#)?.code == .badMessage)
+        #expect(error(#"{"type":"update","meta":{}}"#)?.code == .badMessage)
+        let big = String(repeating: "m", count: 1100)
+        #expect(error(#"{"type":"update","room":"r","meta":{"n":"\#(big)"}}"#)?.code == .tooLarge)
+    }
+
     @Test func validatesEachSignalSchema() {
         #expect(error(#"{"type":"offer","to":"bob"}"#)?.code == .badMessage)
         #expect(error(#"{"type":"answer","to":"bob","sdp":5}"#)?.code == .badMessage)

@@ -159,10 +159,11 @@ public final class MeshRuntime: Sendable {
         payload: [UInt8],
         register: (SignalKey) -> Void = { _ in }
     ) -> SignalKey? {
-        let now = Self.now()
+        // The time is read under the lock (here and in every event), so the node sees it never go back: a
+        // time read before waiting for the lock could be older than one another event already recorded.
         let result: (SignalKey, [MeshAction])? = node.withLockedValue { node in
             guard node != nil else { return nil }
-            return node!.send(from: peer, to: target, payload: payload, now: now)
+            return node!.send(from: peer, to: target, payload: payload, now: Self.now())
         }
         guard let (key, actions) = result else { return nil }
         register(key)
@@ -178,8 +179,8 @@ public final class MeshRuntime: Sendable {
     static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     private func tick() {
-        let now = Self.now()
         let actions: [MeshAction] = node.withLockedValue { node in
+            let now = Self.now()
             guard node != nil, node!.nextDeadline <= now else { return [] }
             return node!.tick(now: now)
         }

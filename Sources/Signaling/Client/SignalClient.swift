@@ -191,7 +191,9 @@ public actor SignalClient {
                 unconfirmed = 0
                 client.send("{\"type\":\"received\",\"seq\":\(seq)}")
             }
-        } else if let id = object["id"] as? String, ["ack", "error", "joined", "left", "pong"].contains(type ?? "") {
+        } else if let id = object["id"] as? String,
+            ["ack", "error", "joined", "updated", "left", "pong"].contains(type ?? "")
+        {
             pending.removeAll { $0.id == id }
         }
         continuation.yield(.message(text))

@@ -5,7 +5,7 @@ import NIOCore
 /// carries out what it returns; tests drive it without sockets or Redis.
 ///
 /// It decides:
-/// - **Ordering of sequenced messages.** Messages published for the connection before its open or resume
+/// - **Ordering of sequenced messages** (volatile ones, published with `seq` 0, are written at once). Messages published for the connection before its open or resume
 ///   is complete are held, then written after the replay; a message is written only when its `seq` is
 ///   above the highest one written (a replay and the live stream overlap; the channel may repeat one).
 ///   While the node catches the connection up after its subscription was lost or moved, live messages are
@@ -125,15 +125,20 @@ struct ClusterConnectionState {
         case drop
     }
 
-    /// Sequenced message `seq` arrived for this connection (the node channel, or a catch-up).
+    /// Sequenced message `seq` arrived for this connection (the node channel, or a catch-up). `seq` 0 is a
+    /// volatile message (never sequenced, kept nowhere): written at once to a connection that serves its
+    /// session, in no order with the sequenced ones and not held while catching up; dropped before the
+    /// `welcome` (still opening) and after the connection let go of its session.
     mutating func published(seq: UInt64, bytes: ByteBuffer) -> Publication {
         switch phase {
         case .detached:
             return .drop
         case .opening:
+            if seq == 0 { return .drop }
             held.append(BufferedMessage(seq: seq, bytes: bytes))
             return .hold
         case .open:
+            if seq == 0 { return .write }
             guard seq > lastWritten else { return .drop }
             if catchingUp {
                 held.append(BufferedMessage(seq: seq, bytes: bytes))
@@ -279,6 +284,8 @@ struct ClusterConnectionState {
             bytes += envelope.members.readableBytes + (envelope.to?.utf8.count ?? 0) + (envelope.room?.utf8.count ?? 0)
         case .join(let room, let meta):
             bytes += room.utf8.count + (meta?.readableBytes ?? 0)
+        case .update(let room, let meta):
+            bytes += room.utf8.count + meta.readableBytes
         case .leave(let room):
             bytes += room.utf8.count
         case .auth(let token):

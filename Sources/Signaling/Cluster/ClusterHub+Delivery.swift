@@ -5,7 +5,7 @@ import SignalRedis
 
 /// What ``ClusterScripts/deliver`` is asked to give one recipient: a signal (`signal`, with its sender,
 /// request id, type, room and — when a shared room is required — the sender's rooms) or a presence event
-/// or notice (`prefix` only).
+/// or notice (`prefix` only). A `volatile` signal's `prefix` is the whole message (no `seq`).
 struct DeliveryRequest: Sendable {
     var prefix: ByteBuffer
     var sender = ""
@@ -14,6 +14,10 @@ struct DeliveryRequest: Sendable {
     var room: String? = nil
     var shared: [String]? = nil
     var signal: Bool
+    var volatile = false
+
+    /// The script's `mode` argument.
+    var mode: String { volatile ? "v" : (signal ? "1" : "0") }
 }
 
 /// Delivery through ``ClusterScripts/deliver``, presence announcements, `expired` notices and rooms.
@@ -34,7 +38,7 @@ extension ClusterHub {
         [
             request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
             request.shared.map { $0.joined(separator: ",") } ?? "-",
-            limits.resumeBufferMessages, limits.resumeBufferBytes, request.signal ? "1" : "0", keys.channelPrefix,
+            limits.resumeBufferMessages, limits.resumeBufferBytes, request.mode, keys.channelPrefix,
         ]
     }
 
@@ -43,7 +47,7 @@ extension ClusterHub {
     func batchArguments(for request: DeliveryRequest) -> [any RESPEncodable] {
         [
             request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
-            request.shared.map { $0.joined(separator: ",") } ?? "-", request.signal ? "1" : "0",
+            request.shared.map { $0.joined(separator: ",") } ?? "-", request.mode,
         ]
     }
 

@@ -3,7 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SignalRedis
 
-/// A connection's requests: `ping`, `received`, `join`, `leave`, room broadcasts and addressed signals.
+/// A connection's requests: `ping`, `received`, `join`, `update`, `leave`, room broadcasts and addressed
+/// signals.
 extension ClusterHub {
     /// Carries out one request (addressed signals take ``relayPipelined(_:id:on:)``).
     func receive(_ message: ClientMessage, on connection: ConnectionID, session: ClusterConnectionState.Session) async {
@@ -21,6 +22,8 @@ extension ClusterHub {
                 )
             case .join(let room, let meta):
                 try await self.join(room, meta: meta, id: id, on: connection, session: session)
+            case .update(let room, let meta):
+                try await self.update(room, meta: meta, id: id, on: connection, session: session)
             case .leave(let room):
                 if let refusal = policy.leave(room: room, isMember: session.rooms.contains(room)) {
                     return self.replyError(connection, refusal, id: id)
@@ -87,7 +90,7 @@ extension ClusterHub {
             keys: [keys.room(room)],
             arguments: [peer, meta ?? ByteBuffer(), limits.maxPeersPerRoom]
         )
-        guard case .joined(let isNew, let members) = JoinReply(reply) else {
+        guard case .joined(let isNew, let changed, let members) = JoinReply(reply) else {
             return self.replyError(connection, .roomFull(room, limit: limits.maxPeersPerRoom), id: id)
         }
         let others = members.filter { $0.peer != peer }
@@ -102,11 +105,48 @@ extension ClusterHub {
                 ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta),
                 to: others.map(\.peer)
             )
+        } else if changed {
+            // A re-join with another meta: an update the others hear of.
+            await self.announce(
+                ServerMessage.peerUpdatedPrefix(room: room, peer: peer, meta: meta),
+                to: others.map(\.peer)
+            )
         }
         self.reply(
             connection,
             ServerMessage.joined(room: room, peers: others.map { (peer: $0.peer, meta: $0.meta) }, id: id)
         )
+    }
+
+    /// `update`: the member's new meta in the room's hash, `peer-updated` to the others, then `updated`.
+    private func update(
+        _ room: String,
+        meta: ByteBuffer,
+        id: String?,
+        on connection: ConnectionID,
+        session: ClusterConnectionState.Session
+    ) async throws(RedisError) {
+        let peer = session.peer
+        if let refusal = policy.update(room: room, isMember: session.rooms.contains(room)) {
+            return self.replyError(connection, refusal, id: id)
+        }
+        let reply = try await redis.run(ClusterScripts.updateMeta, keys: [keys.room(room)], arguments: [peer, meta])
+        guard case .updated(let members) = UpdateReply(reply) else {
+            return self.replyError(connection, .notInRoom(room), id: id)
+        }
+        await self.announce(
+            ServerMessage.peerUpdatedPrefix(room: room, peer: peer, meta: meta),
+            to: members.filter { $0 != peer }
+        )
+        self.reply(connection, ServerMessage.updated(room: room, id: id))
+    }
+
+    /// The message a signal's recipients get, as handed to ``ClusterScripts/deliver``: a prefix ending in
+    /// `"seq":` (the script completes it), or for a volatile signal the whole message, which has no `seq`.
+    private func relayed(_ envelope: SignalEnvelope, from peer: String) -> ByteBuffer {
+        envelope.volatile
+            ? ServerMessage.volatileRelayed(envelope.members, from: peer)
+            : ServerMessage.signalPrefix(envelope, from: peer)
     }
 
     /// A room broadcast (`message` with `room` only): every other member, wherever it is.
@@ -121,15 +161,16 @@ extension ClusterHub {
         if let refusal = policy.send(room: room, senderRooms: session.rooms) {
             return self.replyError(connection, refusal, id: id)
         }
-        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         let members = try await redis.send(["HKEYS", keys.room(room)]).array?.compactMap(\.string) ?? []
+        // A volatile broadcast reaches the members connected now; the others (`away`) miss it.
         let request = DeliveryRequest(
-            prefix: prefix,
+            prefix: self.relayed(envelope, from: peer),
             sender: peer,
             id: id,
             type: envelope.type,
             room: room,
-            signal: true
+            signal: true,
+            volatile: envelope.volatile
         )
         let results = await withTaskGroup(of: Result<DeliveryResult, RedisError>.self) { group in
             for member in members where member != peer {
@@ -167,16 +208,16 @@ extension ClusterHub {
             self.replyError(connection, refusal, id: id)
             return nil
         }
-        let prefix = ServerMessage.signalPrefix(envelope, from: peer)
         let shared = policy.needsSenderRooms(room: envelope.room, to: target, from: peer) ? session.rooms : nil
         let request = DeliveryRequest(
-            prefix: prefix,
+            prefix: self.relayed(envelope, from: peer),
             sender: peer,
             id: id,
             type: envelope.type,
             room: envelope.room,
             shared: shared,
-            signal: true
+            signal: true,
+            volatile: envelope.volatile
         )
         return batcher.submit(keys: keys.session(target), arguments: self.batchArguments(for: request))
             .map { reply in
@@ -200,7 +241,7 @@ extension ClusterHub {
         case .delivered, .queued:
             self.count { $0.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1 }
             self.reply(connection, ServerMessage.ack(id: id, queued: result == .queued))
-        case .queueFull, .notInRoom, .notShared, .unavailable:
+        case .queueFull, .notInRoom, .notShared, .unavailable, .away:
             self.replyError(connection, result.refusal(recipient: target, room: envelope.room), id: id)
         }
     }

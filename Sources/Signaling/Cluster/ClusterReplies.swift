@@ -132,7 +132,7 @@ enum ResumeReply: Equatable, Sendable {
 }
 
 /// ``ClusterScripts/deliver``: `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`,
-/// `{'dup', status}` (a resent request id: answered as the first delivery was), or
+/// `{'away'}`, `{'dup', status}` (a resent request id: answered as the first delivery was), or
 /// `{'delivered' | 'queued', node, {expired origins}}`.
 struct DeliverReply: Equatable, Sendable {
     var result: DeliveryResult
@@ -180,6 +180,8 @@ enum DeliveryResult: String, Sendable {
     case notInRoom = "not-in-room"
     case notShared = "not-shared"
     case unavailable
+    /// A volatile signal's recipient is away (or its node did not take it): not delivered, kept nowhere.
+    case away
 
     /// The routing policy's refusal this answer stands for (for an undelivered message).
     func refusal(recipient: String, room: String?) -> Refusal {
@@ -188,6 +190,7 @@ enum DeliveryResult: String, Sendable {
         case .queueFull: return .queueFull(recipient)
         case .notInRoom: return .recipientNotInRoom(peer: recipient, room: room ?? "")
         case .notShared: return .noSharedRoom(recipient)
+        case .away: return .recipientAway(recipient)
         }
     }
 }
@@ -249,18 +252,19 @@ struct RoomMember: Equatable, Sendable {
     var meta: ByteBuffer?
 }
 
-/// ``ClusterScripts/joinRoom``: `{'full'}` or `{'new' | 'again', {peer, meta, …}}`.
+/// ``ClusterScripts/joinRoom``: `{'full'}` or `{'new' | 'again' | 'changed', {peer, meta, …}}`.
 enum JoinReply: Equatable, Sendable {
     case full
-    /// Joined (`isNew`: not a member before); every member, the joiner included.
-    case joined(isNew: Bool, members: [RoomMember])
+    /// Joined (`isNew`: not a member before; `changed`: a re-join whose meta differs from the stored one);
+    /// every member, the joiner included.
+    case joined(isNew: Bool, changed: Bool, members: [RoomMember])
 
     init?(_ reply: RESPValue) {
         guard let parts = reply.array, let status = parts.first?.string else { return nil }
         switch (status, parts.count) {
         case ("full", 1):
             self = .full
-        case ("new", 2), ("again", 2):
+        case ("new", 2), ("again", 2), ("changed", 2):
             guard let flat = parts[1].array else { return nil }
             var members: [RoomMember] = []
             var index = 0
@@ -271,9 +275,28 @@ enum JoinReply: Equatable, Sendable {
                 }
                 index += 2
             }
-            self = .joined(isNew: status == "new", members: members)
+            self = .joined(isNew: status == "new", changed: status == "changed", members: members)
         default:
             return nil
+        }
+    }
+}
+
+/// ``ClusterScripts/updateMeta``: `{'absent'}` or `{'updated', {members…}}`.
+enum UpdateReply: Equatable, Sendable {
+    /// The peer is not a member of the room (any more).
+    case absent
+    /// Every member, the updating peer included.
+    case updated(members: [String])
+
+    init?(_ reply: RESPValue) {
+        guard let parts = reply.array, let status = parts.first?.string else { return nil }
+        switch (status, parts.count) {
+        case ("absent", 1): self = .absent
+        case ("updated", 2):
+            guard let members = parts[1].array else { return nil }
+            self = .updated(members: members.compactMap(\.string))
+        default: return nil
         }
     }
 }

@@ -109,8 +109,24 @@ enum ClusterScripts {
     /// it in its resume buffer and hands it to `publish(node, conn, seq, message)`, which returns how many
     /// subscribers the node's channel has (0: nobody takes it, it waits in the buffer). Buffer and dedup
     /// lists get the session's expiry when they are created; ``touch`` keeps them alive after that.
+    ///
+    /// `mode` is `1` for a signal, `0` for a presence event or notice, `v` for a volatile signal: checked
+    /// like a signal, then published with `seq` 0 (`prefix` is then the whole message, without `seq`) to
+    /// a connected session only, and kept nowhere; `{'away'}` when the session is away or its node does
+    /// not take it.
     private static let deliverFunction = """
-        local function deliverOne(k1, k2, k3, k4, k5, prefix, sender, rid, typ, room, shared, maxn, maxb, signal, publish)
+        local function remember(k1, k4, k5, dkey, status, maxn, ttl)
+            redis.call('HSET', k4, dkey, status)
+            local dn = redis.call('RPUSH', k5, dkey)
+            if dn == 1 then
+                ttl = ttl or redis.call('PTTL', k1)
+                if ttl > 0 then redis.call('PEXPIRE', k4, ttl); redis.call('PEXPIRE', k5, ttl) end
+            end
+            if dn > maxn then redis.call('HDEL', k4, redis.call('LPOP', k5)) end
+        end
+        local function deliverOne(k1, k2, k3, k4, k5, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
+            local volatile = mode == 'v'
+            local signal = mode == '1' or volatile
             local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
             if not f[1] then return {'unavailable'} end
             local dkey = sender .. '|' .. rid
@@ -129,6 +145,11 @@ enum ClusterScripts {
                     local prev = redis.call('HGET', k4, dkey)
                     if prev then return {'dup', prev} end
                 end
+            end
+            if volatile then
+                if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return {'away'} end
+                if rid ~= '' then remember(k1, k4, k5, dkey, 'delivered', maxn, nil) end
+                return {'delivered', f[1], {}}
             end
             local away = f[3] == '1'
             local seq = tonumber(f[4]) + 1
@@ -172,15 +193,7 @@ enum ClusterScripts {
             redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
             local status = 'delivered'
             if queued then status = 'queued' end
-            if signal and rid ~= '' then
-                redis.call('HSET', k4, dkey, status)
-                local dn = redis.call('RPUSH', k5, dkey)
-                if dn == 1 then
-                    ttl = ttl or redis.call('PTTL', k1)
-                    if ttl > 0 then redis.call('PEXPIRE', k4, ttl); redis.call('PEXPIRE', k5, ttl) end
-                end
-                if dn > maxn then redis.call('HDEL', k4, redis.call('LPOP', k5)) end
-            end
+            if signal and rid ~= '' then remember(k1, k4, k5, dkey, status, maxn, ttl) end
             return {status, f[1], expired}
         end
 
@@ -189,19 +202,21 @@ enum ClusterScripts {
     /// Sequences one message for a session, keeps it in its resume buffer and publishes it to the node
     /// that holds its connection (`D conn seq message`). ARGV: prefix (ends in `"seq":`), sender, request
     /// id, signal type, room, rooms the sender is in (`-` when no shared room is required), max messages,
-    /// max bytes, signal (1) or presence/notice (0), channel prefix.
+    /// max bytes, mode (signal `1`, presence/notice `0`, volatile signal `v`: then the prefix is the whole
+    /// message, published as `D conn 0 message`), channel prefix.
     ///
-    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'dup', status}`
-    /// (a resent request: not delivered again) or `{status, node, {expired origins}}` where status is
-    /// `delivered` (published to a subscribed node) or `queued` (the peer is away, or its node did not
-    /// take the message: it waits in the buffer for a resume).
+    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'away'}` (a
+    /// volatile signal for a session that is away), `{'dup', status}` (a resent request: not delivered
+    /// again) or `{status, node, {expired origins}}` where status is `delivered` (published to a subscribed
+    /// node) or `queued` (the peer is away, or its node did not take the message: it waits in the buffer
+    /// for a resume).
     static let deliver = RedisScript(
         common + deliverFunction + """
             local function publish(node, conn, seq, msg)
                 return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
             return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-                ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1', publish)
+                ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
             """
     )
 
@@ -209,8 +224,8 @@ enum ClusterScripts {
     /// were with Redis): each exactly as ``deliver`` decides it, but every node gets one `PUBLISH` per
     /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the five session keys
     /// of each recipient. ARGV: max messages, max bytes, channel prefix, then per delivery: prefix, sender,
-    /// request id, type, room, sender's rooms (or `-`), signal (1/0). Returns one ``deliver`` reply per
-    /// delivery.
+    /// request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or `v`, as for ``deliver``). Returns
+    /// one ``deliver`` reply per delivery.
     static let deliverBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -233,7 +248,7 @@ enum ClusterScripts {
             for i = 1, #KEYS, 5 do
                 results[#results + 1] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4],
                     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb,
-                    ARGV[a + 6] == '1', publish)
+                    ARGV[a + 6], publish)
                 a = a + 7
             end
             for _, node in ipairs(order) do
@@ -355,15 +370,31 @@ enum ClusterScripts {
     )
 
     /// Joins a room (its members hash). ARGV: peer, meta (raw JSON or empty), max peers. Returns
-    /// `{'full'}` or `{'new' | 'again', {peer, meta, …}}` with every member, the joiner included.
+    /// `{'full'}` or `{'new' | 'again' | 'changed', {peer, meta, …}}` with every member, the joiner
+    /// included: `changed` is a re-join whose meta differs from the stored one (compared as sent, no meta
+    /// counting as `{}`: ``RoutingPolicy/rejoinUpdates(previous:meta:)``), which the others hear of.
     static let joinRoom = RedisScript(
         """
-        local existed = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
-        if not existed and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
+        local previous = redis.call('HGET', KEYS[1], ARGV[1])
+        if not previous and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
         local status = 'new'
-        if existed then status = 'again' end
+        if previous then
+            local function norm(meta) if meta == '' then return '{}' end return meta end
+            status = 'again'
+            if norm(previous) ~= norm(ARGV[2]) then status = 'changed' end
+        end
         return {status, redis.call('HGETALL', KEYS[1])}
+        """
+    )
+
+    /// Replaces a member's meta (an `update`). ARGV: peer, meta (raw JSON). Returns `{'absent'}` when the
+    /// peer is not a member, else `{'updated', {members…}}` (every member, the peer included).
+    static let updateMeta = RedisScript(
+        """
+        if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'absent'} end
+        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        return {'updated', redis.call('HKEYS', KEYS[1])}
         """
     )
 
@@ -385,7 +416,7 @@ enum ClusterScripts {
     )
 
     static let all: [RedisScript] = [
-        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, leaveRoom,
-        forgetDeadline,
+        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, updateMeta,
+        leaveRoom, forgetDeadline,
     ]
 }

@@ -2,14 +2,14 @@ import NIOCore
 
 /// A message on a node's channel.
 enum NodeMessage: Equatable {
-    /// One sequenced message for a connection.
+    /// One sequenced message for a connection; `seq` 0 is a volatile message (never sequenced).
     struct Delivery: Equatable {
         var connection: ConnectionID
         var seq: UInt64
         var bytes: ByteBuffer
     }
 
-    /// `D conn seq message`: a sequenced message for connection `conn`.
+    /// `D conn seq message`: a sequenced message for connection `conn` (`seq` 0: a volatile one).
     case deliver(Delivery)
     /// `N` then ` conn seq length message` per message: a batch's messages for this node, in order
     /// (``ClusterScripts/deliverBatch``).

@@ -16,6 +16,15 @@ extension Hub {
         locked.withLockedValue { $0.state.rooms[room]?.map { ($0.peer, $0.meta) } ?? [] }
     }
 
+    /// `peer`'s `meta` in `room` on this hub: nil when it is not a member there; `.some(nil)` for a member
+    /// that gave none.
+    public func meta(of peer: String, in room: String) -> ByteBuffer?? {
+        locked.withLockedValue { locked in
+            guard let member = locked.state.rooms[room]?.first(where: { $0.peer == peer }) else { return nil }
+            return .some(member.meta)
+        }
+    }
+
     /// Whether `peer` is in `room` on this hub.
     public func isMember(_ peer: String, of room: String) -> Bool {
         locked.withLockedValue { $0.state.sessions[peer]?.rooms.contains(room) ?? false }
@@ -63,18 +72,29 @@ extension Hub {
     /// `seq` completes it. With `origin` (a signal's sender, request id and type) a signal queued for an
     /// away session that is never read is reported by ``takeRemoteExpiries()``, and a full queue refuses it.
     /// The check and the delivery are one step under the hub's lock.
+    ///
+    /// A `volatile` signal (``SignalEnvelope/volatile``) is written without a `seq` to the session's
+    /// connection and kept nowhere: refused with ``Refusal/recipientAway(_:)`` when the session is away.
     @discardableResult
     public func deliverRemote(
         to peer: String,
         prefix: ByteBuffer,
         origin: (sender: String, id: String?, type: SignalType)? = nil,
-        check: RemoteCheck = .none
+        check: RemoteCheck = .none,
+        volatile: Bool = false
     ) -> RemoteDelivery {
         var actions: [HubAction] = []
         let queued = origin.map { HubState.QueuedOrigin(sender: $0.sender, id: $0.id, type: $0.type, remote: true) }
         let (result, wakes) = locked.withLockedValue { locked -> (RemoteDelivery, Wakes) in
             if let refusal = Self.refusal(of: check, for: peer, in: locked.state) {
                 return (.refused(refusal), Wakes())
+            }
+            if volatile {
+                guard let message = ServerMessage.unsequenced(prefix) else { return (.refused(.unavailable), Wakes()) }
+                if let refusal = locked.state.deliverVolatile(message, to: peer, actions: &actions) {
+                    return (.refused(refusal), Wakes())
+                }
+                return (.delivered, Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil))
             }
             let delivery = locked.state.deliver(to: peer, .prefix(prefix), origin: queued, actions: &actions)
             let result: RemoteDelivery

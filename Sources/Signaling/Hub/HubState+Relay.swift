@@ -16,6 +16,7 @@ extension HubState {
             return .message(self.errorReply(refusal, id: id))
         }
         guard let target = envelope.to else {
+            if envelope.volatile { return self.broadcastVolatile(envelope, from: peer, actions: &actions) }
             // Room broadcast (`message` with `room` only): every other member.
             // A member that is away queues it (bounded; past the bound it misses it) and its expiry is
             // reported to the sender like an addressed signal's.
@@ -43,6 +44,9 @@ extension HubState {
             return .message(self.errorReply(refusal, id: id))
         }
         guard let targetIndex else { return .message(self.errorReply(.peerUnavailable(target), id: id)) }
+        if envelope.volatile {
+            return self.relayVolatile(envelope, from: peer, to: targetIndex, id: id, actions: &actions)
+        }
         let origin = QueuedOrigin(sender: peer, id: id, type: envelope.type)
         let delivery = self.deliver(
             at: targetIndex,
@@ -57,6 +61,52 @@ extension HubState {
         case .queueFull:
             return .message(self.errorReply(.queueFull(target), id: id))
         }
+    }
+
+    // MARK: Volatile signals
+
+    /// A volatile addressed signal that passed the policy: written to the recipient's connection without a
+    /// `seq` and kept nowhere; refused when the recipient is away (nothing is queued for it).
+    mutating func relayVolatile(
+        _ envelope: SignalEnvelope,
+        from peer: String,
+        to targetIndex: Dictionary<String, Session>.Index,
+        id: String?,
+        actions: inout [HubAction]
+    ) -> Answer {
+        let (target, connection) = self.session(at: targetIndex) { ($0.peer, $0.connection) }
+        if let refusal = policy.deliverVolatile(to: target, connected: connection != nil) {
+            return .message(self.errorReply(refusal, id: id))
+        }
+        actions.append(.send(connection!, ServerMessage.volatileRelayed(envelope.members, from: peer)))
+        counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
+        return .ack(queued: false)
+    }
+
+    /// A volatile message that arrived complete from elsewhere (another mesh node) for local `peer`, after
+    /// the routing checks: written to its connection, or refused when it is away. Counted by its sender's hub.
+    mutating func deliverVolatile(_ message: ByteBuffer, to peer: String, actions: inout [HubAction]) -> Refusal? {
+        let connection = sessions[peer]?.connection
+        if let refusal = policy.deliverVolatile(to: peer, connected: connection != nil) { return refusal }
+        actions.append(.send(connection!, message))
+        return nil
+    }
+
+    /// A volatile room broadcast: one message (no `seq`) for every other member connected now; away members
+    /// miss it. The sender's `ack` never says `queued`.
+    mutating func broadcastVolatile(
+        _ envelope: SignalEnvelope,
+        from peer: String,
+        actions: inout [HubAction]
+    ) -> Answer {
+        var message: ByteBuffer? = nil
+        for member in rooms[envelope.room!] ?? [] where member.peer != peer {
+            guard let connection = sessions[member.peer]?.connection else { continue }
+            if message == nil { message = ServerMessage.volatileRelayed(envelope.members, from: peer) }
+            actions.append(.send(connection, message!))
+        }
+        counters.signals[SignalType.allCases.firstIndex(of: envelope.type)!] += 1
+        return .ack(queued: false)
     }
 
     /// Gives a sequenced message to a session: written to its socket when connected, queued when it is

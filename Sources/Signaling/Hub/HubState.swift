@@ -252,6 +252,8 @@ public struct HubState: Sendable {
             self.replaceGrant(of: peer, with: grant, actions: &actions)
         case .join(let room, let meta):
             self.join(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
+        case .update(let room, let meta):
+            self.update(peer, connection: connection, room: room, meta: meta, id: message.id, actions: &actions)
         case .leave, .signal:
             // Requests that must not take effect twice: a resent id is answered from memory.
             guard let index = sessions.index(forKey: peer) else { return }
@@ -300,8 +302,10 @@ public struct HubState: Sendable {
             actions.append(.send(connection, self.errorReply(refusal, id: id)))
             return
         case .rejoin:
-            // Joining twice is idempotent: the meta is updated in place, nobody else is told again.
-            rooms[room]![index!].meta = Self.ownCopy(of: meta)
+            // Joining twice changes nothing but the meta; a different meta is an update the others hear of.
+            if policy.rejoinUpdates(previous: rooms[room]![index!].meta, meta: meta) {
+                self.replaceMeta(of: peer, at: index!, in: room, with: meta, actions: &actions)
+            }
         case .join:
             let meta = Self.ownCopy(of: meta)
             let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
@@ -313,6 +317,40 @@ public struct HubState: Sendable {
         }
         let others = (rooms[room] ?? []).lazy.filter { $0.peer != peer }.map { (peer: $0.peer, meta: $0.meta) }
         actions.append(.send(connection, ServerMessage.joined(room: room, peers: Array(others), id: id)))
+    }
+
+    /// `update`: a member's new `meta`; every other member gets `peer-updated` (before the sender's `updated`).
+    mutating func update(
+        _ peer: String,
+        connection: ConnectionID,
+        room: String,
+        meta: ByteBuffer,
+        id: String?,
+        actions: inout [HubAction]
+    ) {
+        let index = rooms[room]?.firstIndex(where: { $0.peer == peer })
+        if let refusal = policy.update(room: room, isMember: index != nil) {
+            actions.append(.send(connection, self.errorReply(refusal, id: id)))
+            return
+        }
+        self.replaceMeta(of: peer, at: index!, in: room, with: meta, actions: &actions)
+        actions.append(.send(connection, ServerMessage.updated(room: room, id: id)))
+    }
+
+    /// Stores a member's new `meta` and tells the room's other members (`peer-updated`, sequenced).
+    mutating func replaceMeta(
+        of peer: String,
+        at index: Int,
+        in room: String,
+        with meta: ByteBuffer?,
+        actions: inout [HubAction]
+    ) {
+        let meta = Self.ownCopy(of: meta)
+        rooms[room]![index].meta = meta
+        let prefix = ServerMessage.peerUpdatedPrefix(room: room, peer: peer, meta: meta)
+        for member in rooms[room]! where member.peer != peer {
+            _ = self.deliver(to: member.peer, .prefix(prefix), origin: nil, actions: &actions)
+        }
     }
 
     /// What the hub keeps from a message is copied out of the received frame at its own size, so a frame

@@ -26,6 +26,9 @@ public struct SignalEnvelope: Sendable {
     public var to: String?
     /// Room scope (required for a broadcast `message`, optional otherwise).
     public var room: String?
+    /// `"volatile":true` (**extension**): delivered only to recipients connected now, never sequenced,
+    /// buffered for resume or queued for an away session (typing indicators, cursors).
+    public var volatile: Bool = false
     /// `{` followed by every member of the original message except `from` and `seq`, separated by commas
     /// (no comma after the last). When the client wrote its members separated by bare commas and sent no
     /// `from` or `seq`, this is a slice of the received message (its bytes up to the end of the last
@@ -45,6 +48,9 @@ public struct SignalEnvelope: Sendable {
 /// What a client asked for.
 public enum ClientRequest: Sendable {
     case join(room: String, meta: ByteBuffer?)
+    /// `{"type":"update","room":…,"meta":{…}}` (**extension**): the peer's new `meta` in a room it is in;
+    /// the other members get `peer-updated`.
+    case update(room: String, meta: ByteBuffer)
     case leave(room: String)
     case signal(SignalEnvelope)
     case ping
@@ -70,7 +76,7 @@ public struct MessageDecoder: Sendable {
     /// Deepest nesting accepted anywhere in a message. 32 levels is far beyond any SDP or candidate
     /// object and keeps scanning cost linear and stack use small.
     public var maxDepth: Int
-    /// Largest accepted `meta` object on `join`, in bytes (the contract's 1 KiB).
+    /// Largest accepted `meta` object on `join` and `update`, in bytes (the contract's 1 KiB).
     public var maxMetaBytes: Int
 
     /// Longest token accepted in an `auth` message (the same bound as the upgrade's token).
@@ -124,7 +130,7 @@ public struct MessageDecoder: Sendable {
                 return fail(.badMessage, "'seq' must be a non-negative integer")
             }
             return .success(ClientMessage(id: id, request: .received(seq: seq)))
-        case "join":
+        case "join", "update":
             let room: String
             switch reader.identifier("room") {
             case .success(let value): room = value
@@ -139,7 +145,11 @@ public struct MessageDecoder: Sendable {
                 }
                 meta = buffer.getSlice(at: buffer.readerIndex + metaField.valueStart, length: length)
             }
-            return .success(ClientMessage(id: id, request: .join(room: room, meta: meta)))
+            guard type == "update" else {
+                return .success(ClientMessage(id: id, request: .join(room: room, meta: meta)))
+            }
+            guard let meta else { return fail(.badMessage, "'update' needs a 'meta' object") }
+            return .success(ClientMessage(id: id, request: .update(room: room, meta: meta)))
         case "auth":
             guard let tokenField = reader.field("token") else { return fail(.badMessage, "missing 'token'") }
             guard tokenField.kind == .string else { return fail(.badMessage, "'token' must be a string") }
@@ -196,9 +206,16 @@ public struct MessageDecoder: Sendable {
             guard to != nil || room != nil else { return fail(.badMessage, "'message' needs 'to' or 'room'") }
         }
 
-        // The members to relay: the original bytes, without the server-owned members.
+        // The members to relay: the original bytes, without the server-owned members. The same pass finds
+        // `volatile`, so a signal without it costs one key comparison per member more, nothing else.
+        let (compact, volatileField) = Self.scanSignal(fields, in: bytes)
+        var volatile = false
+        if let volatileField {
+            guard volatileField.kind == .bool else { return fail(.badMessage, "'volatile' must be true or false") }
+            volatile = bytes[volatileField.valueStart] == UInt8(ascii: "t")
+        }
         let members: ByteBuffer
-        if Self.isCompact(fields, in: bytes) {
+        if compact {
             members = buffer.getSlice(at: buffer.readerIndex, length: fields[fields.count - 1].valueEnd)!
         } else {
             var rebuilt = ByteBufferAllocator().buffer(capacity: bytes.count)
@@ -209,26 +226,37 @@ public struct MessageDecoder: Sendable {
             }
             members = rebuilt
         }
-        let envelope = SignalEnvelope(type: signalType, to: to, room: room, members: members)
+        let envelope = SignalEnvelope(type: signalType, to: to, room: room, volatile: volatile, members: members)
         return .success(ClientMessage(id: id, request: .signal(envelope)))
     }
 }
 
 extension MessageDecoder {
-    /// Whether the message starts with `{` directly followed by its first member, its members are
-    /// separated by bare commas, and none is `from` or `seq`: then its bytes up to the end of the last
-    /// member are exactly the members to relay.
-    fileprivate static func isCompact(_ fields: [JSONField], in bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let first = fields.first, first.keyStart == 1, bytes[0] == UInt8(ascii: "{") else { return false }
+    /// One pass over a signal's members: whether they are *compact* — the message starts with `{` directly
+    /// followed by its first member, its members are separated by bare commas, and none is `from` or
+    /// `seq`, so its bytes up to the end of the last member are exactly the members to relay — and its
+    /// `volatile` member, if any.
+    fileprivate static func scanSignal(_ fields: [JSONField], in bytes: UnsafeRawBufferPointer) -> (
+        compact: Bool, volatile: JSONField?
+    ) {
+        guard let first = fields.first else { return (false, nil) }
+        var compact = first.keyStart == 1 && bytes[0] == UInt8(ascii: "{")
+        var volatile: JSONField? = nil
         var previousEnd = -1
         for field in fields {
-            if field.key == "from" || field.key == "seq" { return false }
-            if previousEnd >= 0 && (field.keyStart != previousEnd + 1 || bytes[previousEnd] != UInt8(ascii: ",")) {
-                return false
+            if field.key == "from" || field.key == "seq" {
+                compact = false
+            } else if field.key == "volatile" {
+                volatile = field
+            }
+            if compact && previousEnd >= 0
+                && (field.keyStart != previousEnd + 1 || bytes[previousEnd] != UInt8(ascii: ","))
+            {
+                compact = false
             }
             previousEnd = field.valueEnd
         }
-        return true
+        return (compact, volatile)
     }
 }
 

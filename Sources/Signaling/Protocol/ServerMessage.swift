@@ -56,6 +56,46 @@ public enum ServerMessage {
         return buffer
     }
 
+    /// `{"type":"peer-updated","room":…,"peer":…,"meta":{…},"seq":` (**extension**): a member changed its
+    /// `meta` (an `update`, or a re-join with another `meta`). Names leave the hub as their tenant sees them.
+    public static func peerUpdatedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
+        buffer.writeStaticString("{\"type\":\"peer-updated\",\"room\":")
+        buffer.writeJSONName(room)
+        buffer.writeStaticString(",\"peer\":")
+        buffer.writeJSONName(peer)
+        buffer.writeStaticString(",\"meta\":")
+        writeMeta(meta, to: &buffer)
+        buffer.writeStaticString(",\"seq\":")
+        return buffer
+    }
+
+    /// A volatile signal as its recipients get it (**extension**): the client's `members`, then
+    /// `,"from":…}` — no `seq`, since it is never sequenced or kept for a resume.
+    public static func volatileRelayed(_ members: ByteBuffer, from peer: String) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: members.readableBytes + 10 + ByteBuffer.jsonNameLength(peer))
+        buffer.writeImmutableBuffer(members)
+        buffer.writeStaticString(",\"from\":")
+        buffer.writeJSONName(peer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    /// A signal prefix (``signalPrefix(_:from:)``, ending in `,"seq":`) completed without a `seq`: what a
+    /// volatile signal that arrived from another node as a prefix looks like to its recipient (the same
+    /// bytes as ``volatileRelayed(_:from:)``). Nil when `prefix` does not end in `,"seq":`.
+    public static func unsequenced(_ prefix: ByteBuffer) -> ByteBuffer? {
+        let suffix = ",\"seq\":"
+        let length = prefix.readableBytes - suffix.utf8.count
+        guard length > 0, prefix.getString(at: prefix.readerIndex + length, length: suffix.utf8.count) == suffix else {
+            return nil
+        }
+        var buffer = allocator.buffer(capacity: length + 1)
+        buffer.writeImmutableBuffer(prefix.getSlice(at: prefix.readerIndex, length: length)!)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
     public static func peerLeftPrefix(room: String, peer: String) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 80)
         buffer.writeStaticString("{\"type\":\"peer-left\",\"room\":")
@@ -155,6 +195,16 @@ public enum ServerMessage {
     public static func left(room: String, id: String?) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 48)
         buffer.writeStaticString("{\"type\":\"left\",\"room\":")
+        buffer.writeJSONName(room)
+        writeID(id, to: &buffer)
+        buffer.writeInteger(UInt8(ascii: "}"))
+        return buffer
+    }
+
+    /// The answer to an `update` (**extension**): `{"type":"updated","room":…,"id":…}`.
+    public static func updated(room: String, id: String?) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 48)
+        buffer.writeStaticString("{\"type\":\"updated\",\"room\":")
         buffer.writeJSONName(room)
         writeID(id, to: &buffer)
         buffer.writeInteger(UInt8(ascii: "}"))

@@ -31,6 +31,9 @@ public enum Refusal: Sendable, Equatable, Error {
     case peerUnavailable(String)
     /// The recipient is away and its queue is at its bound.
     case queueFull(String)
+    /// A volatile signal's recipient has a session but no connection now (it is away, waiting for a
+    /// resume): volatile messages are never queued, so it was not delivered.
+    case recipientAway(String)
     /// The backend cannot decide now (a cluster node cannot reach Redis, a mesh node not yet running).
     case unavailable
     /// Auth is on and the upgrade carried no token.
@@ -59,7 +62,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .tooManyRooms: return .tooManyRooms
         case .roomFull: return .roomFull
         case .notInRoom, .senderNotInRoom, .recipientNotInRoom, .noSharedRoom: return .notInRoom
-        case .peerUnavailable: return .peerUnavailable
+        case .peerUnavailable, .recipientAway: return .peerUnavailable
         case .queueFull: return .queueFull
         case .unavailable: return .unavailable
         case .tokenRequired, .tokenRejected, .tokenExpired, .tokenSubjectChanged: return .unauthorized
@@ -85,6 +88,8 @@ public enum Refusal: Sendable, Equatable, Error {
         case .noSharedRoom(let peer): return "you share no room with peer \"\(Tenant.display(peer))\""
         case .peerUnavailable(let peer): return "peer \"\(Tenant.display(peer))\" is not connected"
         case .queueFull(let peer): return "peer \"\(Tenant.display(peer))\" is away and its queue is full"
+        case .recipientAway(let peer):
+            return "peer \"\(Tenant.display(peer))\" is away; a volatile message is not kept for it"
         case .unavailable: return "the hub cannot decide this now; retry"
         case .tokenRequired: return "token required"
         case .tokenRejected(let reason): return reason

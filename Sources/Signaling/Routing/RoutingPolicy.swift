@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Every protocol rule about who may do what, as one pure value with no I/O: the single hub
 /// (``HubState``), the cluster (``ClusterHub`` with the state its scripts return) and the mesh bridge
 /// (on the recipient's node, for signals from other nodes) all ask it, so the three backends cannot drift
@@ -9,11 +11,15 @@
 ///   refused (`id-taken`, 4009) unless the client's token owns it, which takes the older session over.
 /// - **Resume**: a token resumes once, by the peer it names (and owns, with auth on).
 /// - **Rooms**: the token's `rooms` grant, at most ``HubLimits/maxRoomsPerPeer`` rooms per peer and
-///   ``HubLimits/maxPeersPerRoom`` peers per room; joining a room again changes nothing but `meta`.
+///   ``HubLimits/maxPeersPerRoom`` peers per room; joining a room again changes nothing but `meta`, and
+///   when it changes `meta` the others are told (`peer-updated`), as for an `update`, which only a member
+///   may send.
 /// - **Signals**: the sender must be in the room it names; the recipient must exist, be in that room, or,
 ///   with ``HubLimits/requireSharedRoom`` and no room named, share a room with the sender. The sender's
 ///   node checks what it knows (the sender's rooms); the recipient's node checks the rest.
 /// - **Queues**: a signal for an away session is refused past the session's queue bound or the global one.
+/// - **Volatile signals** reach only a recipient connected now; an away one refuses them, a broadcast
+///   skips it.
 public struct RoutingPolicy: Sendable {
     public var limits: HubLimits
 
@@ -71,7 +77,8 @@ public struct RoutingPolicy: Sendable {
     public enum Join: Sendable, Equatable {
         /// A first join: the member is added and the others get `peer-joined`.
         case join
-        /// Already a member: only its `meta` changes; nobody is told again, and no limit applies.
+        /// Already a member: only its `meta` changes, and no limit applies. The others are told (`peer-updated`)
+        /// when the new `meta` differs from the stored one (``rejoinUpdates(previous:meta:)``).
         case rejoin
         case refuse(Refusal)
     }
@@ -91,6 +98,20 @@ public struct RoutingPolicy: Sendable {
     /// Decides a `leave`.
     public func leave(room: String, isMember: Bool) -> Refusal? {
         isMember ? nil : .notInRoom(room)
+    }
+
+    /// Decides an `update` of one's `meta` in `room`: only a member may (the others then get `peer-updated`,
+    /// whatever the new `meta` is).
+    public func update(room: String, isMember: Bool) -> Refusal? {
+        isMember ? nil : .notInRoom(room)
+    }
+
+    /// Whether a re-join (``Join/rejoin``) that brings `meta` changes the member's stored `previous` one, and
+    /// so is announced as `peer-updated`. Compared as sent, byte for byte; no `meta` counts as `{}`, so a
+    /// resent `join` (the same `meta`, or none twice) tells nobody anything.
+    public func rejoinUpdates(previous: ByteBuffer?, meta: ByteBuffer?) -> Bool {
+        let empty = ByteBuffer(string: "{}")
+        return (previous ?? empty) != (meta ?? empty)
     }
 
     // MARK: Signals
@@ -123,6 +144,14 @@ public struct RoutingPolicy: Sendable {
             return .noSharedRoom(recipient)
         }
         return nil
+    }
+
+    /// The last step for a **volatile** signal that passed ``deliver(to:from:room:recipientRooms:senderRooms:)``:
+    /// it is written only to a recipient connected now (`connected`); an away recipient refuses it
+    /// (``Refusal/recipientAway(_:)``), since volatile messages are never queued or buffered.
+    @inlinable
+    public func deliverVolatile(to recipient: String, connected: Bool) -> Refusal? {
+        connected ? nil : .recipientAway(recipient)
     }
 
     /// Whether the sender's rooms must travel with a signal to the recipient's node (only they decide

@@ -84,6 +84,8 @@ extension ClientMessage {
             message.request = .join(room: tenant.qualify(room), meta: meta)
         case .leave(let room):
             message.request = .leave(room: tenant.qualify(room))
+        case .update(let room, let meta):
+            message.request = .update(room: tenant.qualify(room), meta: meta)
         case .signal(var envelope):
             envelope.to = envelope.to.map(tenant.qualify)
             envelope.room = envelope.room.map(tenant.qualify)

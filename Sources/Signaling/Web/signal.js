@@ -16,11 +16,15 @@
 // delivering it twice). It tells the hub what it has processed (`received`) and sends an app-level
 // `ping` to notice a dead socket the browser has not noticed yet.
 //
+// Presence state: `client.update(room, meta)` changes this peer's `meta` in a room; the others get a
+// `peer-updated` event. Volatile messages (`{volatile: true}` on `send`, `message` and `broadcast`) reach
+// only the peers connected right now and are never replayed (typing indicators, cursors).
+//
 // PeerLink (`connectPeer`) wires one RTCPeerConnection to the client with the "perfect negotiation"
 // pattern: offer/answer/trickle ICE through the hub, glare resolved by politeness (the peer whose id
 // sorts greater is polite, as the protocol says), ICE restart after a failure or a resume gap.
 
-const REPLY_TYPES = new Set(['ack', 'authed', 'error', 'joined', 'left', 'pong']);
+const REPLY_TYPES = new Set(['ack', 'authed', 'error', 'joined', 'updated', 'left', 'pong']);
 const SIGNAL_TYPES = new Set(['offer', 'answer', 'candidate', 'bye', 'message']);
 // Close codes after which reconnecting cannot help (the session is over for a reason the app must handle).
 const TERMINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4001, 4009]);
@@ -112,10 +116,12 @@ function wsURL(url) {
  *
  * Events (`client.on(type, fn)`):
  * - every incoming message by its `type`: `welcome`, `offer`, `answer`, `candidate`, `bye`, `message`,
- *   `peer-joined`, `peer-left`, `expired`, `ack`, `joined`, `left`, `pong`, `error`, `ice-servers`
+ *   `peer-joined`, `peer-updated` ({room, peer, meta}: a member changed its meta), `peer-left`, `expired`,
+ *   `ack`, `joined`, `updated`, `left`, `pong`, `error`, `ice-servers`
  *   (fresh TURN credentials: `client.iceServers` is updated first and every PeerLink applies them);
  *   `*` gets all of them.
- *   A message replayed after a resume that was already processed is not delivered again.
+ *   A message replayed after a resume that was already processed is not delivered again. A volatile
+ *   message (`volatile: true`, no `seq`) is never replayed.
  * - `sent` (message): a message went out for the first time (resends are not repeated here).
  * - `state` (state): `connecting`, `open`, `reconnecting` or `closed`.
  * - `reconnecting` ({attempt, delay, code, reason}): the socket dropped; retrying after `delay` ms.
@@ -192,6 +198,16 @@ export class SignalClient extends Emitter {
     });
   }
 
+  /**
+   * Changes this peer's `meta` in `room` (a room it has joined); the other members get `peer-updated`.
+   * Resolves with the `updated` reply; rejects with `not-in-room` when the peer is not in the room. The
+   * new meta is also the one used when the client joins the room again after a reset.
+   */
+  update(room, meta) {
+    if (this.rooms.has(room)) this.rooms.set(room, meta);
+    return this._request({ type: 'update', room, meta: meta ?? {} });
+  }
+
   /** Leaves `room`; resolves with the `left` reply. */
   leave(room) {
     this.rooms.delete(room);
@@ -202,15 +218,32 @@ export class SignalClient extends Emitter {
    * Sends a signal (`offer`, `answer`, `candidate`, `bye`, `message`) or any request. Resolves with
    * the `ack` (`queued: true` when the recipient is briefly away), rejects with a `SignalError`
    * carrying the error code (`peer-unavailable`, `not-in-room`, …).
+   *
+   * Option `volatile: true`: the hub delivers it only to recipients connected now and never keeps it
+   * for a resume (a typing indicator, a cursor). An addressed volatile message to a peer that is away
+   * rejects with `peer-unavailable`; a volatile broadcast skips away members. It is sent only while the
+   * client is connected (else it rejects at once with `not-connected`), and one still unanswered when the
+   * connection drops is not resent (it rejects with `not-connected`).
    */
-  send(msg) {
+  send(msg, options = {}) {
     if (!msg || typeof msg.type !== 'string') return Promise.reject(new SignalError('bad-message', 'a message needs a type'));
-    return this._request({ ...msg });
+    const out = { ...msg };
+    if (options.volatile) {
+      out.volatile = true;
+      if (!this._isOpen()) return Promise.reject(new SignalError('not-connected', 'a volatile message is sent only while connected', out));
+    }
+    return this._request(out);
   }
 
-  /** Shorthand for an app message to one peer (`to`) or a whole room (`{room}`). */
-  message(target, data) {
-    return typeof target === 'string' ? this.send({ type: 'message', to: target, data }) : this.send({ type: 'message', ...target, data });
+  /** Shorthand for an app message to one peer (`to`) or a whole room (`{room}`); `options` as for `send`. */
+  message(target, data, options = {}) {
+    const msg = typeof target === 'string' ? { type: 'message', to: target, data } : { type: 'message', ...target, data };
+    return this.send(msg, options);
+  }
+
+  /** An app message to every other member of `room`; `options` as for `send` (e.g. `{volatile: true}`). */
+  broadcast(room, data, options = {}) {
+    return this.send({ type: 'message', room, data }, options);
   }
 
   /**
@@ -489,13 +522,14 @@ export class SignalClient extends Emitter {
       this._emit('resumed', { gap: !!msg.gap });
       return;
     }
-    // A fresh session after 4002: others saw us leave. Signals meant for the old session are void;
-    // joins, leaves and pings are resent, and every room we want to be in is joined again.
+    // A fresh session after 4002: others saw us leave. Signals (and updates) meant for the old session are
+    // void; joins, leaves and pings are resent, and every room we want to be in is joined again, with the
+    // latest meta given to `update`.
     this.stats.resets++;
     this.lastSeq = 0;
     this._reportedSeq = 0;
     for (const [id, req] of this._pending) {
-      if (SIGNAL_TYPES.has(req.msg.type)) {
+      if (SIGNAL_TYPES.has(req.msg.type) || req.msg.type === 'update') {
         this._pending.delete(id);
         req.reject(new SignalError('session-reset', 'the session ended before this was answered', req.msg));
       }
@@ -525,7 +559,13 @@ export class SignalClient extends Emitter {
   }
 
   _flushPending(resend) {
-    for (const req of this._pending.values()) {
+    for (const [id, req] of this._pending) {
+      if (req.sent && resend && req.msg.volatile) {
+        // Volatile messages are not worth a resend after a drop: their moment has passed.
+        this._pending.delete(id);
+        req.reject(new SignalError('not-connected', 'the connection dropped before the hub answered', req.msg));
+        continue;
+      }
       if (req.sent && resend) {
         req.resent = true;
         this.stats.resent++;

@@ -88,6 +88,22 @@ import Testing
         #expect(!opening.catchingUp && opening.endCatchUp(missed: [entry(1)]).isEmpty)
     }
 
+    /// `seq` 0 is a volatile message: written at once to an open connection (also while catching up, and
+    /// without moving `lastWritten`), never held for an open or kept after the connection let go.
+    @Test func volatileMessagesAreWrittenOnlyToAnOpenConnectionAndNeverHeld() {
+        var state = ClusterConnectionState(limits: Self.limits)
+        #expect(state.published(seq: 0, bytes: ByteBuffer(string: "v")) == .drop, "no welcome written yet")
+        #expect(texts(state.opened(alice, replay: [entry(1)], through: 1)) == ["m1"])
+        #expect(state.published(seq: 0, bytes: ByteBuffer(string: "v")) == .write)
+        #expect(state.published(seq: 0, bytes: ByteBuffer(string: "v")) == .write, "no dedup: it has no seq")
+        #expect(state.lastWritten == 1)
+        state.beginCatchUp()
+        #expect(state.published(seq: 0, bytes: ByteBuffer(string: "v")) == .write)
+        #expect(texts(state.endCatchUp(missed: [entry(2)])) == ["m2"])
+        state.closing(.idTaken)
+        #expect(state.published(seq: 0, bytes: ByteBuffer(string: "v")) == .drop)
+    }
+
     // MARK: Closes
 
     @Test(arguments: [CloseCode.idTaken, .sessionNotResumable])

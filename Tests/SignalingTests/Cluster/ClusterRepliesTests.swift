@@ -128,14 +128,27 @@ import Testing
             joined
                 == .joined(
                     isNew: true,
+                    changed: false,
                     members: [
                         RoomMember(peer: "alice", meta: nil),
                         RoomMember(peer: "bob", meta: ByteBuffer(string: #"{"n":1}"#)),
                     ]
                 )
         )
-        #expect(JoinReply(array(bulk("again"), array())) == .joined(isNew: false, members: []))
+        #expect(JoinReply(array(bulk("again"), array())) == .joined(isNew: false, changed: false, members: []))
+        #expect(JoinReply(array(bulk("changed"), array())) == .joined(isNew: false, changed: true, members: []))
         #expect(JoinReply(array(bulk("new"))) == nil)
+
+        #expect(UpdateReply(array(bulk("absent"))) == .absent)
+        #expect(
+            UpdateReply(array(bulk("updated"), array(bulk("alice"), bulk("bob"))))
+                == .updated(members: ["alice", "bob"])
+        )
+        #expect(UpdateReply(array(bulk("updated"))) == nil)
+
+        // A volatile signal for an away session: refused as the policy refuses it.
+        #expect(DeliverReply(array(bulk("away"))) == DeliverReply(result: .away))
+        #expect(DeliveryResult.away.refusal(recipient: "bob", room: nil) == .recipientAway("bob"))
 
         #expect(LeaveReply(array(.integer(1), array(bulk("bob")))) == LeaveReply(removed: true, remaining: ["bob"]))
         #expect(LeaveReply(array(.integer(0))) == nil)

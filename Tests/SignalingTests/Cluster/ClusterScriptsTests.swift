@@ -21,6 +21,11 @@ import Testing
                 )
         )
         #expect(NodeMessage(ByteBuffer(string: "K 3 4009")) == .close(ConnectionID(3), .idTaken))
+        // A volatile message travels with seq 0.
+        #expect(
+            NodeMessage(ByteBuffer(string: "D 5 0 {}"))
+                == .deliver(NodeMessage.Delivery(connection: ConnectionID(5), seq: 0, bytes: ByteBuffer(string: "{}")))
+        )
         for junk in ["", "D", "D 1", "D 1 2", "X 1 2 {}", "K 1 9999", "D x 1 {}", "D 1 99999999999999999999 {}"] {
             #expect(NodeMessage(ByteBuffer(string: junk)) == nil, "\(junk)")
         }
@@ -270,19 +275,101 @@ import Testing
         await redis.close()
     }
 
+    /// A volatile signal (mode `v`): checked like a signal, published with `seq` 0 to a connected session
+    /// only, and kept nowhere (no `seq` taken, nothing in the buffer); an away session refuses it.
+    @Test func volatileSignalsReachOnlyAConnectedSessionAndAreKeptNowhere() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2") == "created")
+        func volatile(to peer: String, id: String = "", room: String = "") async throws -> [RESPValue] {
+            let message = ByteBuffer(string: #"{"type":"message","data":"\#(id)","volatile":true,"from":"alice"}"#)
+            return try await redis.run(
+                ClusterScripts.deliver,
+                keys: keys.session(peer),
+                arguments: [message, "alice", id, "message", room, "-", 4, 1 << 20, "v", keys.channelPrefix]
+            ).array ?? []
+        }
+        let delivered = try await volatile(to: "bob", id: "v1")
+        #expect(delivered.first?.string == "delivered" && delivered[1].string == "n#1")
+        var events = subscriber.events.makeAsyncIterator()
+        guard case .message(let message) = await events.next() else {
+            Issue.record("no message published")
+            return
+        }
+        #expect(message.text == #"D 1 0 {"type":"message","data":"v1","volatile":true,"from":"alice"}"#)
+        #expect(try await redis.send(["HGET", keys.session("bob")[0], "seq"]).string == "0")
+        #expect(try await redis.send(["LLEN", keys.session("bob")[1]]).int == 0)
+        // Remembered like any request id; scoped like any signal.
+        #expect(try await volatile(to: "bob", id: "v1").map(\.string) == ["dup", "delivered"])
+        #expect(try await volatile(to: "bob", room: "lobby").first?.string == "not-in-room")
+        #expect(try await volatile(to: "nobody").first?.string == "unavailable")
+        // No node takes it (dave's node is not subscribed): away, as when the session is detached.
+        #expect(try await volatile(to: "dave").first?.string == "away")
+        _ = try await redis.run(
+            ClusterScripts.detach,
+            keys: keys.session("bob"),
+            arguments: ["n#1", "1", 9_999_999_999_999, 600_000]
+        )
+        #expect(try await volatile(to: "bob", id: "v2").first?.string == "away")
+        #expect(try await redis.send(["LLEN", keys.session("bob")[1]]).int == 0)
+        // A normal signal is queued for the away session meanwhile, and takes seq 1.
+        #expect(try await deliver(redis, to: "bob", id: "n1").first?.string == "queued")
+        #expect(try await redis.send(["HGET", keys.session("bob")[0], "seq"]).string == "1")
+        await subscriber.close()
+        await redis.close()
+    }
+
+    /// `update` (``ClusterScripts/updateMeta``) and re-joins: a member's meta is replaced and the members
+    /// come back for `peer-updated`; a re-join with no meta after `{}` (or the reverse) changes nothing.
+    @Test func updatesReplaceMetaAndRejoinsCompareIt() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let room = keys.room("lobby")
+        let absent = try await redis.run(ClusterScripts.updateMeta, keys: [room], arguments: ["alice", "{\"x\":1}"])
+        #expect(UpdateReply(absent) == .absent)
+        _ = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "", 4])
+        let braces = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{}", 4])
+        #expect(
+            JoinReply(braces)
+                == .joined(
+                    isNew: false,
+                    changed: false,
+                    members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{}"))]
+                )
+        )
+        _ = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["bob", "", 4])
+        let updated = try await redis.run(ClusterScripts.updateMeta, keys: [room], arguments: ["alice", "{\"x\":1}"])
+        guard case .updated(let members) = UpdateReply(updated) else {
+            Issue.record("not updated: \(updated)")
+            return
+        }
+        #expect(Set(members) == ["alice", "bob"])
+        #expect(try await redis.send(["HGET", room, "alice"]).string == "{\"x\":1}")
+        await redis.close()
+    }
+
     @Test func roomsAreBoundedAndReportTheirMembers() async throws {
         let server = try await RedisTestServer()
         let redis = try server.connection()
         let room = keys.room("lobby")
         let first = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":1}", 2])
-        #expect(
-            JoinReply(first)
-                == .joined(isNew: true, members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":1}"))])
-        )
+        let alice1 = RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":1}"))
+        #expect(JoinReply(first) == .joined(isNew: true, changed: false, members: [alice1]))
+        // The same meta again (a resent join): nothing changed.
+        let same = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":1}", 2])
+        #expect(JoinReply(same) == .joined(isNew: false, changed: false, members: [alice1]))
+        // Another meta: a change the others hear of (`peer-updated`).
         let again = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["alice", "{\"n\":2}", 2])
         #expect(
             JoinReply(again)
-                == .joined(isNew: false, members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":2}"))])
+                == .joined(
+                    isNew: false,
+                    changed: true,
+                    members: [RoomMember(peer: "alice", meta: ByteBuffer(string: "{\"n\":2}"))]
+                )
         )
         _ = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["bob", "", 2])
         let full = try await redis.run(ClusterScripts.joinRoom, keys: [room], arguments: ["carol", "", 2])

@@ -194,6 +194,27 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
         #expect(!policy.mayQueue(size: 50, queuedCount: 0, queuedBytes: 0, globalBytes: 980))
     }
 
+    @Test func updatesNeedMembershipAndRejoinsCompareMetaAsSent() {
+        let policy = Self.policy()
+        #expect(policy.update(room: "x", isMember: false) == .notInRoom("x"))
+        #expect(policy.update(room: "x", isMember: true) == nil)
+        let a = ByteBuffer(string: #"{"a":1}"#)
+        #expect(!policy.rejoinUpdates(previous: nil, meta: nil), "a resent join without meta")
+        #expect(!policy.rejoinUpdates(previous: a, meta: ByteBuffer(string: #"{"a":1}"#)), "a resent join")
+        #expect(!policy.rejoinUpdates(previous: nil, meta: ByteBuffer(string: "{}")), "no meta counts as {}")
+        #expect(!policy.rejoinUpdates(previous: ByteBuffer(string: "{}"), meta: nil))
+        #expect(policy.rejoinUpdates(previous: a, meta: nil), "no meta after some: reset to {}")
+        #expect(policy.rejoinUpdates(previous: nil, meta: a))
+        #expect(policy.rejoinUpdates(previous: a, meta: ByteBuffer(string: #"{"a": 1}"#)), "compared as sent")
+    }
+
+    @Test func volatileSignalsReachOnlyConnectedRecipients() {
+        let policy = Self.policy()
+        #expect(policy.deliverVolatile(to: "bob", connected: true) == nil)
+        #expect(policy.deliverVolatile(to: "bob", connected: false) == .recipientAway("bob"))
+        #expect(Refusal.recipientAway("bob").code == .peerUnavailable)
+    }
+
     /// Every refusal's code, text and close are produced here, once; spot-check the wire form.
     @Test func refusalsRenderOnce() {
         #expect(
@@ -255,6 +276,74 @@ struct DeliverCase: Sendable, CustomTestStringConvertible {
             }
             #expect(scriptDecision == expected, "\(c.name)")
         }
+        await redis.close()
+    }
+
+    /// The same table for volatile signals (mode `v`), to recipients connected through a subscribed node:
+    /// the script refuses what the policy refuses and delivers the rest; a detached recipient refuses it as
+    /// ``RoutingPolicy/deliverVolatile(to:connected:)`` does.
+    @Test func volatileDeliveryAgreesWithThePolicy() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        let keys = ClusterKeys(prefix: "rv")
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        for (index, c) in DeliverCase.all.enumerated() {
+            let recipient = "\(c.recipient)\(index)"
+            let sender = c.recipient == c.sender ? recipient : c.sender
+            if let rooms = c.recipientRooms {
+                _ = try await redis.run(
+                    ClusterScripts.create,
+                    keys: keys.session(recipient),
+                    arguments: [recipient + ".t", "n#1", "1", 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+                )
+                for room in rooms {
+                    _ = try await redis.run(
+                        ClusterScripts.sessionRooms,
+                        keys: [keys.session(recipient)[0]],
+                        arguments: ["add", room]
+                    )
+                }
+            }
+            let policy = RoutingPolicyTests.policy(requireSharedRoom: c.requireSharedRoom)
+            let shared = policy.needsSenderRooms(room: c.room, to: recipient, from: sender) ? c.senderRooms : nil
+            func run() async throws -> DeliveryResult {
+                let message = ByteBuffer(string: #"{"type":"message","data":1,"volatile":true,"from":"\#(sender)"}"#)
+                let reply = try await redis.run(
+                    ClusterScripts.deliver,
+                    keys: keys.session(recipient),
+                    arguments: [
+                        message, sender, "", "message", c.room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
+                        16, 1 << 20, "v", keys.channelPrefix,
+                    ]
+                )
+                return try #require(DeliverReply(reply)).result
+            }
+            let policyDecision = { (connected: Bool) -> Refusal? in
+                policy.deliver(
+                    to: recipient,
+                    from: sender,
+                    room: c.room,
+                    recipientRooms: c.recipientRooms,
+                    senderRooms: c.senderRooms
+                ) ?? policy.deliverVolatile(to: recipient, connected: connected)
+            }
+            let connected = try await run()
+            #expect(connected != .queued, "\(c.name): a volatile signal is never queued")
+            let decision = connected == .delivered ? nil : connected.refusal(recipient: recipient, room: c.room)
+            #expect(decision == policyDecision(true), "\(c.name), connected")
+            guard c.recipientRooms != nil else { continue }
+            _ = try await redis.run(
+                ClusterScripts.detach,
+                keys: keys.session(recipient),
+                arguments: ["n#1", "1", 9_999_999_999_999, 600_000]
+            )
+            let away = try await run()
+            let awayDecision = away == .delivered ? nil : away.refusal(recipient: recipient, room: c.room)
+            #expect(awayDecision == policyDecision(false), "\(c.name), away")
+            #expect(try await redis.send(["LLEN", keys.session(recipient)[1]]).int == 0, "\(c.name): nothing buffered")
+        }
+        await subscriber.close()
         await redis.close()
     }
 }
