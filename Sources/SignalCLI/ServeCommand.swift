@@ -148,6 +148,23 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds a request waits for an unreachable Redis before its client gets 'unavailable'.")
     var redisTimeout = 2.0
 
+    @Option(
+        help:
+            "Serve the server API for the app's backend on its own listener, HOST:PORT (off by default); needs --api-key-file."
+    )
+    var apiListen: String?
+    @Option(help: "API keys, one per line: KEY, or KEY TENANT (several for rotation; # comments).")
+    var apiKeyFile: String?
+    @Option(
+        help:
+            "POST the hub's events (peer.joined, peer.left, session.started, session.ended, room.empty) to this URL (repeatable; https, or http only to loopback), signed with --webhook-secret-file."
+    )
+    var webhookUrl: [String] = []
+    @Option(help: "The webhooks' HMAC-SHA256 secret (at least 16 bytes), read from this file.")
+    var webhookSecretFile: String?
+    @Option(help: "Server API calls one key may make at once.") var apiRateBurst = 100
+    @Option(help: "Server API calls per second one key may sustain (429 beyond).") var apiRatePerSecond = 50
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0-65535") }
         guard heartbeatInterval > 0, heartbeatTimeout > 0 else {
@@ -230,6 +247,8 @@ struct ServeCommand: AsyncParsableCommand {
         config.webRoot = webRoot
         config.echoMaxMessageBytes = echoMaxMessageBytes
         config.echoMaxFragments = echoMaxFragments
+        config.api = try makeAPIConfiguration()
+        config.webhooks = try makeWebhookConfiguration()
         if !redis.isEmpty {
             var seeds: [RedisConfiguration] = []
             for url in redis {
@@ -305,6 +324,57 @@ struct ServeCommand: AsyncParsableCommand {
         }
         guard jwtLeeway >= 0 else { throw ValidationError("--jwt-leeway must not be negative") }
         return keys
+    }
+
+    /// `--webhook-url` and `--webhook-secret-file`: nil without a URL.
+    func makeWebhookConfiguration() throws -> WebhookConfiguration? {
+        guard !webhookUrl.isEmpty else {
+            if webhookSecretFile != nil { throw ValidationError("--webhook-secret-file needs --webhook-url") }
+            return nil
+        }
+        guard let webhookSecretFile else { throw ValidationError("--webhook-url needs --webhook-secret-file") }
+        guard let contents = try? String(contentsOfFile: webhookSecretFile, encoding: .utf8) else {
+            throw ValidationError("cannot read --webhook-secret-file \(webhookSecretFile)")
+        }
+        do {
+            return try WebhookConfiguration(
+                urls: webhookUrl,
+                secret: contents.trimmingCharacters(in: .whitespacesAndNewlines)
+            )
+        } catch {
+            throw ValidationError("--webhook-url: \(error)")
+        }
+    }
+
+    /// `--api-listen HOST:PORT`, `--api-key-file`, the API's rate: nil without `--api-listen`.
+    func makeAPIConfiguration() throws -> APIConfiguration? {
+        guard let apiListen else {
+            if apiKeyFile != nil { throw ValidationError("--api-key-file needs --api-listen") }
+            return nil
+        }
+        guard let colon = apiListen.lastIndex(of: ":"), let port = Int(apiListen[apiListen.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { throw ValidationError("--api-listen takes HOST:PORT, e.g. 127.0.0.1:8081") }
+        var host = String(apiListen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ValidationError("--api-listen takes HOST:PORT, e.g. 127.0.0.1:8081") }
+        guard let apiKeyFile else { throw ValidationError("--api-listen needs --api-key-file (the API's keys)") }
+        guard let contents = try? String(contentsOfFile: apiKeyFile, encoding: .utf8) else {
+            throw ValidationError("cannot read --api-key-file \(apiKeyFile)")
+        }
+        let keys: APIKeys
+        do {
+            keys = try APIKeys(file: contents)
+        } catch {
+            throw ValidationError("--api-key-file \(apiKeyFile): \(error)")
+        }
+        guard apiRateBurst >= 1, apiRatePerSecond >= 1 else {
+            throw ValidationError("--api-rate-burst and --api-rate-per-second must be at least 1")
+        }
+        var api = APIConfiguration(host: host, port: port, keys: keys)
+        api.router.rateBurst = apiRateBurst
+        api.router.ratePerSecond = apiRatePerSecond
+        return api
     }
 
     /// `--turn-secret`/`--turn-secret-file`, `--turn-url`, `--turn-ttl`: nil without a secret.

@@ -8,4 +8,7 @@ extension MeshBridge: SignalBackend {
     public var isReady: Bool { !runtime.liveMembers.isEmpty }
 
     public func exportMetrics() { hub.exportMetrics() }
+
+    /// This node's sessions' events: its hub's.
+    public func setEventSink(_ sink: @escaping HubEventSink) { hub.setEventSink(sink) }
 }

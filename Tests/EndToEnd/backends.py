@@ -173,10 +173,12 @@ def _wait(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_backend(kind, directory, auth=True, redis=None, prefix="sig"):
-    """Starts `kind` (with `--jwt-secret` when `auth`); `redis` is a RedisServer for `cluster`."""
+def start_backend(kind, directory, auth=True, redis=None, prefix="sig", node_args=None):
+    """Starts `kind` (with `--jwt-secret` when `auth`); `redis` is a RedisServer for `cluster`.
+    `node_args(i)`, when given, returns more flags for node `i` (its API port, say)."""
     directory = str(directory)
     common = limit_args() + (["--jwt-secret", JWT_SECRET] if auth else [])
+    extra = node_args or (lambda i: [])
     hubs = []
 
     def stop_all():
@@ -185,10 +187,10 @@ def start_backend(kind, directory, auth=True, redis=None, prefix="sig"):
 
     try:
         if kind == "memory":
-            hubs.append(_start_hub(directory, "memory", common))
+            hubs.append(_start_hub(directory, "memory", common + extra(0)))
         elif kind == "cluster":
             for i in range(2):
-                hubs.append(_start_hub(directory, f"{prefix}-n{i}", common + [
+                hubs.append(_start_hub(directory, f"{prefix}-n{i}", common + extra(i) + [
                     "--redis", redis.url, "--redis-prefix", prefix, "--node-id", f"{prefix}-n{i}",
                     "--cluster-refresh", str(CLUSTER_REFRESH),
                 ]))
@@ -200,7 +202,7 @@ def start_backend(kind, directory, auth=True, redis=None, prefix="sig"):
                 f.write(MESH_SECRET)
             ports = [free_port() for _ in range(2)]
             for i in range(2):
-                args = common + ["--mesh-listen", f"127.0.0.1:{ports[i]}", "--mesh-secret-file", secret]
+                args = common + extra(i) + ["--mesh-listen", f"127.0.0.1:{ports[i]}", "--mesh-secret-file", secret]
                 if i:
                     args += ["--mesh-seed", f"127.0.0.1:{ports[0]}"]
                 hubs.append(_start_hub(directory, f"mesh-n{i}", args))

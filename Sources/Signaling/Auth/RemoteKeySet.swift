@@ -44,15 +44,22 @@ public actor RemoteKeySet {
 
     /// Checks the URL; nothing is fetched until ``load()``.
     public init(_ configuration: Configuration, client: HTTPClient = .shared, logger: Logger) throws(Invalid) {
-        guard let url = URL(string: configuration.url), let scheme = url.scheme?.lowercased(), let host = url.host
-        else { throw Invalid(description: "not a URL: \(configuration.url)") }
-        let loopback = ["localhost", "127.0.0.1", "::1", "[::1]"].contains(host.lowercased())
-        guard scheme == "https" || (scheme == "http" && loopback) else {
-            throw Invalid(description: "\(configuration.url): use https (plain http only to a loopback address)")
-        }
+        try Self.checkURL(configuration.url)
         self.configuration = configuration
         self.client = client
         self.logger = logger
+    }
+
+    /// The rule for every URL the hub talks to on its own (a JWKS, a webhook receiver): `https://…`, or plain
+    /// `http://` only to a loopback address (a test or a sidecar), so nothing secret crosses a network in
+    /// the clear.
+    public static func checkURL(_ string: String) throws(Invalid) {
+        guard let url = URL(string: string), let scheme = url.scheme?.lowercased(), let host = url.host
+        else { throw Invalid(description: "not a URL: \(string)") }
+        let loopback = ["localhost", "127.0.0.1", "::1", "[::1]"].contains(host.lowercased())
+        guard scheme == "https" || (scheme == "http" && loopback) else {
+            throw Invalid(description: "\(string): use https (plain http only to a loopback address)")
+        }
     }
 
     /// The first fetch, at start-up: throws when the JWKS cannot be fetched or holds no signing key.

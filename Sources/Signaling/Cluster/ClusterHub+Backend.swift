@@ -68,6 +68,10 @@ extension ClusterHub: SignalBackend {
         }
     }
 
+    public func setEventSink(_ sink: @escaping HubEventSink) {
+        state.withLockedValue { $0.eventSink = sink }
+    }
+
     /// True while both Redis connections are up: `/readyz` reports not-ready otherwise.
     public var isReady: Bool { redis.isConnected && subscriber.isConnected }
 }

@@ -53,7 +53,7 @@ extension ClusterHub {
             self.closeConnection(
                 connection,
                 code,
-                reason: code == .idTaken ? "session resumed elsewhere" : "session ended"
+                reason: code == .idTaken ? "session resumed elsewhere" : code == .kicked ? "kicked" : "session ended"
             )
         }
     }

@@ -121,6 +121,7 @@ extension ClusterHub {
                 if case .ended(let ended) = end {
                     logger.debug("session expired", metadata: ["peer.id": "\(peer)"])
                     await self.cleanUp(peer: peer, ended)
+                    self.emit(.sessionEnded(peer: peer, reason: .expired))
                 }
             } catch {
                 return

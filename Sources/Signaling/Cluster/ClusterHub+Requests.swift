@@ -63,6 +63,7 @@ extension ClusterHub {
             arguments: ["del", room]
         )
         self.updateSession(connection) { $0.rooms.removeAll { $0 == room } }
+        self.emitLeft(peer, room: room, remaining: remaining)
         self.reply(connection, ServerMessage.left(room: room, id: id))
         await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
     }
@@ -101,6 +102,7 @@ extension ClusterHub {
                 arguments: ["add", room]
             )
             self.updateSession(connection) { $0.rooms.append(room) }
+            self.emit(.peerJoined(peer: peer, room: room))
             await self.announce(
                 ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta),
                 to: others.map(\.peer)

@@ -58,6 +58,7 @@ extension ClusterHub {
             case .tookOver(let ended):
                 self.count { $0.takeovers += 1 }
                 await self.cleanUp(peer: peer, ended)
+                self.emit(.sessionEnded(peer: peer, reason: .closed))
             case .created:
                 break
             case nil:
@@ -65,6 +66,7 @@ extension ClusterHub {
                 return self.refuse(connection, .unavailable)
             }
             _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
+            self.emit(.sessionStarted(peer: peer))
             return self.opened(
                 connection,
                 session: ClusterConnectionState.Session(peer: peer, grant: grant),
@@ -142,11 +144,21 @@ extension ClusterHub {
                 if case .ended(let ended) = EndReply(reply) {
                     _ = try? await redis.send(["ZREM", keys.deadlines, peer])
                     await self.cleanUp(peer: peer, ended)
+                    self.emit(.sessionEnded(peer: peer, reason: .closed))
                 }
             }
         } catch {
             // The session stays as it was in Redis: it ends when its deadline passes (no refresh comes).
             logger.warning("session close not recorded in Redis", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `peer.left`, and `room.empty` when nobody remains.
+    func emitLeft(_ peer: String, room: String, remaining: [String]) {
+        if remaining.isEmpty {
+            self.emit(.peerLeft(peer: peer, room: room), .roomEmpty(room: room))
+        } else {
+            self.emit(.peerLeft(peer: peer, room: room))
         }
     }
 
@@ -156,6 +168,7 @@ extension ClusterHub {
         for room in ended.rooms {
             do throws(RedisError) {
                 let remaining = try await self.leave(room, peer: peer)
+                self.emitLeft(peer, room: room, remaining: remaining)
                 await self.announce(ServerMessage.peerLeftPrefix(room: room, peer: peer), to: remaining)
             } catch {
                 logger.warning(

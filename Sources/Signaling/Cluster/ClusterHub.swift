@@ -65,6 +65,8 @@ public final class ClusterHub: SessionHub {
         /// node's connections listen on each peer's channel.
         var listening: [ConnectionID: String] = [:]
         var listeners: [String: Int] = [:]
+        /// Where this node's events go (``setEventSink(_:)``).
+        var eventSink: HubEventSink?
     }
 
     public let configuration: ClusterConfiguration
@@ -236,6 +238,12 @@ public final class ClusterHub: SessionHub {
     }
 
     // MARK: Helpers
+
+    /// Hands events to the sink (``setEventSink(_:)``), if any. The node reports what it carried out: the
+    /// sessions it opened, the joins and leaves of its connections, the sessions it ended or swept.
+    func emit(_ events: HubEvent...) {
+        state.withLockedValue { state in state.eventSink?(events) }
+    }
 
     /// How long a live session lasts without a refresh: the grace period plus one refresh interval.
     var liveMillis: Int {

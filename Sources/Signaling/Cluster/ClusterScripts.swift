@@ -299,6 +299,18 @@ enum ClusterScripts {
             """
     )
 
+    /// Ends a session from outside (the server API's `DELETE /v1/peers/{peer}`), wherever its connection is:
+    /// the node holding it is told to close it with 4003 (`kicked`). ARGV: channel prefix. Returns `{'gone'}`
+    /// or `{'ended', rooms, origins}` (as ``end``).
+    static let kick = RedisScript(
+        common + """
+            if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+            local rooms, node, conn, away, origins = endSession(KEYS)
+            if away == '0' and node ~= '' then notify(ARGV[1], node, 'K ' .. conn .. ' 4003') end
+            return {'ended', rooms, origins}
+            """
+    )
+
     /// What the connection (node, conn) missed: every buffered message after `after`. ARGV: node, conn,
     /// after. Returns `{'gone'}` when it no longer owns the session, or `{'ok', {seq, message, …}}`. When
     /// `after` is above the session's `seq` (Redis lost writes in a failover that the connection had
@@ -416,7 +428,7 @@ enum ClusterScripts {
     )
 
     static let all: [RedisScript] = [
-        create, resume, deliver, deliverBatch, detach, touch, end, since, trim, sessionRooms, joinRoom, updateMeta,
-        leaveRoom, forgetDeadline,
+        create, resume, deliver, deliverBatch, detach, touch, end, kick, since, trim, sessionRooms, joinRoom,
+        updateMeta, leaveRoom, forgetDeadline,
     ]
 }

@@ -19,6 +19,15 @@ public final class Hub: Sendable {
         var scratch: [HubAction] = []
         /// Connections due fresh TURN credentials (only with ``WelcomeTemplate/turn``).
         var iceRefresh: IceRefreshSchedule?
+        /// Where the state's events go (``setEventSink(_:)``); nil: none are recorded.
+        var eventSink: HubEventSink?
+
+        /// Hands the events the last step recorded to the sink, still under the lock, so they reach it in
+        /// the order they happened. One check when there are none (every signal).
+        mutating func flushEvents() {
+            guard !state.events.isEmpty, let eventSink else { return }
+            eventSink(state.takeEvents())
+        }
     }
 
     /// The outboxes whose owners must be woken once the lock is released. Usually none or one (the
@@ -76,6 +85,7 @@ public final class Hub: Sendable {
                 actions: &actions
             )
             let wakes = Self.dispatch(actions, outboxes: locked.outboxes, skipping: connection)
+            locked.flushEvents()
             if case .refused = outcome {
                 // The refusal (error and close) is already in the outbox; no session owns it.
                 locked.outboxes[connection] = nil
@@ -103,6 +113,7 @@ public final class Hub: Sendable {
             locked.state.receive(connection, message, actions: &locked.scratch)
             let wakes = Self.dispatch(locked.scratch, outboxes: locked.outboxes, skipping: connection)
             locked.scratch.removeAll(keepingCapacity: true)
+            locked.flushEvents()
             return wakes
         }
         wakes.wakeAll()
@@ -116,6 +127,7 @@ public final class Hub: Sendable {
             locked.outboxes[connection] = nil
             locked.iceRefresh?.remove(connection)
             locked.state.closed(connection, keepSession: keepSession, now: now, actions: &actions)
+            locked.flushEvents()
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
         wakes.wakeAll()
@@ -132,6 +144,7 @@ public final class Hub: Sendable {
             for (connection, peer) in locked.iceRefresh?.due(now: now) ?? [] {
                 actions.append(.send(connection, welcome.iceServersMessage(peer: peer)))
             }
+            locked.flushEvents()
             return Self.dispatch(actions, outboxes: locked.outboxes, skipping: nil)
         }
         wakes.wakeAll()
@@ -233,6 +246,14 @@ extension Hub: SignalBackend {
 
     /// Always ready: it needs nothing outside this process.
     public var isReady: Bool { true }
+
+    /// From now on, sessions starting and ending, joins, leaves and emptied rooms go to `sink`.
+    public func setEventSink(_ sink: @escaping HubEventSink) {
+        locked.withLockedValue { locked in
+            locked.eventSink = sink
+            locked.state.recordsEvents = true
+        }
+    }
 }
 
 extension SignalServer {

@@ -26,6 +26,11 @@ public struct HubState: Sendable {
     var bufferedBytes = 0
     var remoteExpiries: [RemoteExpiry] = []
     var randomness = RandomCharacters()
+    /// Whether sessions starting and ending, joins, leaves and emptied rooms are recorded as ``HubEvent``s
+    /// (for webhooks; off by default, so a hub without them keeps no events).
+    public var recordsEvents = false
+    /// The events recorded since the last ``takeEvents()``, in the order they happened.
+    public internal(set) var events: [HubEvent] = []
 
     public init(limits: HubLimits = HubLimits()) {
         self.limits = limits
@@ -74,7 +79,7 @@ public struct HubState: Sendable {
                     if let old = sessions[peer]?.connection {
                         actions.append(.close(old, .idTaken, reason: "session taken over"))
                     }
-                    self.endSession(peer, actions: &actions)
+                    self.endSession(peer, reason: .closed, actions: &actions)
                 case .drawAgain:
                     peer = self.randomPeerID()
                 case .refuse(let refusal):
@@ -86,6 +91,7 @@ public struct HubState: Sendable {
             session.client = client
             sessions[peer] = session
             connections[connection] = peer
+            self.record(.sessionStarted(peer: peer))
             actions.append(.send(connection, welcome(peer, token.wireForm(peer: peer), false, false)))
             return .opened(peer: peer, resumed: false, gap: false, replayed: 0)
 
@@ -157,12 +163,12 @@ public struct HubState: Sendable {
                     let oldest = self.popOldestDetached(of: client)
                 {
                     counters.detachedEvicted += 1
-                    self.endSession(oldest, actions: &actions)
+                    self.endSession(oldest, reason: .expired, actions: &actions)
                 }
             }
             while detached.count >= limits.maxDetachedSessions, let oldest = self.popOldestDetached() {
                 counters.detachedEvicted += 1
-                self.endSession(oldest, actions: &actions)
+                self.endSession(oldest, reason: .expired, actions: &actions)
             }
             let until = now + limits.resumeGraceNanos
             sessions[peer]!.connection = nil
@@ -175,7 +181,7 @@ public struct HubState: Sendable {
                 detachQueueByClient[client, default: CircularBuffer()].append((peer, until))
             }
         } else {
-            self.endSession(peer, actions: &actions)
+            self.endSession(peer, reason: .closed, actions: &actions)
         }
     }
 
@@ -192,7 +198,7 @@ public struct HubState: Sendable {
     public mutating func tick(now: UInt64, actions: inout [HubAction]) {
         while let first = detachQueue.first, first.until <= now {
             detachQueue.removeFirst()
-            if self.isDetached(first) { self.endSession(first.peer, actions: &actions) }
+            if self.isDetached(first) { self.endSession(first.peer, reason: .expired, actions: &actions) }
         }
     }
 
@@ -314,6 +320,7 @@ public struct HubState: Sendable {
             }
             rooms[room, default: []].append(Member(peer: peer, meta: meta))
             sessions[peer]!.rooms.append(room)
+            self.record(.peerJoined(peer: peer, room: room))
         }
         let others = (rooms[room] ?? []).lazy.filter { $0.peer != peer }.map { (peer: $0.peer, meta: $0.meta) }
         actions.append(.send(connection, ServerMessage.joined(room: room, peers: Array(others), id: id)))
@@ -372,8 +379,10 @@ public struct HubState: Sendable {
     mutating func removeMember(_ peer: String, from room: String, actions: inout [HubAction]) {
         guard var members = rooms[room] else { return }
         members.removeAll { $0.peer == peer }
+        self.record(.peerLeft(peer: peer, room: room))
         if members.isEmpty {
             rooms[room] = nil
+            self.record(.roomEmpty(room: room))
             return
         }
         rooms[room] = members
@@ -400,7 +409,9 @@ public struct HubState: Sendable {
 
     // MARK: Session end
 
-    mutating func endSession(_ peer: String, actions: inout [HubAction]) {
+    /// Ends `peer`'s session: it leaves its rooms (the others get `peer-left`), senders of signals still
+    /// queued for it get `expired`; `reason` is what its `session.ended` event says.
+    mutating func endSession(_ peer: String, reason: SessionEndReason, actions: inout [HubAction]) {
         guard let session = sessions.removeValue(forKey: peer) else { return }
         self.undetach(session)
         unconfirmedResumes[peer] = nil
@@ -414,6 +425,20 @@ public struct HubState: Sendable {
                 self.notifyExpired(origin.origin, to: peer, actions: &actions)
             }
         }
+        self.record(.sessionEnded(peer: peer, reason: reason))
+    }
+
+    // MARK: Events
+
+    @inline(__always)
+    mutating func record(_ event: HubEvent) {
+        if recordsEvents { events.append(event) }
+    }
+
+    /// The events recorded since the last call.
+    public mutating func takeEvents() -> [HubEvent] {
+        defer { events = [] }
+        return events
     }
 
     // MARK: Randomness

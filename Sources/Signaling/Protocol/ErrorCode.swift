@@ -33,6 +33,9 @@ public enum CloseCode: UInt16, Sendable {
     case tryAgainLater = 1013
     case unauthorized = 4001
     case sessionNotResumable = 4002
+    /// The app's backend ended the session (`DELETE /v1/peers/{peer}` of the server API): reason `kicked`.
+    /// The session is gone; a resume is refused (4002).
+    case kicked = 4003
     case idTaken = 4009
 
     /// Whether a server close with this code keeps the session for the resume grace period.

@@ -117,6 +117,13 @@ public struct ServerConfiguration: Sendable {
     /// their TTL; nil: none.
     public var turn: TurnCredentialIssuer? = nil
 
+    /// The server API for the app's backend (`--api-listen`, `--api-key-file`): its own listener, keys and
+    /// limits (Docs/server-api.md); nil (the default): no API.
+    public var api: APIConfiguration? = nil
+    /// Webhooks to the app's backend (`--webhook-url`, `--webhook-secret-file`): sessions started and
+    /// ended, joins, leaves, emptied rooms, signed and retried (Docs/server-api.md); nil (the default): none.
+    public var webhooks: WebhookConfiguration? = nil
+
     /// Certificate chain and key for `wss://` and `https://` on the same port (nil: plain text).
     public var tls: TLSFiles? = nil
 

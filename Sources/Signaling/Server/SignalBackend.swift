@@ -12,11 +12,18 @@ import ServiceLifecycle
 /// stores no `Task` to cancel by hand. `run()` returns when its task is cancelled; it does not wait for
 /// graceful shutdown itself (the server decides when the backend stops). Do not add a backend to a
 /// `ServiceGroup` of your own.
-public protocol SignalBackend: SessionHub {
+///
+/// Every backend also answers the server API (``ServerAPIBackend``: server messages, listings, kicks), so
+/// `--api-listen` works the same whichever backend serves.
+public protocol SignalBackend: SessionHub, ServerAPIBackend {
     /// Runs the backend's background work until the task is cancelled.
     func run() async throws
     /// Whether the backend can serve sessions now (`/readyz` answers 503 otherwise).
     var isReady: Bool { get }
     /// Brings the exported metrics up to date; called when `/metrics` is scraped.
     func exportMetrics()
+    /// From now on, the backend hands `sink` the events of the sessions it serves (sessions started and
+    /// ended, joins, leaves, emptied rooms: the webhooks' source). Called before ``run()``; a cluster node
+    /// reports its own sessions' events, a mesh node those of the sessions it holds.
+    func setEventSink(_ sink: @escaping HubEventSink)
 }

@@ -44,6 +44,10 @@ public final class SignalServer: Service, Sendable {
     private let sweeps: [ObjectIdentifier: NIOLoopBoundBox<HeartbeatSweep>]
     /// What the WebSocket fast path accepts (the same paths, origins and header limits as the HTTP pipeline).
     private let handshakeRules: WebSocketHandshakeReader.Rules
+    /// The server API's listener (``ServerConfiguration/api``), started after the server's own port.
+    private let api: APIListener?
+    /// Sends the backend's events to the webhook receivers (``ServerConfiguration/webhooks``); run by ``run()``.
+    private let webhooks: WebhookDispatcher?
 
     /// - Parameters:
     ///   - backend: where sessions live (``Hub`` in memory, ``ClusterHub``, or a mesh bridge); the server
@@ -132,6 +136,26 @@ public final class SignalServer: Service, Sendable {
             maxLabels: configuration.metricsMaxTenants,
             factory: PrometheusMetricsFactory(registry: registry)
         )
+        self.api = configuration.api.map {
+            APIListener(
+                configuration: $0,
+                backend: backend,
+                logger: logger,
+                maxHeaderCount: configuration.maxHeaderCount,
+                maxHeaderBytes: configuration.maxHeaderBytes
+            )
+        }
+        if let webhooks = configuration.webhooks {
+            let dispatcher = WebhookDispatcher(
+                configuration: webhooks,
+                metricsFactory: PrometheusMetricsFactory(registry: registry),
+                logger: logger
+            )
+            backend.setEventSink { dispatcher.enqueue($0) }
+            self.webhooks = dispatcher
+        } else {
+            self.webhooks = nil
+        }
         let phase = self.phase
         self.endpoints = HTTPEndpoints(
             assets: WebAssets.load(from: configuration.webRoot),
@@ -171,6 +195,14 @@ public final class SignalServer: Service, Sendable {
             .get()
         phase.withLockedValue { $0 = .running(channel, quiesce) }
         let port = channel.localAddress?.port ?? configuration.port
+        if let api {
+            do {
+                try await api.start(group: group)
+            } catch {
+                await self.drain()
+                throw error
+            }
+        }
         logger.info(
             "signal hub listening",
             metadata: [
@@ -201,6 +233,7 @@ public final class SignalServer: Service, Sendable {
             phase = .draining
             return quiesce
         }
+        await api?.stop()
         if let quiesce = running {
             logger.info("draining: closing clients with 1001", metadata: ["connections": "\(limiter.total)"])
             let drained = group.next().makePromise(of: Void.self)
@@ -235,6 +268,12 @@ public final class SignalServer: Service, Sendable {
             } catch {
                 group.cancelAll()
                 throw error
+            }
+            if let webhooks {
+                group.addTask {
+                    await webhooks.run()
+                    return nil
+                }
             }
             if tls != nil {
                 group.addTask {
@@ -281,6 +320,9 @@ public final class SignalServer: Service, Sendable {
             return false
         }
     }
+
+    /// The server API's bound port, once started (nil without `--api-listen`).
+    public var apiPort: Int? { api?.localPort }
 
     /// Connections holding a slot of the connection caps (every accepted connection until it closes).
     var admittedConnections: Int { limiter.total }

@@ -27,11 +27,11 @@
 const REPLY_TYPES = new Set(['ack', 'authed', 'error', 'joined', 'updated', 'left', 'pong']);
 const SIGNAL_TYPES = new Set(['offer', 'answer', 'candidate', 'bye', 'message']);
 // Close codes after which reconnecting cannot help (the session is over for a reason the app must handle).
-const TERMINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4001, 4009]);
+const TERMINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4001, 4003, 4009]);
 const CLOSE_NAMES = {
   1000: 'normal', 1001: 'going away', 1002: 'protocol error', 1003: 'binary frame', 1006: 'connection lost',
   1007: 'invalid UTF-8', 1008: 'policy violation', 1009: 'message too big', 1011: 'server error',
-  1013: 'try again later', 4001: 'unauthorized', 4002: 'session cannot be resumed', 4009: 'session taken over',
+  1013: 'try again later', 4001: 'unauthorized', 4002: 'session cannot be resumed', 4003: 'kicked', 4009: 'session taken over',
 };
 
 const DEFAULTS = {
