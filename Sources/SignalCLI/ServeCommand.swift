@@ -78,6 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Largest total HTTP header size in bytes (431 above).") var maxHeaderBytes = 16 * 1024
     @Option(help: "Rooms one peer may be in.") var maxRoomsPerPeer = 16
     @Option(help: "Peers one room may hold.") var maxPeersPerRoom = 256
+    @Option(help: "Rooms one tenant (token claim 'tenant') may have at once; a join opening one more gets tenant-full.")
+    var maxRoomsPerTenant: Int?
     @Option(help: "Messages a client may send in a burst.") var rateBurst = 200
     @Option(help: "Messages per second a client may sustain.") var ratePerSecond = 100
     @Option(help: "Rate-limited messages tolerated before closing with 1008.") var rateMaxStrikes = 50
@@ -218,6 +220,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxHeaderBytes = maxHeaderBytes
         config.limits.maxRoomsPerPeer = maxRoomsPerPeer
         config.limits.maxPeersPerRoom = maxPeersPerRoom
+        if let maxRoomsPerTenant { config.limits.maxRoomsPerTenant = maxRoomsPerTenant }
         config.rateBurst = rateBurst
         config.ratePerSecond = ratePerSecond
         config.rateMaxStrikes = rateMaxStrikes

@@ -10,7 +10,7 @@ import os
 import time
 
 from backends import backend, redis_server  # noqa: F401 - fixtures
-from test_backends import assert_error, assert_nothing, other_node, resume_node
+from test_backends import assert_error, assert_nothing, other_node, resume_node  # noqa: F401
 
 
 def names():
@@ -150,3 +150,38 @@ def test_sessions_per_tenant_are_capped_and_counted(start_hub):
     again.read_welcome()
     for ws in [second, again] + others:
         ws.close()
+
+
+def test_rooms_per_tenant_are_capped_on_every_backend(start_hub, tmp_path, redis_server):  # noqa: F811
+    """`--max-rooms-per-tenant 2`: a tenant's join that would open a third room gets `tenant-full` (the
+    connection stays), joining one of its two rooms still works, another tenant and the default tenant
+    are not held back, and a room that empties gives its place back. On the single hub, across two Redis
+    cluster nodes (the tenant's rooms counted in Redis), and on a mesh node (counted per node)."""
+    from backends import KINDS, start_backend
+
+    for kind in KINDS:
+        redis = redis_server.get() if kind == "cluster" else None
+        (tmp_path / kind).mkdir()
+        backend = start_backend(
+            kind, tmp_path / kind, auth=True, redis=redis, prefix="trooms",
+            node_args=lambda i: ["--max-rooms-per-tenant", "2"],
+        )
+        try:
+            acme, globex, a, b, _ = names()
+            rooms = [f"room{n}-{a}" for n in range(3)]
+            alice = backend.connect(0, a, rooms=rooms[:2], tenant=acme)
+            bob = backend.connect(other_node(backend, 0) if kind == "cluster" else 0, b, tenant=acme)
+            reply = bob.request({"type": "join", "room": rooms[2], "id": "j3"})
+            assert_error(reply, "tenant-full", "j3")
+            assert reply["message"] == "the tenant has the most rooms it may have (2)", (kind, reply)
+            assert bob.request({"type": "join", "room": rooms[0], "id": "j0"})["type"] == "joined", kind
+            other = backend.connect(0, a, rooms=rooms[:2], tenant=globex)
+            plain = backend.connect(0, a, rooms=rooms)
+            # alice and bob leave rooms[0]: it empties, and a new room fits again.
+            for client in (alice, bob):
+                assert client.request({"type": "leave", "room": rooms[0], "id": "l0"})["type"] == "left", kind
+            assert bob.request({"type": "join", "room": rooms[2], "id": "j4"})["type"] == "joined", kind
+            for client in (alice, bob, other, plain):
+                client.close()
+        finally:
+            backend.stop()

@@ -99,6 +99,12 @@ extension ClusterHub {
     /// Takes `peer` out of `room`; returns the members left.
     func leave(_ room: String, peer: String) async throws(RedisError) -> [String] {
         let reply = try await redis.run(ClusterScripts.leaveRoom, keys: [keys.room(room)], arguments: [peer])
-        return LeaveReply(reply)?.remaining ?? []
+        let remaining = LeaveReply(reply)?.remaining ?? []
+        let tenant = Tenant.of(room)
+        if remaining.isEmpty, limits.maxRoomsPerTenant != .max, !tenant.isDefault {
+            // The room is gone: it no longer counts against its tenant.
+            _ = try await redis.send(["SREM", keys.tenantRooms(tenant), room])
+        }
+        return remaining
     }
 }

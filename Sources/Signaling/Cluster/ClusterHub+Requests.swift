@@ -86,6 +86,19 @@ extension ClusterHub {
         ) {
             return self.replyError(connection, refusal, id: id)
         }
+        // A named tenant's rooms are counted in a set of their own (`--max-rooms-per-tenant`): the room is
+        // entered there first, refused when the set is full and the room not in it.
+        let tenant = Tenant.of(room)
+        if limits.maxRoomsPerTenant != .max, !tenant.isDefault {
+            let reserved = try await redis.run(
+                ClusterScripts.reserveRoom,
+                keys: [keys.tenantRooms(tenant)],
+                arguments: [room, limits.maxRoomsPerTenant]
+            )
+            if reserved.int == 0 {
+                return self.replyError(connection, .tenantRoomsFull(limit: limits.maxRoomsPerTenant), id: id)
+            }
+        }
         let reply = try await redis.run(
             ClusterScripts.joinRoom,
             keys: [keys.room(room)],

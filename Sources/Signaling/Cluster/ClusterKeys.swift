@@ -12,6 +12,9 @@ struct ClusterKeys: Sendable {
         return [base + "s", base + "b", base + "m", base + "d", base + "dl"]
     }
 
+    /// `prefix:tenant:{tenant}:rooms` (set: the rooms a named tenant has, with `--max-rooms-per-tenant`).
+    func tenantRooms(_ tenant: Tenant) -> String { "\(prefix):tenant:{\(tenant.name)}:rooms" }
+
     /// `prefix:room:{room}` (hash: member peer id → its `meta` JSON, empty for none).
     func room(_ room: String) -> String { "\(prefix):room:{\(room)}" }
 

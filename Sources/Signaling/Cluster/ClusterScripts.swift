@@ -410,6 +410,17 @@ enum ClusterScripts {
         """
     )
 
+    /// Counts a room against its tenant (KEYS[1], the tenant's room set) before a join. ARGV: room, the most
+    /// rooms. Returns 1 when the room is in the set (already, or added now), 0 when the set is full.
+    static let reserveRoom = RedisScript(
+        """
+        if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+        if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+        redis.call('SADD', KEYS[1], ARGV[1])
+        return 1
+        """
+    )
+
     /// Leaves a room. ARGV: peer. Returns `{removed (0/1), {remaining members…}}`.
     static let leaveRoom = RedisScript(
         """
@@ -429,6 +440,6 @@ enum ClusterScripts {
 
     static let all: [RedisScript] = [
         create, resume, deliver, deliverBatch, detach, touch, end, kick, since, trim, sessionRooms, joinRoom,
-        updateMeta, leaveRoom, forgetDeadline,
+        updateMeta, leaveRoom, forgetDeadline, reserveRoom,
     ]
 }

@@ -5,6 +5,10 @@ public struct HubLimits: Sendable {
     public var maxRoomsPerPeer: Int = 16
     /// Peers in one room (`room-full` beyond). Also bounds how far one broadcast can amplify.
     public var maxPeersPerRoom: Int = 256
+    /// Rooms one tenant (``Tenant``, a token's `tenant` claim) may have at once (`tenant-full` for a join
+    /// that would open one more; `--max-rooms-per-tenant`). Unbounded by default; the default tenant is
+    /// never bounded by it.
+    public var maxRoomsPerTenant: Int = .max
     /// Sequenced messages kept per session for resume (the oldest are dropped beyond, creating a gap).
     public var resumeBufferMessages: Int = 256
     /// Bytes kept per session for resume.

@@ -10,6 +10,8 @@ public struct HubState: Sendable {
     var sessions: [String: Session] = [:]
     var connections: [ConnectionID: String] = [:]
     var rooms: [String: [Member]] = [:]
+    /// Rooms per named tenant (``Tenant``), kept only when ``HubLimits/maxRoomsPerTenant`` is set.
+    var tenantRooms: [Tenant: Int] = [:]
     var detached: Set<String> = []
     /// The sessions waiting to resume, oldest first (so also in the order their grace periods end).
     /// Entries of sessions that resumed or ended since are skipped when reached, and dropped when they
@@ -302,7 +304,8 @@ public struct HubState: Sendable {
             grant: session.grant,
             isMember: index != nil,
             roomsHeld: session.rooms.count,
-            roomSize: rooms[room]?.count ?? 0
+            roomSize: rooms[room]?.count ?? 0,
+            tenantRooms: { self.tenantRooms[Tenant.of(room), default: 0] }
         ) {
         case .refuse(let refusal):
             actions.append(.send(connection, self.errorReply(refusal, id: id)))
@@ -317,6 +320,10 @@ public struct HubState: Sendable {
             let prefix = ServerMessage.peerJoinedPrefix(room: room, peer: peer, meta: meta)
             for member in rooms[room] ?? [] {
                 _ = self.deliver(to: member.peer, .prefix(prefix), origin: nil, actions: &actions)
+            }
+            if rooms[room] == nil, policy.limits.maxRoomsPerTenant != .max {
+                let tenant = Tenant.of(room)
+                if !tenant.isDefault { tenantRooms[tenant, default: 0] += 1 }
             }
             rooms[room, default: []].append(Member(peer: peer, meta: meta))
             sessions[peer]!.rooms.append(room)
@@ -382,6 +389,10 @@ public struct HubState: Sendable {
         self.record(.peerLeft(peer: peer, room: room))
         if members.isEmpty {
             rooms[room] = nil
+            if policy.limits.maxRoomsPerTenant != .max {
+                let tenant = Tenant.of(room)
+                if let count = tenantRooms[tenant] { tenantRooms[tenant] = count > 1 ? count - 1 : nil }
+            }
             self.record(.roomEmpty(room: room))
             return
         }

@@ -52,6 +52,8 @@ public enum Refusal: Sendable, Equatable, Error {
     case rateLimited(perSecond: Int)
     /// The token's tenant already has the most sessions it may have on this server.
     case tenantFull(limit: Int)
+    /// A join would open a room beyond the most rooms the tenant may have.
+    case tenantRoomsFull(limit: Int)
 
     /// The protocol's error code.
     public var code: ErrorCode {
@@ -68,7 +70,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .tokenRequired, .tokenRejected, .tokenExpired, .tokenSubjectChanged: return .unauthorized
         case .invalidPeerID, .authNotEnabled: return .badMessage
         case .rateLimited: return .rateLimited
-        case .tenantFull: return .tenantFull
+        case .tenantFull, .tenantRoomsFull: return .tenantFull
         }
     }
 
@@ -99,6 +101,7 @@ public enum Refusal: Sendable, Equatable, Error {
         case .invalidPeerID: return "peer id must be 1-64 characters of [A-Za-z0-9._~-]"
         case .rateLimited(let perSecond): return "slow down: at most \(perSecond) messages/s"
         case .tenantFull(let limit): return "the tenant has the most sessions it may have here (\(limit))"
+        case .tenantRoomsFull(let limit): return "the tenant has the most rooms it may have (\(limit))"
         }
     }
 

@@ -84,13 +84,26 @@ public struct RoutingPolicy: Sendable {
     }
 
     /// Decides a `join` of `room` by a peer with `grant`, already in `rooms`, into a room of `roomSize`
-    /// members (`isMember`: whether the peer is one of them).
-    public func join(room: String, grant: RoomGrant, isMember: Bool, roomsHeld: Int, roomSize: Int) -> Join {
+    /// members (`isMember`: whether the peer is one of them). `tenantRooms`: the rooms the room's tenant
+    /// has (``Tenant``), asked only when the join would open a new room of a named tenant.
+    public func join(
+        room: String,
+        grant: RoomGrant,
+        isMember: Bool,
+        roomsHeld: Int,
+        roomSize: Int,
+        tenantRooms: () -> Int = { 0 }
+    ) -> Join {
         guard grant.allows(room) else { return .refuse(.roomNotGranted(room)) }
         if isMember { return .rejoin }
         guard roomsHeld < limits.maxRoomsPerPeer else { return .refuse(.tooManyRooms(limit: limits.maxRoomsPerPeer)) }
         guard roomSize < limits.maxPeersPerRoom else {
             return .refuse(.roomFull(room, limit: limits.maxPeersPerRoom))
+        }
+        if roomSize == 0, limits.maxRoomsPerTenant != .max, tenantRooms() >= limits.maxRoomsPerTenant,
+            !Tenant.of(room).isDefault
+        {
+            return .refuse(.tenantRoomsFull(limit: limits.maxRoomsPerTenant))
         }
         return .join
     }

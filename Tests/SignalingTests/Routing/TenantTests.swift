@@ -137,3 +137,27 @@ import Testing
         #expect(kept == "b" && plain == "(default)")
     }
 }
+
+/// `--max-rooms-per-tenant` in the routing policy: only a join that opens a room of a named tenant counts.
+@Suite struct TenantRoomsPolicyTests {
+    @Test func aJoinOpeningOneRoomTooManyIsRefused() {
+        var limits = HubLimits()
+        limits.maxRoomsPerTenant = 2
+        let policy = RoutingPolicy(limits: limits)
+        func join(_ room: String, size: Int, tenantRooms: Int) -> RoutingPolicy.Join {
+            policy.join(
+                room: room,
+                grant: .all,
+                isMember: false,
+                roomsHeld: 0,
+                roomSize: size,
+                tenantRooms: { tenantRooms }
+            )
+        }
+        #expect(join("acme/c", size: 0, tenantRooms: 2) == .refuse(.tenantRoomsFull(limit: 2)))
+        #expect(join("acme/c", size: 0, tenantRooms: 1) == .join)
+        #expect(join("acme/a", size: 1, tenantRooms: 2) == .join, "an open room of the tenant")
+        #expect(join("c", size: 0, tenantRooms: 2) == .join, "the default tenant is not bounded")
+        #expect(Refusal.tenantRoomsFull(limit: 2).code == .tenantFull)
+    }
+}
