@@ -53,6 +53,9 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         var announced: [String: Set<String>] = [:]
         /// Each sender's requests that crossed the mesh, by request id (for resends after a resume).
         var requests: [String: RememberedRequests] = [:]
+        /// Server API calls this node's API asked other nodes, by ticket, and their mesh signals.
+        var apiCalls: [UInt64: APICall] = [:]
+        var apiKeys: [SignalKey: (ticket: UInt64, target: String)] = [:]
         var invalidPayloads = 0
     }
 
@@ -63,6 +66,8 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     private let answerTimeoutNanos: UInt64
     let validator: RelayValidator
     let policy: RoutingPolicy
+    /// This node's API peer (``apiPeer(of:)``): the mesh sender and recipient of server API calls.
+    let apiPeer: String
     let state = NIOLockedValueBox(State())
     private let invalidCounter: Counter
 
@@ -84,6 +89,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         let (seconds, attoseconds) = answerTimeout.components
         self.answerTimeoutNanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
         self.policy = hub.policy
+        self.apiPeer = Self.apiPeer(of: runtime.id)
         self.validator = RelayValidator(maxSenderRooms: policy.limits.maxRoomsPerPeer)
         self.invalidCounter = Counter(
             label: "signal_mesh_invalid_payloads_total",
@@ -103,6 +109,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     /// reported back); then leaves the mesh. The server that takes the bridge as its backend runs it.
     public func run() async throws {
         try await runtime.start()
+        self.hostAPIPeer()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await self.hub.run() }
             group.addTask {
@@ -132,6 +139,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         for pending in overdue {
             self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id))
         }
+        self.sweepAPICalls(now: now)
         // Sessions that ended here: the rooms they were in get `peer-left`; then the senders of signals
         // queued for them and never read get `expired` (in that order, as on one hub: Docs/protocol.md);
         // then they leave the mesh (a node relays only for the peers it hosts, so not before). The expiries
