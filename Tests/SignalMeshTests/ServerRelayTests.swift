@@ -97,7 +97,14 @@ import Testing
         #expect(validate(toBob, from: local, origin: here, to: "bob") == nil)
         #expect(validate(toBob, from: "@server", to: "bob") == nil)
         #expect(
-            validator.validateServer(toBob, from: sender, origin: origin, to: "bob", addressed: false, localAPIPeer: local)
+            validator.validateServer(
+                toBob,
+                from: sender,
+                origin: origin,
+                to: "bob",
+                addressed: false,
+                localAPIPeer: local
+            )
                 == nil
         )
         // The peers' payload kinds are no server call, and the peers' path refuses server calls.
