@@ -26,7 +26,9 @@ import Signaling
 ///   connected recipient only (an away one refuses it: ``Refusal/recipientAway(_:)``);
 /// - whatever another node relays is validated (``RelayValidator``) before a client sees it; invalid
 ///   payloads are dropped and counted (`signal_mesh_invalid_payloads_total`);
-/// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones.
+/// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones;
+/// - the server API acts on every node's sessions: calls cross the mesh from this node's API peer
+///   (``apiPeer(of:)``) as ``ServerRequest``s and come back as ``ServerAnswer``s (MeshBridge+ServerAPI.swift).
 public final class MeshBridge: SessionHub, MeshDelivery {
     struct Connection {
         var peer: String

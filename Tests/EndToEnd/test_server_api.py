@@ -1,6 +1,6 @@
 """The server API and the webhooks (issue 20, items 1, 2, 5 and 6) against each backend of `signal serve`:
-the in-memory hub, two Redis cluster nodes (an API call on node 0 reaching a peer on node 1), two mesh
-nodes (where the API acts on the node's own sessions: Docs/protocol.md, "Several nodes").
+the in-memory hub, two Redis cluster nodes and two mesh nodes (on both, an API call on node 0 reaching a
+peer on node 1, and room calls summing both nodes: Docs/protocol.md, "Several nodes").
 
 Every node runs with auth on (as the conformance suite does), its own `--api-listen` port, the same
 `--api-key-file` (a default-tenant key and a second key for the rate limit) and one `--webhook-url`: a
