@@ -14,7 +14,9 @@ import Signaling
 /// - signal (4): type index, ticket UInt64, id?, room?, sender-room count UInt8 and the names, prefix
 ///   length UInt32, prefix;
 /// - presence (2): the prefix (the rest of the payload);
-/// - answer (5): outcome, type index, ticket UInt64, id?, recipient, room? (of a `not-in-room` outcome).
+/// - answer (5): outcome, type index, ticket UInt64, id?, recipient, room? (of a `not-in-room` outcome);
+/// - server request (6) and server answer (7): a server API call made on another node and its answer
+///   (``ServerRequest``, ``ServerAnswer``; layouts in BridgePayload+Server.swift).
 ///
 /// An optional string is a byte 0 (absent) or 1 followed by the string. Kinds 1 and 3 were the signal and
 /// notice of the first layout (before the recipient's node applied the policy); they are not decoded.
@@ -54,11 +56,17 @@ enum BridgePayload: Equatable, Sendable {
     case signal(Signal)
     case presence(prefix: [UInt8])
     case answer(Answer)
+    /// A server API call for a peer or a node here, from another node's API (``MeshBridge/apiPeer(of:)``).
+    case server(ServerRequest)
+    /// What a node did with a ``ServerRequest``, back to the node whose API asked.
+    case serverAnswer(ServerAnswer)
 
-    private enum Kind: UInt8 {
+    enum Kind: UInt8 {
         case presence = 2
         case signal = 4
         case answer = 5
+        case server = 6
+        case serverAnswer = 7
     }
 
     /// Outcome bytes. Refusals the recipient's side can give; any other travels as ``Refusal/unavailable``.
@@ -93,6 +101,12 @@ enum BridgePayload: Equatable, Sendable {
             Self.write(answer.id, to: &writer)
             writer.write(string: answer.recipient)
             Self.write(room, to: &writer)
+        case .server(let request):
+            writer.write(Kind.server.rawValue)
+            request.write(to: &writer)
+        case .serverAnswer(let answer):
+            writer.write(Kind.serverAnswer.rawValue)
+            answer.write(to: &writer)
         }
         return writer.bytes
     }
@@ -131,6 +145,10 @@ enum BridgePayload: Equatable, Sendable {
                 let room = try Self.readOptional(&reader)
                 guard let outcome = Self.outcome(code, recipient: recipient, room: room) else { return nil }
                 self = .answer(Answer(outcome: outcome, type: type, ticket: ticket, id: id, recipient: recipient))
+            case .server:
+                self = .server(try ServerRequest(reading: &reader))
+            case .serverAnswer:
+                self = .serverAnswer(try ServerAnswer(reading: &reader))
             case .presence:
                 return nil
             }
@@ -179,13 +197,13 @@ enum BridgePayload: Equatable, Sendable {
         return SignalType.allCases[Int(byte)]
     }
 
-    private static func write(_ value: String?, to writer: inout ByteWriter) {
+    static func write(_ value: String?, to writer: inout ByteWriter) {
         guard let value else { return writer.write(UInt8(0)) }
         writer.write(UInt8(1))
         writer.write(string: value)
     }
 
-    private static func readOptional(_ reader: inout ByteReader) throws(MeshDecodingError) -> String? {
+    static func readOptional(_ reader: inout ByteReader) throws(MeshDecodingError) -> String? {
         switch try reader.readByte() {
         case 0: return nil
         case 1: return try reader.readString()

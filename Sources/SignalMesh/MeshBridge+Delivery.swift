@@ -29,7 +29,30 @@ extension MeshBridge {
         }
     }
 
+    /// What the mesh brings, with the node it came from: server API calls (from another node's API peer, or
+    /// answers to this node's) are validated against that node (``RelayValidator/validateServer(_:from:origin:to:addressed:localAPIPeer:)``);
+    /// everything else goes the peers' way.
+    public func deliver(_ payload: [UInt8], from sender: String, origin: MeshKey, to peer: String, addressed: Bool) {
+        guard sender.hasPrefix(Self.apiPeerPrefix) || peer == apiPeer else {
+            return self.deliver(payload, from: sender, to: peer, addressed: addressed)
+        }
+        let relayed = validator.validateServer(
+            payload,
+            from: sender,
+            origin: origin,
+            to: peer,
+            addressed: addressed,
+            localAPIPeer: apiPeer
+        )
+        switch relayed {
+        case .request(let request): self.serve(request, from: sender, to: peer)
+        case .answer(let answer): self.receiveAPIAnswer(answer, from: sender)
+        case nil: self.countInvalid()
+        }
+    }
+
     public func unavailable(_ key: SignalKey, peer: String) {
+        if peer == apiPeer { return self.apiUnavailable(key) }
         let ticket = state.withLockedValue { $0.tickets[key] }
         guard let ticket, let pending = self.takePending(ticket) else { return }
         self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id))

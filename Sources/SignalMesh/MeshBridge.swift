@@ -26,7 +26,9 @@ import Signaling
 ///   connected recipient only (an away one refuses it: ``Refusal/recipientAway(_:)``);
 /// - whatever another node relays is validated (``RelayValidator``) before a client sees it; invalid
 ///   payloads are dropped and counted (`signal_mesh_invalid_payloads_total`);
-/// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones.
+/// - signals the mesh brings for local peers are sequenced and buffered by the hub like local ones;
+/// - the server API acts on every node's sessions: calls cross the mesh from this node's API peer
+///   (``apiPeer(of:)``) as ``ServerRequest``s and come back as ``ServerAnswer``s (MeshBridge+ServerAPI.swift).
 public final class MeshBridge: SessionHub, MeshDelivery {
     struct Connection {
         var peer: String
@@ -53,6 +55,9 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         var announced: [String: Set<String>] = [:]
         /// Each sender's requests that crossed the mesh, by request id (for resends after a resume).
         var requests: [String: RememberedRequests] = [:]
+        /// Server API calls this node's API asked other nodes, by ticket, and their mesh signals.
+        var apiCalls: [UInt64: APICall] = [:]
+        var apiKeys: [SignalKey: (ticket: UInt64, target: String)] = [:]
         var invalidPayloads = 0
     }
 
@@ -63,6 +68,8 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     private let answerTimeoutNanos: UInt64
     let validator: RelayValidator
     let policy: RoutingPolicy
+    /// This node's API peer (``apiPeer(of:)``): the mesh sender and recipient of server API calls.
+    let apiPeer: String
     let state = NIOLockedValueBox(State())
     private let invalidCounter: Counter
 
@@ -84,6 +91,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         let (seconds, attoseconds) = answerTimeout.components
         self.answerTimeoutNanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
         self.policy = hub.policy
+        self.apiPeer = Self.apiPeer(of: runtime.id)
         self.validator = RelayValidator(maxSenderRooms: policy.limits.maxRoomsPerPeer)
         self.invalidCounter = Counter(
             label: "signal_mesh_invalid_payloads_total",
@@ -103,6 +111,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
     /// reported back); then leaves the mesh. The server that takes the bridge as its backend runs it.
     public func run() async throws {
         try await runtime.start()
+        self.hostAPIPeer()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await self.hub.run() }
             group.addTask {
@@ -132,6 +141,7 @@ public final class MeshBridge: SessionHub, MeshDelivery {
         for pending in overdue {
             self.answer(pending, Refusal.peerUnavailable(pending.target).errorMessage(id: pending.id))
         }
+        self.sweepAPICalls(now: now)
         // Sessions that ended here: the rooms they were in get `peer-left`; then the senders of signals
         // queued for them and never read get `expired` (in that order, as on one hub: Docs/protocol.md);
         // then they leave the mesh (a node relays only for the peers it hosts, so not before). The expiries

@@ -47,6 +47,9 @@ struct RelayValidator: Sendable {
                 (answer.ticket != 0) == (answer.outcome != .expired)
             else { return nil }
             return .answer(answer)
+        case .server, .serverAnswer:
+            // Only a node's API peer sends these (``validateServer(_:from:origin:to:addressed:localAPIPeer:)``).
+            return nil
         }
     }
 
@@ -139,7 +142,7 @@ struct RelayValidator: Sendable {
     }
 
     /// The prefix completed as the hub completes it (`seq` 0 and the closing brace).
-    private static func completed(_ prefix: [UInt8]) -> ByteBuffer {
+    static func completed(_ prefix: [UInt8]) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: prefix.count + 2)
         buffer.writeBytes(prefix)
         buffer.writeStaticString("0}")
@@ -149,7 +152,7 @@ struct RelayValidator: Sendable {
     /// The server-owned members (`from`, `seq`) of a completed message in order, or nil when the message is
     /// not one object, `seq` is not its last member (the one the hub completes), or `accept` refuses a
     /// member's string value.
-    private static func serverMembers(
+    static func serverMembers(
         of message: ByteBuffer,
         prefixLength: Int,
         accept: (String, String) -> Bool

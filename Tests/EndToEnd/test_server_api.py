@@ -1,6 +1,6 @@
 """The server API and the webhooks (issue 20, items 1, 2, 5 and 6) against each backend of `signal serve`:
-the in-memory hub, two Redis cluster nodes (an API call on node 0 reaching a peer on node 1), two mesh
-nodes (where the API acts on the node's own sessions: Docs/protocol.md, "Several nodes").
+the in-memory hub, two Redis cluster nodes and two mesh nodes (on both, an API call on node 0 reaching a
+peer on node 1, and room calls summing both nodes: Docs/protocol.md, "Several nodes").
 
 Every node runs with auth on (as the conformance suite does), its own `--api-listen` port, the same
 `--api-key-file` (a default-tenant key and a second key for the rate limit) and one `--webhook-url`: a
@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -154,9 +155,9 @@ def setup(request, tmp_path_factory, redis_server):  # noqa: F811 - fixture
 
 
 def far(setup):
-    """The node of a peer the API on node 0 acts on: node 1 on the cluster (another node), node 0 on the
-    mesh (the API acts on its own node's sessions) and on the single hub."""
-    return 1 if setup.kind == "cluster" else 0
+    """The node of a peer the API on node 0 acts on: node 1 on the cluster and the mesh (another node), node
+    0 on the single hub."""
+    return 1 if setup.kind in ("cluster", "mesh") else 0
 
 
 # MARK: Auth and errors
@@ -234,10 +235,11 @@ def test_a_message_to_a_peer_reaches_it_from_the_server(setup):
     message = client.wait(lambda m: m["type"] == "message")
     assert message["from"] == "@server" and message["to"] == alice, message
     assert message["data"] == {"call": "incoming", "n": [1, 2]} and message["seq"] >= 1, message
-    if setup.kind == "mesh":
-        # Docs/protocol.md, "Several nodes": on the mesh the API acts on the sessions of its own node.
-        status, body, _ = setup.api(1).call("POST", f"/v1/peers/{alice}/messages", {"data": 1})
-        assert status == 404, body
+    if setup.kind in ("cluster", "mesh"):
+        # The node that holds alice's session answers as well.
+        status, body, _ = setup.api(1).call("POST", f"/v1/peers/{alice}/messages", {"data": 2})
+        assert (status, body) == (200, {"delivered": 1, "queued": 0}), body
+        assert client.wait(lambda m: m["type"] == "message" and m["data"] == 2)["from"] == "@server"
     client.close()
 
 
@@ -283,6 +285,11 @@ def test_rooms_members_and_sessions_are_listed(setup):
     assert status == 200 and body["peer"] == b and body["connected"] is True and body["rooms"] == [room], body
     if setup.kind == "cluster":
         assert body["node"] == "api-n1", body
+    elif setup.kind == "mesh":
+        # The mesh id of the node holding it, as the nodes log it: another than node 0's own.
+        assert re.fullmatch(r"[0-9a-f]{12}", body["node"]), body
+        status, mine, _ = api.call("GET", f"/v1/peers/{a}")
+        assert status == 200 and re.fullmatch(r"[0-9a-f]{12}", mine["node"]) and mine["node"] != body["node"], mine
     else:
         assert "node" not in body
     bob.drop()

@@ -8,8 +8,18 @@ public protocol MeshDelivery: AnyObject, Sendable {
     /// A signal for `peer`, connected to this node. `payload` is what the entry node handed to
     /// ``MeshRuntime/send(from:to:payload:)``; `addressed` is false for a room broadcast.
     func deliver(_ payload: [UInt8], from sender: String, to peer: String, addressed: Bool)
+    /// The same, with the node the signal came from: `origin`, whose credential (checked before this
+    /// call: ``SignalCredential``) vouches that it hosts `sender` and sent this payload. The runtime calls
+    /// this one; by default it forgets the origin and calls ``deliver(_:from:to:addressed:)``.
+    func deliver(_ payload: [UInt8], from sender: String, origin: MeshKey, to peer: String, addressed: Bool)
     /// A signal a local peer sent found no node hosting its recipient.
     func unavailable(_ key: SignalKey, peer: String)
+}
+
+extension MeshDelivery {
+    public func deliver(_ payload: [UInt8], from sender: String, origin: MeshKey, to peer: String, addressed: Bool) {
+        self.deliver(payload, from: sender, to: peer, addressed: addressed)
+    }
 }
 
 /// Everything a mesh node needs to run over real sockets.
@@ -220,7 +230,13 @@ public final class MeshRuntime: Sendable {
                 // members here.
                 if signal.origin == id, !signal.isAddressed { continue }
                 metrics?.delivered(hops: signal.hops)
-                delivery?.deliver(signal.payload, from: signal.from, to: peer, addressed: signal.isAddressed)
+                delivery?.deliver(
+                    signal.payload,
+                    from: signal.from,
+                    origin: signal.origin,
+                    to: peer,
+                    addressed: signal.isAddressed
+                )
             case .unavailable(let key, let peer):
                 delivery?.unavailable(key, peer: peer)
             case .membership(let event):
