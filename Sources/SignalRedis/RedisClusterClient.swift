@@ -160,18 +160,36 @@ public final class RedisClusterClient: RedisClient {
         }
     }
 
-    /// `SCAN` on every primary: on the primary of each shard's first slot (``RedisClusterSlotMap/firstSlots``),
-    /// so a scan goes on with its cursor on the new primary after a failover (a replica promoted has the
-    /// same keys). Keys whose slot moves to another shard during the scan (resharding) may be missed.
+    /// `SCAN` on every primary, all at once: on the primary of each shard's first slot
+    /// (``RedisClusterSlotMap/firstSlots``), so a scan goes on with its cursor on the new primary after a
+    /// failover (a replica promoted has the same keys). Keys whose slot moves to another shard during the
+    /// scan (resharding) may be missed.
     public func scan(matching pattern: String, count: Int, limit: Int, timeout: Duration?) async throws(RedisError)
         -> [String]
     {
-        var found = RedisScan.Found(limit: limit)
-        for slot in try await firstSlots(timeout: timeout) where !found.isFull {
-            try await RedisScan.collect(pattern: pattern, count: count, into: &found) {
-                command async throws(RedisError) -> RESPValue in
-                try await self.execute(command, slot: slot, timeout: timeout, acknowledged: false)
+        let slots = try await firstSlots(timeout: timeout)
+        let shards = await withTaskGroup(of: Result<[String], RedisError>.self) { group in
+            for slot in slots {
+                group.addTask { () async -> Result<[String], RedisError> in
+                    var found = RedisScan.Found(limit: limit)
+                    do throws(RedisError) {
+                        try await RedisScan.collect(pattern: pattern, count: count, into: &found) {
+                            command async throws(RedisError) -> RESPValue in
+                            try await self.execute(command, slot: slot, timeout: timeout, acknowledged: false)
+                        }
+                        return .success(found.keys)
+                    } catch {
+                        return .failure(error)
+                    }
+                }
             }
+            var all: [Result<[String], RedisError>] = []
+            for await shard in group { all.append(shard) }
+            return all
+        }
+        var found = RedisScan.Found(limit: limit)
+        for shard in shards {
+            for key in try shard.get() { found.add(key) }
         }
         return found.keys
     }
