@@ -33,6 +33,12 @@ public protocol RedisClient: AnyObject, Sendable {
         arguments: [any RESPEncodable],
         timeout: Duration?
     ) -> EventLoopFuture<RESPValue>
+    /// Every key matching the glob `pattern`, each once, at most `limit` (the scan then stops early):
+    /// `SCAN 0 MATCH pattern COUNT count` and on with the cursor it returns until that is 0 again; in a
+    /// cluster, on every primary. As `SCAN` promises, every key present from start to end is returned, one
+    /// added or deleted meanwhile may or may not be. `timeout` is each step's.
+    func scan(matching pattern: String, count: Int, limit: Int, timeout: Duration?) async throws(RedisError)
+        -> [String]
 }
 
 extension RedisClient {
@@ -60,8 +66,24 @@ extension RedisClient {
     ) -> EventLoopFuture<RESPValue> {
         submit(script, keys: keys, arguments: arguments, timeout: nil)
     }
+
+    /// ``scan(matching:count:limit:timeout:)`` 1,000 keys a step, with the configured timeout.
+    public func scan(matching pattern: String, limit: Int = .max) async throws(RedisError) -> [String] {
+        try await scan(matching: pattern, count: 1000, limit: limit, timeout: nil)
+    }
 }
 
 extension RedisConnection: RedisClient {
     public var stateDescription: String { state.description }
+
+    public func scan(matching pattern: String, count: Int, limit: Int, timeout: Duration?) async throws(RedisError)
+        -> [String]
+    {
+        var found = RedisScan.Found(limit: limit)
+        try await RedisScan.collect(pattern: pattern, count: count, into: &found) {
+            command async throws(RedisError) -> RESPValue in
+            try await self.send(command, timeout: timeout)
+        }
+        return found.keys
+    }
 }

@@ -160,6 +160,53 @@ public final class RedisClusterClient: RedisClient {
         }
     }
 
+    /// `SCAN` on every primary, all at once: on the primary of each shard's first slot
+    /// (``RedisClusterSlotMap/firstSlots``), so a scan goes on with its cursor on the new primary after a
+    /// failover (a replica promoted has the same keys). Keys whose slot moves to another shard during the
+    /// scan (resharding) may be missed.
+    public func scan(matching pattern: String, count: Int, limit: Int, timeout: Duration?) async throws(RedisError)
+        -> [String]
+    {
+        let slots = try await firstSlots(timeout: timeout)
+        let shards = await withTaskGroup(of: Result<[String], RedisError>.self) { group in
+            for slot in slots {
+                group.addTask { () async -> Result<[String], RedisError> in
+                    var found = RedisScan.Found(limit: limit)
+                    do throws(RedisError) {
+                        try await RedisScan.collect(pattern: pattern, count: count, into: &found) {
+                            command async throws(RedisError) -> RESPValue in
+                            try await self.execute(command, slot: slot, timeout: timeout, acknowledged: false)
+                        }
+                        return .success(found.keys)
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var all: [Result<[String], RedisError>] = []
+            for await shard in group { all.append(shard) }
+            return all
+        }
+        var found = RedisScan.Found(limit: limit)
+        for shard in shards {
+            for key in try shard.get() { found.add(key) }
+        }
+        return found.keys
+    }
+
+    /// ``RedisClusterSlotMap/firstSlots`` once the slot map is known, waiting for it up to the timeout.
+    private func firstSlots(timeout: Duration?) async throws(RedisError) -> [Int] {
+        let deadline = ContinuousClock.now + (timeout ?? configuration.commandTimeout)
+        while true {
+            if let map = slotMap, map.coversEverySlot { return map.firstSlots }
+            guard ContinuousClock.now < deadline else {
+                throw RedisError(.notConnected, "no Redis Cluster slot map covering every slot (seeds \(seedList))")
+            }
+            requestRefresh()
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// Queues the script on its slot's primary at once (so scripts submitted one after another run in that
     /// order); a redirect, an unknown script or a command not sent is then retried like
     /// ``run(_:keys:arguments:timeout:)``.
@@ -217,11 +264,12 @@ public final class RedisClusterClient: RedisClient {
     }
 
     /// Sends `command` to the primary of `slot` (any primary when nil), following redirects and retrying
-    /// what was not sent, until the timeout.
+    /// what was not sent, until the timeout. With `acknowledged` (a write), followed by `WAIT`.
     private func execute(
         _ command: [any RESPEncodable],
         slot: Int?,
-        timeout: Duration?
+        timeout: Duration?,
+        acknowledged: Bool = true
     ) async throws(RedisError) -> RESPValue {
         let budget = timeout ?? configuration.commandTimeout
         let clock = ContinuousClock()
@@ -244,7 +292,7 @@ public final class RedisClusterClient: RedisClient {
                 node = asking
             } else if let (primary, wanted) = route(slot: slot) {
                 node = primary
-                acks = wanted
+                acks = acknowledged ? wanted : 0
             } else {
                 requestRefresh()
                 try? await Task.sleep(for: .milliseconds(20))

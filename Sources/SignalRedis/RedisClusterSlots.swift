@@ -153,6 +153,18 @@ public struct RedisClusterSlotMap: Sendable, Hashable {
     /// Every primary.
     public var primaries: Set<RedisClusterNode> { Set(shards.map(\.primary)) }
 
+    /// The lowest slot of each shard that serves any, in slot order: a keyless command sent to the primary
+    /// of each of these slots (``RedisClusterClient`` routes by slot, following failovers) reaches every
+    /// primary once.
+    public var firstSlots: [Int] {
+        var seen = Set<Int16>()
+        var slots: [Int] = []
+        for (slot, owner) in owners.enumerated() where owner >= 0 && seen.insert(owner).inserted {
+            slots.append(slot)
+        }
+        return slots
+    }
+
     /// After `MOVED slot node`: `slot` is served by `node` now (a new shard with no known replicas when
     /// `node` is not a known primary, until the next refresh says more).
     public mutating func move(slot: Int, to node: RedisClusterNode) {

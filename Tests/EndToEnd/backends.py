@@ -174,7 +174,9 @@ def _wait(predicate, timeout, what):
 
 
 def start_backend(kind, directory, auth=True, redis=None, prefix="sig", node_args=None):
-    """Starts `kind` (with `--jwt-secret` when `auth`); `redis` is a RedisServer for `cluster`.
+    """Starts `kind` (with `--jwt-secret` when `auth`); `redis` is a RedisServer for `cluster`, a
+    RedisClusterNodes for `redis-cluster` (the cluster backend on a Redis Cluster: not in KINDS, a module
+    that wants it adds it, as test_server_api.py does).
     `node_args(i)`, when given, returns more flags for node `i` (its API port, say)."""
     directory = str(directory)
     common = limit_args() + (["--jwt-secret", JWT_SECRET] if auth else [])
@@ -196,6 +198,17 @@ def start_backend(kind, directory, auth=True, redis=None, prefix="sig", node_arg
                 ]))
             for hub in hubs:
                 _wait(lambda hub=hub: _ready(hub), 15, "a cluster node to be ready")
+        elif kind == "redis-cluster":
+            # `redis` is a RedisClusterNodes (cluster_helpers); two seeds a node, as test_redis_cluster.py.
+            urls = redis.urls
+            for i in range(2):
+                hubs.append(_start_hub(directory, f"{prefix}-n{i}", common + extra(i) + [
+                    "--redis", urls[i % len(urls)], "--redis", urls[(i + 1) % len(urls)], "--redis-cluster",
+                    "--redis-prefix", prefix, "--node-id", f"{prefix}-n{i}",
+                    "--cluster-refresh", str(CLUSTER_REFRESH),
+                ]))
+            for hub in hubs:
+                _wait(lambda hub=hub: _ready(hub), 20, "a Redis Cluster node to be ready")
         elif kind == "mesh":
             secret = os.path.join(directory, "mesh.secret")
             with open(secret, "w") as f:

@@ -1,6 +1,8 @@
 """The server API and the webhooks (issue 20, items 1, 2, 5 and 6) against each backend of `signal serve`:
-the in-memory hub, two Redis cluster nodes and two mesh nodes (on both, an API call on node 0 reaching a
-peer on node 1, and room calls summing both nodes: Docs/protocol.md, "Several nodes").
+the in-memory hub, two Redis cluster nodes (an API call on node 0 reaching a peer on node 1), the same
+on a real Redis Cluster (`redis-cluster`: three primaries and three replicas, `--redis-cluster`, started
+once for the module), and two mesh nodes (also an API call on node 0 reaching a peer on node 1, and room
+calls summing both nodes: Docs/protocol.md, "Several nodes").
 
 Every node runs with auth on (as the conformance suite does), its own `--api-listen` port, the same
 `--api-key-file` (a default-tenant key and a second key for the rate limit) and one `--webhook-url`: a
@@ -22,11 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backends import GRACE, KINDS, redis_server, start_backend  # noqa: F401 - fixtures
+from cluster_helpers import RedisClusterNodes
 from conftest import free_port
 from rawws import Closed
 
 KEY = "api-key-0123456789-default"
 RATE_KEY = "api-key-0123456789-ratelimit"
+TENANT = "acme-api"
+TENANT_KEY = "api-key-0123456789-tenant"  # bound to TENANT in the key file
 SECRET = "whsec-0123456789abcdef-e2e"
 RATE_BURST = 60
 
@@ -116,24 +121,30 @@ class API:
 
 
 class Setup:
-    def __init__(self, backend, apis, receiver):
+    def __init__(self, backend, apis, receiver, redis_cluster=None):
         self.backend = backend
         self.apis = apis
         self.receiver = receiver
+        self.redis_cluster = redis_cluster  # the RedisClusterNodes of `redis-cluster`
 
     @property
     def kind(self):
         return self.backend.kind
 
+    @property
+    def on_redis(self):
+        """A cluster backend: one Redis or a Redis Cluster, where an API call on any node acts on all."""
+        return self.kind in ("cluster", "redis-cluster")
+
     def api(self, node):
         return self.apis[node % len(self.apis)]
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=KINDS + ("redis-cluster",))
 def setup(request, tmp_path_factory, redis_server):  # noqa: F811 - fixture
     directory = tmp_path_factory.mktemp("api-" + request.param)
     keys = directory / "api.keys"
-    keys.write_text(f"# the app's backend\n{KEY}\n\n{RATE_KEY}\n")
+    keys.write_text(f"# the app's backend\n{KEY}\n\n{RATE_KEY}\n{TENANT_KEY} {TENANT}\n")
     secret = directory / "webhook.secret"
     secret.write_text(SECRET + "\n")
     receiver = Receiver()
@@ -146,18 +157,27 @@ def setup(request, tmp_path_factory, redis_server):  # noqa: F811 - fixture
             "--webhook-url", receiver.url, "--webhook-secret-file", str(secret),
         ]
 
-    redis = redis_server.get() if request.param == "cluster" else None
-    backend = start_backend(request.param, directory, auth=True, redis=redis, prefix="api", node_args=node_args)
+    redis_cluster = RedisClusterNodes(directory / "redis-cluster") if request.param == "redis-cluster" else None
+    redis = redis_server.get() if request.param == "cluster" else redis_cluster
+    try:
+        backend = start_backend(request.param, directory, auth=True, redis=redis, prefix="api", node_args=node_args)
+    except BaseException:
+        receiver.stop()
+        if redis_cluster:
+            redis_cluster.stop()
+        raise
     apis = [API(port) for port in ports[: backend.nodes]]
-    yield Setup(backend, apis, receiver)
+    yield Setup(backend, apis, receiver, redis_cluster)
     backend.stop()
     receiver.stop()
+    if redis_cluster:
+        redis_cluster.stop()
 
 
 def far(setup):
-    """The node of a peer the API on node 0 acts on: node 1 on the cluster and the mesh (another node), node
-    0 on the single hub."""
-    return 1 if setup.kind in ("cluster", "mesh") else 0
+    """The node of a peer the API on node 0 acts on: node 1 on the cluster (one Redis or a Redis Cluster)
+    and on the mesh (another node), node 0 on the single hub."""
+    return 1 if setup.on_redis or setup.kind == "mesh" else 0
 
 
 # MARK: Auth and errors
@@ -214,10 +234,13 @@ def test_unknown_peers_and_rooms_are_404(setup):
 
 def test_each_key_is_rate_limited(setup):
     api = setup.api(0)
-    statuses = [api.call("GET", "/v1/rooms", key=RATE_KEY)[0] for _ in range(RATE_BURST + 20)]
+    # A cheap call (one read; `GET /v1/rooms` scans Redis), so that the burst empties faster than its
+    # 20/s refill on a busy machine too.
+    (nobody,) = unique("nobody")
+    statuses = [api.call("GET", f"/v1/peers/{nobody}", key=RATE_KEY)[0] for _ in range(RATE_BURST + 20)]
     assert 429 in statuses, statuses
-    assert statuses[:RATE_BURST // 2] == [200] * (RATE_BURST // 2), statuses
-    status, body, headers = api.call("GET", "/v1/rooms", key=RATE_KEY)
+    assert statuses[:RATE_BURST // 2] == [404] * (RATE_BURST // 2), statuses
+    status, body, headers = api.call("GET", f"/v1/peers/{nobody}", key=RATE_KEY)
     if status == 429:
         assert body["error"] == "rate_limited" and headers.get("Retry-After") == "1"
     assert api.call("GET", "/v1/rooms")[0] == 200, "the other key has its own bucket"
@@ -283,7 +306,7 @@ def test_rooms_members_and_sessions_are_listed(setup):
     assert body["members"] == [{"peer": a, "meta": {"name": "Alice"}}, {"peer": b, "meta": {}}], body
     status, body, _ = api.call("GET", f"/v1/peers/{b}")
     assert status == 200 and body["peer"] == b and body["connected"] is True and body["rooms"] == [room], body
-    if setup.kind == "cluster":
+    if setup.on_redis:
         assert body["node"] == "api-n1", body
     elif setup.kind == "mesh":
         # The mesh id of the node holding it, as the nodes log it: another than node 0's own.
@@ -297,6 +320,43 @@ def test_rooms_members_and_sessions_are_listed(setup):
     status, body, _ = api.call("GET", f"/v1/peers/{b}")
     assert status == 200 and body["connected"] is False, body
     alice.close()
+
+
+def test_rooms_on_every_shard_are_listed_per_tenant(setup):
+    """`GET /v1/rooms` finds rooms wherever their keys live (on a Redis Cluster: on every primary, which
+    the rooms here are spread over), with their sizes, through the API of every node; a tenant's key
+    lists its own rooms only, a default key none of the tenant's."""
+    backend = setup.backend
+    rooms = unique(*[f"spread{i}" for i in range(8)])
+    if setup.kind == "redis-cluster":
+        # At most 3 rooms a primary: the 8 rooms cover all three.
+        cluster, rooms, per_shard = setup.redis_cluster, [], {}
+        for candidate in unique(*[f"spread{i}" for i in range(64)]):
+            shard = cluster.primary_of(cluster.slot(f"api:room:{{{candidate}}}"))
+            if per_shard.get(shard, 0) < 3 and len(rooms) < 8:
+                per_shard[shard] = per_shard.get(shard, 0) + 1
+                rooms.append(candidate)
+        assert len(per_shard) == 3 and len(rooms) == 8, per_shard
+    clients = [backend.connect(far(setup) if i % 2 else 0, peer, rooms=[room])
+               for i, (room, peer) in enumerate(zip(rooms, unique(*[f"m{i}" for i in range(8)])))]
+    (second, outsider) = unique("second", "outsider")
+    clients.append(backend.connect(0, second, rooms=[rooms[0]]))
+    # The same room name in the tenant: its member counts there, not in the default tenant's room.
+    clients.append(backend.connect(far(setup), outsider, rooms=[rooms[1]], tenant=TENANT))
+    backend.settle()
+    expected = [{"room": room, "members": 2 if room == rooms[0] else 1} for room in rooms]
+    for node in range(len(setup.apis)) if setup.on_redis else [0]:
+        status, body, _ = setup.api(node).call("GET", "/v1/rooms")
+        assert status == 200, body
+        listed = [entry for entry in body["rooms"] if entry["room"] in rooms]
+        assert sorted(listed, key=lambda e: e["room"]) == sorted(expected, key=lambda e: e["room"]), (node, listed)
+        assert all("/" not in entry["room"] for entry in body["rooms"]), body
+        status, body, _ = setup.api(node).call("GET", "/v1/rooms", key=TENANT_KEY)
+        assert (status, body) == (200, {"rooms": [{"room": rooms[1], "members": 1}]}), body
+        status, body, _ = setup.api(node).call("GET", f"/v1/rooms/{rooms[1]}", key=TENANT_KEY)
+        assert (status, body) == (200, {"room": rooms[1], "members": [{"peer": outsider, "meta": {}}]}), body
+    for client in clients:
+        client.close()
 
 
 def test_a_kicked_peer_is_closed_with_4003_and_cannot_resume(setup):
@@ -462,12 +522,12 @@ def test_the_running_server_matches_the_openapi_document(setup):
         ):
             if (template, method, str(status)) in documented:
                 check(template, method, status, path.format(name), body if raw is None else None, key=key, raw=raw)
-        # 429: the rate key's bucket emptied first (it refills at 20/s, so on a slow machine a token may
-        # come back between two calls: retried). An unknown name: the rate is checked first, and a call
-        # let through changes nothing.
+        # 429: the rate key's bucket emptied first, by a cheap call (it refills at 20/s, so on a slow
+        # machine a token may come back between two calls: retried). An unknown name: the rate is checked
+        # first, and a call let through changes nothing.
         target = path.format(unknown)
         for attempt in range(20):
-            while api.call("GET", "/v1/rooms", key=RATE_KEY)[0] != 429:
+            while api.call("GET", f"/v1/peers/{nobody}", key=RATE_KEY)[0] != 429:
                 pass
             got, answer, _ = api.call(method, target, body, key=RATE_KEY)
             if got != 429 and attempt < 19:

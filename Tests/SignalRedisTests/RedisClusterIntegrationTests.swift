@@ -135,6 +135,34 @@ import Testing
         await client.close()
     }
 
+    /// `SCAN` reaches every primary, each key once; after a primary is killed, the scan goes to the
+    /// replica promoted in its place.
+    @Test func scansEveryPrimaryAndFollowsAFailover() async throws {
+        let cluster = try await RedisTestCluster()
+        let client = try cluster.client()
+        client.start()
+        #expect(try await eventually { client.isConnected })
+        let keys = (0..<90).map { "scan:{\($0)}" }
+        for key in keys { try await client.send(["SET", key, "1"]) }
+        try await client.send(["SET", "other:{1}", "1"])
+        let map = try #require(client.slotMap)
+        #expect(Set(keys.compactMap { map.primary(forSlot: RedisClusterSlots.slot(of: $0)) }).count == 3)
+        let found = try await client.scan(matching: "scan:*", count: 7, limit: .max, timeout: nil)
+        #expect(found.count == keys.count && Set(found) == Set(keys))
+        #expect(try await client.scan(matching: "scan:*", limit: 20).count == 20)
+
+        let victim = try await cluster.primary(ofSlot: RedisClusterSlots.slot(of: keys[0]))
+        await victim.kill()
+        #expect(
+            try await eventually(timeout: .seconds(20)) {
+                client.slotMap?.primary(forSlot: RedisClusterSlots.slot(of: keys[0]))?.port != victim.port
+            }
+        )
+        let after = try await client.scan(matching: "scan:*", count: 7, limit: .max, timeout: .seconds(10))
+        #expect(Set(after) == Set(keys), "every acknowledged write is on the promoted replica")
+        await client.close()
+    }
+
     @Test func shardedSubscriptionsFollowTheirSlot() async throws {
         let cluster = try await RedisTestCluster()
         let client = try cluster.client()

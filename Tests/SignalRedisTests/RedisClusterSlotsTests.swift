@@ -117,4 +117,28 @@ import Testing
         let partial = RedisClusterSlotMap([(0...100, .init(primary: a))])
         #expect(!partial.coversEverySlot && partial.primary(forSlot: 101) == nil)
     }
+
+    /// One slot per shard that serves any, so a keyless command (`SCAN`) sent to each slot's primary
+    /// reaches every primary once.
+    @Test func firstSlotsNameEachShardOnce() {
+        let a = RedisClusterNode(host: "h", port: 1)
+        let b = RedisClusterNode(host: "h", port: 2)
+        let c = RedisClusterNode(host: "h", port: 3)
+        var map = RedisClusterSlotMap([
+            (0...5460, .init(primary: a)), (5461...10922, .init(primary: b)), (10923...16383, .init(primary: c)),
+        ])
+        #expect(map.firstSlots == [0, 5461, 10923])
+        // A shard with several ranges is named once, by its lowest slot.
+        let split = RedisClusterSlotMap([
+            (0...99, .init(primary: a)), (100...199, .init(primary: b)), (200...16383, .init(primary: a)),
+        ])
+        #expect(split.firstSlots == [0, 100])
+        // A new primary learnt from `MOVED` is named; one left without slots is not.
+        let d = RedisClusterNode(host: "h", port: 4)
+        map.move(slot: 7000, to: d)
+        #expect(map.firstSlots == [0, 5461, 7000, 10923])
+        for slot in 5461...10922 { map.move(slot: slot, to: a) }
+        #expect(map.firstSlots == [0, 10923])
+        #expect(RedisClusterSlotMap([]).firstSlots.isEmpty)
+    }
 }

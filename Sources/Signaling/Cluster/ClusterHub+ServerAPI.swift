@@ -51,37 +51,54 @@ extension ClusterHub: ServerAPIBackend {
         return count
     }
 
-    /// Every room key (`SCAN` on the one Redis), then each room's size. A Redis Cluster would need a scan
-    /// of every primary: not offered there (501).
+    /// Every room key (`SCAN`; on a Redis Cluster, of every primary), then each room's size (`HLEN`, on
+    /// the room key's own slot). At most ``maxListedRooms`` rooms.
     public func listRooms() async throws(APIBackendError) -> [APIRoomSummary] {
-        guard !configuration.redisCluster else {
-            throw APIBackendError.notSupported(
-                "listing rooms is not available with --redis-cluster; read one room with GET /v1/rooms/{room}"
-            )
-        }
-        let prefix = keys.room("")
-        let pattern = Self.escapeGlob(String(prefix.dropLast())) + "*}"
+        let prefix = keys.room("")  // `prefix:room:{}`
+        let head = String(prefix.dropLast())  // `prefix:room:{`
+        let pattern = Self.escapeGlob(head) + "*}"
         return try await Self.api { () async throws(RedisError) in
-            var rooms: [String] = []
-            var cursor = "0"
-            repeat {
-                let reply = try await self.redis.send(["SCAN", cursor, "MATCH", pattern, "COUNT", 1000])
-                guard let parts = reply.array, parts.count == 2, let next = parts[0].string,
-                    let found = parts[1].array
-                else { throw RedisError(.protocolError, "unexpected SCAN reply") }
-                cursor = next
-                for key in found.compactMap(\.string) where key.hasPrefix(String(prefix.dropLast())) {
-                    rooms.append(String(key.dropFirst(prefix.count - 1).dropLast()))
-                }
-            } while cursor != "0" && rooms.count < 100_000
-            var summaries: [APIRoomSummary] = []
-            for room in Set(rooms).sorted() {
-                let size = try await self.redis.send(["HLEN", self.keys.room(room)]).int ?? 0
-                if size > 0 { summaries.append(APIRoomSummary(room: room, members: size)) }
-            }
-            return summaries
+            let found = try await self.redis.scan(matching: pattern, limit: Self.maxListedRooms)
+            let rooms = Set(
+                found.lazy.filter { $0.hasPrefix(head) }.map { String($0.dropFirst(head.count).dropLast()) }
+            )
+            return try await self.sizes(of: rooms.sorted()).filter { $0.members > 0 }
         }
     }
+
+    /// Each room's `HLEN`, up to 32 at once (on a Redis Cluster they go to different primaries).
+    private func sizes(of rooms: [String]) async throws(RedisError) -> [APIRoomSummary] {
+        var summaries: [APIRoomSummary] = []
+        summaries.reserveCapacity(rooms.count)
+        var start = 0
+        while start < rooms.count {
+            let chunk = rooms[start..<min(rooms.count, start + 32)]
+            start += chunk.count
+            let sizes = await withTaskGroup(of: (Int, Result<Int, RedisError>).self) { group in
+                for (offset, room) in chunk.enumerated() {
+                    group.addTask { () async -> (Int, Result<Int, RedisError>) in
+                        do throws(RedisError) {
+                            return (
+                                offset, .success(try await self.redis.send(["HLEN", self.keys.room(room)]).int ?? 0)
+                            )
+                        } catch {
+                            return (offset, .failure(error))
+                        }
+                    }
+                }
+                var sizes = [Result<Int, RedisError>](repeating: .success(0), count: chunk.count)
+                for await (offset, size) in group { sizes[offset] = size }
+                return sizes
+            }
+            for (room, size) in zip(chunk, sizes) {
+                summaries.append(APIRoomSummary(room: room, members: try size.get()))
+            }
+        }
+        return summaries
+    }
+
+    /// How many room keys `GET /v1/rooms` reads at most.
+    static let maxListedRooms = 100_000
 
     public func members(ofRoom room: String) async throws(APIBackendError) -> [APIRoomMember]? {
         let reply = try await Self.api { () async throws(RedisError) in

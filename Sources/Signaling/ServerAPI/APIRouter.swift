@@ -242,8 +242,6 @@ public struct APIRouter: Sendable {
             var response = error(503, "unavailable", "the hub cannot answer now; retry")
             response.headers["Retry-After"] = "1"
             return response
-        case .failure(.notSupported(let why)):
-            return error(501, "not_supported", why)
         case .success(let value):
             outcome = value
         }

@@ -29,8 +29,6 @@ public protocol ServerAPIBackend: AnyObject, Sendable {
 public enum APIBackendError: Error, Sendable, Equatable {
     /// The backend cannot decide now (a cluster node cannot reach Redis): 503, retry.
     case unavailable
-    /// This backend does not offer the call (``APIRouter`` answers 501 and says why).
-    case notSupported(String)
 }
 
 /// How many recipients a published server message reached: written to a connection, or kept for a session

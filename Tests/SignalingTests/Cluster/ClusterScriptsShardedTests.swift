@@ -5,7 +5,8 @@ import Testing
 @testable import Signaling
 
 /// The scripts' Redis Cluster side against a real redis-server (Redis 7 has sharded pub/sub on one server
-/// too): `SPUBLISH` to the node's channel for the peer, in the slot of the peer's keys; and `since` never
+/// too): `SPUBLISH` to the node's channel for the peer, in the slot of the peer's keys (a delivery, a
+/// resume's 4009, a kick's 4003); and `since` never
 /// letting a later message reuse a `seq` the connection already has.
 @Suite(.serialized, .timeLimit(.minutes(1))) struct ClusterScriptsShardedTests {
     let keys: ClusterKeys = {
@@ -79,6 +80,21 @@ import Testing
         #expect(try await deliver(redis, to: "bob", id: "r3") == "delivered")
         guard case .message(let third) = await events.next() else { return }
         #expect(third.text.hasPrefix("D 1 21 "))
+
+        // Kicked by the server API: the node holding the connection is told on its channel for the peer.
+        let kicked = try await redis.run(
+            ClusterScripts.kick,
+            keys: keys.session("bob"),
+            arguments: [keys.channelPrefix]
+        )
+        guard case .ended = EndReply(kicked) else {
+            Issue.record("not ended: \(kicked)")
+            return
+        }
+        guard case .message(let kick) = await events.next() else { return }
+        #expect(kick.channel == channel && kick.text == "K 1 4003")
+        let again = try await redis.run(ClusterScripts.kick, keys: keys.session("bob"), arguments: [keys.channelPrefix])
+        #expect(EndReply(again) == .gone)
         await subscriber.close()
         await redis.close()
     }

@@ -194,6 +194,5 @@ import Testing
         #expect(render(.kick("bob"), .kicked(false)).0 == 404)
         let unavailable = APIRouter.render(.listRooms, tenant: .default, outcome: .failure(.unavailable))
         #expect(unavailable.status == 503 && unavailable.headers["Retry-After"] == "1")
-        #expect(APIRouter.render(.listRooms, tenant: .default, outcome: .failure(.notSupported("no"))).status == 501)
     }
 }
