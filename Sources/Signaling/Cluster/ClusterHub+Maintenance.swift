@@ -31,6 +31,7 @@ extension ClusterHub {
                     self.closeConnection(connection, .goingAway, reason: "node lost its cluster; reconnect")
                 }
             }
+            if reachable { await self.sayAlive() }
             if decision.refresh { await self.refresh() }
             if decision.sweep { await self.sweep() }
         }
@@ -104,19 +105,37 @@ extension ClusterHub {
         if zadd.count > 2 { _ = try? await redis.send(zadd, timeout: maintenanceTimeout) }
     }
 
-    /// Ends sessions whose deadline passed (their client did not resume in time, or their node died).
+    /// Tells the other nodes this node is alive (`prefix:nodes`), at every maintenance tick: one command.
+    private func sayAlive() async {
+        _ = try? await redis.send(["ZADD", keys.nodes, Self.epochMillis(), nodeName], timeout: maintenanceTimeout)
+    }
+
+    /// Ends sessions whose deadline passed (their client did not resume in time, or their node died). A
+    /// session still connected to a node that said it is alive within a live period is kept for up to one
+    /// more live period (`protected`): its node is busy or its refresh was lost (Redis seconds behind), not
+    /// dead; only a node that stopped saying so, or a session no refresh reaches for that long, ends.
     private func sweep() async {
         let now = Self.epochMillis()
-        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array
+        guard let due = try? await redis.send(["ZRANGEBYSCORE", keys.deadlines, "-inf", now, "LIMIT", 0, 200]).array,
+            !due.isEmpty
         else { return }
+        _ = try? await redis.send(["ZREMRANGEBYSCORE", keys.nodes, "-inf", now - ttlMillis])
+        let live = (try? await redis.send(["ZRANGEBYSCORE", keys.nodes, now - liveMillis, "+inf"]).array) ?? []
+        let liveNodes = " " + live.compactMap(\.string).joined(separator: " ") + " "
         for peer in due.compactMap(\.string) {
             do throws(RedisError) {
                 let reply = try await redis.run(
                     ClusterScripts.end,
                     keys: keys.session(peer),
-                    arguments: ["expire", "", "", now, keys.channelPrefix]
+                    arguments: ["expire", "", "", now, keys.channelPrefix, liveNodes, now - liveMillis]
                 )
                 guard let end = EndReply(reply), end != .alive else { continue }
+                if end == .protected {
+                    // Looked at again after a refresh interval, not at every sweep.
+                    let again = now + Int(Self.nanoseconds(configuration.refreshInterval) / 1_000_000)
+                    _ = try await redis.send(["ZADD", keys.deadlines, "XX", again, peer])
+                    continue
+                }
                 _ = try await redis.run(ClusterScripts.forgetDeadline, keys: [keys.deadlines], arguments: [peer, now])
                 if case .ended(let ended) = end {
                     logger.debug("session expired", metadata: ["peer.id": "\(peer)"])

@@ -18,6 +18,10 @@ struct ClusterKeys: Sendable {
     /// `prefix:room:{room}` (hash: member peer id → its `meta` JSON, empty for none).
     func room(_ room: String) -> String { "\(prefix):room:{\(room)}" }
 
+    /// `prefix:nodes` (sorted set: node id → when, in ms since the epoch, it last said it is alive). The
+    /// sweeper does not end a connected session of a node seen within a session's live period.
+    var nodes: String { "\(prefix):nodes" }
+
     /// `prefix:deadlines` (sorted set: peer id → the time, in ms since the epoch, its session ends unless
     /// refreshed or resumed). Any node sweeps it.
     var deadlines: String { "\(prefix):deadlines" }

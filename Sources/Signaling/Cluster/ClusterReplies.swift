@@ -195,12 +195,14 @@ enum DeliveryResult: String, Sendable {
     }
 }
 
-/// ``ClusterScripts/end``: `{'gone'}`, `{'alive'}` or `{'ended', rooms, origins}`.
+/// ``ClusterScripts/end``: `{'gone'}`, `{'alive'}`, `{'protected'}` or `{'ended', rooms, origins}`.
 enum EndReply: Equatable, Sendable {
     /// No session, or not the closing connection's.
     case gone
     /// Its deadline has not passed.
     case alive
+    /// Its deadline passed, but it is connected to a node that is alive (its refresh did not get through).
+    case protected
     case ended(EndedSession)
 
     init?(_ reply: RESPValue) {
@@ -208,6 +210,7 @@ enum EndReply: Equatable, Sendable {
         switch (status, parts.count) {
         case ("gone", 1): self = .gone
         case ("alive", 1): self = .alive
+        case ("protected", 1): self = .protected
         case ("ended", 3): self = .ended(EndedSession(rooms: parts[1], origins: parts[2]))
         default: return nil
         }

@@ -283,7 +283,11 @@ enum ClusterScripts {
 
     /// Ends a session: mode `close` (its owning connection (ARGV[2], ARGV[3]) closed it), or `expire`
     /// (only when its deadline ARGV[4] ms has passed; a node still holding it is told to close with 4002).
-    /// ARGV[5] is the channel prefix. Returns `{'gone'}`, `{'alive'}` or `{'ended', rooms, origins}`.
+    /// ARGV[5] is the channel prefix. In `expire` mode, ARGV[6] (optional) lists the live nodes as
+    /// ` a b c ` and ARGV[7] is the oldest deadline they protect: a session still connected to a live node
+    /// whose deadline passed after ARGV[7] is `protected`, not ended (its node is alive but its refresh did
+    /// not get through, e.g. Redis was seconds behind). Returns `{'gone'}`, `{'alive'}`, `{'protected'}` or
+    /// `{'ended', rooms, origins}`.
     static let end = RedisScript(
         common + """
             local f = redis.call('HMGET', KEYS[1], 'node', 'conn', 'away', 'dl')
@@ -292,6 +296,9 @@ enum ClusterScripts {
                 if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then return {'gone'} end
             elseif tonumber(f[4]) > tonumber(ARGV[4]) then
                 return {'alive'}
+            elseif ARGV[6] and f[3] == '0' and tonumber(f[4]) > tonumber(ARGV[7])
+                and string.find(ARGV[6], ' ' .. f[1] .. ' ', 1, true) then
+                return {'protected'}
             end
             local rooms, node, conn, away, origins = endSession(KEYS)
             if ARGV[1] ~= 'close' and away == '0' then notify(ARGV[5], node, 'K ' .. conn .. ' 4002') end

@@ -275,6 +275,42 @@ import Testing
         await redis.close()
     }
 
+    /// The sweeper's `expire` with the live nodes: a connected session of a node seen alive is `protected`
+    /// for one more live period after its deadline; one of a node not seen, or older than that, ends.
+    @Test func aConnectedSessionOfALiveNodeIsProtectedForOneLivePeriod() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        for peer in ["bob", "carol", "dave"] {
+            #expect(try await create(redis, peer, token: peer + ".t1") == "created")
+            let touched = try await redis.run(
+                ClusterScripts.touch,
+                keys: keys.session(peer),
+                arguments: ["n#1", "1", 1_000, 600_000]
+            )
+            #expect(TouchReply(touched) == .refreshed)
+        }
+        func expire(_ peer: String, live: String, oldest: Int) async throws -> EndReply? {
+            EndReply(
+                try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(peer),
+                    arguments: ["expire", "", "", 2_000, keys.channelPrefix, live, oldest]
+                )
+            )
+        }
+        #expect(try await expire("bob", live: " n#2 n#1 ", oldest: 500) == .protected)
+        #expect(try await redis.send(["EXISTS", keys.session("bob")[0]]).int == 1)
+        if case .ended = try await expire("carol", live: " n#2 ", oldest: 500) {
+        } else {
+            Issue.record("a session of a node not seen alive must end")
+        }
+        if case .ended = try await expire("dave", live: " n#1 ", oldest: 1_500) {
+        } else {
+            Issue.record("a session past its deadline for more than a live period must end")
+        }
+        await redis.close()
+    }
+
     /// A volatile signal (mode `v`): checked like a signal, published with `seq` 0 to a connected session
     /// only, and kept nowhere (no `seq` taken, nothing in the buffer); an away session refuses it.
     @Test func volatileSignalsReachOnlyAConnectedSessionAndAreKeptNowhere() async throws {
