@@ -45,22 +45,21 @@ public enum ServerMessage {
     }
 
     public static func peerJoinedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
-        buffer.writeStaticString("{\"type\":\"peer-joined\",\"room\":")
-        buffer.writeJSONName(room)
-        buffer.writeStaticString(",\"peer\":")
-        buffer.writeJSONName(peer)
-        buffer.writeStaticString(",\"meta\":")
-        writeMeta(meta, to: &buffer)
-        buffer.writeStaticString(",\"seq\":")
-        return buffer
+        presencePrefix("{\"type\":\"peer-joined\",\"room\":", room: room, peer: peer, meta: meta)
     }
 
     /// `{"type":"peer-updated","room":…,"peer":…,"meta":{…},"seq":` (**extension**): a member changed its
     /// `meta` (an `update`, or a re-join with another `meta`). Names leave the hub as their tenant sees them.
     public static func peerUpdatedPrefix(room: String, peer: String, meta: ByteBuffer?) -> ByteBuffer {
+        presencePrefix("{\"type\":\"peer-updated\",\"room\":", room: room, peer: peer, meta: meta)
+    }
+
+    /// `head` (the type, up to `"room":`), then the room, `peer`, `meta` and `"seq":`.
+    private static func presencePrefix(_ head: StaticString, room: String, peer: String, meta: ByteBuffer?)
+        -> ByteBuffer
+    {
         var buffer = allocator.buffer(capacity: 96 + (meta?.readableBytes ?? 0))
-        buffer.writeStaticString("{\"type\":\"peer-updated\",\"room\":")
+        buffer.writeStaticString(head)
         buffer.writeJSONName(room)
         buffer.writeStaticString(",\"peer\":")
         buffer.writeJSONName(peer)

@@ -20,6 +20,9 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
     /// The session's place in its tenant's count on this server, given back when the connection closes.
     private let accounting: TenantAccounting
     private let slot: TenantAccounting.Slot
+    /// Whether ``slot`` still counts: it is given back once, at `closed` (or at deinit, for a connection
+    /// that closed before its session opened).
+    private var holdsSlot = true
     private var lifetime: TokenLifetime
     private var connection: ConnectionID?
     private var outbox: Outbox?
@@ -72,12 +75,18 @@ final class AuthenticatedSession: SessionHub, @unchecked Sendable {
 
     deinit {
         // A connection that closed before its session opened never calls `closed`.
+        releaseSlot()
+    }
+
+    private func releaseSlot() {
+        guard holdsSlot else { return }
+        holdsSlot = false
         accounting.release(slot)
     }
 
     func closed(_ connection: ConnectionID, keepSession: Bool) {
         eventLoop.assertInEventLoop()
-        accounting.release(slot)
+        releaseSlot()
         expiryTimer?.cancel()
         expiryTimer = nil
         ended = true

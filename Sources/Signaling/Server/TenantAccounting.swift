@@ -56,26 +56,12 @@ final class TenantAccounting: Sendable {
         let refused: Counter
     }
 
-    /// A session counted against its tenant; given back once (``TenantAccounting/release(_:)``).
-    final class Slot: Sendable {
+    /// A session counted against its tenant, given back with ``TenantAccounting/release(_:)`` (once: its
+    /// holder, the connection's ``AuthenticatedSession``, lets go of it then).
+    struct Slot: Sendable {
         let tenant: Tenant
         let label: String
         let meters: Meters
-        private let released = NIOLockedValueBox(false)
-
-        init(tenant: Tenant, label: String, meters: Meters) {
-            self.tenant = tenant
-            self.label = label
-            self.meters = meters
-        }
-
-        /// True the first time only.
-        func takeRelease() -> Bool {
-            released.withLockedValue { released in
-                defer { released = true }
-                return !released
-            }
-        }
     }
 
     private struct State {
@@ -112,9 +98,8 @@ final class TenantAccounting: Sendable {
         return Slot(tenant: tenant, label: label, meters: meters)
     }
 
-    /// Gives a session's slot back (once; later calls do nothing).
+    /// Gives a session's slot back.
     func release(_ slot: Slot) {
-        guard slot.takeRelease() else { return }
         let value: Int = state.withLockedValue { state in
             state.counts.release(slot.tenant)
             state.gauges[slot.label, default: 1] -= 1
