@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 import Testing
 
@@ -77,5 +78,33 @@ import Testing
         #expect(intruder.liveMembers.count == 1)
         await intruder.stop()
         await a.stop()
+    }
+
+    /// Counts the connections a plain TCP listener accepts.
+    final class Counter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = Never
+        let accepted = NIOLockedValueBox(0)
+        func channelActive(context: ChannelHandlerContext) {
+            accepted.withLockedValue { $0 += 1 }
+            context.close(promise: nil)
+        }
+    }
+
+    @Test func aStoppedNodeDialsItsSeedsNoMore() async throws {
+        // A seed that is not up yet: the node retries it every second, until it is stopped.
+        let probe = try await ServerBootstrap(group: Self.group).bind(host: "127.0.0.1", port: 0).get()
+        let seedPort = try #require(probe.localAddress?.port)
+        try await probe.close()
+        let (runtime, _, _) = try await node(seeds: [seedPort])
+        await runtime.stop()
+        // Whatever listens on that port next hears nothing from the stopped node.
+        let counter = Counter()
+        let listener = try await ServerBootstrap(group: Self.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in channel.pipeline.addHandler(counter) }
+            .bind(host: "127.0.0.1", port: seedPort).get()
+        try await Task.sleep(for: .milliseconds(2500))
+        try await listener.close()
+        #expect(counter.accepted.withLockedValue { $0 } == 0)
     }
 }

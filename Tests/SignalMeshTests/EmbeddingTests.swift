@@ -27,7 +27,7 @@ import Testing
     }
 
     /// The few lines of Docs/mesh.md: one node, serving WebSockets on `port`, its mesh on `meshPort`.
-    static func node(port: Int, meshPort: Int, seeds: [Int]) async throws -> ServiceGroup {
+    static func node(port: Int, meshPort: Int, seeds: [Int]) async throws -> (ServiceGroup, MeshRuntime) {
         var logger = Logger(label: "embedded-mesh")
         logger.logLevel = .warning
         var configuration = ServerConfiguration()
@@ -50,7 +50,7 @@ import Testing
             logger: logger,
             registry: registry
         )
-        return ServiceGroup(services: [server], logger: logger)
+        return (ServiceGroup(services: [server], logger: logger), runtime)
     }
 
     /// A WebSocket client that keeps every text message it receives.
@@ -83,9 +83,16 @@ import Testing
 
     @Test func twoEmbeddedNodesRelayAnOfferAndShutDownGracefully() async throws {
         let ports = try await Self.freePorts(4)
-        let first = try await Self.node(port: ports[0], meshPort: ports[1], seeds: [])
-        let second = try await Self.node(port: ports[2], meshPort: ports[3], seeds: [ports[1]])
+        let (first, firstMesh) = try await Self.node(port: ports[0], meshPort: ports[1], seeds: [])
+        let (second, secondMesh) = try await Self.node(port: ports[2], meshPort: ports[3], seeds: [ports[1]])
         let runs = [Task { try await first.run() }, Task { try await second.run() }]
+        defer {
+            // A failed expectation below still stops both nodes: nothing of this test outlives it.
+            Task {
+                await first.triggerGracefulShutdown()
+                await second.triggerGracefulShutdown()
+            }
+        }
         // Serving: connections are accepted once the server has bound; the mesh joins meanwhile.
         var alice: Client?
         var bob: Client?
@@ -98,9 +105,13 @@ import Testing
         let b = try #require(bob)
         try await a.waitFor(#""type":"welcome""#)
         try await b.waitFor(#""type":"welcome""#)
+        // The second node may have dialled its seed before the first listened; it retries every second.
+        try await eventually("the two nodes see each other") {
+            firstMesh.liveMembers.count == 2 && secondMesh.liveMembers.count == 2
+        }
         a.socket.send(#"{"type":"join","room":"r","id":"j"}"#)
         try await a.waitFor(#""type":"joined""#)
-        try await Task.sleep(for: .milliseconds(500))  // the nodes see each other; alice's records reach home
+        try await Task.sleep(for: .milliseconds(500))  // alice's records reach their home nodes
         b.socket.send(#"{"type":"join","room":"r","id":"j"}"#)
         try await a.waitFor(#""type":"peer-joined""#)
         b.socket.send(#"{"type":"offer","to":"alice","sdp":"v=0","id":"o1"}"#)

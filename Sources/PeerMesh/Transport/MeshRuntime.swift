@@ -64,6 +64,8 @@ public final class MeshRuntime: Sendable {
     private let node: NIOLockedValueBox<MeshNode?>
     private let delivery = NIOLockedValueBox<(any MeshDelivery)?>(nil)
     private let timer = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// Dials the seeds again every second while none has answered yet; ``stop()`` cancels it.
+    private let seedRetry = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let group: any EventLoopGroup
     private let logger: Logger
     private let metrics: MeshMetrics?
@@ -127,7 +129,7 @@ public final class MeshRuntime: Sendable {
         let seeds = await self.reachableSeeds()
         self.drive { $0.start(seeds: seeds, now: Self.now()) }
         if seeds.isEmpty && !configuration.seeds.isEmpty {
-            Task { await self.retrySeeds() }
+            seedRetry.withLockedValue { $0 = Task { await self.retrySeeds() } }
         }
         let loop = group.next()
         let task = loop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) {
@@ -145,6 +147,14 @@ public final class MeshRuntime: Sendable {
 
     /// Leaves the mesh (telling a few members) and closes every link.
     public func stop() async {
+        // No seed is dialled after this returns: a retry left running would reach whatever listens on
+        // the seed's port next (another mesh, another test's node).
+        let retry = seedRetry.withLockedValue { task in
+            defer { task = nil }
+            return task
+        }
+        retry?.cancel()
+        await retry?.value
         self.drive { $0.leave(now: Self.now()) }
         try? await Task.sleep(for: .milliseconds(100))
         timer.withLockedValue { $0?.cancel() }
@@ -269,12 +279,13 @@ public final class MeshRuntime: Sendable {
     }
 
     private func retrySeeds() async {
-        while true {
+        while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
+            if Task.isCancelled { return }
             let members = liveMembers.count
             if members > 1 { return }
             let seeds = await reachableSeeds()
-            if !seeds.isEmpty {
+            if !seeds.isEmpty, !Task.isCancelled {
                 self.drive { $0.start(seeds: seeds, now: Self.now()) }
                 return
             }
