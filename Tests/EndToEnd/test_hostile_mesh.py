@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from e2e_helpers import metric
 from rawws import Bystanders
-from test_mesh import SECRET, start_mesh, wait_converged
+from test_mesh import SECRET, membership_events, start_mesh, wait_converged
 
 MAX_ROUND_TRIP = 2.0  # seconds, a bystander offer -> answer round trip across two nodes during an attack
 MAX_GAP = 3.0  # seconds without a completed bystander round trip
@@ -89,16 +89,6 @@ def open_many(port, count, first_bytes=b"", source="127.0.0.1"):
 
 def mesh_port_of(hub):
     return int(hub.args[hub.args.index("--mesh-listen") + 1].rsplit(":", 1)[1])
-
-
-def membership_events(hubs):
-    """The membership and link lines of every node's log (at `--log-level info`), for a failure's message."""
-    lines = []
-    for i, hub in enumerate(hubs):
-        for line in open(hub.log_path, errors="replace"):
-            if "mesh membership" in line or "mesh link" in line:
-                lines.append(f"node {i}: {line.strip()[:300]}")
-    return "\n".join(lines[-40:])
 
 
 # The strangers come from their own loopback addresses (127.0.0.7 and up), never the members' 127.0.0.1:

@@ -28,13 +28,24 @@ def start_mesh(start_hub, tmp_path, count, *extra_for, seed_index=0):
     ports = [free_port() for _ in range(count)]
     hubs = []
     for i in range(count):
-        args = ["--mesh-listen", f"127.0.0.1:{ports[i]}", "--mesh-secret-file", str(secret), "--log-level", "warning"]
+        # At info, each node's log has its membership and link lines: a failure quotes them (membership_events).
+        args = ["--mesh-listen", f"127.0.0.1:{ports[i]}", "--mesh-secret-file", str(secret), "--log-level", "info"]
         if i != seed_index:
             args += ["--mesh-seed", f"127.0.0.1:{ports[seed_index]}"]
         if extra_for:
             args += list(extra_for[i])
         hubs.append(start_hub(*args))
     return hubs, ports
+
+
+def membership_events(hubs):
+    """The membership and link lines (and warnings) of every node's log, for a failure's message."""
+    lines = []
+    for i, hub in enumerate(hubs):
+        for line in open(hub.log_path, errors="replace"):
+            if "mesh membership" in line or "mesh link" in line or "mesh seed" in line or " warning " in line:
+                lines.append(f"node {i}: {line.strip()[:300]}")
+    return "\n".join(lines[-60:])
 
 
 def wait_converged(hubs, timeout=20):
@@ -45,7 +56,8 @@ def wait_converged(hubs, timeout=20):
             time.sleep(0.3)  # one more gossip round for the records
             return
         time.sleep(0.1)
-    raise AssertionError("the mesh did not converge")
+    seen = [metric(h, "signal_mesh_members_live") for h in hubs]
+    raise AssertionError(f"the mesh did not converge: live members per node {seen}\n{membership_events(hubs)}")
 
 
 def test_five_nodes_carry_an_aiortc_negotiation_and_survive_the_kill_of_a_third(start_hub, tmp_path):
