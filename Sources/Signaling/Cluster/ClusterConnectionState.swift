@@ -73,6 +73,13 @@ struct ClusterConnectionState {
     private var overflowed = false
     /// Set when the socket closed: whether the session is kept for a resume.
     private(set) var socketClosed: Bool?
+    /// The connection's task is carrying out a request it took with ``next()`` (a signal: until it has
+    /// handed it to Redis). Requests read meanwhile queue behind it.
+    private(set) var busy = false
+    /// Addressed signals handed to Redis and not answered yet (pipelined; ``signalAnswered(cost:)``).
+    private(set) var pipelined = 0
+    /// The task waits until fewer signals are pipelined (``mayGoOn(below:)``): wake it at each answer.
+    private var taskWaits = false
 
     init(limits: Limits) {
         self.limits = limits
@@ -208,6 +215,9 @@ struct ClusterConnectionState {
     enum Admission: Equatable {
         /// Queued for the connection's task (wake it).
         case queued
+        /// An addressed signal with nothing before it: hand it to Redis now, on the thread that read it,
+        /// and report ``signalAnswered(cost:)`` when it is answered.
+        case direct(cost: Int)
         /// Over the bound: answer ``Refusal/unavailable`` at once.
         case refuse
         /// Over the bound and the client keeps sending: close with 1013 (once).
@@ -217,7 +227,12 @@ struct ClusterConnectionState {
     }
 
     /// A request the connection read. A request is always admitted into an empty queue, whatever it costs.
-    mutating func admit(_ message: ClientMessage) -> Admission {
+    ///
+    /// An addressed signal is `direct` (no hop through the connection's task) when the session is open,
+    /// nothing is queued, the task is not carrying out a request, and fewer than `directSignals` signals
+    /// are pipelined: then nothing read before it is still to be handed to Redis, so handing it over at
+    /// once keeps the order in which the connection's requests were read.
+    mutating func admit(_ message: ClientMessage, directSignals: Int = 0) -> Admission {
         guard socketClosed == nil, !overflowed, phase != .detached else { return .ignore }
         let cost = Self.cost(of: message)
         let fits =
@@ -232,9 +247,15 @@ struct ClusterConnectionState {
             return .refuse
         }
         refusals = 0
-        queue.append(Pending(message: message, cost: cost))
         pendingRequests += 1
         pendingBytes += cost
+        if case .signal(let envelope) = message.request, envelope.to != nil, queue.isEmpty, !busy,
+            pipelined < directSignals, session != nil
+        {
+            pipelined += 1
+            return .direct(cost: cost)
+        }
+        queue.append(Pending(message: message, cost: cost))
         return .queued
     }
 
@@ -257,6 +278,7 @@ struct ClusterConnectionState {
                 finished(cost: pending.cost)
                 continue
             }
+            busy = true
             return .request(pending.message, cost: pending.cost)
         }
         guard let keepSession = socketClosed else { return .wait }
@@ -268,6 +290,34 @@ struct ClusterConnectionState {
     mutating func finished(cost: Int) {
         pendingRequests -= 1
         pendingBytes -= cost
+    }
+
+    /// The task is done with the request it took (a signal: handed to Redis, see ``startPipelined()``):
+    /// what is read from now on may go direct again.
+    mutating func doneTaking() {
+        busy = false
+    }
+
+    /// The task hands a queued addressed signal to Redis.
+    mutating func startPipelined() {
+        pipelined += 1
+    }
+
+    /// A pipelined signal (direct or from the task) was answered. True: wake the task, it waits for it.
+    mutating func signalAnswered(cost: Int) -> Bool {
+        pipelined -= 1
+        finished(cost: cost)
+        guard taskWaits else { return false }
+        taskWaits = false
+        return true
+    }
+
+    /// Whether the task may go on: fewer than `limit` signals pipelined (0 pipelined for `limit` 1, before
+    /// any other request or the close). Otherwise it waits to be woken by an answer.
+    mutating func mayGoOn(below limit: Int) -> Bool {
+        if pipelined < limit { return true }
+        taskWaits = true
+        return false
     }
 
     private mutating func dropQueued() {

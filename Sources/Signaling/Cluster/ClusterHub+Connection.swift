@@ -9,43 +9,84 @@ extension ClusterHub {
     /// Serves one connection: opens (or resumes) its session, then carries out its requests in the order
     /// they were read until its socket closed, then detaches or ends its session. Addressed signals are
     /// pipelined (each one's script queued on the Redis connection at once, in order, and answered when
-    /// its reply comes, at most ``maxPipelined`` at a time); any other request first waits for them.
+    /// its reply comes, at most ``maxPipelined`` at a time); any other request first waits for them. An
+    /// addressed signal read while nothing waits before it does not come here at all: ``receive(_:_:)``
+    /// hands it to Redis directly (``ClusterConnectionState/admit(_:directSignals:)``).
     func serve(_ new: NewConnection) async {
         let connection = new.id
         await Self.inChildTask { await self.open(connection, new.request) }
         var doorbell = new.doorbell.makeAsyncIterator()
-        var inFlight = CircularBuffer<EventLoopFuture<Void>>()
         while true {
             switch self.next(of: connection) {
             case .request(let message, let cost):
                 if case .signal(let envelope) = message.request, envelope.to != nil {
-                    if inFlight.count >= Self.maxPipelined, let oldest = inFlight.popFirst() { try? await oldest.get() }
-                    if let pending = self.relayPipelined(envelope, id: message.id, on: connection) {
-                        pending.whenComplete { _ in self.finished(connection, cost: cost) }
-                        inFlight.append(pending)
-                    } else {
-                        self.finished(connection, cost: cost)
-                    }
+                    await self.waitForPipelined(below: Self.maxPipelined, on: connection, doorbell: &doorbell)
+                    self.update(connection) { $0.startPipelined() }
+                    self.pipeline(envelope, id: message.id, cost: cost, on: connection)
+                    self.update(connection) { $0.doneTaking() }
                     continue
                 }
-                while let pending = inFlight.popFirst() { try? await pending.get() }
+                await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
                 if let session = self.session(of: connection) {
                     await Self.inChildTask { await self.receive(message, on: connection, session: session) }
                 }
-                self.finished(connection, cost: cost)
+                self.update(connection) {
+                    $0.finished(cost: cost)
+                    $0.doneTaking()
+                }
             case .wait:
                 // Nil once `run()` is cancelled (the server has drained): a socket that closed just before
                 // still gets its session detached or ended.
                 if await doorbell.next() == nil {
                     if case .finish(let close) = self.next(of: connection) {
-                        await self.finish(connection, close, inFlight: &inFlight)
+                        await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
+                        await self.finish(connection, close)
                     }
                     return
                 }
             case .finish(let close):
-                await self.finish(connection, close, inFlight: &inFlight)
+                await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
+                await self.finish(connection, close)
                 return
             }
+        }
+    }
+
+    /// Hands one addressed signal (already counted as pipelined) to Redis; its answer is reported to the
+    /// connection's state, which wakes the task if it waits for it.
+    func pipeline(_ envelope: SignalEnvelope, id: String?, cost: Int, on connection: ConnectionID) {
+        guard let pending = self.relayPipelined(envelope, id: id, on: connection) else {
+            return self.signalAnswered(connection, cost: cost)
+        }
+        pending.whenComplete { _ in self.signalAnswered(connection, cost: cost) }
+    }
+
+    private func signalAnswered(_ connection: ConnectionID, cost: Int) {
+        let doorbell = state.withLockedValue { state -> AsyncStream<Void>.Continuation? in
+            guard state.locals[connection] != nil,
+                state.locals[connection]!.connection.signalAnswered(cost: cost)
+            else { return nil }
+            return state.locals[connection]!.doorbell
+        }
+        doorbell?.yield()
+    }
+
+    /// Waits until fewer than `limit` of the connection's signals are with Redis (`limit` 1: all answered).
+    /// Once `run()` is cancelled the doorbell rings no more; the answers still come (or fail within the
+    /// Redis timeout), so the task then looks again every few milliseconds.
+    private func waitForPipelined(
+        below limit: Int,
+        on connection: ConnectionID,
+        doorbell: inout AsyncStream<Void>.AsyncIterator
+    ) async {
+        var ringing = true
+        while true {
+            let goOn = state.withLockedValue { state in
+                state.locals[connection]?.connection.mayGoOn(below: limit) ?? true
+            }
+            if goOn { return }
+            if ringing, await doorbell.next() == nil { ringing = false }
+            if !ringing { try? await Task.sleep(for: .milliseconds(5)) }
         }
     }
 
@@ -57,14 +98,9 @@ extension ClusterHub {
         await withDiscardingTaskGroup { group in group.addTask(operation: work) }
     }
 
-    /// After the socket closed and every request before the close was taken: once the pipelined ones are
-    /// answered, the connection is forgotten and its session detached or ended.
-    private func finish(
-        _ connection: ConnectionID,
-        _ close: ClusterConnectionState.SessionClose,
-        inFlight: inout CircularBuffer<EventLoopFuture<Void>>
-    ) async {
-        while let pending = inFlight.popFirst() { try? await pending.get() }
+    /// After the socket closed, every request before the close was taken and every pipelined one was
+    /// answered: the connection is forgotten and its session detached or ended.
+    private func finish(_ connection: ConnectionID, _ close: ClusterConnectionState.SessionClose) async {
         state.withLockedValue { state in
             state.locals[connection] = nil
             state.iceRefresh?.remove(connection)
@@ -81,10 +117,10 @@ extension ClusterHub {
         }
     }
 
-    private func finished(_ connection: ConnectionID, cost: Int) {
+    private func update(_ connection: ConnectionID, _ change: (inout ClusterConnectionState) -> Void) {
         state.withLockedValue { state in
             guard state.locals[connection] != nil else { return }
-            state.locals[connection]!.connection.finished(cost: cost)
+            change(&state.locals[connection]!.connection)
         }
     }
 

@@ -202,14 +202,21 @@ public final class ClusterHub: SessionHub {
     }
 
     /// Queues the request for the connection's task, or refuses it at once when the connection's pending
-    /// requests are at their bound (``ClusterConnectionState/admit(_:)``).
+    /// requests are at their bound (``ClusterConnectionState/admit(_:directSignals:)``). An addressed
+    /// signal with nothing queued before it is handed to Redis at once, from the thread that read it.
     public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
         let (admission, doorbell) = state.withLockedValue {
             state -> (ClusterConnectionState.Admission, AsyncStream<Void>.Continuation?) in
             guard state.locals[connection] != nil else { return (.ignore, nil) }
-            return (state.locals[connection]!.connection.admit(message), state.locals[connection]!.doorbell)
+            return (
+                state.locals[connection]!.connection.admit(message, directSignals: Self.maxPipelined),
+                state.locals[connection]!.doorbell
+            )
         }
         switch admission {
+        case .direct(let cost):
+            guard case .signal(let envelope) = message.request else { return }
+            self.pipeline(envelope, id: message.id, cost: cost, on: connection)
         case .queued:
             doorbell?.yield()
         case .refuse:

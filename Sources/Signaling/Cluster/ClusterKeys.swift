@@ -4,9 +4,10 @@ struct ClusterKeys: Sendable {
     /// Namespace prefix (`--redis-prefix`, default `sig`), so several clusters can share one Redis.
     let prefix: String
 
-    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant),
-    /// `:b` (list: buffered messages), `:m` (list: their descriptors), `:d` (hash: request ids already
-    /// delivered, for duplicate suppression), `:dl` (list: those ids, oldest first).
+    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant, and a
+    /// `d:sender|id` field per request id already delivered, for duplicate suppression), `:b` (list:
+    /// buffered messages), `:m` (list: their descriptors), `:d` (no longer written: those ids were a hash
+    /// of their own; deleted with the session), `:dl` (list: the delivered ids, oldest first).
     func session(_ peer: String) -> [String] {
         let base = "\(prefix):{\(peer)}:"
         return [base + "s", base + "b", base + "m", base + "d", base + "dl"]

@@ -115,21 +115,23 @@ enum ClusterScripts {
     /// a connected session only, and kept nowhere; `{'away'}` when the session is away or its node does
     /// not take it.
     private static let deliverFunction = """
-        local function remember(k1, k4, k5, dkey, status, maxn, ttl)
-            redis.call('HSET', k4, dkey, status)
-            local dn = redis.call('RPUSH', k5, dkey)
+        local function remembered(k1, k5, dn, maxn, ttl)
             if dn == 1 then
                 ttl = ttl or redis.call('PTTL', k1)
-                if ttl > 0 then redis.call('PEXPIRE', k4, ttl); redis.call('PEXPIRE', k5, ttl) end
+                if ttl > 0 then redis.call('PEXPIRE', k5, ttl) end
             end
-            if dn > maxn then redis.call('HDEL', k4, redis.call('LPOP', k5)) end
+            if dn > maxn then redis.call('HDEL', k1, 'd:' .. redis.call('LPOP', k5)) end
         end
         local function deliverOne(k1, k2, k3, k4, k5, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
             local signal = mode == '1' or volatile
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
-            if not f[1] then return {'unavailable'} end
             local dkey = sender .. '|' .. rid
+            -- A request id already delivered to this peer is a field `d:sender|id` of its session hash (read
+            -- with the session's fields, written with them); `:dl` lists them oldest first, to forget the
+            -- oldest beyond `maxn`.
+            local dfield = 'd:' .. dkey
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped', dfield)
+            if not f[1] then return {'unavailable'} end
             if signal then
                 local rooms = ',' .. f[5] .. ','
                 if room ~= '' then
@@ -141,14 +143,14 @@ enum ClusterScripts {
                     end
                     if not ok then return {'not-shared'} end
                 end
-                if rid ~= '' then
-                    local prev = redis.call('HGET', k4, dkey)
-                    if prev then return {'dup', prev} end
-                end
+                if rid ~= '' and f[10] then return {'dup', f[10]} end
             end
             if volatile then
                 if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return {'away'} end
-                if rid ~= '' then remember(k1, k4, k5, dkey, 'delivered', maxn, nil) end
+                if rid ~= '' then
+                    redis.call('HSET', k1, dfield, 'delivered')
+                    remembered(k1, k5, redis.call('RPUSH', k5, dkey), maxn, nil)
+                end
                 return {'delivered', f[1], {}}
             end
             local away = f[3] == '1'
@@ -190,10 +192,14 @@ enum ClusterScripts {
                     if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
                 end
             end
-            redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
             local status = 'delivered'
             if queued then status = 'queued' end
-            if signal and rid ~= '' then remember(k1, k4, k5, dkey, status, maxn, ttl) end
+            if signal and rid ~= '' then
+                redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped, dfield, status)
+                remembered(k1, k5, redis.call('RPUSH', k5, dkey), maxn, ttl)
+            else
+                redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+            end
             return {status, f[1], expired}
         end
 

@@ -195,6 +195,70 @@ import Testing
         }
     }
 
+    @Test func anAddressedSignalGoesDirectOnlyWhenNothingReadBeforeItWaits() {
+        var state = ClusterConnectionState(
+            limits: ClusterConnectionState.Limits(
+                maxPendingRequests: 16,
+                maxPendingBytes: 1 << 20,
+                maxRefusals: 3
+            )
+        )
+        let signal = message(#"{"type":"message","to":"bob","data":"x"}"#)
+        let cost = ClusterConnectionState.cost(of: signal)
+        // Before the open: queued (there is no session yet).
+        #expect(state.admit(signal, directSignals: 2) == .queued)
+        _ = state.opened(alice, replay: [], through: 0)
+        // Something is queued before it: queued behind it, in order.
+        #expect(state.admit(signal, directSignals: 2) == .queued)
+        guard case .request = state.next() else {
+            Issue.record("expected the first signal")
+            return
+        }
+        // The task has taken a request and not handed it on yet: what is read waits behind it.
+        #expect(state.admit(signal, directSignals: 2) == .queued)
+        state.startPipelined()
+        state.doneTaking()
+        guard case .request = state.next() else {
+            Issue.record("expected the second signal")
+            return
+        }
+        state.startPipelined()
+        state.doneTaking()
+        guard case .request = state.next() else {
+            Issue.record("expected the third signal")
+            return
+        }
+        state.doneTaking()
+        state.finished(cost: cost)  // answered at once (say, refused)
+        // Two pipelined: at the limit, so the next one queues for the task.
+        #expect(state.pipelined == 2)
+        #expect(state.admit(signal, directSignals: 2) == .queued)
+        guard case .request = state.next() else {
+            Issue.record("expected the fourth signal")
+            return
+        }
+        #expect(state.mayGoOn(below: 2) == false)  // the task waits for an answer
+        #expect(state.signalAnswered(cost: cost) == true)  // which wakes it
+        #expect(state.mayGoOn(below: 2) == true)
+        state.startPipelined()
+        state.doneTaking()
+        #expect(state.signalAnswered(cost: cost) == false)  // nobody waits: no wake
+        // Nothing queued, the task idle, one pipelined: direct; a join is never direct.
+        #expect(state.admit(signal, directSignals: 2) == .direct(cost: cost))
+        #expect(state.pipelined == 2)
+        #expect(state.admit(message(#"{"type":"join","room":"x"}"#), directSignals: 2) == .queued)
+        #expect(state.admit(signal, directSignals: 2) == .queued)  // behind the join
+        _ = state.signalAnswered(cost: cost)
+        _ = state.signalAnswered(cost: cost)
+        // The join may go on only once every signal before it is answered.
+        guard case .request(let join, _) = state.next(), case .join = join.request else {
+            Issue.record("expected the join")
+            return
+        }
+        #expect(state.mayGoOn(below: 1) == true)
+        #expect(state.pendingRequests == 2)  // the join and the signal behind it
+    }
+
     @Test func pendingRequestsAreBoundedInCountThenRefusedThenClosedWith1013() {
         var state = ClusterConnectionState(limits: Self.limits)
         _ = state.opened(alice, replay: [], through: 0)
