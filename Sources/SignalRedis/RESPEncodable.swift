@@ -37,7 +37,11 @@ extension ByteBuffer: RESPEncodable {
 
 extension Int: RESPEncodable {
     public func writeRESPBulkString(into buffer: inout ByteBuffer) {
-        String(self).writeRESPBulkString(into: &buffer)
+        RESPEncoder.withDecimal(self) { digits in
+            RESPEncoder.writeHeader(UInt8(ascii: "$"), digits.count, into: &buffer)
+            buffer.writeBytes(digits)
+        }
+        buffer.writeStaticString("\r\n")
     }
 }
 

@@ -73,7 +73,35 @@ public struct RESPEncoder: Sendable {
     /// Writes `<type><decimal>\r\n`.
     static func writeHeader(_ type: UInt8, _ number: Int, into buffer: inout ByteBuffer) {
         buffer.writeInteger(type)
-        buffer.writeString(String(number))
+        writeDecimal(number, into: &buffer)
         buffer.writeStaticString("\r\n")
+    }
+
+    /// `number` in decimal ASCII, written straight into `buffer` (no `String` in between: every argument
+    /// of a command has a length header).
+    static func writeDecimal(_ number: Int, into buffer: inout ByteBuffer) {
+        if number >= 0, number < 10 {
+            buffer.writeInteger(UInt8(truncatingIfNeeded: number) &+ UInt8(ascii: "0"))
+            return
+        }
+        withDecimal(number) { digits in _ = buffer.writeBytes(digits) }
+    }
+
+    /// Calls `body` with `number`'s decimal ASCII digits (a leading `-` when negative), on the stack.
+    static func withDecimal<Result>(_ number: Int, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        var magnitude = number.magnitude
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 21) { digits in
+            var start = 21
+            repeat {
+                start -= 1
+                digits[start] = UInt8(truncatingIfNeeded: magnitude % 10) &+ UInt8(ascii: "0")
+                magnitude /= 10
+            } while magnitude > 0
+            if number < 0 {
+                start -= 1
+                digits[start] = UInt8(ascii: "-")
+            }
+            return body(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(digits)[start..<21]))
+        }
     }
 }

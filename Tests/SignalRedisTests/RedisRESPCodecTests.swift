@@ -207,6 +207,17 @@ import Testing
         #expect(Array(buffer: buffer) == expected)
     }
 
+    @Test(arguments: [0, 7, 9, 10, 99, 100, 12_345, -1, -10, -987_654, Int.max, Int.min])
+    func integersAreWrittenInDecimal(_ number: Int) {
+        var buffer = ByteBuffer()
+        number.writeRESPBulkString(into: &buffer)
+        let text = String(number)
+        #expect(String(buffer: buffer) == "$\(text.utf8.count)\r\n\(text)\r\n")
+        buffer.clear()
+        RESPEncoder.writeHeader(UInt8(ascii: ":"), number, into: &buffer)
+        #expect(String(buffer: buffer) == ":\(text)\r\n")
+    }
+
     @Test func encodedValuesDecodeToThemselves() throws {
         let values: [RESPValue] = [
             simple("OK"), .error(ByteBuffer(string: "ERR x")), .integer(.min), .integer(.max), bulk(""),

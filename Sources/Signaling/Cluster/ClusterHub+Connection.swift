@@ -55,10 +55,7 @@ extension ClusterHub {
     /// Hands one addressed signal (already counted as pipelined) to Redis; its answer is reported to the
     /// connection's state, which wakes the task if it waits for it.
     func pipeline(_ envelope: SignalEnvelope, id: String?, cost: Int, on connection: ConnectionID) {
-        guard let pending = self.relayPipelined(envelope, id: id, on: connection) else {
-            return self.signalAnswered(connection, cost: cost)
-        }
-        pending.whenComplete { _ in self.signalAnswered(connection, cost: cost) }
+        self.relayPipelined(envelope, id: id, on: connection) { self.signalAnswered(connection, cost: cost) }
     }
 
     private func signalAnswered(_ connection: ConnectionID, cost: Int) {

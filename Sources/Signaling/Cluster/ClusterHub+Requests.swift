@@ -6,7 +6,7 @@ import SignalRedis
 /// A connection's requests: `ping`, `received`, `join`, `update`, `leave`, room broadcasts and addressed
 /// signals.
 extension ClusterHub {
-    /// Carries out one request (addressed signals take ``relayPipelined(_:id:on:)``).
+    /// Carries out one request (addressed signals take ``relayPipelined(_:id:on:answered:)``).
     func receive(_ message: ClientMessage, on connection: ConnectionID, session: ClusterConnectionState.Session) async {
         let id = message.id
         let peer = session.peer
@@ -212,16 +212,19 @@ extension ClusterHub {
         self.reply(connection, ServerMessage.ack(id: id, queued: queued))
     }
 
-    /// Queues one addressed signal's script without waiting for it; the returned future completes once
-    /// its sender has been answered. Nil when it was answered at once (not in a session, not in the room).
-    func relayPipelined(_ envelope: SignalEnvelope, id: String?, on connection: ConnectionID)
-        -> EventLoopFuture<Void>?
-    {
-        guard let session = self.session(of: connection), let target = envelope.to else { return nil }
+    /// Queues one addressed signal's script without waiting for it; `answered` is called once its sender
+    /// has been answered (at once when it was refused here: not in a session, not in the room).
+    func relayPipelined(
+        _ envelope: SignalEnvelope,
+        id: String?,
+        on connection: ConnectionID,
+        answered: @escaping @Sendable () -> Void
+    ) {
+        guard let session = self.session(of: connection), let target = envelope.to else { return answered() }
         let peer = session.peer
         if let refusal = policy.send(room: envelope.room, senderRooms: session.rooms) {
             self.replyError(connection, refusal, id: id)
-            return nil
+            return answered()
         }
         let shared = policy.needsSenderRooms(room: envelope.room, to: target, from: peer) ? session.rooms : nil
         let request = DeliveryRequest(
@@ -234,14 +237,17 @@ extension ClusterHub {
             signal: true,
             volatile: envelope.volatile
         )
-        return batcher.submit(keys: keys.session(target), arguments: self.batchArguments(for: request))
-            .map { reply in
+        batcher.submit(keys: keys.session(target), arguments: self.batchArguments(for: request)) { result in
+            switch result {
+            case .success(let reply):
                 let result = self.interpret(reply, recipient: target, signal: true)
                 self.answer(result, for: envelope, to: target, id: id, on: connection)
-            }.recover { error in
+            case .failure(let error):
                 self.logger.debug("cluster request failed", metadata: ["error": "\(error)"])
                 self.replyError(connection, .unavailable, id: id)
             }
+            answered()
+        }
     }
 
     /// The sender's answer for an addressed signal.

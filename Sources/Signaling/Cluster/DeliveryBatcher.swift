@@ -21,10 +21,14 @@ final class DeliveryBatcher: Sendable {
         var maxBatch = 128
     }
 
+    /// What a delivery's submitter is called with: ``ClusterScripts/deliver``'s reply for it, or the
+    /// batch's failure.
+    typealias Completion = @Sendable (Result<RESPValue, any Error>) -> Void
+
     private struct Item {
         var keys: [String]
         var arguments: [any RESPEncodable]
-        var promise: EventLoopPromise<RESPValue>
+        var completion: Completion
     }
 
     private struct State {
@@ -58,21 +62,21 @@ final class DeliveryBatcher: Sendable {
     }
 
     /// Queues one delivery: the five session keys of its recipient and its seven per-delivery arguments
-    /// (see ``ClusterScripts/deliverBatch``). The future is ``ClusterScripts/deliver``'s reply for it.
-    func submit(keys: [String], arguments: [any RESPEncodable]) -> EventLoopFuture<RESPValue> {
+    /// (see ``ClusterScripts/deliverBatch``). `completion` gets ``ClusterScripts/deliver``'s reply for it
+    /// (on the event loop; a plain callback, not a future: this is once per signal).
+    func submit(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
         guard batches else {
             // deliver's ARGV: prefix, sender, id, type, room, shared, max messages, max bytes, signal, channels.
             var single = Array(arguments.prefix(6))
             single += [common[0], common[1], arguments[6], common[2]]
-            return redis.submit(ClusterScripts.deliver, keys: keys, arguments: single)
+            redis.submit(ClusterScripts.deliver, keys: keys, arguments: single).whenComplete(completion)
+            return
         }
-        let promise = eventLoop.makePromise(of: RESPValue.self)
         let sent = state.withLockedValue { state in
-            state.waiting.append(Item(keys: keys, arguments: arguments, promise: promise))
+            state.waiting.append(Item(keys: keys, arguments: arguments, completion: completion))
             return self.sendNext(&state)
         }
         sent?.whenComplete { result in self.finished(sent: result) }
-        return promise.futureResult
     }
 
     /// Under the lock: hands the next batch to Redis if one may go; returns the future of its reply, on
@@ -108,15 +112,15 @@ final class DeliveryBatcher: Sendable {
             let replies = reply.array ?? []
             for (index, item) in batch.enumerated() {
                 if index < replies.count {
-                    item.promise.succeed(replies[index])
+                    item.completion(.success(replies[index]))
                 } else {
-                    item.promise.fail(
-                        RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)")
+                    item.completion(
+                        .failure(RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)"))
                     )
                 }
             }
         }.recover { error in
-            for item in batch { item.promise.fail(error) }
+            for item in batch { item.completion(.failure(error)) }
         }
     }
 

@@ -440,12 +440,13 @@ import Testing
         var futures: [EventLoopFuture<RESPValue>] = []
         for index in 0..<count {
             let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\(index),\"from\":\"alice\",\"seq\":")
-            futures.append(
-                batcher.submit(
-                    keys: keys.session("bob"),
-                    arguments: [prefix, "alice", "r\(index)", "message", "", "-", "1"]
-                )
+            let promise = RedisTestServer.group.next().makePromise(of: RESPValue.self)
+            batcher.submit(
+                keys: keys.session("bob"),
+                arguments: [prefix, "alice", "r\(index)", "message", "", "-", "1"],
+                completion: promise.completeWith
             )
+            futures.append(promise.futureResult)
             if index % 97 == 0 { await Task.yield() }
         }
         for future in futures { _ = try await future.get() }
