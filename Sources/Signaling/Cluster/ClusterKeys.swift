@@ -6,11 +6,11 @@ struct ClusterKeys: Sendable {
 
     /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant, and a
     /// `d:sender|id` field per request id already delivered, for duplicate suppression), `:b` (list:
-    /// buffered messages), `:m` (list: their descriptors), `:d` (no longer written: those ids were a hash
-    /// of their own; deleted with the session), `:dl` (list: the delivered ids, oldest first).
+    /// buffered messages), `:m` (list: their descriptors), `:dl` (list: the delivered request ids, oldest
+    /// first, to forget the oldest).
     func session(_ peer: String) -> [String] {
         let base = "\(prefix):{\(peer)}:"
-        return [base + "s", base + "b", base + "m", base + "d", base + "dl"]
+        return [base + "s", base + "b", base + "m", base + "dl"]
     }
 
     /// `prefix:tenant:{tenant}:rooms` (set: the rooms a named tenant has, with `--max-rooms-per-tenant`).

@@ -3,7 +3,7 @@ import SignalRedis
 /// The Lua scripts that make Redis the cluster's shared engine. Each runs atomically on the one hash slot
 /// its keys share, so the same scripts work on one Redis server and on Redis Cluster.
 ///
-/// A session's scripts take the five keys of ``ClusterKeys/session(_:)`` (`s`, `b`, `m`, `d`, `dl`, all
+/// A session's scripts take the four keys of ``ClusterKeys/session(_:)`` (`s`, `b`, `m`, `dl`, all
 /// with the peer id as hash tag); a room's take its one key. What a script decides for another slot (a
 /// `peer-left` for each member of a room, an `expired` notice for a sender) it returns to the node,
 /// which carries it out with further scripts.
@@ -27,7 +27,7 @@ enum ClusterScripts {
             return redis.call('PUBLISH', prefix .. node, msg)
         end
         local function expireAll(K, ttl)
-            for i = 1, 5 do redis.call('PEXPIRE', K[i], ttl) end
+            for i = 1, 4 do redis.call('PEXPIRE', K[i], ttl) end
         end
         local function owns(K, node, conn)
             local f = redis.call('HMGET', K[1], 'node', 'conn', 'away')
@@ -50,7 +50,7 @@ enum ClusterScripts {
                 local seq, q, typ, sender, rid = parseMeta(meta)
                 if q == '1' and sender ~= '' then table.insert(origins, sender .. '|' .. typ .. '|' .. rid) end
             end
-            redis.call('DEL', K[1], K[2], K[3], K[4], K[5])
+            redis.call('DEL', K[1], K[2], K[3], K[4])
             return f[1] or '', f[2] or '', f[3] or '', f[4] or '1', origins
         end
 
@@ -115,14 +115,14 @@ enum ClusterScripts {
     /// a connected session only, and kept nowhere; `{'away'}` when the session is away or its node does
     /// not take it.
     private static let deliverFunction = """
-        local function remembered(k1, k5, dn, maxn, ttl)
+        local function remembered(k1, kd, dn, maxn, ttl)
             if dn == 1 then
                 ttl = ttl or redis.call('PTTL', k1)
-                if ttl > 0 then redis.call('PEXPIRE', k5, ttl) end
+                if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
             end
-            if dn > maxn then redis.call('HDEL', k1, 'd:' .. redis.call('LPOP', k5)) end
+            if dn > maxn then redis.call('HDEL', k1, 'd:' .. redis.call('LPOP', kd)) end
         end
-        local function deliverOne(k1, k2, k3, k4, k5, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
+        local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
             local signal = mode == '1' or volatile
             local dkey = sender .. '|' .. rid
@@ -149,7 +149,7 @@ enum ClusterScripts {
                 if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return {'away'} end
                 if rid ~= '' then
                     redis.call('HSET', k1, dfield, 'delivered')
-                    remembered(k1, k5, redis.call('RPUSH', k5, dkey), maxn, nil)
+                    remembered(k1, kd, redis.call('RPUSH', kd, dkey), maxn, nil)
                 end
                 return {'delivered', f[1], {}}
             end
@@ -196,7 +196,7 @@ enum ClusterScripts {
             if queued then status = 'queued' end
             if signal and rid ~= '' then
                 redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped, dfield, status)
-                remembered(k1, k5, redis.call('RPUSH', k5, dkey), maxn, ttl)
+                remembered(k1, kd, redis.call('RPUSH', kd, dkey), maxn, ttl)
             else
                 redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
             end
@@ -221,14 +221,14 @@ enum ClusterScripts {
             local function publish(node, conn, seq, msg)
                 return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
-            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
                 ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
             """
     )
 
     /// Many deliveries in one call, in order (a node's pipelined signals, gathered while earlier batches
     /// were with Redis): each exactly as ``deliver`` decides it, but every node gets one `PUBLISH` per
-    /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the five session keys
+    /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the four session keys
     /// of each recipient. ARGV: max messages, max bytes, channel prefix, then per delivery: prefix, sender,
     /// request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or `v`, as for ``deliver``). Returns
     /// one ``deliver`` reply per delivery.
@@ -251,8 +251,8 @@ enum ClusterScripts {
             end
             local results = {}
             local a = 4
-            for i = 1, #KEYS, 5 do
-                results[#results + 1] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4],
+            for i = 1, #KEYS, 4 do
+                results[#results + 1] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3],
                     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb,
                     ARGV[a + 6], publish)
                 a = a + 7

@@ -61,7 +61,7 @@ final class DeliveryBatcher: Sendable {
         self.limits = limits
     }
 
-    /// Queues one delivery: the five session keys of its recipient and its seven per-delivery arguments
+    /// Queues one delivery: the four session keys of its recipient and its seven per-delivery arguments
     /// (see ``ClusterScripts/deliverBatch``). `completion` gets ``ClusterScripts/deliver``'s reply for it
     /// (on the event loop; a plain callback, not a future: this is once per signal).
     func submit(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
@@ -93,7 +93,7 @@ final class DeliveryBatcher: Sendable {
             state.waiting.removeFirst(limits.maxBatch)
         }
         var keys: [String] = []
-        keys.reserveCapacity(batch.count * 5)
+        keys.reserveCapacity(batch.count * 4)
         var arguments = common
         arguments.reserveCapacity(common.count + batch.count * 7)
         for item in batch {
