@@ -104,17 +104,8 @@ public final class RedisTestCluster: @unchecked Sendable {
         let executable =
             environment["REDIS_CLI"]
             ?? URL(fileURLWithPath: server).deletingLastPathComponent().appendingPathComponent("redis-cli").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        while process.isRunning { try await Task.sleep(for: .milliseconds(5)) }
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
+        let (status, text) = try await SpawnedProcess.run(executable, arguments)
+        guard status == 0 else {
             throw RedisTestServer.DidNotStart(description: "redis-cli \(arguments.joined(separator: " ")): \(text)")
         }
         return text

@@ -39,7 +39,7 @@ public final class RedisTestServer: @unchecked Sendable {
     /// Set when the server speaks only TLS (on `port`).
     public let tls: TLSFiles?
     private let lock = NSLock()
-    private var process: Process?
+    private var process: SpawnedProcess?
 
     /// Starts `redis-server` with `arguments` added to a configuration without persistence; with `tls`,
     /// it listens with TLS only, with a certificate for 127.0.0.1 from a fresh CA.
@@ -66,7 +66,7 @@ public final class RedisTestServer: @unchecked Sendable {
     }
 
     deinit {
-        signalKill()
+        signalKill()?.waitUntilExit()
         if let tls { try? FileManager.default.removeItem(at: tls.directory) }
     }
 
@@ -93,17 +93,13 @@ public final class RedisTestServer: @unchecked Sendable {
     }
 
     @discardableResult
-    private func signalKill() -> Process? {
-        let process = lock.withLock { () -> Process? in
+    private func signalKill() -> SpawnedProcess? {
+        let process = lock.withLock { () -> SpawnedProcess? in
             defer { self.process = nil }
             return self.process
         }
         guard let process, process.isRunning else { return nil }
-        #if canImport(Glibc)
-            _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        #else
-            process.terminate()
-        #endif
+        process.terminate(SIGKILL)
         return process
     }
 
@@ -183,20 +179,17 @@ public final class RedisTestServer: @unchecked Sendable {
         throw NotInstalled()
     }
 
-    private static func launch(port: Int, arguments: [String]) async throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try executable())
+    private static func launch(port: Int, arguments: [String]) async throws -> SpawnedProcess {
         let logFile = FileManager.default.temporaryDirectory.appendingPathComponent("redis-test-\(port).log").path
         try? FileManager.default.removeItem(atPath: logFile)
-        process.arguments =
-            [
+        let process = try SpawnedProcess(
+            executable: try executable(),
+            arguments: [
                 "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--loglevel", "notice", "--logfile", logFile,
                 "--dir", FileManager.default.temporaryDirectory.path,
             ] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        )
         func log() -> String {
             (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "(no log)"
         }
@@ -255,20 +248,10 @@ public final class RedisTestServer: @unchecked Sendable {
     }
 
     private static func openssl(_ arguments: [String]) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        while process.isRunning {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        guard process.terminationStatus == 0 else {
-            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let (status, output) = try await SpawnedProcess.run("/usr/bin/env", ["openssl"] + arguments)
+        guard status == 0 else {
             throw DidNotStart(
-                description: "openssl \(arguments.first ?? "") failed (is openssl installed?): \(message)"
+                description: "openssl \(arguments.first ?? "") failed (is openssl installed?): \(output)"
             )
         }
     }

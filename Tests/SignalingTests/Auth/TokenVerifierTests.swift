@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import JWTKit
+import RedisTestSupport
 import Testing
 
 @testable import Signaling
@@ -79,19 +80,7 @@ import Testing
     }
 
     static func openssl(_ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        let output = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = output
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try SpawnedProcess.runBlocking("/usr/bin/env", ["openssl"] + arguments, input: input).output
     }
 
     static func base64URL(_ data: Data) -> String {
