@@ -243,6 +243,10 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         let now = context.eventLoop.now
         var earliest: NIODeadline?
         var dead = false
+        // Callers are answered after the pass over the queue: an answer runs the caller's callbacks at
+        // once, and one that sends or closes would change the queue under the loop's indices.
+        var timedOut: [(RedisRequest.Responder, RedisError)] = []
+        defer { for (responder, error) in timedOut { responder.fail(error) } }
         for index in queue.indices {
             if queue[index].abandoned {
                 if queue[index].deadline + lateReplyWait <= now {
@@ -257,11 +261,14 @@ final class RedisCommandHandler: ChannelDuplexHandler {
                     break
                 }
                 queue[index].abandoned = true
-                entry.responder.fail(
-                    RedisError(
-                        .timeout,
-                        "no reply from Redis at \(address) within \(RedisConnectionCore.format(entry.timeout)); "
-                            + "the command may or may not have run"
+                timedOut.append(
+                    (
+                        entry.responder,
+                        RedisError(
+                            .timeout,
+                            "no reply from Redis at \(address) within \(RedisConnectionCore.format(entry.timeout)); "
+                                + "the command may or may not have run"
+                        )
                     )
                 )
             }

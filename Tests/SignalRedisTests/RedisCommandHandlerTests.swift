@@ -133,6 +133,29 @@ import Testing
         #expect(harness.channel.isActive)
     }
 
+    @Test func aTimedOutCallerThatSendsOrClosesAtOnceDoesNotUpsetTheTimer() throws {
+        // Each timed-out caller sends more at once (as a batcher does when a batch fails), or closes:
+        // the handler's pass over its queue must not see the queue change under it.
+        for closes in [false, true] {
+            // The embedded loop runs everything on this thread.
+            nonisolated(unsafe) let harness = try Harness()
+            nonisolated(unsafe) var sent: [EventLoopFuture<RESPValue>] = []
+            for index in 0..<8 {
+                let future = try harness.send(["GET", "k\(index)"], timeout: .milliseconds(100))
+                future.whenFailure { _ in
+                    if closes {
+                        harness.channel.close(promise: nil)
+                    } else if let more = try? harness.send(["PING"], timeout: .seconds(5)) {
+                        sent.append(more)
+                    }
+                }
+            }
+            harness.channel.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+            #expect(sent.count == (closes ? 0 : 8))
+            #expect(harness.channel.isActive == !closes)
+        }
+    }
+
     @Test func aReplyMissingLongAfterItsDeadlineClosesTheConnection() throws {
         let harness = try Harness()
         let slow = try harness.sendMany([["GET", "a"], ["GET", "b"]], timeout: .milliseconds(100))
