@@ -15,14 +15,26 @@ public final class RedisTestCluster: @unchecked Sendable {
     public init(primaries: Int = 3, replicas: Int = 1, nodeTimeout: Int = 1000) async throws {
         var servers: [RedisTestServer] = []
         for _ in 0..<(primaries * (1 + replicas)) {
-            let bus = try await RedisTestServer.freePort()
-            servers.append(
-                try await RedisTestServer([
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(UUID().uuidString).conf",
-                    "--cluster-port", String(bus), "--cluster-node-timeout", String(nodeTimeout),
-                    "--cluster-allow-replica-migration", "no",
-                ])
-            )
+            // A bus port found free can be taken before the node binds it (by an outgoing connection's
+            // ephemeral port, or a node started just before that had not bound its own yet): then the
+            // node is started again with another bus port and a fresh configuration file.
+            var attempt = 0
+            while true {
+                attempt += 1
+                let bus = try await RedisTestServer.freePort()
+                do {
+                    servers.append(
+                        try await RedisTestServer([
+                            "--cluster-enabled", "yes", "--cluster-config-file", "nodes-\(UUID().uuidString).conf",
+                            "--cluster-port", String(bus), "--cluster-node-timeout", String(nodeTimeout),
+                            "--cluster-allow-replica-migration", "no",
+                        ])
+                    )
+                    break
+                } catch let error as RedisTestServer.DidNotStart where attempt < 5 {
+                    _ = error
+                }
+            }
         }
         self.servers = servers
         let addresses = servers.map { "127.0.0.1:\($0.port)" }

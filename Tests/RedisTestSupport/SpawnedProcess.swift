@@ -11,8 +11,7 @@ import NIOConcurrencyHelpers
 /// `/proc/self/fd` (swift-corelibs-foundation#5472), and a test process with many descriptors open
 /// crashes in it now and then (SIGSEGV in `memcpy` under `Process.run()`, seen in this project's CI).
 /// The child gets standard input from `input` (a file path; none: `/dev/null`), standard output and
-/// error into `output` (a file path, truncated; none: `/dev/null`). It inherits only our descriptors
-/// not marked close-on-exec (SwiftNIO marks every socket, event and timer descriptor it opens).
+/// error into `output` (a file path, truncated; none: `/dev/null`), and none of our other descriptors.
 public final class SpawnedProcess: Sendable {
     public struct SpawnFailed: Error, CustomStringConvertible {
         public var description: String
@@ -40,10 +39,30 @@ public final class SpawnedProcess: Sendable {
         } else {
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
+        // None of our other descriptors: not every one is close-on-exec (a server holding a copy of a
+        // test's socket keeps that connection open after the test closed it). Listed with FileManager,
+        // which reads directory entries safely; one closed meanwhile is skipped by posix_spawn (EBADF on
+        // a close action is ignored).
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for name in open {
+            if let fd = Int32(name), fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
+        }
+        // The child starts with no signal blocked and every signal at its default action, whatever the
+        // spawning thread had (a dispatch worker blocks most signals: a server would ignore SIGTERM).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard result == 0 else {
             throw SpawnFailed(description: "cannot start \(executable): \(String(cString: strerror(result)))")
         }
@@ -61,7 +80,11 @@ public final class SpawnedProcess: Sendable {
             guard status == nil else { return false }
             var raw: Int32 = 0
             let reaped = waitpid(processIdentifier, &raw, WNOHANG)
-            if reaped == processIdentifier { status = raw }
+            if reaped == processIdentifier {
+                status = raw
+            } else if reaped == -1, errno == ECHILD {
+                status = 0  // reaped elsewhere: gone, its status unknown
+            }
             return status == nil
         }
     }
