@@ -24,12 +24,20 @@ import SignalRedis
 /// (the deliver script and what its replies ask for), `+Channel` (the node channel),
 /// `+Maintenance` (refresh, sweep, partition), `+Metrics`.
 public final class ClusterHub: SessionHub {
-    /// A connection the node serves.
-    struct Local {
+    /// A connection the node serves. A class, so that reading one of its fields from ``State/locals`` (once
+    /// or more per signal) copies one reference, not the whole connection state. Only touched under the
+    /// hub's state lock.
+    final class Local: @unchecked Sendable {
         var connection: ClusterConnectionState
         let outbox: Outbox
         /// Wakes the connection's task (a request queued, the socket closed).
         let doorbell: AsyncStream<Void>.Continuation
+
+        init(connection: ClusterConnectionState, outbox: Outbox, doorbell: AsyncStream<Void>.Continuation) {
+            self.connection = connection
+            self.outbox = outbox
+            self.doorbell = doorbell
+        }
     }
 
     /// A connection whose task ``run()`` is to start.
