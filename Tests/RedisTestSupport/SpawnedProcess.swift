@@ -121,14 +121,8 @@ public final class SpawnedProcess: Sendable {
     public static func run(_ executable: String, _ arguments: [String], input: String? = nil) async throws -> (
         status: Int32, output: String
     ) {
-        let files = try ToolFiles(input: input)
+        let (process, files) = try tool(executable, arguments, input: input, errors: true)
         defer { files.remove() }
-        let process = try SpawnedProcess(
-            executable: executable,
-            arguments: arguments,
-            input: files.input,
-            output: files.output
-        )
         await process.exited()
         return (process.terminationStatus, files.read())
     }
@@ -138,17 +132,33 @@ public final class SpawnedProcess: Sendable {
     public static func runBlocking(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (
         status: Int32, output: String
     ) {
-        let files = try ToolFiles(input: input)
+        let (process, files) = try tool(executable, arguments, input: input, errors: false)
         defer { files.remove() }
-        let process = try SpawnedProcess(
-            executable: executable,
-            arguments: arguments,
-            input: files.input,
-            output: files.output,
-            errors: false
-        )
         process.waitUntilExit()
         return (process.terminationStatus, files.read())
+    }
+
+    /// Starts a tool with its input and output in temporary files (removed again if it cannot start).
+    private static func tool(
+        _ executable: String,
+        _ arguments: [String],
+        input: String?,
+        errors: Bool
+    ) throws -> (SpawnedProcess, ToolFiles) {
+        let files = try ToolFiles(input: input)
+        do {
+            let process = try SpawnedProcess(
+                executable: executable,
+                arguments: arguments,
+                input: files.input,
+                output: files.output,
+                errors: errors
+            )
+            return (process, files)
+        } catch {
+            files.remove()
+            throw error
+        }
     }
 
     /// A tool's standard input (written first) and output, as temporary files.

@@ -98,7 +98,7 @@ extension ClusterHub {
     /// an older one the catch-up reads from Redis.
     private func holdForCatchUp() {
         state.withLockedValue { state in
-            for id in state.locals.keys { state.locals[id]!.connection.beginCatchUp() }
+            for local in state.locals.values { local.connection.beginCatchUp() }
         }
     }
 

@@ -39,14 +39,12 @@ extension ClusterHub {
                 // still gets its session detached or ended.
                 if await doorbell.next() == nil {
                     if case .finish(let close) = self.next(of: connection) {
-                        await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
-                        await self.finish(connection, close)
+                        await self.finish(connection, close, doorbell: &doorbell)
                     }
                     return
                 }
             case .finish(let close):
-                await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
-                await self.finish(connection, close)
+                await self.finish(connection, close, doorbell: &doorbell)
                 return
             }
         }
@@ -60,10 +58,8 @@ extension ClusterHub {
 
     private func signalAnswered(_ connection: ConnectionID, cost: Int) {
         let doorbell = state.withLockedValue { state -> AsyncStream<Void>.Continuation? in
-            guard state.locals[connection] != nil,
-                state.locals[connection]!.connection.signalAnswered(cost: cost)
-            else { return nil }
-            return state.locals[connection]!.doorbell
+            guard let local = state.locals[connection], local.connection.signalAnswered(cost: cost) else { return nil }
+            return local.doorbell
         }
         doorbell?.yield()
     }
@@ -95,9 +91,14 @@ extension ClusterHub {
         await withDiscardingTaskGroup { group in group.addTask(operation: work) }
     }
 
-    /// After the socket closed, every request before the close was taken and every pipelined one was
-    /// answered: the connection is forgotten and its session detached or ended.
-    private func finish(_ connection: ConnectionID, _ close: ClusterConnectionState.SessionClose) async {
+    /// After the socket closed and every request before the close was taken: once the pipelined ones are
+    /// answered, the connection is forgotten and its session detached or ended.
+    private func finish(
+        _ connection: ConnectionID,
+        _ close: ClusterConnectionState.SessionClose,
+        doorbell: inout AsyncStream<Void>.AsyncIterator
+    ) async {
+        await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
         state.withLockedValue { state in
             state.locals[connection] = nil
             state.iceRefresh?.remove(connection)
@@ -109,15 +110,14 @@ extension ClusterHub {
 
     private func next(of connection: ConnectionID) -> ClusterConnectionState.Next {
         state.withLockedValue { state in
-            guard state.locals[connection] != nil else { return .finish(.none) }
-            return state.locals[connection]!.connection.next()
+            state.locals[connection]?.connection.next() ?? .finish(.none)
         }
     }
 
     private func update(_ connection: ConnectionID, _ change: (inout ClusterConnectionState) -> Void) {
         state.withLockedValue { state in
-            guard state.locals[connection] != nil else { return }
-            change(&state.locals[connection]!.connection)
+            guard let local = state.locals[connection] else { return }
+            change(&local.connection)
         }
     }
 
@@ -127,10 +127,7 @@ extension ClusterHub {
     }
 
     func updateSession(_ connection: ConnectionID, _ change: (inout ClusterConnectionState.Session) -> Void) {
-        state.withLockedValue { state in
-            guard state.locals[connection] != nil else { return }
-            state.locals[connection]!.connection.updateSession(change)
-        }
+        state.withLockedValue { $0.locals[connection]?.connection.updateSession(change) }
     }
 
     // MARK: Output
@@ -144,10 +141,10 @@ extension ClusterHub {
         through seq: UInt64
     ) {
         let outbox: Outbox? = state.withLockedValue { state in
-            guard state.locals[connection] != nil,
-                let writes = state.locals[connection]!.connection.opened(session, replay: replay, through: seq)
+            guard let local = state.locals[connection],
+                let writes = local.connection.opened(session, replay: replay, through: seq)
             else { return nil }
-            let outbox = state.locals[connection]!.outbox
+            let outbox = local.outbox
             state.iceRefresh?.add(connection, peer: session.peer, now: NIODeadline.now().uptimeNanoseconds)
             _ = outbox.append(.text(welcome))
             for bytes in writes { _ = outbox.append(.text(bytes)) }
@@ -160,11 +157,9 @@ extension ClusterHub {
     /// skipped when the connection already has it (a replay and the live stream can overlap).
     func write(_ bytes: ByteBuffer, seq: UInt64, to connection: ConnectionID) {
         let outbox: Outbox? = state.withLockedValue { state in
-            guard state.locals[connection] != nil,
-                state.locals[connection]!.connection.published(seq: seq, bytes: bytes) == .write
+            guard let local = state.locals[connection], local.connection.published(seq: seq, bytes: bytes) == .write
             else { return nil }
-            let outbox = state.locals[connection]!.outbox
-            return outbox.append(.text(bytes)) ? outbox : nil
+            return local.outbox.append(.text(bytes)) ? local.outbox : nil
         }
         outbox?.wakeOwner()
     }
@@ -172,9 +167,9 @@ extension ClusterHub {
     /// Writes what a catch-up read for a connection, with the live messages it held meanwhile, in order.
     func caughtUp(_ connection: ConnectionID, missed: [BufferedMessage]) {
         let outbox: Outbox? = state.withLockedValue { state in
-            guard state.locals[connection] != nil else { return nil }
-            let writes = state.locals[connection]!.connection.endCatchUp(missed: missed)
-            let outbox = state.locals[connection]!.outbox
+            guard let local = state.locals[connection] else { return nil }
+            let writes = local.connection.endCatchUp(missed: missed)
+            let outbox = local.outbox
             var wake = false
             for bytes in writes {
                 if outbox.append(.text(bytes)) { wake = true }
@@ -205,10 +200,9 @@ extension ClusterHub {
     /// connection's business (``ClusterConnectionState/closing(_:)``).
     func closeConnection(_ connection: ConnectionID, _ code: CloseCode, reason: String) {
         let outbox: Outbox? = state.withLockedValue { state in
-            guard state.locals[connection] != nil else { return nil }
-            state.locals[connection]!.connection.closing(code)
-            let outbox = state.locals[connection]!.outbox
-            return outbox.append(.close(code, reason: reason)) ? outbox : nil
+            guard let local = state.locals[connection] else { return nil }
+            local.connection.closing(code)
+            return local.outbox.append(.close(code, reason: reason)) ? local.outbox : nil
         }
         outbox?.wakeOwner()
     }

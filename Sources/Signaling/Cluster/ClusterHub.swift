@@ -215,11 +215,8 @@ public final class ClusterHub: SessionHub {
     public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
         let (admission, doorbell) = state.withLockedValue {
             state -> (ClusterConnectionState.Admission, AsyncStream<Void>.Continuation?) in
-            guard state.locals[connection] != nil else { return (.ignore, nil) }
-            return (
-                state.locals[connection]!.connection.admit(message, directSignals: Self.maxPipelined),
-                state.locals[connection]!.doorbell
-            )
+            guard let local = state.locals[connection] else { return (.ignore, nil) }
+            return (local.connection.admit(message, directSignals: Self.maxPipelined), local.doorbell)
         }
         switch admission {
         case .direct(let cost):
@@ -245,9 +242,9 @@ public final class ClusterHub: SessionHub {
         let keep = keepSession && limits.resumeGraceNanos > 0
         let doorbell = state.withLockedValue { state -> AsyncStream<Void>.Continuation? in
             guard let local = state.locals[connection], local.connection.socketClosed == nil else { return nil }
-            state.locals[connection]!.connection.socketDidClose(keepSession: keep, redisReachable: reachable)
+            local.connection.socketDidClose(keepSession: keep, redisReachable: reachable)
             state.closingSessions += 1
-            return state.locals[connection]!.doorbell
+            return local.doorbell
         }
         doorbell?.yield()
     }
