@@ -4,13 +4,12 @@ struct ClusterKeys: Sendable {
     /// Namespace prefix (`--redis-prefix`, default `sig`), so several clusters can share one Redis.
     let prefix: String
 
-    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant, and a
-    /// `d:sender|id` field per request id already delivered, for duplicate suppression), `:b` (list:
-    /// buffered messages), `:m` (list: their descriptors), `:dl` (list: the delivered request ids, oldest
-    /// first, to forget the oldest).
+    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant), `:b`
+    /// (list: buffered messages), `:m` (list: their descriptors), `:r` (sorted set: the request ids
+    /// already delivered, `sender|id`, scored by when and how, for duplicate suppression).
     func session(_ peer: String) -> [String] {
         let base = "\(prefix):{\(peer)}:"
-        return [base + "s", base + "b", base + "m", base + "dl"]
+        return [base + "s", base + "b", base + "m", base + "r"]
     }
 
     /// `prefix:tenant:{tenant}:rooms` (set: the rooms a named tenant has, with `--max-rooms-per-tenant`).

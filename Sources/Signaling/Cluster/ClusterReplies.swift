@@ -151,6 +151,10 @@ struct DeliverReply: Equatable, Sendable {
     }
 
     init?(_ reply: RESPValue) {
+        if case .bulkString(let text) = reply {
+            self.init(flat: text)
+            return
+        }
         guard let parts = reply.array, let status = parts.first?.string else { return nil }
         switch (status, parts.count) {
         case ("dup", 2):
@@ -167,6 +171,29 @@ struct DeliverReply: Equatable, Sendable {
             }
             self.init(result: result)
         default:
+            return nil
+        }
+    }
+
+    /// The one-string form: `dup <status>`, `<status> <node>`, or a refusal alone. Read from the reply's
+    /// bytes (once per signal): only the node becomes a `String`.
+    private init?(flat text: ByteBuffer) {
+        let bytes = text.readableBytesView
+        guard let space = bytes.firstIndex(of: UInt8(ascii: " ")) else {
+            guard let result = DeliveryResult(rawValue: String(buffer: text)), result != .delivered,
+                result != .queued
+            else { return nil }
+            self.init(result: result)
+            return
+        }
+        let head = bytes[..<space]
+        let rest = bytes[(space + 1)...]
+        if head.elementsEqual("delivered".utf8) || head.elementsEqual("queued".utf8) {
+            guard !rest.isEmpty else { return nil }
+            self.init(result: head.count == 6 ? .queued : .delivered, node: String(decoding: rest, as: UTF8.self))
+        } else if head.elementsEqual("dup".utf8) {
+            self.init(result: rest.elementsEqual("queued".utf8) ? .queued : .delivered, duplicate: true)
+        } else {
             return nil
         }
     }

@@ -3,7 +3,7 @@ import SignalRedis
 /// The Lua scripts that make Redis the cluster's shared engine. Each runs atomically on the one hash slot
 /// its keys share, so the same scripts work on one Redis server and on Redis Cluster.
 ///
-/// A session's scripts take the four keys of ``ClusterKeys/session(_:)`` (`s`, `b`, `m`, `dl`, all
+/// A session's scripts take the four keys of ``ClusterKeys/session(_:)`` (`s`, `b`, `m`, `r`, all
 /// with the peer id as hash tag); a room's take its one key. What a script decides for another slot (a
 /// `peer-left` for each member of a room, an `expired` notice for a sender) it returns to the node,
 /// which carries it out with further scripts.
@@ -107,58 +107,73 @@ enum ClusterScripts {
 
     /// One delivery, shared by ``deliver`` and ``deliverBatch``: sequences one message for a session, keeps
     /// it in its resume buffer and hands it to `publish(node, conn, seq, message)`, which returns how many
-    /// subscribers the node's channel has (0: nobody takes it, it waits in the buffer). Buffer and dedup
-    /// lists get the session's expiry when they are created; ``touch`` keeps them alive after that.
+    /// subscribers the node's channel has (0: nobody takes it, it waits in the buffer). The buffer lists
+    /// get the session's expiry when they are created, the request-id set when it is next trimmed;
+    /// ``touch`` keeps them alive after that.
     ///
     /// `mode` is `1` for a signal, `0` for a presence event or notice, `v` for a volatile signal: checked
     /// like a signal, then published with `seq` 0 (`prefix` is then the whole message, without `seq`) to
-    /// a connected session only, and kept nowhere; `{'away'}` when the session is away or its node does
-    /// not take it.
+    /// a connected session only, and kept nowhere; `away` when the session is away or its node does not
+    /// take it.
+    ///
+    /// Bounds are kept in chunks where that saves Redis work per delivery: a connected session's buffer is
+    /// trimmed back to `maxn` messages once it holds an eighth more (the byte bound and the bound of what
+    /// waits for an away session stay exact), and the request ids back to `maxn` every 32nd message.
     private static let deliverFunction = """
-        local function remembered(k1, kd, dn, maxn, ttl)
-            if dn == 1 then
+        -- Request ids already delivered to this peer are the members `sender|id` of the sorted set `kd`, scored
+        -- `2 * seq + queued` (the peer's `seq` when it was delivered; +1 when it was queued), so their status
+        -- is the score's parity and the oldest go first. A sorted set answers a lookup by hashing, where a
+        -- field of the session hash would be a linear scan once it holds a few hundred ids. They are
+        -- forgotten in chunks: every 32nd `seq`, and whenever the delivery was queued, the oldest beyond
+        -- `maxn` go in one `ZREMRANGEBYRANK`, and the set gets the session's expiry (``touch`` keeps it
+        -- alive after that).
+        local function remember(k1, kd, dkey, score, maxn, every, ttl)
+            redis.call('ZADD', kd, score, dkey)
+            if every then
+                redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
                 ttl = ttl or redis.call('PTTL', k1)
                 if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
             end
-            if dn > maxn then redis.call('HDEL', k1, 'd:' .. redis.call('LPOP', kd)) end
         end
         local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
             local signal = mode == '1' or volatile
             local dkey = sender .. '|' .. rid
-            -- A request id already delivered to this peer is a field `d:sender|id` of its session hash (read
-            -- with the session's fields, written with them); `:dl` lists them oldest first, to forget the
-            -- oldest beyond `maxn`.
-            local dfield = 'd:' .. dkey
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped', dfield)
-            if not f[1] then return {'unavailable'} end
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            if not f[1] then return 'unavailable' end
             if signal then
                 local rooms = ',' .. f[5] .. ','
                 if room ~= '' then
-                    if not string.find(rooms, ',' .. room .. ',', 1, true) then return {'not-in-room'} end
+                    if not string.find(rooms, ',' .. room .. ',', 1, true) then return 'not-in-room' end
                 elseif shared ~= '-' then
                     local ok = false
                     for r in string.gmatch(shared, '[^,]+') do
                         if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
                     end
-                    if not ok then return {'not-shared'} end
+                    if not ok then return 'not-shared' end
                 end
-                if rid ~= '' and f[10] then return {'dup', f[10]} end
+                if rid ~= '' then
+                    local score = redis.call('ZSCORE', kd, dkey)
+                    if score then
+                        if tonumber(score) % 2 == 1 then return 'dup queued' end
+                        return 'dup delivered'
+                    end
+                end
             end
             if volatile then
-                if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return {'away'} end
+                if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return 'away' end
                 if rid ~= '' then
-                    redis.call('HSET', k1, dfield, 'delivered')
-                    remembered(k1, kd, redis.call('RPUSH', kd, dkey), maxn, nil)
+                    local seq = tonumber(f[4])
+                    remember(k1, kd, dkey, 2 * seq, maxn, redis.call('ZCARD', kd) > maxn + 32, nil)
                 end
-                return {'delivered', f[1], {}}
+                return 'delivered ' .. f[1]
             end
             local away = f[3] == '1'
             local seq = tonumber(f[4]) + 1
             local msg = prefix .. seq .. '}'
             local size = #msg
             local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
-            if away and signal and (qn >= maxn or qb + size > maxb) then return {'queue-full'} end
+            if away and signal and (qn >= maxn or qb + size > maxb) then return 'queue-full' end
             local receivers = 0
             if not away then receivers = publish(f[1], f[2], seq, msg) end
             local queued = away or receivers == 0
@@ -177,10 +192,38 @@ enum ClusterScripts {
             end
             bb = bb + size
             local expired = {}
+            local trimmed = false
+            -- A delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an
+            -- eighth more than `maxn`, back to `maxn` in one `LRANGE`/`LTRIM` per list.
+            if not queued and n > maxn + math.floor(maxn / 8) then
+                local c = n - maxn
+                trimmed = true
+                local olds = redis.call('LRANGE', k2, 0, c - 1)
+                local ometas = redis.call('LRANGE', k3, 0, c - 1)
+                redis.call('LTRIM', k2, c, -1)
+                redis.call('LTRIM', k3, c, -1)
+                n = n - c
+                for i = 1, c do
+                    local old, meta = olds[i], ometas[i]
+                    bb = bb - #old
+                    local bar = string.find(meta, '|', 1, true)
+                    if string.byte(meta, bar + 1) == 49 then
+                        local oseq, oq, otyp, osender, orid = parseMeta(meta)
+                        qn = qn - 1
+                        qb = qb - #old
+                        if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
+                    end
+                    if i == c then
+                        local oseq = tonumber(string.sub(meta, 1, bar - 1))
+                        if oseq > dropped then dropped = oseq end
+                    end
+                end
+            end
             while n > 0 do
                 local over
-                if queued then over = qn > maxn or qb > maxb else over = n > maxn or bb > maxb end
+                if queued then over = qn > maxn or qb > maxb else over = n > maxn + math.floor(maxn / 8) or bb > maxb end
                 if not over then break end
+                trimmed = true
                 local old = redis.call('LPOP', k2)
                 local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
                 n = n - 1
@@ -194,12 +237,18 @@ enum ClusterScripts {
             end
             local status = 'delivered'
             if queued then status = 'queued' end
-            if signal and rid ~= '' then
-                redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped, dfield, status)
-                remembered(k1, kd, redis.call('RPUSH', kd, dkey), maxn, ttl)
-            else
+            -- Only what changed: a live delivery that pushed nothing out moves `seq` and `bb` alone.
+            if queued or trimmed then
                 redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+            else
+                redis.call('HSET', k1, 'seq', seq, 'bb', bb)
             end
+            if signal and rid ~= '' then
+                local score = 2 * seq
+                if queued then score = score + 1 end
+                remember(k1, kd, dkey, score, maxn, queued or seq % 32 == 0, ttl)
+            end
+            if #expired == 0 then return status .. ' ' .. f[1] end
             return {status, f[1], expired}
         end
 
@@ -211,11 +260,12 @@ enum ClusterScripts {
     /// max bytes, mode (signal `1`, presence/notice `0`, volatile signal `v`: then the prefix is the whole
     /// message, published as `D conn 0 message`), channel prefix.
     ///
-    /// Returns `{'unavailable'}`, `{'not-in-room'}`, `{'not-shared'}`, `{'queue-full'}`, `{'away'}` (a
-    /// volatile signal for a session that is away), `{'dup', status}` (a resent request: not delivered
-    /// again) or `{status, node, {expired origins}}` where status is `delivered` (published to a subscribed
-    /// node) or `queued` (the peer is away, or its node did not take the message: it waits in the buffer
-    /// for a resume).
+    /// Returns one string — `unavailable`, `not-in-room`, `not-shared`, `queue-full`, `away` (a volatile
+    /// signal for a session that is away), `dup <status>` (a resent request: not delivered again) or
+    /// `<status> <node>` — or, only when the buffer bound pushed out queued signals, `{status, node,
+    /// {expired origins}}`. The status is `delivered` (published to a subscribed node) or `queued` (the
+    /// peer is away, or its node did not take the message: it waits in the buffer for a resume). A plain
+    /// string rather than a table per delivery: Redis converts and sends one value instead of three.
     static let deliver = RedisScript(
         common + deliverFunction + """
             local function publish(node, conn, seq, msg)

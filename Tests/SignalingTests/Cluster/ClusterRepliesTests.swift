@@ -93,6 +93,17 @@ import Testing
         for junk in [array(bulk("delivered")), array(bulk("nonsense")), array(bulk("dup")), .integer(1)] {
             #expect(DeliverReply(junk) == nil, "\(junk)")
         }
+        // The one-string form the scripts give unless queued signals expired.
+        #expect(DeliverReply(bulk("delivered n1#abc")) == DeliverReply(result: .delivered, node: "n1#abc"))
+        #expect(DeliverReply(bulk("queued n2#x")) == DeliverReply(result: .queued, node: "n2#x"))
+        #expect(DeliverReply(bulk("dup queued")) == DeliverReply(result: .queued, duplicate: true))
+        #expect(DeliverReply(bulk("dup delivered")) == DeliverReply(result: .delivered, duplicate: true))
+        for status in [DeliveryResult.unavailable, .notInRoom, .notShared, .queueFull, .away] {
+            #expect(DeliverReply(bulk(status.rawValue)) == DeliverReply(result: status))
+        }
+        for junk in ["delivered", "nonsense", "dup", "", "queued", "delivered ", "nonsense n1#abc"] {
+            #expect(DeliverReply(bulk(junk)) == nil, "\(junk)")
+        }
     }
 
     @Test func deliveryResultsMapOntoTheRoutingPolicysRefusals() {

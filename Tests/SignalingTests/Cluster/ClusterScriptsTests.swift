@@ -78,7 +78,7 @@ import Testing
             arguments: [
                 prefix, sender, id, "message", room, shared, max, 1 << 20, signal ? "1" : "0", keys.channelPrefix,
             ]
-        ).array ?? []
+        ).deliveryParts
     }
 
     @Test func deliveryIsSequencedPublishedDeduplicatedAndScoped() async throws {
@@ -143,7 +143,7 @@ import Testing
             keys: recipients.flatMap { keys.session($0) },
             arguments: [4, 1 << 20, keys.channelPrefix] + items.flatMap { $0 }
         )
-        let statuses = (reply.array ?? []).map { $0.array?.first?.string ?? "?" }
+        let statuses = (reply.array ?? []).map { $0.deliveryParts.first?.string ?? "?" }
         #expect(statuses == ["delivered", "delivered", "delivered", "queued", "dup", "unavailable", "not-in-room"])
         var events = subscriber.events.makeAsyncIterator()
         guard case .message(let message) = await events.next() else {
@@ -158,6 +158,40 @@ import Testing
         #expect(try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array?.map(\.string) == [b1, b2])
         #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
         #expect(try await redis.send(["PTTL", keys.session("bob")[1]]).int ?? 0 > 0)
+        await subscriber.close()
+        await redis.close()
+    }
+
+    /// Bounds kept in chunks: a connected session's buffer goes back to `maxn` messages once it holds an
+    /// eighth more; the request ids back to the newest `maxn` every 32nd message, and their set gets the
+    /// session's expiry. A resent id still remembered is answered, not delivered again.
+    @Test func buffersAndRequestIdsAreTrimmedInChunks() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        let session = keys.session("bob")
+        var lengths: [Int] = []
+        for index in 1...64 {
+            #expect(try await deliver(redis, to: "bob", id: "r\(index)", max: 16).first?.string == "delivered")
+            lengths.append(try await redis.send(["LLEN", session[1]]).int ?? -1)
+        }
+        // 16 messages, up to 18 (16 + 16 / 8), and back to 16 with the 19th.
+        #expect(lengths.max() == 18)
+        #expect(lengths[17] == 18 && lengths[18] == 16)
+        #expect(lengths[63] == 16)
+        #expect(try await redis.send(["LLEN", session[2]]).int == 16)
+        #expect(
+            try await redis.send(["HMGET", session[0], "seq", "dropped", "qn"]).array?.map(\.string) == [
+                "64", "48", "0",
+            ]
+        )
+        // Trimmed at seq 32 and 64: the newest 16 ids are remembered, the set expires with the session.
+        #expect(try await redis.send(["ZCARD", session[3]]).int == 16)
+        #expect(try await redis.send(["PTTL", session[3]]).int ?? 0 > 0)
+        #expect(try await deliver(redis, to: "bob", id: "r49", max: 16).map(\.string) == ["dup", "delivered"])
+        #expect(try await deliver(redis, to: "bob", id: "r48", max: 16).first?.string == "delivered")
         await subscriber.close()
         await redis.close()
     }
@@ -326,7 +360,7 @@ import Testing
                 ClusterScripts.deliver,
                 keys: keys.session(peer),
                 arguments: [message, "alice", id, "message", room, "-", 4, 1 << 20, "v", keys.channelPrefix]
-            ).array ?? []
+            ).deliveryParts
         }
         let delivered = try await volatile(to: "bob", id: "v1")
         #expect(delivered.first?.string == "delivered" && delivered[1].string == "n#1")
@@ -457,5 +491,15 @@ import Testing
         }
         #expect(order == Array(0..<count))
         await redis.close()
+    }
+}
+
+extension RESPValue {
+    /// A delivery reply as a list: the one-string form (`delivered n#1`, `dup queued`, `unavailable`) split
+    /// at its first space, or the table form (with expired origins) as it is.
+    fileprivate var deliveryParts: [RESPValue] {
+        if let parts = array { return parts }
+        guard let text = string else { return [] }
+        return text.split(separator: " ", maxSplits: 1).map { .bulkString(ByteBuffer(string: String($0))) }
     }
 }
