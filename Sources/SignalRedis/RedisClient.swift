@@ -33,6 +33,10 @@ public protocol RedisClient: AnyObject, Sendable {
         arguments: [any RESPEncodable],
         timeout: Duration?
     ) -> EventLoopFuture<RESPValue>
+    /// Which server `key`'s commands go to now: keys with the same answer may be touched by one script
+    /// call that names only the first of them (a Redis Cluster primary serves many slots); nil while that
+    /// is not known (no slot map yet). One Redis server: always the same.
+    func shard(of key: String) -> String?
     /// Every key matching the glob `pattern`, each once, at most `limit` (the scan then stops early):
     /// `SCAN 0 MATCH pattern COUNT count` and on with the cursor it returns until that is 0 again; in a
     /// cluster, on every primary. As `SCAN` promises, every key present from start to end is returned, one
@@ -75,6 +79,8 @@ extension RedisClient {
 
 extension RedisConnection: RedisClient {
     public var stateDescription: String { state.description }
+
+    public func shard(of key: String) -> String? { "" }
 
     public func scan(matching pattern: String, count: Int, limit: Int, timeout: Duration?) async throws(RedisError)
         -> [String]

@@ -343,6 +343,11 @@ public final class RedisClusterClient: RedisClient {
 
     // MARK: Routing
 
+    /// The primary that serves `key`'s slot now (`host:port`), by the slot map; nil without one.
+    public func shard(of key: String) -> String? {
+        route(slot: RedisClusterSlots.slot(of: key)).map { $0.0.description }
+    }
+
     /// The primary for `slot` (any primary when nil) and how many replica acknowledgements to wait for.
     private func route(slot: Int?) -> (RedisClusterNode, Int)? {
         state.withLockedValue { state in

@@ -186,7 +186,7 @@ public final class ClusterHub: SessionHub {
             redis: redis,
             eventLoop: eventLoop,
             common: [limits.resumeBufferMessages, limits.resumeBufferBytes, keys.channelPrefix],
-            batches: !configuration.redisCluster
+            sharded: configuration.redisCluster
         )
     }
 

@@ -19,10 +19,12 @@ enum ClusterScripts {
             return tonumber(seq), q, typ, sender, rid
         end
         -- To the node's channel: `PUBLISH prefix..node`, or with a `+prefix` (Redis Cluster) `SPUBLISH` to the
-        -- node's channel for this session, `prefix..node..':{peer}'`, in the slot of the session's keys.
-        local function notify(prefix, node, msg)
+        -- node's channel for this session, `prefix..node..':{peer}'`, in the slot of the session's keys (`key`,
+        -- the session hash; KEYS[1] when not given).
+        local function notify(prefix, node, msg, key)
             if string.sub(prefix, 1, 1) == '+' then
-                return redis.call('SPUBLISH', string.sub(prefix, 2) .. node .. ':' .. string.match(KEYS[1], '{[^}]*}'), msg)
+                local tag = string.match(key or KEYS[1], '{[^}]*}')
+                return redis.call('SPUBLISH', string.sub(prefix, 2) .. node .. ':' .. tag, msg)
             end
             return redis.call('PUBLISH', prefix .. node, msg)
         end
@@ -314,6 +316,36 @@ enum ClusterScripts {
             """
     )
 
+    /// ``deliverBatch`` for a Redis Cluster, where a batch's recipients live in different slots: one call
+    /// for the deliveries whose slots one primary serves. KEYS: the first recipient's session hash (it
+    /// routes the call). ARGV: max messages, max bytes, channel prefix, then per delivery its recipient's
+    /// four session keys and the seven arguments of ``deliverBatch``. The other session keys are not
+    /// declared: a script may touch keys of other slots when this primary serves them. First every
+    /// recipient's hash is checked to be served here; if one is not (the slot moved: a failover or
+    /// resharding the node's slot map has not caught up with), the call does nothing and answers `moved`,
+    /// and the node sends each delivery alone (following the redirect). Otherwise one ``deliver`` reply per
+    /// delivery; each message is `SPUBLISH`ed to its recipient's channel as ``deliver`` does.
+    static let deliverShardBatch = RedisScript(
+        common + deliverFunction + """
+            local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+            for a = 4, #ARGV, 11 do
+                local here = redis.pcall('EXISTS', ARGV[a])
+                if type(here) == 'table' and here.err then return 'moved' end
+            end
+            local results = {}
+            for a = 4, #ARGV, 11 do
+                local key = ARGV[a]
+                local function publish(node, conn, seq, msg)
+                    return notify(channels, node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg, key)
+                end
+                results[#results + 1] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+                    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], maxn, maxb,
+                    ARGV[a + 10], publish)
+            end
+            return results
+            """
+    )
+
     /// The owning connection dropped without ending its session: it waits for a resume until `deadline`.
     /// ARGV: node, conn, deadline, ttl. Returns 1, or 0 when (node, conn) no longer owns it.
     static let detach = RedisScript(
@@ -502,7 +534,7 @@ enum ClusterScripts {
     )
 
     static let all: [RedisScript] = [
-        create, resume, deliver, deliverBatch, detach, touch, end, kick, since, trim, sessionRooms, joinRoom,
-        updateMeta, leaveRoom, forgetDeadline, reserveRoom,
+        create, resume, deliver, deliverBatch, deliverShardBatch, detach, touch, end, kick, since, trim,
+        sessionRooms, joinRoom, updateMeta, leaveRoom, forgetDeadline, reserveRoom,
     ]
 }

@@ -13,9 +13,17 @@ import SignalRedis
 /// them, exactly as with one script per signal. Each delivery gets ``ClusterScripts/deliver``'s reply
 /// for it; a failed batch (Redis unreachable, timeout) fails each of its deliveries, whose senders are
 /// told `unavailable`.
+///
+/// On a Redis Cluster a script may touch only the keys its primary serves, so deliveries are gathered per
+/// primary (``RedisClient/shard(of:)``), each primary's batches in flight and waiting on their own, and
+/// go as ``ClusterScripts/deliverShardBatch``. A recipient's deliveries always gather at the primary of its
+/// slot, so they keep their order as on one Redis. A batch that finds a recipient's slot no longer served
+/// there (`moved`: a failover or resharding the slot map has not caught up with) did nothing; its
+/// deliveries are then sent one by one with ``ClusterScripts/deliver``, which follows the redirect.
 final class DeliveryBatcher: Sendable {
     struct Limits: Sendable {
-        /// Batches with Redis at once: one being run while the next is on the wire.
+        /// Batches with Redis at once (per primary on a Redis Cluster): one being run while the next is on
+        /// the wire.
         var maxInFlight = 2
         /// Deliveries in one batch.
         var maxBatch = 128
@@ -31,9 +39,26 @@ final class DeliveryBatcher: Sendable {
         var completion: Completion
     }
 
-    private struct State {
+    /// The deliveries of one Redis server (one Redis Cluster primary): waiting, and batches in flight.
+    private struct Shard {
         var waiting: [Item] = []
         var inFlight = 0
+
+        /// The next batch, if one may go now (counted as in flight).
+        mutating func take(_ limits: Limits) -> [Item]? {
+            guard inFlight < limits.maxInFlight, !waiting.isEmpty else { return nil }
+            inFlight += 1
+            if waiting.count <= limits.maxBatch {
+                defer { waiting.removeAll(keepingCapacity: true) }
+                return waiting
+            }
+            defer { waiting.removeFirst(limits.maxBatch) }
+            return Array(waiting.prefix(limits.maxBatch))
+        }
+    }
+
+    private struct State {
+        var shards: [String: Shard] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -41,23 +66,21 @@ final class DeliveryBatcher: Sendable {
     private let eventLoop: any EventLoop
     /// The batch's leading arguments: max messages, max bytes, channel prefix.
     private let common: [any RESPEncodable]
-    /// False on a Redis Cluster, where a batch's recipients live in different slots and one script may
-    /// touch one slot only: each delivery is then its own ``ClusterScripts/deliver`` call, queued at once
-    /// (a sender's signals to one recipient go to one primary, in order).
-    private let batches: Bool
+    /// True on a Redis Cluster: batches per primary, as ``ClusterScripts/deliverShardBatch``.
+    private let sharded: Bool
     let limits: Limits
 
     init(
         redis: any RedisClient,
         eventLoop: any EventLoop,
         common: [any RESPEncodable],
-        batches: Bool = true,
+        sharded: Bool = false,
         limits: Limits = Limits()
     ) {
         self.redis = redis
         self.eventLoop = eventLoop
         self.common = common
-        self.batches = batches
+        self.sharded = sharded
         self.limits = limits
     }
 
@@ -65,50 +88,49 @@ final class DeliveryBatcher: Sendable {
     /// (see ``ClusterScripts/deliverBatch``). `completion` gets ``ClusterScripts/deliver``'s reply for it
     /// (on the event loop; a plain callback, not a future: this is once per signal).
     func submit(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
-        guard batches else {
-            // deliver's ARGV: prefix, sender, id, type, room, shared, max messages, max bytes, signal, channels.
-            var single = Array(arguments.prefix(6))
-            single += [common[0], common[1], arguments[6], common[2]]
-            redis.submit(ClusterScripts.deliver, keys: keys, arguments: single).whenComplete(completion)
-            return
+        guard let shard = redis.shard(of: keys[0]) else {
+            // No slot map yet: alone, routed (and redirected) by the cluster client.
+            return self.single(keys: keys, arguments: arguments, completion: completion)
         }
         let sent = state.withLockedValue { state in
-            state.waiting.append(Item(keys: keys, arguments: arguments, completion: completion))
-            return self.sendNext(&state)
+            state.shards[shard, default: Shard()].waiting.append(
+                Item(keys: keys, arguments: arguments, completion: completion)
+            )
+            return self.sendNext(shard, &state)
         }
-        sent?.whenComplete { result in self.finished(sent: result) }
+        sent?.whenComplete { _ in self.finished(shard) }
     }
 
-    /// Under the lock: hands the next batch to Redis if one may go; returns the future of its reply, on
-    /// which the caller (outside the lock) waits.
-    private func sendNext(_ state: inout State) -> EventLoopFuture<Void>? {
-        guard state.inFlight < limits.maxInFlight, !state.waiting.isEmpty else { return nil }
-        state.inFlight += 1
-        let batch: [Item]
-        if state.waiting.count <= limits.maxBatch {
-            batch = state.waiting
-            state.waiting.removeAll(keepingCapacity: true)
-        } else {
-            batch = Array(state.waiting.prefix(limits.maxBatch))
-            state.waiting.removeFirst(limits.maxBatch)
-        }
-        var keys: [String] = []
-        keys.reserveCapacity(batch.count * 4)
-        var arguments = common
-        arguments.reserveCapacity(common.count + batch.count * 7)
-        for item in batch {
-            keys += item.keys
-            arguments += item.arguments
-        }
+    /// One delivery as its own ``ClusterScripts/deliver`` call.
+    private func single(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
+        // deliver's ARGV: prefix, sender, id, type, room, shared, max messages, max bytes, signal, channels.
+        var single = Array(arguments.prefix(6))
+        single += [common[0], common[1], arguments[6], common[2]]
+        redis.submit(ClusterScripts.deliver, keys: keys, arguments: single).whenComplete(completion)
+    }
+
+    /// Under the lock: hands `shard`'s next batch to Redis if one may go; returns the future of its reply,
+    /// on which the caller (outside the lock) waits.
+    private func sendNext(_ shard: String, _ state: inout State) -> EventLoopFuture<Void>? {
+        // Taken in place (`?.`), so the waiting list is not copied.
+        guard let batch = state.shards[shard]?.take(limits) else { return nil }
+        let (script, keys, arguments) = self.call(for: batch)
         // Always through the event loop's task queue, even when already on it: batches taken under the
         // lock from other threads are queued there in the same order, and a batch handed over directly
         // from the loop (when one came back) would overtake them.
         let reply = eventLoop.makePromise(of: RESPValue.self)
-        let (redis, batchKeys, batchArguments) = (self.redis, keys, arguments)
+        let redis = self.redis
         eventLoop.execute {
-            redis.submit(ClusterScripts.deliverBatch, keys: batchKeys, arguments: batchArguments).cascade(to: reply)
+            redis.submit(script, keys: keys, arguments: arguments).cascade(to: reply)
         }
         return reply.futureResult.map { reply in
+            if self.sharded, reply.string == "moved" {
+                // A recipient's slot is served elsewhere now; the batch did nothing.
+                for item in batch {
+                    self.single(keys: item.keys, arguments: item.arguments, completion: item.completion)
+                }
+                return
+            }
             let replies = reply.array ?? []
             for (index, item) in batch.enumerated() {
                 if index < replies.count {
@@ -124,11 +146,39 @@ final class DeliveryBatcher: Sendable {
         }
     }
 
-    private func finished(sent: Result<Void, any Error>) {
-        let next = state.withLockedValue { state in
-            state.inFlight -= 1
-            return self.sendNext(&state)
+    /// The script call for a batch: ``ClusterScripts/deliverBatch`` with every recipient's keys declared,
+    /// or on a Redis Cluster ``ClusterScripts/deliverShardBatch`` with the first declared and each
+    /// delivery's keys beside its arguments.
+    private func call(for batch: [Item]) -> (RedisScript, [String], [any RESPEncodable]) {
+        var arguments = common
+        if sharded {
+            arguments.reserveCapacity(common.count + batch.count * 11)
+            for item in batch {
+                for key in item.keys { arguments.append(key) }
+                arguments += item.arguments
+            }
+            return (ClusterScripts.deliverShardBatch, [batch[0].keys[0]], arguments)
         }
-        next?.whenComplete { result in self.finished(sent: result) }
+        var keys: [String] = []
+        keys.reserveCapacity(batch.count * 4)
+        arguments.reserveCapacity(common.count + batch.count * 7)
+        for item in batch {
+            keys += item.keys
+            arguments += item.arguments
+        }
+        return (ClusterScripts.deliverBatch, keys, arguments)
+    }
+
+    private func finished(_ shard: String) {
+        let next = state.withLockedValue { state -> EventLoopFuture<Void>? in
+            state.shards[shard]?.inFlight -= 1
+            if let queue = state.shards[shard], queue.inFlight == 0, queue.waiting.isEmpty {
+                // A primary gone in a failover leaves no entry behind.
+                state.shards[shard] = nil
+                return nil
+            }
+            return self.sendNext(shard, &state)
+        }
+        next?.whenComplete { _ in self.finished(shard) }
     }
 }

@@ -1,0 +1,90 @@
+import NIOCore
+import NIOPosix
+import RedisTestSupport
+import SignalRedis
+import Testing
+
+@testable import Signaling
+
+/// ``ClusterScripts/deliverShardBatch`` and ``DeliveryBatcher`` on a real Redis Cluster (three primaries):
+/// deliveries to recipients in many slots go one call per primary and are each decided as ``deliver``
+/// decides them; a batch naming a recipient another primary serves does nothing and answers `moved`.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterShardBatchTests {
+    let keys: ClusterKeys = {
+        var keys = ClusterKeys(prefix: "t")
+        keys.sharded = true
+        return keys
+    }()
+
+    func item(_ id: String) -> [any RESPEncodable] {
+        let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
+        return [prefix, "alice", id, "message", "", "-", "1"]
+    }
+
+    @Test func deliveriesGatherPerPrimaryAndAMovedRecipientStopsTheWholeCall() async throws {
+        let cluster = try await RedisTestCluster(primaries: 3, replicas: 0)
+        let client = try cluster.client()
+        client.start()
+        #expect(try await eventually { client.isConnected })
+        let peers = (0..<40).map { "p\($0)" }
+        for (index, peer) in peers.enumerated() {
+            let created = try await client.run(
+                ClusterScripts.create,
+                keys: keys.session(peer),
+                arguments: ["\(peer).t", "n#1", "\(index)", 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+            )
+            #expect(created.array?.first?.string == "created")
+        }
+        let shards = Dictionary(grouping: peers) { client.shard(of: keys.session($0)[0]) ?? "?" }
+        #expect(shards.count == 3)
+
+        // Through the batcher: every delivery answered, each recipient's buffer holds its message.
+        let batcher = DeliveryBatcher(
+            redis: client,
+            eventLoop: RedisTestServer.group.next(),
+            common: [16, 1 << 20, keys.channelPrefix],
+            sharded: true
+        )
+        var futures: [EventLoopFuture<RESPValue>] = []
+        for peer in peers {
+            let promise = RedisTestServer.group.next().makePromise(of: RESPValue.self)
+            batcher.submit(keys: keys.session(peer), arguments: item("to-\(peer)"), completion: promise.completeWith)
+            futures.append(promise.futureResult)
+        }
+        for future in futures {
+            // Nobody listens on the peers' channels: queued, in their buffers.
+            #expect(DeliverReply(try await future.get())?.result == .queued)
+        }
+        for peer in peers {
+            #expect(try await client.send(["LLEN", keys.session(peer)[1]]).int == 1)
+        }
+
+        // One call for two recipients of one primary in different slots, then one naming a recipient of
+        // another primary: the second does nothing.
+        let (here, elsewhere) = try #require(
+            shards.values.first { $0.count >= 2 }.flatMap { local in
+                peers.first { !local.contains($0) }.map { (local, $0) }
+            }
+        )
+        #expect(
+            RedisClusterSlots.slot(of: keys.session(here[0])[0]) != RedisClusterSlots.slot(of: keys.session(here[1])[0])
+        )
+        let both = try await client.run(
+            ClusterScripts.deliverShardBatch,
+            keys: [keys.session(here[0])[0]],
+            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + item("a") + keys.session(here[1])
+                + item("b")
+        )
+        #expect(both.array?.compactMap { DeliverReply($0)?.result } == [.queued, .queued])
+        let moved = try await client.run(
+            ClusterScripts.deliverShardBatch,
+            keys: [keys.session(here[0])[0]],
+            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + item("c") + keys.session(elsewhere)
+                + item("d")
+        )
+        #expect(moved.string == "moved")
+        #expect(try await client.send(["LLEN", keys.session(here[0])[1]]).int == 2)
+        #expect(try await client.send(["LLEN", keys.session(elsewhere)[1]]).int == 1)
+        await client.close()
+    }
+}
