@@ -67,42 +67,94 @@ extension ClusterHub {
     }
 
     /// Re-announces every live session on this node (deadline and key expiry), and closes connections
-    /// whose session ended or moved while this node could not hear about it. The touches are pipelined
-    /// (512 at a time queued at once, read in order), so a refresh costs a round trip per 512 sessions
-    /// instead of one per session, and stays well inside a session's live period when Redis is busy.
+    /// whose session ended or moved while this node could not hear about it. Up to 512 sessions go in one
+    /// ``ClusterScripts/touchBatch`` call (on a Redis Cluster, per primary: the sessions whose slots it
+    /// serves), all calls queued at once and read in order, so a refresh costs Redis one script call per
+    /// 512 sessions instead of one per session, and stays well inside a session's live period when Redis
+    /// is busy. A call that finds a slot moved (`moved`) is done again one ``ClusterScripts/touch`` per
+    /// session, which follows the redirect.
     private func refresh() async {
         let open = state.withLockedValue { state in
             state.locals.compactMap { id, local in local.connection.session.map { (id, $0.peer) } }
         }
         guard !open.isEmpty else { return }
         let deadline = Self.epochMillis() + liveMillis
-        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
-        var start = 0
-        while start < open.count {
-            let batch = open[start..<min(open.count, start + 512)]
-            start = batch.endIndex
-            let touches = batch.map { connection, peer in
-                redis.submit(
-                    ClusterScripts.touch,
-                    keys: keys.session(peer),
-                    arguments: [nodeName, String(connection.raw), deadline, ttlMillis],
-                    timeout: maintenanceTimeout
-                )
-            }
-            for ((connection, peer), touch) in zip(batch, touches) {
-                guard let reply = try? await touch.get() else { continue }
-                switch TouchReply(reply) {
-                case .refreshed:
-                    zadd.append(deadline)
-                    zadd.append(peer)
-                case .movedElsewhere:
-                    self.closeConnection(connection, .idTaken, reason: "session resumed elsewhere")
-                case .gone, nil:
-                    self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
-                }
+        var groups: [String: [(ConnectionID, String)]] = [:]
+        var alone: [(ConnectionID, String)] = []
+        for session in open {
+            if let shard = redis.shard(of: keys.session(session.1)[0]) {
+                groups[shard, default: []].append(session)
+            } else {
+                alone.append(session)
             }
         }
+        var calls: [(ArraySlice<(ConnectionID, String)>, EventLoopFuture<RESPValue>)] = []
+        for group in groups.values {
+            var start = 0
+            while start < group.count {
+                let chunk = group[start..<min(group.count, start + 512)]
+                start = chunk.endIndex
+                var arguments: [any RESPEncodable] = [nodeName, deadline, ttlMillis, keys.sharded ? "1" : "0"]
+                arguments.reserveCapacity(4 + chunk.count * 2)
+                for (connection, peer) in chunk {
+                    arguments.append(keys.session(peer)[0])
+                    arguments.append(String(connection.raw))
+                }
+                let call = redis.submit(
+                    ClusterScripts.touchBatch,
+                    keys: [keys.session(chunk[chunk.startIndex].1)[0]],
+                    arguments: arguments,
+                    timeout: maintenanceTimeout
+                )
+                calls.append((chunk, call))
+            }
+        }
+        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
+        for (chunk, call) in calls {
+            guard let reply = try? await call.get() else { continue }
+            if reply.string == "moved" {
+                alone += chunk
+                continue
+            }
+            let replies = reply.array ?? []
+            for (index, session) in chunk.enumerated() where index < replies.count {
+                self.touched(session, TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
+            }
+        }
+        // No slot map yet, or a slot moved: one touch per session, each routed (and redirected) alone.
+        let touches = alone.map { connection, peer in
+            redis.submit(
+                ClusterScripts.touch,
+                keys: keys.session(peer),
+                arguments: [nodeName, String(connection.raw), deadline, ttlMillis],
+                timeout: maintenanceTimeout
+            )
+        }
+        for (session, touch) in zip(alone, touches) {
+            guard let reply = try? await touch.get() else { continue }
+            self.touched(session, TouchReply(reply), deadline: deadline, zadd: &zadd)
+        }
         if zadd.count > 2 { _ = try? await redis.send(zadd, timeout: maintenanceTimeout) }
+    }
+
+    /// What a touch found: refreshed (its deadline joins the refresh's `ZADD`), or the session moved or
+    /// ended without this node hearing of it (its connection is closed).
+    private func touched(
+        _ session: (ConnectionID, String),
+        _ reply: TouchReply?,
+        deadline: Int,
+        zadd: inout [any RESPEncodable]
+    ) {
+        let (connection, peer) = session
+        switch reply {
+        case .refreshed:
+            zadd.append(deadline)
+            zadd.append(peer)
+        case .movedElsewhere:
+            self.closeConnection(connection, .idTaken, reason: "session resumed elsewhere")
+        case .gone, nil:
+            self.closeConnection(connection, .sessionNotResumable, reason: "session ended")
+        }
     }
 
     /// Tells the other nodes this node is alive (`prefix:nodes`), at every maintenance tick: one command.

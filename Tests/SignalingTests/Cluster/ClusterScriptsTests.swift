@@ -196,6 +196,35 @@ import Testing
         await redis.close()
     }
 
+    /// ``ClusterScripts/touchBatch``: each session answered as ``ClusterScripts/touch`` answers it, the
+    /// deadline written, and the keys' expiry renewed only once half of it is gone.
+    @Test func aBatchTouchRefreshesOwnSessionsAndRenewsExpiryOnlyWhenHalfIsGone() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        #expect(try await create(redis, "bob", token: "bob.t1", conn: "1") == "created")
+        #expect(try await create(redis, "carol", token: "carol.t1", conn: "2") == "created")
+        #expect(try await create(redis, "dave", token: "dave.t1", conn: "3") == "created")
+        let ttl = 600_000
+        _ = try await redis.send(["PEXPIRE", keys.session("bob")[0], 1_000])
+        _ = try await redis.send(["PEXPIRE", keys.session("carol")[0], 400_000])
+        var arguments: [any RESPEncodable] = ["n#1", 123_456, ttl, "0"]
+        for (peer, conn) in [("bob", "1"), ("carol", "2"), ("dave", "9"), ("nobody", "4")] {
+            arguments += [keys.session(peer)[0], conn]
+        }
+        let reply = try await redis.run(
+            ClusterScripts.touchBatch,
+            keys: [keys.session("bob")[0]],
+            arguments: arguments
+        )
+        #expect(reply.array?.map { TouchReply($0) } == [.refreshed, .refreshed, .movedElsewhere, .gone])
+        #expect(try await redis.send(["HGET", keys.session("bob")[0], "dl"]).string == "123456")
+        #expect(try await redis.send(["HGET", keys.session("dave")[0], "dl"]).string != "123456")
+        // bob's keys had less than half their lifetime left: renewed; carol's had more: left alone.
+        #expect(try await redis.send(["PTTL", keys.session("bob")[0]]).int ?? 0 > 500_000)
+        #expect(try await redis.send(["PTTL", keys.session("carol")[0]]).int ?? .max <= 400_000)
+        await redis.close()
+    }
+
     @Test func awayPeerQueuesBoundedAndResumesAnywhereWithReplay() async throws {
         let server = try await RedisTestServer()
         let redis = try server.connection()

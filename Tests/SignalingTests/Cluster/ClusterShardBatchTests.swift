@@ -83,6 +83,19 @@ import Testing
                 + item("d")
         )
         #expect(moved.string == "moved")
+        // A refresh's batch touch checks the same way.
+        let touched = try await client.run(
+            ClusterScripts.touchBatch,
+            keys: [keys.session(here[0])[0]],
+            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", keys.session(here[1])[0], "x"]
+        )
+        #expect(touched.array?.map { TouchReply($0) } == [.movedElsewhere, .movedElsewhere])
+        let touchedElsewhere = try await client.run(
+            ClusterScripts.touchBatch,
+            keys: [keys.session(here[0])[0]],
+            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", keys.session(elsewhere)[0], "x"]
+        )
+        #expect(touchedElsewhere.string == "moved")
         #expect(try await client.send(["LLEN", keys.session(here[0])[1]]).int == 2)
         #expect(try await client.send(["LLEN", keys.session(elsewhere)[1]]).int == 1)
         await client.close()
