@@ -239,6 +239,10 @@ import Testing
         }
         // Four queued (the first one too: no node took it) is the bound: the next signal is refused.
         #expect(try await deliver(redis, to: "bob", id: "over").first?.string == "queue-full")
+        // A resent queued signal is answered with its status; a refused one was not remembered.
+        #expect(try await deliver(redis, to: "bob", id: "q1").map(\.string) == ["dup", "queued"])
+        #expect(try await deliver(redis, to: "bob", id: "over").first?.string == "queue-full")
+        #expect(try await redis.send(["ZSCORE", keys.session("bob")[3], "alice|over"]) == .null)
 
         // A presence event pushes the oldest out instead; its sender is reported for an `expired`.
         let presence = try await deliver(redis, to: "bob", from: "", signal: false)
