@@ -67,12 +67,12 @@ extension ClusterHub {
     }
 
     /// Re-announces every live session on this node (deadline and key expiry), and closes connections
-    /// whose session ended or moved while this node could not hear about it. Up to 512 sessions go in one
+    /// whose session ended or moved while this node could not hear about it. Up to 128 sessions go in one
     /// ``ClusterScripts/touchBatch`` call (on a Redis Cluster, per primary: the sessions whose slots it
-    /// serves), all calls queued at once and read in order, so a refresh costs Redis one script call per
-    /// 512 sessions instead of one per session, and stays well inside a session's live period when Redis
-    /// is busy. A call that finds a slot moved (`moved`) is done again one ``ClusterScripts/touch`` per
-    /// session, which follows the redirect.
+    /// serves), two calls in flight, so a refresh costs Redis one script call per 128 sessions instead of
+    /// one per session, and a client's request never waits behind more than two of them. A call that
+    /// finds a slot moved (`moved`) is done again one ``ClusterScripts/touch`` per session, which follows
+    /// the redirect.
     private func refresh() async {
         let open = state.withLockedValue { state in
             state.locals.compactMap { id, local in local.connection.session.map { (id, $0.peer) } }
@@ -88,11 +88,26 @@ extension ClusterHub {
                 alone.append(session)
             }
         }
-        var calls: [(ArraySlice<(ConnectionID, String)>, EventLoopFuture<RESPValue>)] = []
+        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
+        // Two calls in flight at most: the next is on the wire while one runs, and a client's request on
+        // the same connection waits behind at most two of them (~1 ms of Redis each), not the whole refresh.
+        var inFlight: [(ArraySlice<(ConnectionID, String)>, EventLoopFuture<RESPValue>)] = []
+        func finishOldest() async {
+            let (chunk, call) = inFlight.removeFirst()
+            guard let reply = try? await call.get() else { return }
+            if reply.string == "moved" {
+                alone += chunk
+                return
+            }
+            let replies = reply.array ?? []
+            for (index, session) in chunk.enumerated() where index < replies.count {
+                self.touched(session, TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
+            }
+        }
         for group in groups.values {
             var start = 0
             while start < group.count {
-                let chunk = group[start..<min(group.count, start + 512)]
+                let chunk = group[start..<min(group.count, start + 128)]
                 start = chunk.endIndex
                 var arguments: [any RESPEncodable] = [nodeName, deadline, ttlMillis, keys.sharded ? "1" : "0"]
                 arguments.reserveCapacity(4 + chunk.count * 2)
@@ -106,21 +121,11 @@ extension ClusterHub {
                     arguments: arguments,
                     timeout: maintenanceTimeout
                 )
-                calls.append((chunk, call))
+                inFlight.append((chunk, call))
+                if inFlight.count >= 2 { await finishOldest() }
             }
         }
-        var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
-        for (chunk, call) in calls {
-            guard let reply = try? await call.get() else { continue }
-            if reply.string == "moved" {
-                alone += chunk
-                continue
-            }
-            let replies = reply.array ?? []
-            for (index, session) in chunk.enumerated() where index < replies.count {
-                self.touched(session, TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
-            }
-        }
+        while !inFlight.isEmpty { await finishOldest() }
         // No slot map yet, or a slot moved: one touch per session, each routed (and redirected) alone.
         let touches = alone.map { connection, peer in
             redis.submit(
