@@ -79,29 +79,31 @@ extension ClusterHub {
         }
         guard !open.isEmpty else { return }
         let deadline = Self.epochMillis() + liveMillis
-        var groups: [String: [(ConnectionID, String)]] = [:]
+        // Each session with its hash key, named once: it picks the primary, and the call names it.
+        var groups: [String: [(ConnectionID, String, hash: String)]] = [:]
         var alone: [(ConnectionID, String)] = []
-        for session in open {
-            if let shard = redis.shard(of: keys.session(session.1)[0]) {
-                groups[shard, default: []].append(session)
+        for (connection, peer) in open {
+            let hash = keys.sessionHash(peer)
+            if let shard = redis.shard(of: hash) {
+                groups[shard, default: []].append((connection, peer, hash))
             } else {
-                alone.append(session)
+                alone.append((connection, peer))
             }
         }
         var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
         // Two calls in flight at most: the next is on the wire while one runs, and a client's request on
         // the same connection waits behind at most two of them (~1 ms of Redis each), not the whole refresh.
-        var inFlight: [(ArraySlice<(ConnectionID, String)>, EventLoopFuture<RESPValue>)] = []
+        var inFlight: [(ArraySlice<(ConnectionID, String, hash: String)>, EventLoopFuture<RESPValue>)] = []
         func finishOldest() async {
             let (chunk, call) = inFlight.removeFirst()
             guard let reply = try? await call.get() else { return }
             if reply.string == "moved" {
-                alone += chunk
+                alone += chunk.map { ($0.0, $0.1) }
                 return
             }
             let replies = reply.array ?? []
-            for (index, session) in chunk.enumerated() where index < replies.count {
-                self.touched(session, TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
+            for (index, (connection, peer, _)) in chunk.enumerated() where index < replies.count {
+                self.touched((connection, peer), TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
             }
         }
         for group in groups.values {
@@ -111,13 +113,13 @@ extension ClusterHub {
                 start = chunk.endIndex
                 var arguments: [any RESPEncodable] = [nodeName, deadline, ttlMillis, keys.sharded ? "1" : "0"]
                 arguments.reserveCapacity(4 + chunk.count * 2)
-                for (connection, peer) in chunk {
-                    arguments.append(keys.session(peer)[0])
+                for (connection, _, hash) in chunk {
+                    arguments.append(hash)
                     arguments.append(String(connection.raw))
                 }
                 let call = redis.submit(
                     ClusterScripts.touchBatch,
-                    keys: [keys.session(chunk[chunk.startIndex].1)[0]],
+                    keys: [chunk[chunk.startIndex].hash],
                     arguments: arguments,
                     timeout: maintenanceTimeout
                 )

@@ -36,7 +36,7 @@ extension ClusterHub {
                 // it no longer allows is left as by `leave`, announced to the members.
                 _ = try await redis.run(
                     ClusterScripts.sessionRooms,
-                    keys: [keys.session(peer)[0]],
+                    keys: [keys.sessionHash(peer)],
                     arguments: ["grant", grant.clusterString]
                 )
                 self.updateSession(connection) { $0.grant = grant }
@@ -59,7 +59,7 @@ extension ClusterHub {
         let remaining = try await self.leave(room, peer: peer)
         _ = try await redis.run(
             ClusterScripts.sessionRooms,
-            keys: [keys.session(peer)[0]],
+            keys: [keys.sessionHash(peer)],
             arguments: ["del", room]
         )
         self.updateSession(connection) { $0.rooms.removeAll { $0 == room } }
@@ -111,7 +111,7 @@ extension ClusterHub {
         if isNew {
             _ = try await redis.run(
                 ClusterScripts.sessionRooms,
-                keys: [keys.session(peer)[0]],
+                keys: [keys.sessionHash(peer)],
                 arguments: ["add", room]
             )
             self.updateSession(connection) { $0.rooms.append(room) }

@@ -110,7 +110,7 @@ extension ClusterHub: ServerAPIBackend {
 
     public func session(ofPeer peer: String) async throws(APIBackendError) -> APIPeerSession? {
         let reply = try await Self.api { () async throws(RedisError) in
-            try await self.redis.send(["HMGET", self.keys.session(peer)[0], "node", "away", "rooms"])
+            try await self.redis.send(["HMGET", self.keys.sessionHash(peer), "node", "away", "rooms"])
         }
         return SessionInfoReply(reply).map {
             APIPeerSession(peer: peer, connected: $0.connected, rooms: $0.rooms, node: $0.node)

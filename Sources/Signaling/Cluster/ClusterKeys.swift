@@ -12,6 +12,10 @@ struct ClusterKeys: Sendable {
         return [base + "s", base + "b", base + "m", base + "r"]
     }
 
+    /// `prefix:{peer}:s` alone, the first of ``session(_:)``: for a command or call that names only the
+    /// session hash (it routes a script on a Redis Cluster).
+    func sessionHash(_ peer: String) -> String { "\(prefix):{\(peer)}:s" }
+
     /// `prefix:tenant:{tenant}:rooms` (set: the rooms a named tenant has, with `--max-rooms-per-tenant`).
     func tenantRooms(_ tenant: Tenant) -> String { "\(prefix):tenant:{\(tenant.name)}:rooms" }
 

@@ -9,11 +9,7 @@ import Testing
 /// resume's 4009, a kick's 4003); and `since` never
 /// letting a later message reuse a `seq` the connection already has.
 @Suite(.serialized, .timeLimit(.minutes(1))) struct ClusterScriptsShardedTests {
-    let keys: ClusterKeys = {
-        var keys = ClusterKeys(prefix: "t")
-        keys.sharded = true
-        return keys
-    }()
+    let keys = ClusterKeys.shardedForTests
 
     func deliver(_ redis: RedisConnection, to peer: String, id: String) async throws -> String? {
         let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
@@ -99,5 +95,14 @@ import Testing
         #expect(EndReply(again) == .gone)
         await subscriber.close()
         await redis.close()
+    }
+}
+
+extension ClusterKeys {
+    /// The keys of the Redis Cluster tests: prefix `t`, sharded node channels.
+    static var shardedForTests: ClusterKeys {
+        var keys = ClusterKeys(prefix: "t")
+        keys.sharded = true
+        return keys
     }
 }

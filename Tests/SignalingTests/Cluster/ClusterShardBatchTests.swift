@@ -10,11 +10,7 @@ import Testing
 /// deliveries to recipients in many slots go one call per primary and are each decided as ``deliver``
 /// decides them; a batch naming a recipient another primary serves does nothing and answers `moved`.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterShardBatchTests {
-    let keys: ClusterKeys = {
-        var keys = ClusterKeys(prefix: "t")
-        keys.sharded = true
-        return keys
-    }()
+    let keys = ClusterKeys.shardedForTests
 
     func item(_ id: String) -> [any RESPEncodable] {
         let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
