@@ -63,6 +63,14 @@ class RedisServer:
             s.sendall(f"*2\r\n$6\r\nEXISTS\r\n${len(key)}\r\n{key}\r\n".encode())
             return s.recv(16).startswith(b":1")
 
+    def llen(self, key):
+        """The length of list `key` (a plain-TCP `LLEN`; for servers started without TLS)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(f"*2\r\n$4\r\nLLEN\r\n${len(key)}\r\n{key}\r\n".encode())
+            reply = s.recv(32)
+            assert reply.startswith(b":"), reply
+            return int(reply[1:].split(b"\r\n")[0])
+
     def pause(self):
         """Stops the process (SIGSTOP): connections stay open, nothing is answered (a stalled Redis)."""
         self.proc.send_signal(signal.SIGSTOP)

@@ -425,3 +425,37 @@ def test_peer_ids_are_unique_across_nodes_and_an_ended_session_resumes_nowhere(s
         await again.close()
 
     asyncio.run(scenario())
+
+
+def test_received_trims_the_buffer_at_the_next_refresh_and_a_resume_replays_only_what_follows(start_hub, redis):
+    """A `received` costs Redis no script of its own: the node trims the session's buffer at its next
+    refresh (`--cluster-refresh 1` here), and nothing the client has not confirmed is lost."""
+    hubs = start_cluster(start_hub, redis, count=2)
+
+    async def scenario():
+        alice, bob = Peer("alice"), Peer("bob")
+        await alice.connect(hubs[0].ws)
+        await bob.connect(hubs[1].ws)
+        for i in range(20):
+            ack = await alice.request({"type": "message", "to": "bob", "data": i})
+            assert ack["type"] == "ack" and not ack.get("queued"), ack
+        await eventually(lambda: bob.last == 20, what="bob to get 20 messages")
+        assert redis.llen("sig:{bob}:b") == 20
+        await bob.ws.send(json.dumps({"type": "received", "seq": 15}))
+        await eventually(lambda: redis.llen("sig:{bob}:b") == 5, timeout=5, what="the refresh to trim through 15")
+        assert redis.llen("sig:{bob}:m") == 5
+        # Bob drops (no close frame) and resumes on the other node from 17: 18-20 are replayed, once.
+        bob.ws.transport.abort()
+        await bob.reader
+        bob.last = 17
+        welcome = await bob.connect(hubs[0].ws, resume=True)
+        assert welcome.get("resumed") and not welcome.get("gap"), welcome
+        await eventually(lambda: [m["data"] for m in bob.messages[20:]] == [17, 18, 19], what="the replay")
+        ack = await alice.request({"type": "message", "to": "bob", "data": 20})
+        assert ack["type"] == "ack", ack
+        await eventually(lambda: bob.last == 21, what="the next message")
+        assert [m["seq"] for m in bob.messages[20:]] == [18, 19, 20, 21]
+        await alice.close()
+        await bob.close()
+
+    asyncio.run(scenario())

@@ -32,8 +32,11 @@ final class BenchConnection: ChannelInboundHandler {
     var failed = false
     /// The peer id from `welcome`.
     var peer = ""
-    /// The highest `seq` of the presence events received (the connect scenario confirms it).
+    /// The highest `seq` of the presence events received (the connect scenario confirms it), and of every
+    /// message when the load confirms (`bench relay --confirm-every`).
     var lastSeq: UInt64 = 0
+    /// The highest `seq` this session confirmed with `received`.
+    var confirmedSeq: UInt64 = 0
     /// When the connect started (monotonic nanoseconds).
     var startedAt: UInt64 = 0
     /// Templates this connection sends, set by the scenario.

@@ -21,11 +21,19 @@ struct BenchRelayCommand: AsyncParsableCommand {
     var rate = BenchRate.max
     @Option(help: "Candidates each side sends per negotiation, besides the end-of-candidates null.")
     var candidates = 4
+    @Option(
+        help: """
+            Seconds between each session's `received` (the highest seq it got), as the SDK sends one each \
+            second; 0: never (the hub keeps every message for a resume, up to its bound).
+            """
+    )
+    var confirmEvery = 0.0
 
     func validate() throws {
         try load.validateLoad()
         guard pairs >= 1 else { throw ValidationError("--pairs must be at least 1") }
         guard candidates >= 0 else { throw ValidationError("--candidates must not be negative") }
+        guard confirmEvery >= 0 else { throw ValidationError("--confirm-every must not be negative") }
     }
 
     func run() async throws {
@@ -33,11 +41,12 @@ struct BenchRelayCommand: AsyncParsableCommand {
         let runner = BenchRunner(mode: "relay", options: options, units: units, sessions: true)
         let size = load.size
         let candidates = self.candidates
+        let confirmEvery = self.confirmEvery
         var report = try await runner.run(
             load: .init(warmup: load.warmup, duration: load.duration, rate: rate.perSecond, inflight: load.inflight),
             settle: 0
         ) { loop, plan, units, runID, maxConnects in
-            RelayDriver(
+            let driver = RelayDriver(
                 loop: loop,
                 plan: plan,
                 units: units,
@@ -46,6 +55,8 @@ struct BenchRelayCommand: AsyncParsableCommand {
                 candidates: candidates,
                 maxConnectsInFlight: maxConnects
             )
+            driver.confirmEvery = confirmEvery
+            return driver
         }
         report.pairs = pairs
         report.rate = rate.description

@@ -38,6 +38,9 @@ class LoopDriver {
     private(set) var windowEnd: UInt64 = .max
     /// Whether the scenario keeps generating load.
     private(set) var running = false
+    /// Seconds between a session's `received` confirmations while the load runs (0: it never confirms).
+    var confirmEvery = 0.0
+    private var confirmer: RepeatedTask?
 
     init(loop: any EventLoop, plan: ConnectionPlan, globalIndexes: [Int], maxConnectsInFlight: Int) {
         self.loop = loop
@@ -111,6 +114,11 @@ class LoopDriver {
         windowStart = measureFrom
         windowEnd = .max
         running = true
+        if confirmEvery > 0 {
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            let every = TimeAmount.nanoseconds(Int64(confirmEvery * 1e9))
+            confirmer = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in bound.value.confirm() }
+        }
         if let unitsPerSecond {
             guard unitsPerSecond > 0, unitCount > 0 else { return }
             pacerStart = Self.now()
@@ -141,6 +149,18 @@ class LoopDriver {
         windowEnd = Self.now()
         pacer?.cancel()
         pacer = nil
+        confirmer?.cancel()
+        confirmer = nil
+    }
+
+    /// Each session confirms the highest `seq` it has received since its last confirmation, as the SDK
+    /// does (each second by default).
+    private func confirm() {
+        for connection in connections where connection.ready && !connection.failed {
+            guard connection.lastSeq > connection.confirmedSeq else { continue }
+            connection.send(BenchMessage.received(seq: connection.lastSeq), stamp: 0)
+            connection.confirmedSeq = connection.lastSeq
+        }
     }
 
     func progressSample() -> BenchProgressSample {
@@ -257,6 +277,9 @@ class LoopDriver {
     func received(_ connection: BenchConnection, _ payload: UnsafeRawBufferPointer) {
         switch BenchMessage.classify(payload) {
         case .stamped(let stamp):
+            if confirmEvery > 0, let seq = BenchMessage.lastSeq(in: payload) {
+                connection.lastSeq = max(connection.lastSeq, seq)
+            }
             self.delivered(connection, stamp: stamp, now: Self.now(), payload: payload)
         case .ack:
             stats.acks += 1

@@ -80,6 +80,10 @@ struct ClusterConnectionState {
     private(set) var pipelined = 0
     /// The task waits until fewer signals are pipelined (``mayGoOn(below:)``): wake it at each answer.
     private var taskWaits = false
+    /// The highest `seq` the client confirmed with `received`, and the highest a refresh has trimmed the
+    /// session's buffer through (``confirm(_:)``, ``trimDue``).
+    private(set) var confirmed: UInt64 = 0
+    private var trimmedThrough: UInt64 = 0
 
     init(limits: Limits) {
         self.limits = limits
@@ -89,6 +93,27 @@ struct ClusterConnectionState {
     var session: Session? {
         if case .open(let session) = phase { return session }
         return nil
+    }
+
+    // MARK: Confirmations
+
+    /// The client confirmed every message up to `seq` (`received`). Nothing is sent to Redis for it: the
+    /// node's next refresh trims the session's buffer through the highest confirmed (``trimDue``), so a
+    /// client's confirmations cost Redis nothing of their own, and a burst of them (every client of a
+    /// node confirming its presence events at once) adds nothing to the refresh's calls.
+    mutating func confirm(_ seq: UInt64) {
+        confirmed = max(confirmed, seq)
+    }
+
+    /// What the next refresh should trim the buffer through: the highest confirmed `seq` when it is
+    /// above what a refresh already trimmed through, else 0 (nothing new).
+    var trimDue: UInt64 {
+        confirmed > trimmedThrough ? confirmed : 0
+    }
+
+    /// A refresh trimmed the buffer through `seq` (its touch answered for this connection).
+    mutating func trimmed(through seq: UInt64) {
+        trimmedThrough = max(trimmedThrough, seq)
     }
 
     // MARK: Open

@@ -130,6 +130,12 @@ extension ClusterHub {
         state.withLockedValue { $0.locals[connection]?.connection.updateSession(change) }
     }
 
+    /// `received`: no request for Redis; the next refresh trims the buffer
+    /// (``ClusterConnectionState/confirm(_:)``).
+    func confirm(_ connection: ConnectionID, _ seq: UInt64) {
+        state.withLockedValue { $0.locals[connection]?.connection.confirm(seq) }
+    }
+
     // MARK: Output
 
     /// Writes the welcome, the replay, then whatever was published meanwhile and not replayed.

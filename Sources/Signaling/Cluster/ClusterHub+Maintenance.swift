@@ -72,38 +72,41 @@ extension ClusterHub {
     /// serves), two calls in flight, so a refresh costs Redis one script call per 128 sessions instead of
     /// one per session, and a client's request never waits behind more than two of them. A call that
     /// finds a slot moved (`moved`) is done again one ``ClusterScripts/touch`` per session, which follows
-    /// the redirect.
+    /// the redirect. Each touch also trims the session's buffer through what its client confirmed since
+    /// the last refresh (``ClusterConnectionState/trimDue``).
     private func refresh() async {
         let open = state.withLockedValue { state in
-            state.locals.compactMap { id, local in local.connection.session.map { (id, $0.peer) } }
+            state.locals.compactMap { id, local in
+                local.connection.session.map { Touch(connection: id, peer: $0.peer, through: local.connection.trimDue) }
+            }
         }
         guard !open.isEmpty else { return }
         let deadline = Self.epochMillis() + liveMillis
         // Each session with its hash key, named once: it picks the primary, and the call names it.
-        var groups: [String: [(ConnectionID, String, hash: String)]] = [:]
-        var alone: [(ConnectionID, String)] = []
-        for (connection, peer) in open {
-            let hash = keys.sessionHash(peer)
+        var groups: [String: [(Touch, hash: String)]] = [:]
+        var alone: [Touch] = []
+        for touch in open {
+            let hash = keys.sessionHash(touch.peer)
             if let shard = redis.shard(of: hash) {
-                groups[shard, default: []].append((connection, peer, hash))
+                groups[shard, default: []].append((touch, hash))
             } else {
-                alone.append((connection, peer))
+                alone.append(touch)
             }
         }
         var zadd: [any RESPEncodable] = ["ZADD", keys.deadlines]
         // Two calls in flight at most: the next is on the wire while one runs, and a client's request on
         // the same connection waits behind at most two of them (~1 ms of Redis each), not the whole refresh.
-        var inFlight: [(ArraySlice<(ConnectionID, String, hash: String)>, EventLoopFuture<RESPValue>)] = []
+        var inFlight: [(ArraySlice<(Touch, hash: String)>, EventLoopFuture<RESPValue>)] = []
         func finishOldest() async {
             let (chunk, call) = inFlight.removeFirst()
             guard let reply = try? await call.get() else { return }
             if reply.string == "moved" {
-                alone += chunk.map { ($0.0, $0.1) }
+                alone += chunk.map(\.0)
                 return
             }
             let replies = reply.array ?? []
-            for (index, (connection, peer, _)) in chunk.enumerated() where index < replies.count {
-                self.touched((connection, peer), TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
+            for (index, (touch, _)) in chunk.enumerated() where index < replies.count {
+                self.touched(touch, TouchReply(replies[index]), deadline: deadline, zadd: &zadd)
             }
         }
         for group in groups.values {
@@ -112,10 +115,11 @@ extension ClusterHub {
                 let chunk = group[start..<min(group.count, start + 128)]
                 start = chunk.endIndex
                 var arguments: [any RESPEncodable] = [nodeName, deadline, ttlMillis, keys.sharded ? "1" : "0"]
-                arguments.reserveCapacity(4 + chunk.count * 2)
-                for (connection, _, hash) in chunk {
+                arguments.reserveCapacity(4 + chunk.count * 3)
+                for (touch, hash) in chunk {
                     arguments.append(hash)
-                    arguments.append(String(connection.raw))
+                    arguments.append(String(touch.connection.raw))
+                    arguments.append(Int(clamping: touch.through))
                 }
                 let call = redis.submit(
                     ClusterScripts.touchBatch,
@@ -129,34 +133,46 @@ extension ClusterHub {
         }
         while !inFlight.isEmpty { await finishOldest() }
         // No slot map yet, or a slot moved: one touch per session, each routed (and redirected) alone.
-        let touches = alone.map { connection, peer in
+        let calls = alone.map { touch in
             redis.submit(
                 ClusterScripts.touch,
-                keys: keys.session(peer),
-                arguments: [nodeName, String(connection.raw), deadline, ttlMillis],
+                keys: keys.session(touch.peer),
+                arguments: [nodeName, String(touch.connection.raw), deadline, ttlMillis, Int(clamping: touch.through)],
                 timeout: maintenanceTimeout
             )
         }
-        for (session, touch) in zip(alone, touches) {
-            guard let reply = try? await touch.get() else { continue }
-            self.touched(session, TouchReply(reply), deadline: deadline, zadd: &zadd)
+        for (touch, call) in zip(alone, calls) {
+            guard let reply = try? await call.get() else { continue }
+            self.touched(touch, TouchReply(reply), deadline: deadline, zadd: &zadd)
         }
         if zadd.count > 2 { _ = try? await redis.send(zadd, timeout: maintenanceTimeout) }
     }
 
-    /// What a touch found: refreshed (its deadline joins the refresh's `ZADD`), or the session moved or
-    /// ended without this node hearing of it (its connection is closed).
+    /// One session a refresh touches: its connection, its peer id, and what its buffer is to be trimmed
+    /// through (0: nothing new).
+    private struct Touch {
+        var connection: ConnectionID
+        var peer: String
+        var through: UInt64
+    }
+
+    /// What a touch found: refreshed (its deadline joins the refresh's `ZADD`; the buffer was trimmed
+    /// through what the client had confirmed), or the session moved or ended without this node hearing of
+    /// it (its connection is closed).
     private func touched(
-        _ session: (ConnectionID, String),
+        _ touch: Touch,
         _ reply: TouchReply?,
         deadline: Int,
         zadd: inout [any RESPEncodable]
     ) {
-        let (connection, peer) = session
+        let (connection, peer) = (touch.connection, touch.peer)
         switch reply {
         case .refreshed:
             zadd.append(deadline)
             zadd.append(peer)
+            if touch.through > 0 {
+                state.withLockedValue { $0.locals[connection]?.connection.trimmed(through: touch.through) }
+            }
         case .movedElsewhere:
             self.closeConnection(connection, .idTaken, reason: "session resumed elsewhere")
         case .gone, nil:

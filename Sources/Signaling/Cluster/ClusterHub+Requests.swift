@@ -15,11 +15,8 @@ extension ClusterHub {
             case .ping:
                 self.reply(connection, ServerMessage.pong(id: id))
             case .received(let seq):
-                _ = try await redis.run(
-                    ClusterScripts.trim,
-                    keys: keys.session(peer),
-                    arguments: [nodeName, String(connection.raw), String(seq)]
-                )
+                // ``ClusterHub/receive(_:_:)`` takes it before it queues anything; the same here.
+                self.confirm(connection, seq)
             case .join(let room, let meta):
                 try await self.join(room, meta: meta, id: id, on: connection, session: session)
             case .update(let room, let meta):

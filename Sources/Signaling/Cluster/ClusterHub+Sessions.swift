@@ -127,10 +127,12 @@ extension ClusterHub {
                 return
             case .detach(let peer):
                 let deadline = Self.epochMillis() + Int(limits.resumeGraceNanos / 1_000_000)
+                // What the client confirmed since the last refresh leaves the buffer now.
+                let through = state.withLockedValue { $0.locals[connection]?.connection.trimDue } ?? 0
                 let kept = try await redis.run(
                     ClusterScripts.detach,
                     keys: keys.session(peer),
-                    arguments: [nodeName, conn, deadline, ttlMillis]
+                    arguments: [nodeName, conn, deadline, ttlMillis, Int(clamping: through)]
                 )
                 if kept.int == 1 {
                     _ = try await redis.send(["ZADD", keys.deadlines, deadline, peer])

@@ -213,6 +213,9 @@ public final class ClusterHub: SessionHub {
     /// requests are at their bound (``ClusterConnectionState/admit(_:directSignals:)``). An addressed
     /// signal with nothing queued before it is handed to Redis at once, from the thread that read it.
     public func receive(_ connection: ConnectionID, _ message: ClientMessage) {
+        if case .received(let seq) = message.request {
+            return self.confirm(connection, seq)
+        }
         let (admission, doorbell) = state.withLockedValue {
             state -> (ClusterConnectionState.Admission, AsyncStream<Void>.Continuation?) in
             guard let local = state.locals[connection] else { return (.ignore, nil) }

@@ -346,24 +346,60 @@ enum ClusterScripts {
             """
     )
 
+    /// What a refresh (or a detach) does besides the deadline: drops the buffer's entries the client
+    /// confirmed with `received` up to `through` (0: nothing new), oldest first, stopping at the first one
+    /// still queued or numbered above `through`. A node does not run a script for each `received`: it
+    /// keeps the highest confirmed `seq` of each connection and hands it to the next refresh (``touch``,
+    /// ``touchBatch``), or to ``detach`` when the socket closes first, which trims with one `LRANGE` per
+    /// list and one `LTRIM` each, however many entries go. `k1`, `k2`, `k3`: the session's hash, buffer
+    /// and descriptors; the caller checked the owner.
+    private static let trimFunction = """
+        local function trimThrough(k1, k2, k3, through)
+            if through <= 0 then return 0 end
+            local first = redis.call('LINDEX', k3, 0)
+            if not first then return 0 end
+            local n = through - tonumber(string.match(first, '^%d+')) + 1
+            if n <= 0 then return 0 end
+            local metas = redis.call('LRANGE', k3, 0, n - 1)
+            n = 0
+            for _, meta in ipairs(metas) do
+                local seq, q = string.match(meta, '^(%d+)|(%d)')
+                if q == '1' or tonumber(seq) > through then break end
+                n = n + 1
+            end
+            if n == 0 then return 0 end
+            local bytes = 0
+            for _, msg in ipairs(redis.call('LRANGE', k2, 0, n - 1)) do bytes = bytes + #msg end
+            redis.call('LTRIM', k2, n, -1)
+            redis.call('LTRIM', k3, n, -1)
+            redis.call('HINCRBY', k1, 'bb', -bytes)
+            return n
+        end
+
+        """
+
     /// The owning connection dropped without ending its session: it waits for a resume until `deadline`.
-    /// ARGV: node, conn, deadline, ttl. Returns 1, or 0 when (node, conn) no longer owns it.
+    /// ARGV: node, conn, deadline, ttl, and optionally what the client confirmed since the last refresh
+    /// (``trimFunction``). Returns 1, or 0 when (node, conn) no longer owns it.
     static let detach = RedisScript(
-        common + """
+        common + trimFunction + """
             if not owns(KEYS, ARGV[1], ARGV[2]) then return 0 end
+            trimThrough(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[5] or '0'))
             redis.call('HSET', KEYS[1], 'away', '1', 'dl', ARGV[3])
             expireAll(KEYS, ARGV[4])
             return 1
             """
     )
 
-    /// The owning node keeps a live session alive. ARGV: node, conn, deadline, ttl. Returns 1; 0 when the
+    /// The owning node keeps a live session alive. ARGV: node, conn, deadline, ttl, and optionally the
+    /// highest `seq` the client confirmed since the last refresh (``trimFunction``). Returns 1; 0 when the
     /// session is gone; 2 when another connection owns it now.
     static let touch = RedisScript(
-        common + """
+        common + trimFunction + """
             if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
             if not owns(KEYS, ARGV[1], ARGV[2]) then return 2 end
             redis.call('HSET', KEYS[1], 'dl', ARGV[3])
+            trimThrough(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[5] or '0'))
             expireAll(KEYS, ARGV[4])
             return 1
             """
@@ -373,39 +409,40 @@ enum ClusterScripts {
     /// `--cluster-refresh` costs Redis is most of what an idle cluster costs it. KEYS: the first session's
     /// hash (it routes the call). ARGV: node, deadline, ttl, `1` to check first that every session's hash
     /// is served here (a Redis Cluster primary: else the call does nothing and answers `moved`, as
-    /// ``deliverShardBatch``), then per session its hash key and connection. Per session, one ``touch``
-    /// reply (1, 0 or 2). Cheaper than ``touch`` per session: the ownership read and the deadline write
-    /// as there, but the four keys' expiry (twice the live period and a minute) renewed only once half of
-    /// it is gone, not at every refresh. The other keys' names are the hash key's with its last letter
-    /// replaced (``ClusterKeys/session(_:)``).
+    /// ``deliverShardBatch``), then per session its hash key, connection and confirmed `seq` (0: nothing
+    /// new; ``trimFunction``). Per session, one ``touch`` reply (1, 0 or 2). Cheaper than ``touch`` per
+    /// session: the ownership read and the deadline write as there, but the four keys' expiry (twice the
+    /// live period and a minute) renewed only once half of it is gone, not at every refresh. The other
+    /// keys' names are the hash key's with its last letter replaced (``ClusterKeys/session(_:)``).
     static let touchBatch = RedisScript(
-        """
-        local node, deadline, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-        if ARGV[4] == '1' then
-            for a = 5, #ARGV, 2 do
-                local here = redis.pcall('EXISTS', ARGV[a])
-                if type(here) == 'table' and here.err then return 'moved' end
-            end
-        end
-        local out = {}
-        for a = 5, #ARGV, 2 do
-            local k = ARGV[a]
-            local f = redis.call('HMGET', k, 'node', 'conn', 'away')
-            if not f[1] then
-                out[#out + 1] = 0
-            elseif f[1] ~= node or f[2] ~= ARGV[a + 1] or f[3] ~= '0' then
-                out[#out + 1] = 2
-            else
-                redis.call('HSET', k, 'dl', deadline)
-                if redis.call('PTTL', k) < ttl / 2 then
-                    local base = string.sub(k, 1, -2)
-                    for _, suffix in ipairs({'s', 'b', 'm', 'r'}) do redis.call('PEXPIRE', base .. suffix, ttl) end
+        trimFunction + """
+            local node, deadline, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+            if ARGV[4] == '1' then
+                for a = 5, #ARGV, 3 do
+                    local here = redis.pcall('EXISTS', ARGV[a])
+                    if type(here) == 'table' and here.err then return 'moved' end
                 end
-                out[#out + 1] = 1
             end
-        end
-        return out
-        """
+            local out = {}
+            for a = 5, #ARGV, 3 do
+                local k = ARGV[a]
+                local f = redis.call('HMGET', k, 'node', 'conn', 'away')
+                if not f[1] then
+                    out[#out + 1] = 0
+                elseif f[1] ~= node or f[2] ~= ARGV[a + 1] or f[3] ~= '0' then
+                    out[#out + 1] = 2
+                else
+                    redis.call('HSET', k, 'dl', deadline)
+                    local base = string.sub(k, 1, -2)
+                    trimThrough(k, base .. 'b', base .. 'm', tonumber(ARGV[a + 2]))
+                    if redis.call('PTTL', k) < ttl / 2 then
+                        for _, suffix in ipairs({'s', 'b', 'm', 'r'}) do redis.call('PEXPIRE', base .. suffix, ttl) end
+                    end
+                    out[#out + 1] = 1
+                end
+            end
+            return out
+            """
     )
 
     /// Ends a session: mode `close` (its owning connection (ARGV[2], ARGV[3]) closed it), or `expire`
@@ -467,29 +504,6 @@ enum ClusterScripts {
             end
             clearQueued(KEYS)
             return {'ok', out}
-            """
-    )
-
-    /// The client confirmed everything up to `through`: those entries leave the buffer (queued ones stay).
-    /// ARGV: node, conn, through.
-    static let trim = RedisScript(
-        common + """
-            if not owns(KEYS, ARGV[1], ARGV[2]) then return 0 end
-            local through = tonumber(ARGV[3])
-            local bb = tonumber(redis.call('HGET', KEYS[1], 'bb'))
-            local count = 0
-            while true do
-                local meta = redis.call('LINDEX', KEYS[3], 0)
-                if not meta then break end
-                local seq, q = parseMeta(meta)
-                if seq > through or q == '1' then break end
-                local msg = redis.call('LPOP', KEYS[2])
-                redis.call('LPOP', KEYS[3])
-                bb = bb - #msg
-                count = count + 1
-            end
-            redis.call('HSET', KEYS[1], 'bb', bb)
-            return count
             """
     )
 
@@ -574,6 +588,6 @@ enum ClusterScripts {
 
     static let all: [RedisScript] = [
         create, resume, deliver, deliverBatch, deliverShardBatch, detach, touch, touchBatch, end, kick, since,
-        trim, sessionRooms, joinRoom, updateMeta, leaveRoom, forgetDeadline, reserveRoom,
+        sessionRooms, joinRoom, updateMeta, leaveRoom, forgetDeadline, reserveRoom,
     ]
 }

@@ -38,6 +38,23 @@ import Testing
         #expect(state.session == alice)
     }
 
+    /// `received` only records: a refresh trims through the highest confirmed, once, and a confirmation
+    /// below it (out of order, or repeated) asks for nothing new.
+    @Test func confirmationsWaitForTheNextRefreshAndAreTrimmedOnce() {
+        var state = ClusterConnectionState(limits: Self.limits)
+        #expect(state.trimDue == 0)
+        state.confirm(5)
+        state.confirm(3)
+        #expect(state.trimDue == 5)
+        state.trimmed(through: 5)
+        #expect(state.trimDue == 0)
+        state.confirm(4)
+        #expect(state.trimDue == 0)
+        state.confirm(9)
+        state.trimmed(through: 7)  // a refresh that took 7 answered after 9 arrived: 9 is still due
+        #expect(state.trimDue == 9)
+    }
+
     @Test func aFreshSessionWritesEverythingHeldInSeqOrder() {
         var state = ClusterConnectionState(limits: Self.limits)
         #expect(state.published(seq: 2, bytes: ByteBuffer(string: "m2")) == .hold)

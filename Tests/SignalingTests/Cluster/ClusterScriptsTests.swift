@@ -209,7 +209,7 @@ import Testing
         _ = try await redis.send(["PEXPIRE", keys.session("carol")[0], 400_000])
         var arguments: [any RESPEncodable] = ["n#1", 123_456, ttl, "0"]
         for (peer, conn) in [("bob", "1"), ("carol", "2"), ("dave", "9"), ("nobody", "4")] {
-            arguments += [keys.session(peer)[0], conn]
+            arguments += [keys.session(peer)[0], conn, 0]
         }
         let reply = try await redis.run(
             ClusterScripts.touchBatch,
@@ -222,6 +222,68 @@ import Testing
         // bob's keys had less than half their lifetime left: renewed; carol's had more: left alone.
         #expect(try await redis.send(["PTTL", keys.session("bob")[0]]).int ?? 0 > 500_000)
         #expect(try await redis.send(["PTTL", keys.session("carol")[0]]).int ?? .max <= 400_000)
+        await redis.close()
+    }
+
+    /// `received` costs Redis nothing of its own: the refresh's touch (or the detach) trims the buffer
+    /// through what the client confirmed, stopping at a queued entry, keeping the buffer's byte count,
+    /// only for the connection that owns the session.
+    @Test func aRefreshTrimsTheBufferThroughWhatTheClientConfirmed() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        for index in 1...4 {
+            #expect(try await deliver(redis, to: "bob", id: "d\(index)").first?.string == "delivered")
+        }
+        await subscriber.close()
+        // Nobody listens now: the fifth waits in the buffer as queued.
+        #expect(try await deliver(redis, to: "bob", id: "q5").first?.string == "queued")
+        func buffer() async throws -> (seqs: [String], bytes: Int, stored: Int) {
+            let metas = try await redis.send(["LRANGE", keys.session("bob")[2], 0, -1]).array ?? []
+            let messages = try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array ?? []
+            let bytes = Int(try await redis.send(["HGET", keys.session("bob")[0], "bb"]).string ?? "") ?? -1
+            let seqs = metas.compactMap { $0.string?.split(separator: "|").first.map(String.init) }
+            return (seqs, bytes, messages.reduce(0) { $0 + ($1.string?.utf8.count ?? 0) })
+        }
+        func touchBatch(conn: String, through: Int) async throws -> TouchReply? {
+            let reply = try await redis.run(
+                ClusterScripts.touchBatch,
+                keys: [keys.session("bob")[0]],
+                arguments: ["n#1", 123_456, 600_000, "0", keys.session("bob")[0], conn, through]
+            )
+            return reply.array?.first.flatMap { TouchReply($0) }
+        }
+        #expect(try await buffer().seqs == ["1", "2", "3", "4", "5"])
+        // Another connection's refresh trims nothing; nothing new (0) trims nothing.
+        #expect(try await touchBatch(conn: "9", through: 3) == .movedElsewhere)
+        #expect(try await touchBatch(conn: "1", through: 0) == .refreshed)
+        #expect(try await buffer().seqs.count == 5)
+        // Through 2: two entries go, and the byte count follows what is left.
+        #expect(try await touchBatch(conn: "1", through: 2) == .refreshed)
+        var left = try await buffer()
+        #expect(left.seqs == ["3", "4", "5"])
+        #expect(left.bytes == left.stored)
+        // A touch alone (a Redis Cluster slot that moved) trims the same way.
+        let touched = try await redis.run(
+            ClusterScripts.touch,
+            keys: keys.session("bob"),
+            arguments: ["n#1", "1", 123_456, 600_000, 3]
+        )
+        #expect(TouchReply(touched) == .refreshed)
+        #expect(try await buffer().seqs == ["4", "5"])
+        // A drop before the next refresh: the detach trims. Beyond everything, the delivered ones go and
+        // the queued fifth stays.
+        let detached = try await redis.run(
+            ClusterScripts.detach,
+            keys: keys.session("bob"),
+            arguments: ["n#1", "1", 123_456, 600_000, 99]
+        )
+        #expect(detached.int == 1)
+        left = try await buffer()
+        #expect(left.seqs == ["5"])
+        #expect(left.bytes == left.stored)
         await redis.close()
     }
 

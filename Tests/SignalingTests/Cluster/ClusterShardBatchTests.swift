@@ -83,13 +83,13 @@ import Testing
         let touched = try await client.run(
             ClusterScripts.touchBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", keys.session(here[1])[0], "x"]
+            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", 0, keys.session(here[1])[0], "x", 0]
         )
         #expect(touched.array?.map { TouchReply($0) } == [.movedElsewhere, .movedElsewhere])
         let touchedElsewhere = try await client.run(
             ClusterScripts.touchBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", keys.session(elsewhere)[0], "x"]
+            arguments: ["n#1", 1, 600_000, "1", keys.session(here[0])[0], "x", 0, keys.session(elsewhere)[0], "x", 0]
         )
         #expect(touchedElsewhere.string == "moved")
         #expect(try await client.send(["LLEN", keys.session(here[0])[1]]).int == 2)
