@@ -123,12 +123,14 @@ enum ClusterScripts {
     /// waits for an away session stay exact), and the request ids back to `maxn` every 32nd message.
     private static let deliverFunction = """
         -- Request ids already delivered to this peer are the members `sender|id` of the sorted set `kd`, scored
-        -- `2 * seq + queued` (the peer's `seq` when it was delivered; +1 when it was queued), so their status
-        -- is the score's parity and the oldest go first. A sorted set answers a lookup by hashing, where a
-        -- field of the session hash would be a linear scan once it holds a few hundred ids. They are
-        -- forgotten in chunks: every 32nd `seq`, whenever the delivery was queued and when the buffer was
-        -- just created, the oldest beyond `maxn` go in one `ZREMRANGEBYRANK`, and the set gets the
-        -- session's expiry (``touch`` keeps it alive after that).
+        -- `10 * seq + queued` (the peer's `seq` when it was delivered, with a digit appended: 1 when it was
+        -- queued), so their status is the score's parity and the oldest go first; the score is the `seq`'s text
+        -- and a digit, with no number to format. (Scores of earlier builds, `2 * seq + queued`, have the same
+        -- parity and rank below.) A sorted set answers a lookup by hashing, where a field of the session hash
+        -- would be a linear scan once it holds a few hundred ids. They are forgotten in chunks: every 32nd
+        -- `seq`, whenever the delivery was queued and when the buffer was just created, the oldest beyond
+        -- `maxn` go in one `ZREMRANGEBYRANK`, and the set gets the session's expiry (``touch`` keeps it alive
+        -- after that).
         local function remember(k1, kd, dkey, score, maxn, every, ttl)
             redis.call('ZADD', kd, score, dkey)
             if every then
@@ -136,6 +138,60 @@ enum ClusterScripts {
                 ttl = ttl or redis.call('PTTL', k1)
                 if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
             end
+        end
+        -- After a push that left `n` messages in the buffer: the oldest go until it is within its bounds. A
+        -- delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an eighth
+        -- more than `maxn`, back to `maxn` in one `LRANGE`/`LTRIM` per list; the byte bound, and the bound of
+        -- what waits for an away session (`queued`), one message at a time. `st` holds the session's `qn`,
+        -- `qb`, `bb` and `dropped`, updated here, and `expired`, which gets the origin of each queued signal
+        -- pushed out. Returns whether anything went.
+        local function bound(k2, k3, n, queued, st, maxn, maxb)
+            local trimmed = false
+            if not queued and n > maxn + math.floor(maxn / 8) then
+                local c = n - maxn
+                trimmed = true
+                local olds = redis.call('LRANGE', k2, 0, c - 1)
+                local ometas = redis.call('LRANGE', k3, 0, c - 1)
+                redis.call('LTRIM', k2, c, -1)
+                redis.call('LTRIM', k3, c, -1)
+                n = n - c
+                for i = 1, c do
+                    local old, meta = olds[i], ometas[i]
+                    st.bb = st.bb - #old
+                    local bar = string.find(meta, '|', 1, true)
+                    if string.byte(meta, bar + 1) == 49 then
+                        local oseq, oq, otyp, osender, orid = parseMeta(meta)
+                        st.qn = st.qn - 1
+                        st.qb = st.qb - #old
+                        if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                    end
+                    if i == c then
+                        local oseq = tonumber(string.sub(meta, 1, bar - 1))
+                        if oseq > st.dropped then st.dropped = oseq end
+                    end
+                end
+            end
+            while n > 0 do
+                local over
+                if queued then
+                    over = st.qn > maxn or st.qb > maxb
+                else
+                    over = n > maxn + math.floor(maxn / 8) or st.bb > maxb
+                end
+                if not over then break end
+                trimmed = true
+                local old = redis.call('LPOP', k2)
+                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
+                n = n - 1
+                st.bb = st.bb - #old
+                if oseq > st.dropped then st.dropped = oseq end
+                if oq == '1' then
+                    st.qn = st.qn - 1
+                    st.qb = st.qb - #old
+                    if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                end
+            end
+            return trimmed
         end
         local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
@@ -163,29 +219,27 @@ enum ClusterScripts {
                 end
             end
             if volatile then
-                if f[3] == '1' or publish(f[1], f[2], 0, prefix) == 0 then return 'away' end
-                if rid ~= '' then
-                    local seq = tonumber(f[4])
-                    remember(k1, kd, dkey, 2 * seq, maxn, redis.call('ZCARD', kd) > maxn + 32, nil)
-                end
+                if f[3] == '1' or publish(f[1], f[2], '0', prefix) == 0 then return 'away' end
+                if rid ~= '' then remember(k1, kd, dkey, f[4] .. '0', maxn, redis.call('ZCARD', kd) > maxn + 32, nil) end
                 return 'delivered ' .. f[1]
             end
             local away = f[3] == '1'
             local seq = tonumber(f[4]) + 1
-            local msg = prefix .. seq .. '}'
+            local ss = tostring(seq)
+            local msg = prefix .. ss .. '}'
             local size = #msg
             local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
             if away and signal and (qn >= maxn or qb + size > maxb) then return 'queue-full' end
             local receivers = 0
-            if not away then receivers = publish(f[1], f[2], seq, msg) end
+            if not away then receivers = publish(f[1], f[2], ss, msg) end
             local queued = away or receivers == 0
             local qflag = '0'
             if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
             local n = redis.call('RPUSH', k2, msg)
             if signal then
-                redis.call('RPUSH', k3, seq .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
+                redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
             else
-                redis.call('RPUSH', k3, seq .. '|' .. qflag .. '|||')
+                redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
             end
             local ttl
             if n == 1 then
@@ -193,65 +247,140 @@ enum ClusterScripts {
                 if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
             end
             bb = bb + size
-            local expired = {}
-            local trimmed = false
-            -- A delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an
-            -- eighth more than `maxn`, back to `maxn` in one `LRANGE`/`LTRIM` per list.
-            if not queued and n > maxn + math.floor(maxn / 8) then
-                local c = n - maxn
-                trimmed = true
-                local olds = redis.call('LRANGE', k2, 0, c - 1)
-                local ometas = redis.call('LRANGE', k3, 0, c - 1)
-                redis.call('LTRIM', k2, c, -1)
-                redis.call('LTRIM', k3, c, -1)
-                n = n - c
-                for i = 1, c do
-                    local old, meta = olds[i], ometas[i]
-                    bb = bb - #old
-                    local bar = string.find(meta, '|', 1, true)
-                    if string.byte(meta, bar + 1) == 49 then
-                        local oseq, oq, otyp, osender, orid = parseMeta(meta)
-                        qn = qn - 1
-                        qb = qb - #old
-                        if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
-                    end
-                    if i == c then
-                        local oseq = tonumber(string.sub(meta, 1, bar - 1))
-                        if oseq > dropped then dropped = oseq end
-                    end
-                end
-            end
-            while n > 0 do
-                local over
-                if queued then over = qn > maxn or qb > maxb else over = n > maxn + math.floor(maxn / 8) or bb > maxb end
-                if not over then break end
-                trimmed = true
-                local old = redis.call('LPOP', k2)
-                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
-                n = n - 1
-                bb = bb - #old
-                if oseq > dropped then dropped = oseq end
-                if oq == '1' then
-                    qn = qn - 1
-                    qb = qb - #old
-                    if osender ~= '' then table.insert(expired, osender .. '|' .. otyp .. '|' .. orid) end
-                end
-            end
+            local st = {qn = qn, qb = qb, bb = bb, dropped = dropped, expired = {}}
+            local trimmed = bound(k2, k3, n, queued, st, maxn, maxb)
+            qn, qb, bb, dropped = st.qn, st.qb, st.bb, st.dropped
+            local expired = st.expired
             local status = 'delivered'
             if queued then status = 'queued' end
             -- Only what changed: a live delivery that pushed nothing out moves `seq` and `bb` alone.
             if queued or trimmed then
-                redis.call('HSET', k1, 'seq', seq, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+                redis.call('HSET', k1, 'seq', ss, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
             else
-                redis.call('HSET', k1, 'seq', seq, 'bb', bb)
+                redis.call('HSET', k1, 'seq', ss, 'bb', bb)
             end
             if signal and rid ~= '' then
-                local score = 2 * seq
-                if queued then score = score + 1 end
-                remember(k1, kd, dkey, score, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
+                remember(k1, kd, dkey, ss .. qflag, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
             end
             if #expired == 0 then return status .. ' ' .. f[1] end
             return {status, f[1], expired}
+        end
+        -- Several deliveries to one session, in order (a batch's deliveries gathered by recipient: a peer's
+        -- burst of trickled candidates arrives together), each decided as `deliverOne` decides it, but with
+        -- the session read once, the request ids looked up in one `ZMSCORE`, and the buffer lists, the
+        -- session and the request ids written once for all of them. Only for a session that is connected to
+        -- a node that takes its messages (`takes(node)`: how many listen), what nearly every delivery finds:
+        -- for any other it returns false before changing anything, and the caller has `deliverOne` decide
+        -- each. `at[j]`: where the j-th delivery's arguments start in ARGV (prefix, sender, request id, type,
+        -- room, shared, mode); its reply goes to `results[slot[j]]`. Why it decides as one at a time would:
+        -- nothing else runs during the script, the checks read the same session, a request id remembered
+        -- earlier in the group is found as it would be in the set, `seq` counts on in order, and the bounds
+        -- are restored after the pushes, oldest first, as after each push (the count bound is kept in chunks
+        -- anyway). Each `seq` is formatted once: turning a number into text is a `sprintf` in this Lua.
+        local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results)
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            if not f[1] or f[3] ~= '0' or takes(f[1]) == 0 then return false end
+            local node, conn, rooms = f[1], f[2], ',' .. f[5] .. ','
+            local status, dkeys, lookup = {}, {}, {}
+            for j, a in ipairs(at) do
+                if ARGV[a + 6] ~= '0' then
+                    local room, shared = ARGV[a + 4], ARGV[a + 5]
+                    if room ~= '' then
+                        if not string.find(rooms, ',' .. room .. ',', 1, true) then status[j] = 'not-in-room' end
+                    elseif shared ~= '-' then
+                        local ok = false
+                        for r in string.gmatch(shared, '[^,]+') do
+                            if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
+                        end
+                        if not ok then status[j] = 'not-shared' end
+                    end
+                    if not status[j] and ARGV[a + 2] ~= '' then
+                        local dkey = ARGV[a + 1] .. '|' .. ARGV[a + 2]
+                        dkeys[j] = dkey
+                        lookup[#lookup + 1] = dkey
+                    end
+                end
+            end
+            local known = {}
+            if #lookup > 0 then
+                local scores = redis.call('ZMSCORE', kd, unpack(lookup))
+                for i, dkey in ipairs(lookup) do
+                    if scores[i] then known[dkey] = tonumber(scores[i]) end
+                end
+            end
+            local seq0 = tonumber(f[4])
+            local seq, ss, bb = seq0, f[4], tonumber(f[8])
+            local msgs, metas, zadd = {}, {}, {}
+            local volatile = false
+            local delivered = 'delivered ' .. node
+            local last
+            for j, a in ipairs(at) do
+                local dkey = dkeys[j]
+                local score = dkey and known[dkey]
+                if status[j] then
+                    -- refused by the checks above
+                elseif score then
+                    if score % 2 == 1 then status[j] = 'dup queued' else status[j] = 'dup delivered' end
+                elseif ARGV[a + 6] == 'v' then
+                    publish(node, conn, '0', ARGV[a])
+                    if dkey then
+                        known[dkey] = 0
+                        zadd[#zadd + 1] = ss .. '0'
+                        zadd[#zadd + 1] = dkey
+                        volatile = true
+                    end
+                    status[j] = delivered
+                else
+                    seq = seq + 1
+                    ss = tostring(seq)
+                    local msg = ARGV[a] .. ss .. '}'
+                    publish(node, conn, ss, msg)
+                    msgs[#msgs + 1] = msg
+                    bb = bb + #msg
+                    if ARGV[a + 6] == '1' then
+                        metas[#metas + 1] = ss .. '|0|' .. ARGV[a + 3] .. '|' .. ARGV[a + 1] .. '|' .. ARGV[a + 2]
+                    else
+                        metas[#metas + 1] = ss .. '|0|||'
+                    end
+                    if dkey then
+                        known[dkey] = 0
+                        zadd[#zadd + 1] = ss .. '0'
+                        zadd[#zadd + 1] = dkey
+                    end
+                    status[j] = delivered
+                    last = j
+                end
+            end
+            local ttl
+            local expired = {}
+            if #msgs > 0 then
+                local n = redis.call('RPUSH', k2, unpack(msgs))
+                redis.call('RPUSH', k3, unpack(metas))
+                if n == #msgs then
+                    ttl = redis.call('PTTL', k1)
+                    if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
+                end
+                local st = {qn = tonumber(f[6]), qb = tonumber(f[7]), bb = bb, dropped = tonumber(f[9]), expired = expired}
+                if bound(k2, k3, n, false, st, maxn, maxb) then
+                    redis.call('HSET', k1, 'seq', ss, 'qn', st.qn, 'qb', st.qb, 'bb', st.bb, 'dropped', st.dropped)
+                else
+                    redis.call('HSET', k1, 'seq', ss, 'bb', st.bb)
+                end
+            end
+            if #zadd > 0 then
+                redis.call('ZADD', kd, unpack(zadd))
+                local every = ttl ~= nil or math.floor(seq / 32) > math.floor(seq0 / 32)
+                    or (volatile and redis.call('ZCARD', kd) > maxn + 32)
+                if every then
+                    redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
+                    ttl = ttl or redis.call('PTTL', k1)
+                    if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
+                end
+            end
+            for j = 1, #at do results[slot[j]] = status[j] end
+            -- Queued signals the bounds pushed out: their origins ride on the last delivery's reply.
+            if #expired > 0 then results[slot[last]] = {'delivered', node, expired} end
+            return true
         end
 
         """
@@ -288,29 +417,60 @@ enum ClusterScripts {
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
             local receivers, out, order = {}, {}, {}
-            local function publish(node, conn, seq, msg)
+            local function takes(node)
                 local n = receivers[node]
                 if n == nil then
                     n = redis.call('PUBSUB', 'NUMSUB', channels .. node)[2]
                     receivers[node] = n
                 end
+                return n
+            end
+            local function publish(node, conn, seq, msg)
+                local n = takes(node)
                 if n > 0 then
                     local list = out[node]
-                    if not list then list = {}; out[node] = list; table.insert(order, node) end
-                    table.insert(list, ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' ' .. msg)
+                    if not list then list = {'N'}; out[node] = list; order[#order + 1] = node end
+                    list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+                    list[#list + 1] = msg
                 end
                 return n
             end
-            local results = {}
-            local a = 4
+            -- A recipient with several deliveries in the batch has them decided together (``deliverGroup``),
+            -- when its first one comes; one with a single delivery, by ``deliverOne`` (no tables to build).
+            local count, groups = {}, {}
+            for i = 1, #KEYS, 4 do count[KEYS[i]] = (count[KEYS[i]] or 0) + 1 end
             for i = 1, #KEYS, 4 do
-                results[#results + 1] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3],
-                    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb,
-                    ARGV[a + 6], publish)
-                a = a + 7
+                local k = KEYS[i]
+                if count[k] > 1 then
+                    local g = groups[k]
+                    if not g then
+                        g = {at = {}, slot = {}}
+                        groups[k] = g
+                    end
+                    local d = (i + 3) / 4
+                    g.at[#g.at + 1] = 4 + (d - 1) * 7
+                    g.slot[#g.slot + 1] = d
+                end
+            end
+            local results = {}
+            for i = 1, #KEYS, 4 do
+                local d = (i + 3) / 4
+                local a = 4 + (d - 1) * 7
+                local g = groups[KEYS[i]]
+                if not g then
+                    results[d] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[a], ARGV[a + 1],
+                        ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
+                elseif g.slot[1] == d and not deliverGroup(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], g.at,
+                    g.slot, maxn, maxb, takes, publish, results) then
+                    for j, ga in ipairs(g.at) do
+                        results[g.slot[j]] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[ga],
+                            ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
+                            ARGV[ga + 6], publish)
+                    end
+                end
             end
             for _, node in ipairs(order) do
-                redis.call('PUBLISH', channels .. node, 'N' .. table.concat(out[node]))
+                redis.call('PUBLISH', channels .. node, table.concat(out[node]))
             end
             return results
             """

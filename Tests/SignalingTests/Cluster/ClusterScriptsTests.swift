@@ -153,7 +153,8 @@ import Testing
         let b1 = "{\"type\":\"message\",\"data\":\"b1\",\"from\":\"alice\",\"seq\":1}"
         let c1 = "{\"type\":\"message\",\"data\":\"c1\",\"from\":\"alice\",\"seq\":1}"
         let b2 = "{\"type\":\"message\",\"data\":\"b2\",\"from\":\"alice\",\"seq\":2}"
-        #expect(message.text == "N 1 1 \(b1.utf8.count) \(b1) 2 1 \(c1.utf8.count) \(c1) 1 2 \(b2.utf8.count) \(b2)")
+        // Each recipient's messages together, in `seq` order (the batch is decided per recipient).
+        #expect(message.text == "N 1 1 \(b1.utf8.count) \(b1) 1 2 \(b2.utf8.count) \(b2) 2 1 \(c1.utf8.count) \(c1)")
         // The same state as single deliveries: bob's buffer holds both, in order; dave's signal waits.
         #expect(try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array?.map(\.string) == [b1, b2])
         #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
@@ -165,6 +166,77 @@ import Testing
     /// Bounds kept in chunks: a connected session's buffer goes back to `maxn` messages once it holds an
     /// eighth more; the request ids back to the newest `maxn` every 32nd message, and their set gets the
     /// session's expiry. A resent id still remembered is answered, not delivered again.
+    /// ``ClusterScripts/deliverBatch`` decides a recipient's deliveries together (one read, one push per
+    /// list, one write): its replies and the state it leaves are those of one ``ClusterScripts/deliver``
+    /// per delivery, in order — checks, duplicates (also within the batch), volatile and presence
+    /// messages, and the bounds (4 messages here, pushed past them).
+    @Test func aBatchLeavesTheSameRepliesAndStateAsOneDeliveryAtATime() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        for world in ["a", "s"] {
+            #expect(try await create(redis, "\(world)bob", token: "\(world)bob.t1") == "created")
+            #expect(try await create(redis, "\(world)carol", token: "\(world)carol.t1", conn: "2") == "created")
+            _ = try await redis.run(
+                ClusterScripts.sessionRooms,
+                keys: [keys.session("\(world)bob")[0]],
+                arguments: ["add", "lobby"]
+            )
+        }
+        // (recipient, request id, room, mode)
+        let plan: [(String, String, String, String)] = [
+            ("bob", "b1", "", "1"), ("carol", "c1", "", "1"), ("bob", "b2", "", "1"), ("bob", "b1", "", "1"),
+            ("bob", "v1", "", "v"), ("bob", "", "", "0"), ("bob", "b3", "lobby", "1"), ("bob", "b4", "x", "1"),
+            ("carol", "c2", "lobby", "1"), ("bob", "b5", "", "1"), ("bob", "v1", "", "v"), ("bob", "b6", "", "1"),
+            ("carol", "c1", "", "1"), ("bob", "b7", "", "1"),
+        ]
+        func arguments(_ id: String, _ room: String, _ mode: String) -> [any RESPEncodable] {
+            let text = "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\""
+            let prefix = ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":")
+            return [prefix, mode == "0" ? "" : "alice", id, "message", room, "-", mode]
+        }
+        let batch = try await redis.run(
+            ClusterScripts.deliverBatch,
+            keys: plan.flatMap { keys.session("a" + $0.0) },
+            arguments: [4, 1 << 20, keys.channelPrefix] + plan.flatMap { arguments($0.1, $0.2, $0.3) }
+        )
+        var single: [RESPValue] = []
+        for (peer, id, room, mode) in plan {
+            single.append(
+                try await redis.run(
+                    ClusterScripts.deliver,
+                    keys: keys.session("s" + peer),
+                    arguments: Array(arguments(id, room, mode).prefix(6)) + [4, 1 << 20, mode, keys.channelPrefix]
+                )
+            )
+        }
+        let batchReplies = (batch.array ?? []).map { $0.deliveryParts.compactMap(\.string) }
+        #expect(batchReplies == single.map { $0.deliveryParts.compactMap(\.string) })
+        #expect(batchReplies.map { $0.first ?? "" }.contains("not-in-room"))
+        #expect(batchReplies.filter { $0.first == "dup" }.count == 3)
+        for peer in ["bob", "carol"] {
+            func state(_ world: String) async throws -> [String] {
+                let k = keys.session(world + peer)
+                var out: [String] = []
+                for list in [k[1], k[2]] {
+                    out += (try await redis.send(["LRANGE", list, 0, -1]).array ?? []).compactMap(\.string)
+                }
+                out += (try await redis.send(["HMGET", k[0], "seq", "bb", "qn", "qb", "dropped"]).array ?? [])
+                    .map { $0.string ?? "-" }
+                // The newest `maxn` request ids (older ones are forgotten in chunks, at different points).
+                out += (try await redis.send(["ZRANGE", k[3], -4, -1, "WITHSCORES"]).array ?? []).compactMap(\.string)
+                return out
+            }
+            let batched = try await state("a")
+            let sequential = try await state("s")
+            #expect(batched == sequential)
+            #expect(batched.count > 8)
+        }
+        await subscriber.close()
+        await redis.close()
+    }
+
     @Test func buffersAndRequestIdsAreTrimmedInChunks() async throws {
         let server = try await RedisTestServer()
         let redis = try server.connection()
