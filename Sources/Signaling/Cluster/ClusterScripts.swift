@@ -382,6 +382,29 @@ enum ClusterScripts {
             if #expired > 0 then results[slot[last]] = {'delivered', node, expired} end
             return true
         end
+        -- A batch's `n` deliveries gathered by recipient, for `deliverGroup`: per recipient with more than one,
+        -- where their arguments start (`at`, from `argsOf(d)`) and their places in the batch (`slot`), in
+        -- order. `keyOf(d)`: delivery d's session hash.
+        local function gather(n, keyOf, argsOf)
+            local count, groups = {}, {}
+            for d = 1, n do
+                local k = keyOf(d)
+                count[k] = (count[k] or 0) + 1
+            end
+            for d = 1, n do
+                local k = keyOf(d)
+                if count[k] > 1 then
+                    local g = groups[k]
+                    if not g then
+                        g = {at = {}, slot = {}}
+                        groups[k] = g
+                    end
+                    g.at[#g.at + 1] = argsOf(d)
+                    g.slot[#g.slot + 1] = d
+                end
+            end
+            return groups
+        end
 
         """
 
@@ -437,25 +460,11 @@ enum ClusterScripts {
             end
             -- A recipient with several deliveries in the batch has them decided together (``deliverGroup``),
             -- when its first one comes; one with a single delivery, by ``deliverOne`` (no tables to build).
-            local count, groups = {}, {}
-            for i = 1, #KEYS, 4 do count[KEYS[i]] = (count[KEYS[i]] or 0) + 1 end
-            for i = 1, #KEYS, 4 do
-                local k = KEYS[i]
-                if count[k] > 1 then
-                    local g = groups[k]
-                    if not g then
-                        g = {at = {}, slot = {}}
-                        groups[k] = g
-                    end
-                    local d = (i + 3) / 4
-                    g.at[#g.at + 1] = 4 + (d - 1) * 7
-                    g.slot[#g.slot + 1] = d
-                end
-            end
+            local groups = gather(#KEYS / 4, function(d) return KEYS[4 * d - 3] end, function(d) return 7 * d - 3 end)
             local results = {}
             for i = 1, #KEYS, 4 do
                 local d = (i + 3) / 4
-                local a = 4 + (d - 1) * 7
+                local a = 7 * d - 3
                 local g = groups[KEYS[i]]
                 if not g then
                     results[d] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[a], ARGV[a + 1],
@@ -484,23 +493,55 @@ enum ClusterScripts {
     /// recipient's hash is checked to be served here; if one is not (the slot moved: a failover or
     /// resharding the node's slot map has not caught up with), the call does nothing and answers `moved`,
     /// and the node sends each delivery alone (following the redirect). Otherwise one ``deliver`` reply per
-    /// delivery; each message is `SPUBLISH`ed to its recipient's channel as ``deliver`` does.
+    /// delivery; a recipient's deliveries are decided together as in ``deliverBatch`` and `SPUBLISH`ed to
+    /// its channel in one `N` message; a recipient's single delivery goes as ``deliver`` sends it.
     static let deliverShardBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+            local groups = gather((#ARGV - 3) / 11, function(d) return ARGV[11 * d - 7] end,
+                function(d) return 11 * d - 3 end)
+            local checked = {}
             for a = 4, #ARGV, 11 do
-                local here = redis.pcall('EXISTS', ARGV[a])
-                if type(here) == 'table' and here.err then return 'moved' end
+                if not checked[ARGV[a]] then
+                    checked[ARGV[a]] = true
+                    local here = redis.pcall('EXISTS', ARGV[a])
+                    if type(here) == 'table' and here.err then return 'moved' end
+                end
             end
             local results = {}
             for a = 4, #ARGV, 11 do
                 local key = ARGV[a]
+                local d = (a - 4) / 11 + 1
                 local function publish(node, conn, seq, msg)
                     return notify(channels, node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg, key)
                 end
-                results[#results + 1] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-                    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], maxn, maxb,
-                    ARGV[a + 10], publish)
+                local g = groups[key]
+                if not g then
+                    results[d] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+                        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], maxn, maxb, ARGV[a + 10], publish)
+                elseif g.slot[1] == d then
+                    -- The group's messages go in one `SPUBLISH` (`N …`) to the recipient's channel of its node.
+                    local tag = string.match(key, '{[^}]*}')
+                    local out, to = {'N'}, nil
+                    local function channel(node) return string.sub(channels, 2) .. node .. ':' .. tag end
+                    local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
+                    local function gathered(node, conn, seq, msg)
+                        to = node
+                        out[#out + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+                        out[#out + 1] = msg
+                        return 1
+                    end
+                    if deliverGroup(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], g.at, g.slot, maxn, maxb, takes,
+                        gathered, results) then
+                        if to then redis.call('SPUBLISH', channel(to), table.concat(out)) end
+                    else
+                        for j, ga in ipairs(g.at) do
+                            results[g.slot[j]] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[ga],
+                                ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
+                                ARGV[ga + 6], publish)
+                        end
+                    end
+                end
             end
             return results
             """

@@ -96,6 +96,53 @@ import Testing
         await subscriber.close()
         await redis.close()
     }
+
+    /// ``ClusterScripts/deliverShardBatch``: a recipient's deliveries are decided together and reach its
+    /// channel in one `N` message, in `seq` order; a recipient nobody listens for is queued, one by one.
+    @Test func aShardBatchSendsARecipientsDeliveriesInOneMessage() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let channel = keys.channel(of: "n#1", peer: "bob")
+        let subscriber = try server.subscriber()
+        try await subscriber.ssubscribe([channel])
+        var events = subscriber.events.makeAsyncIterator()
+        for (peer, conn) in [("bob", "1"), ("carol", "2")] {
+            let created = try await redis.run(
+                ClusterScripts.create,
+                keys: keys.session(peer),
+                arguments: ["\(peer).t1", "n#1", conn, 9_999_999_999_999, 600_000, "0", "*", keys.channelPrefix]
+            )
+            #expect(created.array?.first?.string == "created")
+        }
+        func message(_ id: String) -> String { "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":" }
+        var arguments: [any RESPEncodable] = [16, 1 << 20, keys.channelPrefix]
+        for (peer, id) in [("bob", "b1"), ("carol", "c1"), ("bob", "b2"), ("carol", "c2"), ("bob", "b3")] {
+            arguments += keys.session(peer) as [any RESPEncodable]
+            arguments += [ByteBuffer(string: message(id)), "alice", id, "message", "", "-", "1"]
+        }
+        let reply = try await redis.run(
+            ClusterScripts.deliverShardBatch,
+            keys: [keys.session("bob")[0]],
+            arguments: arguments
+        )
+        #expect(
+            reply.array?.compactMap { DeliverReply($0)?.result } == [
+                .delivered, .queued, .delivered, .queued, .delivered,
+            ]
+        )
+        guard case .message(let published) = await events.next() else {
+            Issue.record("nothing published")
+            return
+        }
+        let expected = ["b1", "b2", "b3"].enumerated().map { index, id in
+            let text = message(id) + "\(index + 1)}"
+            return " 1 \(index + 1) \(text.utf8.count) \(text)"
+        }
+        #expect(published.channel == channel && published.text == "N" + expected.joined())
+        #expect(try await redis.send(["LLEN", keys.session("carol")[1]]).int == 2)
+        await subscriber.close()
+        await redis.close()
+    }
 }
 
 extension ClusterKeys {
@@ -105,4 +152,5 @@ extension ClusterKeys {
         keys.sharded = true
         return keys
     }
+
 }
