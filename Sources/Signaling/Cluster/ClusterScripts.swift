@@ -10,7 +10,8 @@ import SignalRedis
 ///
 /// Buffer entries: `b` holds the sequenced messages as sent, `m` one descriptor per entry in the same
 /// order, `seq|queued|type|sender|request id` (`queued` is 1 for a signal no connection has received
-/// yet; `type`, `sender` and `id` say whom to tell if it expires; empty for presence events).
+/// yet; `type`, `sender` and `id` say whom to tell if it expires: empty for presence events and for a
+/// message delivered when it was buffered, which never expires).
 enum ClusterScripts {
     /// Functions shared by the session scripts.
     private static let common = """
@@ -236,8 +237,10 @@ enum ClusterScripts {
             local qflag = '0'
             if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
             local n = redis.call('RPUSH', k2, msg)
-            if signal then
-                redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|' .. typ .. '|' .. sender .. '|' .. rid)
+            -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
+            -- leaves it out.
+            if signal and queued then
+                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. sender .. '|' .. rid)
             else
                 redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
             end
@@ -337,11 +340,7 @@ enum ClusterScripts {
                     publish(node, conn, ss, msg)
                     msgs[#msgs + 1] = msg
                     bb = bb + #msg
-                    if ARGV[a + 6] == '1' then
-                        metas[#metas + 1] = ss .. '|0|' .. ARGV[a + 3] .. '|' .. ARGV[a + 1] .. '|' .. ARGV[a + 2]
-                    else
-                        metas[#metas + 1] = ss .. '|0|||'
-                    end
+                    metas[#metas + 1] = ss .. '|0|||'
                     if dkey then
                         known[dkey] = 0
                         zadd[#zadd + 1] = ss .. '0'
