@@ -89,6 +89,14 @@ struct ServeCommand: AsyncParsableCommand {
     var maxDetachedSessions: Int?
     @Option(help: "Sessions from one IP that may wait to resume at once (default: --max-connections-per-ip).")
     var maxDetachedPerIp: Int?
+    @Option(
+        help: ArgumentHelp(
+            "A load balancer's address or CIDR (IPv4 or IPv6; repeatable) whose X-Forwarded-For names the client.",
+            discussion:
+                "For connections from these, the per-IP limits and the logs use the right-most X-Forwarded-For address that is not a trusted proxy. Default: none (the header is ignored)."
+        )
+    )
+    var trustedProxy: [String] = []
     @Option(help: "Sessions one tenant (token claim 'tenant') may have connected here; more get tenant-full.")
     var maxSessionsPerTenant: Int?
     @Option(help: "Tenants with a metrics label of their own; later ones are counted as tenant=\"(other)\".")
@@ -228,6 +236,13 @@ struct ServeCommand: AsyncParsableCommand {
         config.maxConnectionsPerIP = maxConnectionsPerIp
         config.maxDetachedSessions = maxDetachedSessions
         config.maxDetachedPerIP = maxDetachedPerIp
+        config.trustedProxies = try trustedProxy.map { cidr in
+            do {
+                return try IPNetwork(parsing: cidr)
+            } catch {
+                throw ValidationError("--trusted-proxy \(error)")
+            }
+        }
         config.maxSessionsPerTenant = maxSessionsPerTenant
         config.metricsMaxTenants = metricsMaxTenants
         config.outboundQueueBytes = outboundQueueBytes

@@ -87,6 +87,21 @@ struct WebSocketHandshakeReaderTests {
         #expect(request.token == "abc/d")
     }
 
+    @Test func forwardedForIsReadOnlyForATrustedProxysConnection() throws {
+        let text = Self.head(
+            Self.upgrade + ["X-Forwarded-For: 198.51.100.9, 192.0.2.1", "x-forwarded-FOR:10.0.0.1 ", "X-Forwarded: x"]
+        )
+        var reader = WebSocketHandshakeReader(rules: Self.rules, readsForwardedFor: true)
+        guard case .upgrade(let request, _, _) = Array(text.utf8).withUnsafeBytes({ reader.read($0) }) else {
+            Issue.record("not answered by the fast path")
+            return
+        }
+        #expect(request.forwardedFor == ["198.51.100.9, 192.0.2.1", "10.0.0.1"], "every line, in order")
+        #expect(request.client == nil, "the server picks the client")
+        let ignored = try #require(Self.accepted(text)).0
+        #expect(ignored.forwardedFor.isEmpty, "anyone else's header is ignored")
+    }
+
     @Test func headerNamesAndTokensAreCaseInsensitive() {
         let lines = [
             "GET /echo HTTP/1.1", "HOST: x", "upgrade: WebSocket", "CONNECTION: keep-alive, Upgrade",

@@ -27,6 +27,15 @@ public enum OpenRequest: Sendable {
     case resume(token: String, last: UInt64, subject: String?, client: String? = nil)
 }
 
+extension OpenRequest {
+    /// The address the connection comes from (``ServerConfiguration/trustedProxies``), if known.
+    var client: String? {
+        switch self {
+        case .fresh(_, _, _, let client), .resume(_, _, _, let client): client
+        }
+    }
+}
+
 /// The outcome of opening a connection.
 public enum OpenOutcome: Sendable, Equatable {
     case opened(peer: String, resumed: Bool, gap: Bool, replayed: Int)

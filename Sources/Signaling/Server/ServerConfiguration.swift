@@ -39,6 +39,13 @@ public struct ServerConfiguration: Sendable {
     /// Sessions from one IP address that may wait to resume at once (`--max-detached-per-ip`); nil:
     /// ``maxConnectionsPerIP``.
     public var maxDetachedPerIP: Int? = nil
+    /// Proxies (load balancers) whose `X-Forwarded-For` names the client (`--trusted-proxy`). For a
+    /// connection from one of these ranges the per-IP caps, the detached-per-IP count and the logs use the
+    /// right-most address of the header that is not in one of them (counted at the upgrade request, not at
+    /// accept); without the header, or with one that is not a list of IP addresses, the proxy's own
+    /// address. Empty by default: the header is ignored and every connection counts under its own
+    /// address, so no client can choose the address it is counted under.
+    public var trustedProxies: [IPNetwork] = []
 
     /// Sessions one tenant (a token's `tenant` claim, see ``Tenant``) may have connected to this server at
     /// once (`--max-sessions-per-tenant`); more are refused with an `error` `tenant-full` and close 1008.

@@ -129,7 +129,8 @@ public final class SignalServer: Service, Sendable {
         )
         self.limiter = ConnectionLimiter(
             maxTotal: configuration.maxConnections,
-            maxPerIP: configuration.maxConnectionsPerIP
+            maxPerIP: configuration.maxConnectionsPerIP,
+            trustedProxies: TrustedProxies(configuration.trustedProxies)
         )
         self.tenants = TenantAccounting(
             maxSessionsPerTenant: configuration.maxSessionsPerTenant ?? configuration.maxConnections,
@@ -327,12 +328,17 @@ public final class SignalServer: Service, Sendable {
     /// Connections holding a slot of the connection caps (every accepted connection until it closes).
     var admittedConnections: Int { limiter.total }
 
+    /// Connections counted per client address (a trusted proxy's from its upgrade on).
+    var connectionsPerClient: [String: Int] { limiter.perClient }
+
     // MARK: Pipeline
 
     private func initializeConnection(_ channel: any Channel) -> EventLoopFuture<Void> {
         // An admitted connection's slot is held by its handshake handler, which hands it on (see
-        // ``ConnectionLimiter``).
-        let admitted = limiter.acquire(for: channel)
+        // ``ConnectionLimiter``). A trusted proxy's connection is counted in the total only until its
+        // upgrade request names its client.
+        let key = limiter.key(for: channel)
+        let admitted = limiter.acquire(key)
         if !admitted {
             metrics.connectionsRefused.increment()
         }
@@ -360,7 +366,8 @@ public final class SignalServer: Service, Sendable {
                         host: self,
                         rules: self.handshakeRules,
                         deadline: deadline,
-                        limiter: self.limiter
+                        limiter: self.limiter,
+                        proxied: key == .proxy
                     )
                 )
             } else {
@@ -369,11 +376,7 @@ public final class SignalServer: Service, Sendable {
         }
     }
 
-    func addHTTPHandlers(_ channel: any Channel, deadline: NIODeadline) throws {
-        try self.addHTTPHandlers(channel, overCapacity: false, deadline: deadline)
-    }
-
-    private func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool, deadline: NIODeadline) throws {
+    func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool, deadline: NIODeadline) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldCount = configuration.maxHeaderCount
         limits.maxHeaderListSize = configuration.maxHeaderBytes
@@ -383,11 +386,13 @@ public final class SignalServer: Service, Sendable {
         )
         let encoder = HTTPResponseEncoder()
         let paths = handshakeRules.webSocketPaths
+        let proxied = limiter.isTrustedProxy(channel)
         let gatekeeper = HTTPGatekeeper(
             originPolicy: handshakeRules.originPolicy,
             webSocketPaths: paths,
             deadline: deadline,
-            overCapacity: overCapacity
+            overCapacity: overCapacity,
+            forwardedClients: proxied && !overCapacity ? self : nil
         )
         let router = HTTPRouter(endpoints: endpoints)
         // One frame never exceeds one message. NIO's decoder refuses a larger declared length (1009)
@@ -404,8 +409,13 @@ public final class SignalServer: Service, Sendable {
             },
             upgradePipelineHandler: { [self] channel, head in
                 do {
+                    var request = UpgradeRequest(head)
+                    if proxied {
+                        // The gatekeeper counted the client this request names; it is the same one again.
+                        request.client = self.forwardedClient(channel, head.headers["X-Forwarded-For"], log: false)
+                    }
                     // This connection's slot is released by its close future (see `WebSocketHandshakeHandler`).
-                    return try self.upgrade(channel, UpgradeRequest(head), connectionSlot: nil)
+                    return try self.upgrade(channel, request, connectionSlot: nil)
                         ?? channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -424,6 +434,49 @@ public final class SignalServer: Service, Sendable {
         try sync.addHandler(gatekeeper)
         try sync.addHandler(upgradeHandler)
         try sync.addHandler(router)
+    }
+
+    func admitForwardedClient(_ channel: any Channel, forwardedFor: [String]) -> String? {
+        let client = self.forwardedClient(channel, forwardedFor, log: true)
+        guard limiter.acquireClient(client, for: channel) else {
+            metrics.connectionsRefused.increment()
+            logger.debug(
+                "connection refused: its client is at the per-IP cap",
+                metadata: [
+                    "client.address": "\(client)",
+                    "proxy.address": "\(ConnectionLimiter.clientAddress(of: channel))",
+                ]
+            )
+            return nil
+        }
+        return client
+    }
+
+    /// The client a trusted proxy's request names in `X-Forwarded-For` (``TrustedProxies``), as it is
+    /// counted and logged; the proxy's own address when the header is absent or malformed (logged at
+    /// debug when `log` is set).
+    private func forwardedClient(_ channel: any Channel, _ forwardedFor: [String], log: Bool) -> String {
+        let proxy = { ConnectionLimiter.clientAddress(of: channel) }
+        switch limiter.trustedProxies.client(forwardedFor: forwardedFor) {
+        case .forwarded(let address):
+            return address.description
+        case .absent:
+            if log {
+                logger.debug(
+                    "a trusted proxy's request has no X-Forwarded-For: counting it under the proxy's address",
+                    metadata: ["proxy.address": "\(proxy())"]
+                )
+            }
+            return proxy()
+        case .malformed(let element):
+            if log {
+                logger.debug(
+                    "a trusted proxy's X-Forwarded-For is not a list of IP addresses: counting the request under the proxy's address",
+                    metadata: ["proxy.address": "\(proxy())", "forwarded.element": "\(element)"]
+                )
+            }
+            return proxy()
+        }
     }
 
     func upgrade(
@@ -452,7 +505,8 @@ public final class SignalServer: Service, Sendable {
             )
             return nil
         }
-        let client = channel.remoteAddress?.ipAddress
+        // The address the connection caps count this client under, for the detached-per-IP cap too.
+        let client = request.client ?? channel.remoteAddress.flatMap(IPAddress.init)?.description
         func openRequest(subject: String?, grant: RoomGrant) -> OpenRequest {
             if let resume = request.query["resume"] {
                 let last = request.query["last"].flatMap { UInt64($0) } ?? 0

@@ -4,6 +4,10 @@ import NIOHTTP1
 /// Guards the HTTP phase of every connection, before any upgrade: the handshake timeout (slowloris),
 /// header limits (431), connection caps (503), method and `Origin` checks on the WebSocket paths (405,
 /// 403). Refused requests are answered here and never reach the upgrader. Removed on upgrade.
+///
+/// On a trusted proxy's connection (`forwardedClients`), a request for a WebSocket path is counted under
+/// the client it names (`X-Forwarded-For`) before it goes on, once per connection; 503 at that client's
+/// per-IP cap.
 final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -14,16 +18,29 @@ final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
     private let webSocketPaths: Set<String>
     private let deadline: NIODeadline
     private let overCapacity: Bool
+    /// Counts a trusted proxy's client (nil: the connection is not a trusted proxy's).
+    private let forwardedClients: (any WebSocketHandshakeHost)?
     private var timer: Scheduled<Void>?
     private var swallowing = false
     private var busy = false
+    /// The connection's client has been counted (``forwardedClients``).
+    private var clientCounted = false
 
-    /// - Parameter deadline: when the handshake timeout closes the connection.
-    init(originPolicy: OriginPolicy, webSocketPaths: Set<String>, deadline: NIODeadline, overCapacity: Bool) {
+    /// - Parameters:
+    ///   - deadline: when the handshake timeout closes the connection.
+    ///   - forwardedClients: for a trusted proxy's connection, what counts the client its request names.
+    init(
+        originPolicy: OriginPolicy,
+        webSocketPaths: Set<String>,
+        deadline: NIODeadline,
+        overCapacity: Bool,
+        forwardedClients: (any WebSocketHandshakeHost)? = nil
+    ) {
         self.originPolicy = originPolicy
         self.webSocketPaths = webSocketPaths
         self.deadline = deadline
         self.overCapacity = overCapacity
+        self.forwardedClients = forwardedClients
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -47,7 +64,7 @@ final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
         }
         busy = true
         if overCapacity {
-            return refuse(context, .serviceUnavailable, "server is at its connection limit; retry later")
+            return refuse(context, .serviceUnavailable, Self.overCapacityMessage)
         }
         let request = UpgradeRequest(head)
         if webSocketPaths.contains(request.path) {
@@ -56,6 +73,13 @@ final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
             }
             guard originPolicy.allows(origin: request.origin, host: request.host) else {
                 return refuse(context, .forbidden, "origin not allowed")
+            }
+            if let forwardedClients, !clientCounted {
+                clientCounted = true
+                let forwardedFor = head.headers["X-Forwarded-For"]
+                guard forwardedClients.admitForwardedClient(context.channel, forwardedFor: forwardedFor) != nil else {
+                    return refuse(context, .serviceUnavailable, Self.overCapacityMessage)
+                }
             }
         }
         context.fireChannelRead(data)
@@ -83,6 +107,8 @@ final class HTTPGatekeeper: ChannelDuplexHandler, RemovableChannelHandler {
         }
         context.fireUserInboundEventTriggered(event)
     }
+
+    private static let overCapacityMessage = "server is at its connection limit; retry later"
 
     private func refuse(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: String) {
         swallowing = true

@@ -7,6 +7,12 @@ struct UpgradeRequest {
     var origin: String?
     var host: String?
     var bearer: String?
+    /// The values of every `X-Forwarded-For` line, in order; read only from a trusted proxy's request
+    /// (``TrustedProxies``), empty otherwise.
+    var forwardedFor: [String] = []
+    /// The client's address when a trusted proxy's request named it (``TrustedProxies``), as it is counted
+    /// and logged; nil: the connection's own address.
+    var client: String?
 
     init(_ head: HTTPRequestHead) {
         self.init(

@@ -161,12 +161,23 @@ final class WebSocketHandler: ChannelInboundHandler, HeartbeatSweep.Member, Outb
             self.peer = peer
             logger.debug(
                 "session open",
-                metadata: self.logMetadata(["resumed": "\(resumed)", "gap": "\(gap)", "replayed": "\(replayed)"])
+                metadata: self.logMetadata([
+                    "resumed": "\(resumed)", "gap": "\(gap)", "replayed": "\(replayed)",
+                    "client.address": "\(request.client ?? "unknown")",
+                ])
             )
         case .refused(let code):
-            logger.debug("session refused", metadata: self.logMetadata(["close.code": "\(code.rawValue)"]))
+            logger.debug(
+                "session refused",
+                metadata: self.logMetadata([
+                    "close.code": "\(code.rawValue)", "client.address": "\(request.client ?? "unknown")",
+                ])
+            )
         case .pending:
-            logger.debug("session opening", metadata: self.logMetadata())
+            logger.debug(
+                "session opening",
+                metadata: self.logMetadata(["client.address": "\(request.client ?? "unknown")"])
+            )
         }
         self.drainOutbox()
     }

@@ -1,12 +1,17 @@
 import Crypto
 import NIOCore
 
-/// What the fast path needs from the server: the HTTP pipeline to fall back to and the WebSocket
-/// handler to install.
+/// What the fast path needs from the server: the HTTP pipeline to fall back to, the count of a trusted
+/// proxy's client and the WebSocket handler to install.
 protocol WebSocketHandshakeHost: AnyObject, Sendable {
     /// Adds the HTTP pipeline (decoder, encoder, gatekeeper, upgrader, router) at the end of the
-    /// pipeline; its handshake timeout fires at `deadline`.
-    func addHTTPHandlers(_ channel: any Channel, deadline: NIODeadline) throws
+    /// pipeline; its handshake timeout fires at `deadline`. `overCapacity`: the connection is over a
+    /// connection cap, and its request is answered 503.
+    func addHTTPHandlers(_ channel: any Channel, overCapacity: Bool, deadline: NIODeadline) throws
+    /// For a trusted proxy's connection: the client its request names (`forwardedFor`, the request's
+    /// `X-Forwarded-For` values; ``TrustedProxies``), counted against the per-IP cap until the connection
+    /// closes. Nil when the cap refuses that client: the request is answered 503.
+    func admitForwardedClient(_ channel: any Channel, forwardedFor: [String]) -> String?
     /// Adds the WebSocket handler for `request` at the end of the pipeline: now (nil), or once its token
     /// is checked (the future). The handler releases `connectionSlot` (when given) as it is removed.
     func upgrade(
@@ -25,7 +30,10 @@ protocol WebSocketHandshakeHost: AnyObject, Sendable {
 ///
 /// It holds the connection's ``ConnectionLimiter`` slot and hands it on: to the ``WebSocketHandler``
 /// once that is added, to a close-future callback when it falls back to HTTP, and releases it itself
-/// when the connection closes before either.
+/// when the connection closes before either. On a trusted proxy's connection (`proxied`) that slot is the
+/// total's alone: the client the upgrade request names is counted before the `101`
+/// (``WebSocketHandshakeHost/admitForwardedClient(_:forwardedFor:)``), and a client at its per-IP cap gets
+/// the HTTP pipeline's 503 instead.
 final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, NIOScheduledCallbackHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -50,17 +58,21 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     private var context: ChannelHandlerContext?
     /// The connection's slot while this handler holds it (nil once handed on).
     private var connectionSlot: ConnectionLimiter?
+    /// A trusted proxy's connection: its client is read from the request and counted at the upgrade.
+    private let proxied: Bool
 
     init(
         host: any WebSocketHandshakeHost,
         rules: WebSocketHandshakeReader.Rules,
         deadline: NIODeadline,
-        limiter: ConnectionLimiter?
+        limiter: ConnectionLimiter?,
+        proxied: Bool = false
     ) {
         self.host = host
-        self.reader = WebSocketHandshakeReader(rules: rules)
+        self.reader = WebSocketHandshakeReader(rules: rules, readsForwardedFor: proxied)
         self.deadline = deadline
         self.connectionSlot = limiter
+        self.proxied = proxied
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -97,8 +109,17 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             case .needMore:
                 break
             case .fallBack:
-                self.fallBack(context: context)
-            case .upgrade(let request, let accept, let headLength):
+                self.fallBack(context: context, overCapacity: false)
+            case .upgrade(var request, let accept, let headLength):
+                if proxied {
+                    guard let client = host.admitForwardedClient(context.channel, forwardedFor: request.forwardedFor)
+                    else {
+                        // The client is at its per-IP cap: the HTTP pipeline answers the request 503, as it
+                        // answers a connection refused at accept.
+                        return self.fallBack(context: context, overCapacity: true)
+                    }
+                    request.client = client
+                }
                 received!.moveReaderIndex(forwardBy: headLength)
                 self.upgrade(context: context, request: request, accept: accept)
             }
@@ -129,15 +150,15 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Installs the HTTP pipeline, gives it what was read and leaves.
-    private func fallBack(context: ChannelHandlerContext) {
+    private func fallBack(context: ChannelHandlerContext, overCapacity: Bool) {
         phase = .done
         self.cancelTimer()
         if let slot = connectionSlot.take() {
-            let key = ConnectionLimiter.key(context.channel)
+            let key = slot.key(for: context.channel)
             context.channel.closeFuture.whenComplete { _ in slot.release(key) }
         }
         do {
-            try host.addHTTPHandlers(context.channel, deadline: deadline)
+            try host.addHTTPHandlers(context.channel, overCapacity: overCapacity, deadline: deadline)
         } catch {
             context.close(promise: nil)
             return

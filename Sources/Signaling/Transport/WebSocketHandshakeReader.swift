@@ -11,7 +11,8 @@ import NIOCore
 /// head (the HTTP decoder's limits count less than that, so nothing it refuses is accepted here), exactly
 /// one `Upgrade: websocket`, a `Connection` with the `upgrade` token, exactly one
 /// `Sec-WebSocket-Version: 13`, exactly one `Sec-WebSocket-Key` of 16 base64-encoded bytes, no body, at most
-/// one `Host`, `Origin` and `Authorization`, a WebSocket path and an origin the policy allows.
+/// one `Host`, `Origin` and `Authorization`, a WebSocket path and an origin the policy allows. For a
+/// trusted proxy's connection (``readsForwardedFor``) it also keeps every `X-Forwarded-For` value.
 struct WebSocketHandshakeReader {
     /// What the fast path may accept; the same settings the HTTP pipeline enforces.
     struct Rules: Sendable {
@@ -32,11 +33,15 @@ struct WebSocketHandshakeReader {
     }
 
     private let rules: Rules
+    /// Whether the request's `X-Forwarded-For` values go into ``UpgradeRequest/forwardedFor`` (only for
+    /// a trusted proxy's connection: anyone else's header is ignored).
+    private let readsForwardedFor: Bool
     /// Bytes already searched for the end of the head (so a head arriving in pieces is scanned once).
     private var scanned = 0
 
-    init(rules: Rules) {
+    init(rules: Rules, readsForwardedFor: Bool = false) {
         self.rules = rules
+        self.readsForwardedFor = readsForwardedFor
     }
 
     /// Reads everything received so far (the same bytes again, plus what arrived since).
@@ -52,7 +57,11 @@ struct WebSocketHandshakeReader {
             return bytes.count > rules.maxHeaderBytes ? .fallBack : .needMore
         }
         guard headLength <= rules.maxHeaderBytes,
-            let head = Self.parse(UnsafeRawBufferPointer(rebasing: bytes[..<headLength]), rules: rules)
+            let head = Self.parse(
+                UnsafeRawBufferPointer(rebasing: bytes[..<headLength]),
+                rules: rules,
+                readsForwardedFor: readsForwardedFor
+            )
         else { return .fallBack }
         return .upgrade(head.request, accept: head.accept, headLength: headLength)
     }
@@ -101,10 +110,10 @@ struct WebSocketHandshakeReader {
 
     /// The headers the fast path looks at.
     private enum Field {
-        case host, origin, authorization, upgrade, connection, key, version, body, other
+        case host, origin, authorization, upgrade, connection, key, version, body, forwardedFor, other
     }
 
-    private static func parse(_ head: UnsafeRawBufferPointer, rules: Rules) -> Head? {
+    private static func parse(_ head: UnsafeRawBufferPointer, rules: Rules, readsForwardedFor: Bool) -> Head? {
         // Request line: `GET <target> HTTP/1.1`.
         guard let requestLineEnd = lineEnd(head, from: 0) else { return nil }
         let version: StaticString = " HTTP/1.1"
@@ -119,6 +128,7 @@ struct WebSocketHandshakeReader {
         var key: Range<Int>?
         var keyVersion: Range<Int>?
         var connectionUpgrade = false
+        var forwardedFor: [String] = []
         var count = 0
         var position = requestLineEnd + 2
         while true {
@@ -132,7 +142,7 @@ struct WebSocketHandshakeReader {
                 slot = value.range
                 return true
             }
-            switch field(head, position..<value.colon) {
+            switch field(head, position..<value.colon, readsForwardedFor: readsForwardedFor) {
             case .host: guard once(&host) else { return nil }
             case .origin: guard once(&origin) else { return nil }
             case .authorization: guard once(&authorization) else { return nil }
@@ -143,6 +153,8 @@ struct WebSocketHandshakeReader {
                 connectionUpgrade = connectionUpgrade || hasUpgradeToken(head, value.range)
             case .body:
                 return nil
+            case .forwardedFor:
+                forwardedFor.append(string(head, value.range))
             case .other:
                 break
             }
@@ -153,12 +165,13 @@ struct WebSocketHandshakeReader {
             let key, isValidKey(head, key)
         else { return nil }
 
-        let request = UpgradeRequest(
+        var request = UpgradeRequest(
             uri: string(head, 4..<targetEnd),
             origin: origin.map { string(head, $0) },
             host: host.map { string(head, $0) },
             authorization: authorization.map { string(head, $0) }
         )
+        request.forwardedFor = forwardedFor
         guard rules.webSocketPaths.contains(request.path),
             rules.originPolicy.allows(origin: request.origin, host: request.host)
         else { return nil }
@@ -195,7 +208,7 @@ struct WebSocketHandshakeReader {
         return (colon, start..<end)
     }
 
-    private static func field(_ head: UnsafeRawBufferPointer, _ name: Range<Int>) -> Field {
+    private static func field(_ head: UnsafeRawBufferPointer, _ name: Range<Int>, readsForwardedFor: Bool) -> Field {
         switch name.count {
         case 4 where equalsLowercased(head, name, "host"): .host
         case 6 where equalsLowercased(head, name, "origin"): .origin
@@ -203,6 +216,7 @@ struct WebSocketHandshakeReader {
         case 10 where equalsLowercased(head, name, "connection"): .connection
         case 13 where equalsLowercased(head, name, "authorization"): .authorization
         case 14 where equalsLowercased(head, name, "content-length"): .body
+        case 15 where readsForwardedFor && equalsLowercased(head, name, "x-forwarded-for"): .forwardedFor
         case 17 where equalsLowercased(head, name, "transfer-encoding"): .body
         case 17 where equalsLowercased(head, name, "sec-websocket-key"): .key
         case 21 where equalsLowercased(head, name, "sec-websocket-version"): .version
