@@ -54,14 +54,15 @@ backend signal_nodes
 
 
 class HAProxy:
-    """`haproxy` in the foreground (`-db`) with a configuration written by the test."""
+    """`haproxy` in the foreground (`-db`) with a configuration written by the test: `config(port, nodes)`
+    (README's, by default) for a frontend on `port`."""
 
-    def __init__(self, directory, nodes):
+    def __init__(self, directory, nodes, config=haproxy_config):
         assert os.path.exists(HAPROXY), "haproxy is missing: Scripts/test-all installs it (apt-get install haproxy)"
         self.port = free_port()
         self.config = os.path.join(str(directory), "haproxy.cfg")
         with open(self.config, "w") as f:
-            f.write(haproxy_config(self.port, nodes))
+            f.write(config(self.port, nodes))
         check = subprocess.run([HAPROXY, "-c", "-f", self.config], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         self.log = open(os.path.join(str(directory), "haproxy.log"), "wb")
