@@ -40,6 +40,7 @@ defaults
     timeout client-fin 5s
     retries 3
     option redispatch 1
+    option forwardfor
 
 frontend signal
     bind 127.0.0.1:{port}
