@@ -1,0 +1,444 @@
+import SignalRedis
+
+/// The delivery scripts: ``deliver`` (one message), ``deliverBatch`` (a node's pipelined signals, on one
+/// Redis) and ``deliverShardBatch`` (the same per Redis Cluster primary), with the Lua they share
+/// (`deliverOne`, `deliverGroup`, the bounds and the request-id memory).
+extension ClusterScripts {
+    /// One delivery, shared by ``deliver`` and ``deliverBatch``: sequences one message for a session, keeps
+    /// it in its resume buffer and hands it to `publish(node, conn, seq, message)`, which returns how many
+    /// subscribers the node's channel has (0: nobody takes it, it waits in the buffer). The buffer lists
+    /// get the session's expiry when they are created, the request-id set when it is next trimmed;
+    /// ``touch`` keeps them alive after that.
+    ///
+    /// `mode` is `1` for a signal, `0` for a presence event or notice, `v` for a volatile signal: checked
+    /// like a signal, then published with `seq` 0 (`prefix` is then the whole message, without `seq`) to
+    /// a connected session only, and kept nowhere; `away` when the session is away or its node does not
+    /// take it.
+    ///
+    /// Bounds are kept in chunks where that saves Redis work per delivery: a connected session's buffer is
+    /// trimmed back to `maxn` messages once it holds an eighth more (the byte bound and the bound of what
+    /// waits for an away session stay exact), and the request ids back to `maxn` every 32nd message.
+    private static let deliverFunction = """
+        -- Request ids already delivered to this peer are the members `sender|id` of the sorted set `kd`, scored
+        -- `10 * seq + queued` (the peer's `seq` when it was delivered, with a digit appended: 1 when it was
+        -- queued), so their status is the score's parity and the oldest go first; the score is the `seq`'s text
+        -- and a digit, with no number to format. (Scores of earlier builds, `2 * seq + queued`, have the same
+        -- parity and rank below.) A sorted set answers a lookup by hashing, where a field of the session hash
+        -- would be a linear scan once it holds a few hundred ids. They are forgotten in chunks: every 32nd
+        -- `seq`, whenever the delivery was queued and when the buffer was just created, the oldest beyond
+        -- `maxn` go in one `ZREMRANGEBYRANK`, and the set gets the session's expiry (``touch`` keeps it alive
+        -- after that).
+        local function remember(k1, kd, dkey, score, maxn, every, ttl)
+            redis.call('ZADD', kd, score, dkey)
+            if every then
+                redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
+                ttl = ttl or redis.call('PTTL', k1)
+                if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
+            end
+        end
+        -- After a push that left `n` messages in the buffer: the oldest go until it is within its bounds. A
+        -- delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an eighth
+        -- more than `maxn`, back to `maxn` in one `LRANGE`/`LTRIM` per list; the byte bound, and the bound of
+        -- what waits for an away session (`queued`), one message at a time. `st` holds the session's `qn`,
+        -- `qb`, `bb` and `dropped`, updated here, and `expired`, which gets the origin of each queued signal
+        -- pushed out. Returns whether anything went.
+        local function bound(k2, k3, n, queued, st, maxn, maxb)
+            local trimmed = false
+            if not queued and n > maxn + math.floor(maxn / 8) then
+                local c = n - maxn
+                trimmed = true
+                local olds = redis.call('LRANGE', k2, 0, c - 1)
+                local ometas = redis.call('LRANGE', k3, 0, c - 1)
+                redis.call('LTRIM', k2, c, -1)
+                redis.call('LTRIM', k3, c, -1)
+                n = n - c
+                for i = 1, c do
+                    local old, meta = olds[i], ometas[i]
+                    st.bb = st.bb - #old
+                    local bar = string.find(meta, '|', 1, true)
+                    if string.byte(meta, bar + 1) == 49 then
+                        local oseq, oq, otyp, osender, orid = parseMeta(meta)
+                        st.qn = st.qn - 1
+                        st.qb = st.qb - #old
+                        if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                    end
+                    if i == c then
+                        local oseq = tonumber(string.sub(meta, 1, bar - 1))
+                        if oseq > st.dropped then st.dropped = oseq end
+                    end
+                end
+            end
+            while n > 0 do
+                local over
+                if queued then
+                    over = st.qn > maxn or st.qb > maxb
+                else
+                    over = n > maxn + math.floor(maxn / 8) or st.bb > maxb
+                end
+                if not over then break end
+                trimmed = true
+                local old = redis.call('LPOP', k2)
+                local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
+                n = n - 1
+                st.bb = st.bb - #old
+                if oseq > st.dropped then st.dropped = oseq end
+                if oq == '1' then
+                    st.qn = st.qn - 1
+                    st.qb = st.qb - #old
+                    if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                end
+            end
+            return trimmed
+        end
+        local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
+            local volatile = mode == 'v'
+            local signal = mode == '1' or volatile
+            local dkey = sender .. '|' .. rid
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            if not f[1] then return 'unavailable' end
+            if signal then
+                local rooms = ',' .. f[5] .. ','
+                if room ~= '' then
+                    if not string.find(rooms, ',' .. room .. ',', 1, true) then return 'not-in-room' end
+                elseif shared ~= '-' then
+                    local ok = false
+                    for r in string.gmatch(shared, '[^,]+') do
+                        if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
+                    end
+                    if not ok then return 'not-shared' end
+                end
+                if rid ~= '' then
+                    local score = redis.call('ZSCORE', kd, dkey)
+                    if score then
+                        if tonumber(score) % 2 == 1 then return 'dup queued' end
+                        return 'dup delivered'
+                    end
+                end
+            end
+            if volatile then
+                if f[3] == '1' or publish(f[1], f[2], '0', prefix) == 0 then return 'away' end
+                if rid ~= '' then remember(k1, kd, dkey, f[4] .. '0', maxn, redis.call('ZCARD', kd) > maxn + 32, nil) end
+                return 'delivered ' .. f[1]
+            end
+            local away = f[3] == '1'
+            local seq = tonumber(f[4]) + 1
+            local ss = tostring(seq)
+            local msg = prefix .. ss .. '}'
+            local size = #msg
+            local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
+            if away and signal and (qn >= maxn or qb + size > maxb) then return 'queue-full' end
+            local receivers = 0
+            if not away then receivers = publish(f[1], f[2], ss, msg) end
+            local queued = away or receivers == 0
+            local qflag = '0'
+            if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
+            local n = redis.call('RPUSH', k2, msg)
+            -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
+            -- leaves it out.
+            if signal and queued then
+                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. sender .. '|' .. rid)
+            else
+                redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
+            end
+            local ttl
+            if n == 1 then
+                ttl = redis.call('PTTL', k1)
+                if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
+            end
+            bb = bb + size
+            local st = {qn = qn, qb = qb, bb = bb, dropped = dropped, expired = {}}
+            local trimmed = bound(k2, k3, n, queued, st, maxn, maxb)
+            qn, qb, bb, dropped = st.qn, st.qb, st.bb, st.dropped
+            local expired = st.expired
+            local status = 'delivered'
+            if queued then status = 'queued' end
+            -- Only what changed: a live delivery that pushed nothing out moves `seq` and `bb` alone.
+            if queued or trimmed then
+                redis.call('HSET', k1, 'seq', ss, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
+            else
+                redis.call('HSET', k1, 'seq', ss, 'bb', bb)
+            end
+            if signal and rid ~= '' then
+                remember(k1, kd, dkey, ss .. qflag, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
+            end
+            if #expired == 0 then return status .. ' ' .. f[1] end
+            return {status, f[1], expired}
+        end
+        -- Several deliveries to one session, in order (a batch's deliveries gathered by recipient: a peer's
+        -- burst of trickled candidates arrives together), each decided as `deliverOne` decides it, but with
+        -- the session read once, the request ids looked up in one `ZMSCORE`, and the buffer lists, the
+        -- session and the request ids written once for all of them. Only for a session that is connected to
+        -- a node that takes its messages (`takes(node)`: how many listen), what nearly every delivery finds:
+        -- for any other it returns false before changing anything, and the caller has `deliverOne` decide
+        -- each. `at[j]`: where the j-th delivery's arguments start in ARGV (prefix, sender, request id, type,
+        -- room, shared, mode); its reply goes to `results[slot[j]]`. Why it decides as one at a time would:
+        -- nothing else runs during the script, the checks read the same session, a request id remembered
+        -- earlier in the group is found as it would be in the set, `seq` counts on in order, and the bounds
+        -- are restored after the pushes, oldest first, as after each push (the count bound is kept in chunks
+        -- anyway). Each `seq` is formatted once: turning a number into text is a `sprintf` in this Lua.
+        local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results)
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            if not f[1] or f[3] ~= '0' or takes(f[1]) == 0 then return false end
+            local node, conn, rooms = f[1], f[2], ',' .. f[5] .. ','
+            local status, dkeys, lookup = {}, {}, {}
+            for j, a in ipairs(at) do
+                if ARGV[a + 6] ~= '0' then
+                    local room, shared = ARGV[a + 4], ARGV[a + 5]
+                    if room ~= '' then
+                        if not string.find(rooms, ',' .. room .. ',', 1, true) then status[j] = 'not-in-room' end
+                    elseif shared ~= '-' then
+                        local ok = false
+                        for r in string.gmatch(shared, '[^,]+') do
+                            if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
+                        end
+                        if not ok then status[j] = 'not-shared' end
+                    end
+                    if not status[j] and ARGV[a + 2] ~= '' then
+                        local dkey = ARGV[a + 1] .. '|' .. ARGV[a + 2]
+                        dkeys[j] = dkey
+                        lookup[#lookup + 1] = dkey
+                    end
+                end
+            end
+            local known = {}
+            if #lookup > 0 then
+                local scores = redis.call('ZMSCORE', kd, unpack(lookup))
+                for i, dkey in ipairs(lookup) do
+                    if scores[i] then known[dkey] = tonumber(scores[i]) end
+                end
+            end
+            local seq0 = tonumber(f[4])
+            local seq, ss, bb = seq0, f[4], tonumber(f[8])
+            local msgs, metas, zadd = {}, {}, {}
+            local volatile = false
+            local delivered = 'delivered ' .. node
+            local last
+            for j, a in ipairs(at) do
+                local dkey = dkeys[j]
+                local score = dkey and known[dkey]
+                if status[j] then
+                    -- refused by the checks above
+                elseif score then
+                    if score % 2 == 1 then status[j] = 'dup queued' else status[j] = 'dup delivered' end
+                elseif ARGV[a + 6] == 'v' then
+                    publish(node, conn, '0', ARGV[a])
+                    if dkey then
+                        known[dkey] = 0
+                        zadd[#zadd + 1] = ss .. '0'
+                        zadd[#zadd + 1] = dkey
+                        volatile = true
+                    end
+                    status[j] = delivered
+                else
+                    seq = seq + 1
+                    ss = tostring(seq)
+                    local msg = ARGV[a] .. ss .. '}'
+                    publish(node, conn, ss, msg)
+                    msgs[#msgs + 1] = msg
+                    bb = bb + #msg
+                    metas[#metas + 1] = ss .. '|0|||'
+                    if dkey then
+                        known[dkey] = 0
+                        zadd[#zadd + 1] = ss .. '0'
+                        zadd[#zadd + 1] = dkey
+                    end
+                    status[j] = delivered
+                    last = j
+                end
+            end
+            local ttl
+            local expired = {}
+            if #msgs > 0 then
+                local n = redis.call('RPUSH', k2, unpack(msgs))
+                redis.call('RPUSH', k3, unpack(metas))
+                if n == #msgs then
+                    ttl = redis.call('PTTL', k1)
+                    if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
+                end
+                local st = {qn = tonumber(f[6]), qb = tonumber(f[7]), bb = bb, dropped = tonumber(f[9]), expired = expired}
+                if bound(k2, k3, n, false, st, maxn, maxb) then
+                    redis.call('HSET', k1, 'seq', ss, 'qn', st.qn, 'qb', st.qb, 'bb', st.bb, 'dropped', st.dropped)
+                else
+                    redis.call('HSET', k1, 'seq', ss, 'bb', st.bb)
+                end
+            end
+            if #zadd > 0 then
+                redis.call('ZADD', kd, unpack(zadd))
+                local every = ttl ~= nil or math.floor(seq / 32) > math.floor(seq0 / 32)
+                    or (volatile and redis.call('ZCARD', kd) > maxn + 32)
+                if every then
+                    redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
+                    ttl = ttl or redis.call('PTTL', k1)
+                    if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
+                end
+            end
+            for j = 1, #at do results[slot[j]] = status[j] end
+            -- Queued signals the bounds pushed out: their origins ride on the last delivery's reply.
+            if #expired > 0 then results[slot[last]] = {'delivered', node, expired} end
+            return true
+        end
+        -- A batch's `n` deliveries gathered by recipient, for `deliverGroup`: per recipient with more than one,
+        -- where their arguments start (`at`, from `argsOf(d)`) and their places in the batch (`slot`), in
+        -- order. `keyOf(d)`: delivery d's session hash.
+        local function gather(n, keyOf, argsOf)
+            local count, groups = {}, {}
+            for d = 1, n do
+                local k = keyOf(d)
+                count[k] = (count[k] or 0) + 1
+            end
+            for d = 1, n do
+                local k = keyOf(d)
+                if count[k] > 1 then
+                    local g = groups[k]
+                    if not g then
+                        g = {at = {}, slot = {}}
+                        groups[k] = g
+                    end
+                    g.at[#g.at + 1] = argsOf(d)
+                    g.slot[#g.slot + 1] = d
+                end
+            end
+            return groups
+        end
+
+        """
+
+    /// Sequences one message for a session, keeps it in its resume buffer and publishes it to the node
+    /// that holds its connection (`D conn seq message`). ARGV: prefix (ends in `"seq":`), sender, request
+    /// id, signal type, room, rooms the sender is in (`-` when no shared room is required), max messages,
+    /// max bytes, mode (signal `1`, presence/notice `0`, volatile signal `v`: then the prefix is the whole
+    /// message, published as `D conn 0 message`), channel prefix.
+    ///
+    /// Returns one string — `unavailable`, `not-in-room`, `not-shared`, `queue-full`, `away` (a volatile
+    /// signal for a session that is away), `dup <status>` (a resent request: not delivered again) or
+    /// `<status> <node>` — or, only when the buffer bound pushed out queued signals, `{status, node,
+    /// {expired origins}}`. The status is `delivered` (published to a subscribed node) or `queued` (the
+    /// peer is away, or its node did not take the message: it waits in the buffer for a resume). A plain
+    /// string rather than a table per delivery: Redis converts and sends one value instead of three.
+    static let deliver = RedisScript(
+        common + deliverFunction + """
+            local function publish(node, conn, seq, msg)
+                return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
+            end
+            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
+            """
+    )
+
+    /// Many deliveries in one call, in order (a node's pipelined signals, gathered while earlier batches
+    /// were with Redis): each exactly as ``deliver`` decides it, but every node gets one `PUBLISH` per
+    /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the four session keys
+    /// of each recipient. ARGV: max messages, max bytes, channel prefix, then per delivery: prefix, sender,
+    /// request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or `v`, as for ``deliver``). Returns
+    /// one ``deliver`` reply per delivery.
+    static let deliverBatch = RedisScript(
+        common + deliverFunction + """
+            local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+            local receivers, out, order = {}, {}, {}
+            local function takes(node)
+                local n = receivers[node]
+                if n == nil then
+                    n = redis.call('PUBSUB', 'NUMSUB', channels .. node)[2]
+                    receivers[node] = n
+                end
+                return n
+            end
+            local function publish(node, conn, seq, msg)
+                local n = takes(node)
+                if n > 0 then
+                    local list = out[node]
+                    if not list then list = {'N'}; out[node] = list; order[#order + 1] = node end
+                    list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+                    list[#list + 1] = msg
+                end
+                return n
+            end
+            -- A recipient with several deliveries in the batch has them decided together (``deliverGroup``),
+            -- when its first one comes; one with a single delivery, by ``deliverOne`` (no tables to build).
+            local groups = gather(#KEYS / 4, function(d) return KEYS[4 * d - 3] end, function(d) return 7 * d - 3 end)
+            local results = {}
+            for i = 1, #KEYS, 4 do
+                local d = (i + 3) / 4
+                local a = 7 * d - 3
+                local g = groups[KEYS[i]]
+                if not g then
+                    results[d] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[a], ARGV[a + 1],
+                        ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
+                elseif g.slot[1] == d and not deliverGroup(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], g.at,
+                    g.slot, maxn, maxb, takes, publish, results) then
+                    for j, ga in ipairs(g.at) do
+                        results[g.slot[j]] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[ga],
+                            ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
+                            ARGV[ga + 6], publish)
+                    end
+                end
+            end
+            for _, node in ipairs(order) do
+                redis.call('PUBLISH', channels .. node, table.concat(out[node]))
+            end
+            return results
+            """
+    )
+
+    /// ``deliverBatch`` for a Redis Cluster, where a batch's recipients live in different slots: one call
+    /// for the deliveries whose slots one primary serves. KEYS: the first recipient's session hash (it
+    /// routes the call). ARGV: max messages, max bytes, channel prefix, then per delivery its recipient's
+    /// four session keys and the seven arguments of ``deliverBatch``. The other session keys are not
+    /// declared: a script may touch keys of other slots when this primary serves them. First every
+    /// recipient's hash is checked to be served here; if one is not (the slot moved: a failover or
+    /// resharding the node's slot map has not caught up with), the call does nothing and answers `moved`,
+    /// and the node sends each delivery alone (following the redirect). Otherwise one ``deliver`` reply per
+    /// delivery; a recipient's deliveries are decided together as in ``deliverBatch`` and `SPUBLISH`ed to
+    /// its channel in one `N` message; a recipient's single delivery goes as ``deliver`` sends it.
+    static let deliverShardBatch = RedisScript(
+        common + deliverFunction + """
+            local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+            local groups = gather((#ARGV - 3) / 11, function(d) return ARGV[11 * d - 7] end,
+                function(d) return 11 * d - 3 end)
+            local checked = {}
+            for a = 4, #ARGV, 11 do
+                if not checked[ARGV[a]] then
+                    checked[ARGV[a]] = true
+                    local here = redis.pcall('EXISTS', ARGV[a])
+                    if type(here) == 'table' and here.err then return 'moved' end
+                end
+            end
+            local results = {}
+            for a = 4, #ARGV, 11 do
+                local key = ARGV[a]
+                local d = (a - 4) / 11 + 1
+                local function publish(node, conn, seq, msg)
+                    return notify(channels, node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg, key)
+                end
+                local g = groups[key]
+                if not g then
+                    results[d] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+                        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], maxn, maxb, ARGV[a + 10], publish)
+                elseif g.slot[1] == d then
+                    -- The group's messages go in one `SPUBLISH` (`N …`) to the recipient's channel of its node.
+                    local tag = string.match(key, '{[^}]*}')
+                    local out, to = {'N'}, nil
+                    local function channel(node) return string.sub(channels, 2) .. node .. ':' .. tag end
+                    local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
+                    local function gathered(node, conn, seq, msg)
+                        to = node
+                        out[#out + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+                        out[#out + 1] = msg
+                        return 1
+                    end
+                    if deliverGroup(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], g.at, g.slot, maxn, maxb, takes,
+                        gathered, results) then
+                        if to then redis.call('SPUBLISH', channel(to), table.concat(out)) end
+                    else
+                        for j, ga in ipairs(g.at) do
+                            results[g.slot[j]] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[ga],
+                                ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
+                                ARGV[ga + 6], publish)
+                        end
+                    end
+                end
+            end
+            return results
+            """
+    )
+}
