@@ -174,6 +174,7 @@ let package = Package(
             name: "SignalingTests",
             dependencies: [
                 "Signaling",
+                "PeerMesh",  // SeededRandom, for reproducible random inputs
                 "SignalRedis",
                 "RedisTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

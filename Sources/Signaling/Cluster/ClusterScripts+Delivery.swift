@@ -28,13 +28,14 @@ extension ClusterScripts {
         -- `seq`, whenever the delivery was queued and when the buffer was just created, the oldest beyond
         -- `maxn` go in one `ZREMRANGEBYRANK`, and the set gets the session's expiry (``touch`` keeps it alive
         -- after that).
+        local function forget(k1, kd, maxn, ttl)
+            redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
+            ttl = ttl or redis.call('PTTL', k1)
+            if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
+        end
         local function remember(k1, kd, dkey, score, maxn, every, ttl)
             redis.call('ZADD', kd, score, dkey)
-            if every then
-                redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
-                ttl = ttl or redis.call('PTTL', k1)
-                if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
-            end
+            if every then forget(k1, kd, maxn, ttl) end
         end
         -- After a push that left `n` messages in the buffer: the oldest go until it is within its bounds. A
         -- delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an eighth
@@ -90,6 +91,36 @@ extension ClusterScripts {
             end
             return trimmed
         end
+        -- After the pushes that left `n` messages in the buffer (`created`: they created it): the lists get
+        -- the session's expiry when new, the bounds are restored (`bound`), and the session's counters are
+        -- written: `seq` and `bb` alone when nothing was queued or pushed out. Returns the expiry it read.
+        local function settle(k1, k2, k3, n, created, queued, st, ss, maxn, maxb)
+            local ttl
+            if created then
+                ttl = redis.call('PTTL', k1)
+                if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
+            end
+            if bound(k2, k3, n, queued, st, maxn, maxb) or queued then
+                redis.call('HSET', k1, 'seq', ss, 'qn', st.qn, 'qb', st.qb, 'bb', st.bb, 'dropped', st.dropped)
+            else
+                redis.call('HSET', k1, 'seq', ss, 'bb', st.bb)
+            end
+            return ttl
+        end
+        -- Why a signal may not reach a session in `rooms` (`,a,b,`): it names a room the session is not in
+        -- (`not-in-room`), or the sender must share a room with it and shares none of `shared`
+        -- (`not-shared`; `-`: no shared room required). Nil when it may.
+        local function refused(rooms, room, shared)
+            if room ~= '' then
+                if not string.find(rooms, ',' .. room .. ',', 1, true) then return 'not-in-room' end
+            elseif shared ~= '-' then
+                for r in string.gmatch(shared, '[^,]+') do
+                    if string.find(rooms, ',' .. r .. ',', 1, true) then return nil end
+                end
+                return 'not-shared'
+            end
+            return nil
+        end
         local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
             local signal = mode == '1' or volatile
@@ -97,16 +128,8 @@ extension ClusterScripts {
             local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
             if not f[1] then return 'unavailable' end
             if signal then
-                local rooms = ',' .. f[5] .. ','
-                if room ~= '' then
-                    if not string.find(rooms, ',' .. room .. ',', 1, true) then return 'not-in-room' end
-                elseif shared ~= '-' then
-                    local ok = false
-                    for r in string.gmatch(shared, '[^,]+') do
-                        if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
-                    end
-                    if not ok then return 'not-shared' end
-                end
+                local refusal = refused(',' .. f[5] .. ',', room, shared)
+                if refusal then return refusal end
                 if rid ~= '' then
                     local score = redis.call('ZSCORE', kd, dkey)
                     if score then
@@ -140,24 +163,11 @@ extension ClusterScripts {
             else
                 redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
             end
-            local ttl
-            if n == 1 then
-                ttl = redis.call('PTTL', k1)
-                if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
-            end
-            bb = bb + size
-            local st = {qn = qn, qb = qb, bb = bb, dropped = dropped, expired = {}}
-            local trimmed = bound(k2, k3, n, queued, st, maxn, maxb)
-            qn, qb, bb, dropped = st.qn, st.qb, st.bb, st.dropped
+            local st = {qn = qn, qb = qb, bb = bb + size, dropped = dropped, expired = {}}
+            local ttl = settle(k1, k2, k3, n, n == 1, queued, st, ss, maxn, maxb)
             local expired = st.expired
             local status = 'delivered'
             if queued then status = 'queued' end
-            -- Only what changed: a live delivery that pushed nothing out moves `seq` and `bb` alone.
-            if queued or trimmed then
-                redis.call('HSET', k1, 'seq', ss, 'qn', qn, 'qb', qb, 'bb', bb, 'dropped', dropped)
-            else
-                redis.call('HSET', k1, 'seq', ss, 'bb', bb)
-            end
             if signal and rid ~= '' then
                 remember(k1, kd, dkey, ss .. qflag, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
             end
@@ -183,16 +193,7 @@ extension ClusterScripts {
             local status, dkeys, lookup = {}, {}, {}
             for j, a in ipairs(at) do
                 if ARGV[a + 6] ~= '0' then
-                    local room, shared = ARGV[a + 4], ARGV[a + 5]
-                    if room ~= '' then
-                        if not string.find(rooms, ',' .. room .. ',', 1, true) then status[j] = 'not-in-room' end
-                    elseif shared ~= '-' then
-                        local ok = false
-                        for r in string.gmatch(shared, '[^,]+') do
-                            if string.find(rooms, ',' .. r .. ',', 1, true) then ok = true break end
-                        end
-                        if not ok then status[j] = 'not-shared' end
-                    end
+                    status[j] = refused(rooms, ARGV[a + 4], ARGV[a + 5])
                     if not status[j] and ARGV[a + 2] ~= '' then
                         local dkey = ARGV[a + 1] .. '|' .. ARGV[a + 2]
                         dkeys[j] = dkey
@@ -251,25 +252,14 @@ extension ClusterScripts {
             if #msgs > 0 then
                 local n = redis.call('RPUSH', k2, unpack(msgs))
                 redis.call('RPUSH', k3, unpack(metas))
-                if n == #msgs then
-                    ttl = redis.call('PTTL', k1)
-                    if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
-                end
                 local st = {qn = tonumber(f[6]), qb = tonumber(f[7]), bb = bb, dropped = tonumber(f[9]), expired = expired}
-                if bound(k2, k3, n, false, st, maxn, maxb) then
-                    redis.call('HSET', k1, 'seq', ss, 'qn', st.qn, 'qb', st.qb, 'bb', st.bb, 'dropped', st.dropped)
-                else
-                    redis.call('HSET', k1, 'seq', ss, 'bb', st.bb)
-                end
+                ttl = settle(k1, k2, k3, n, n == #msgs, false, st, ss, maxn, maxb)
             end
             if #zadd > 0 then
                 redis.call('ZADD', kd, unpack(zadd))
-                local every = ttl ~= nil or math.floor(seq / 32) > math.floor(seq0 / 32)
-                    or (volatile and redis.call('ZCARD', kd) > maxn + 32)
-                if every then
-                    redis.call('ZREMRANGEBYRANK', kd, 0, -(maxn + 1))
-                    ttl = ttl or redis.call('PTTL', k1)
-                    if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
+                if ttl ~= nil or math.floor(seq / 32) > math.floor(seq0 / 32)
+                    or (volatile and redis.call('ZCARD', kd) > maxn + 32) then
+                    forget(k1, kd, maxn, ttl)
                 end
             end
             for j = 1, #at do results[slot[j]] = status[j] end

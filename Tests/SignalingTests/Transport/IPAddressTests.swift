@@ -1,4 +1,5 @@
 import NIOCore
+import PeerMesh
 import Testing
 
 @testable import Signaling
@@ -44,7 +45,7 @@ import Testing
 
     @Test func writesWhatInetNtopWritesAndReadsWhatInetPtonReads() throws {
         // Random addresses with many zero groups (runs of every length and place), through glibc.
-        var random = SeededGenerator(seed: 6)
+        var random = SeededRandom(seed: 6)
         for _ in 0..<5_000 {
             let groups = (0..<8).map { _ in
                 Bool.random(using: &random) ? UInt16(0) : UInt16.random(in: 0...0xFFFF, using: &random)
@@ -103,22 +104,5 @@ import Testing
     ])
     func refusesBadNetworks(text: String) {
         #expect(throws: IPNetwork.Invalid.self) { try IPNetwork(parsing: text) }
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so a failure can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        self.state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
