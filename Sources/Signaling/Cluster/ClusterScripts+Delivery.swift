@@ -267,29 +267,6 @@ extension ClusterScripts {
             if #expired > 0 then results[slot[last]] = {'delivered', node, expired} end
             return true
         end
-        -- A batch's `n` deliveries gathered by recipient, for `deliverGroup`: per recipient with more than one,
-        -- where their arguments start (`at`, from `argsOf(d)`) and their places in the batch (`slot`), in
-        -- order. `keyOf(d)`: delivery d's session hash.
-        local function gather(n, keyOf, argsOf)
-            local count, groups = {}, {}
-            for d = 1, n do
-                local k = keyOf(d)
-                count[k] = (count[k] or 0) + 1
-            end
-            for d = 1, n do
-                local k = keyOf(d)
-                if count[k] > 1 then
-                    local g = groups[k]
-                    if not g then
-                        g = {at = {}, slot = {}}
-                        groups[k] = g
-                    end
-                    g.at[#g.at + 1] = argsOf(d)
-                    g.slot[#g.slot + 1] = d
-                end
-            end
-            return groups
-        end
 
         """
 
@@ -315,12 +292,15 @@ extension ClusterScripts {
             """
     )
 
-    /// Many deliveries in one call, in order (a node's pipelined signals, gathered while earlier batches
-    /// were with Redis): each exactly as ``deliver`` decides it, but every node gets one `PUBLISH` per
-    /// batch, `N` followed by ` conn seq length message` per message, in order. KEYS: the four session keys
-    /// of each recipient. ARGV: max messages, max bytes, channel prefix, then per delivery: prefix, sender,
-    /// request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or `v`, as for ``deliver``). Returns
-    /// one ``deliver`` reply per delivery.
+    /// Many deliveries in one call, gathered by recipient (a node's pipelined signals, gathered while
+    /// earlier batches were with Redis: ``DeliveryBatch`` lays them out): each exactly as ``deliver``
+    /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch,
+    /// `N` followed by ` conn seq length message` per message. KEYS: the four session keys of each
+    /// recipient, once. ARGV: max messages, max bytes, channel prefix, then per recipient how many
+    /// deliveries it has and for each: prefix, sender, request id, type, room, sender's rooms (or `-`),
+    /// mode (`1`, `0` or `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order
+    /// of the arguments. A recipient's keys and count go once for its whole burst: every argument is a
+    /// string Redis allocates and Lua hashes.
     static let deliverBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -343,25 +323,31 @@ extension ClusterScripts {
                 end
                 return n
             end
-            -- A recipient with several deliveries in the batch has them decided together (``deliverGroup``),
-            -- when its first one comes; one with a single delivery, by ``deliverOne`` (no tables to build).
-            local groups = gather(#KEYS / 4, function(d) return KEYS[4 * d - 3] end, function(d) return 7 * d - 3 end)
+            -- Each recipient's deliveries come together, after its count: several are decided together
+            -- (``deliverGroup``), a single one by ``deliverOne`` (no tables to build).
             local results = {}
+            local a, d = 4, 0
             for i = 1, #KEYS, 4 do
-                local d = (i + 3) / 4
-                local a = 7 * d - 3
-                local g = groups[KEYS[i]]
-                if not g then
+                local n = tonumber(ARGV[a])
+                a = a + 1
+                if n == 1 then
+                    d = d + 1
                     results[d] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[a], ARGV[a + 1],
                         ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
-                elseif g.slot[1] == d and not deliverGroup(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], g.at,
-                    g.slot, maxn, maxb, takes, publish, results) then
-                    for j, ga in ipairs(g.at) do
-                        results[g.slot[j]] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[ga],
-                            ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
-                            ARGV[ga + 6], publish)
+                else
+                    local at, slot = {}, {}
+                    for j = 1, n do at[j] = a + 7 * (j - 1); slot[j] = d + j end
+                    if not deliverGroup(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], at, slot, maxn, maxb, takes,
+                        publish, results) then
+                        for j, ga in ipairs(at) do
+                            results[d + j] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[ga],
+                                ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
+                                ARGV[ga + 6], publish)
+                        end
                     end
+                    d = d + n
                 end
+                a = a + 7 * n
             end
             for _, node in ipairs(order) do
                 redis.call('PUBLISH', channels .. node, table.concat(out[node]))
@@ -372,39 +358,39 @@ extension ClusterScripts {
 
     /// ``deliverBatch`` for a Redis Cluster, where a batch's recipients live in different slots: one call
     /// for the deliveries whose slots one primary serves. KEYS: the first recipient's session hash (it
-    /// routes the call). ARGV: max messages, max bytes, channel prefix, then per delivery its recipient's
-    /// four session keys and the seven arguments of ``deliverBatch``. The other session keys are not
-    /// declared: a script may touch keys of other slots when this primary serves them. First every
-    /// recipient's hash is checked to be served here; if one is not (the slot moved: a failover or
-    /// resharding the node's slot map has not caught up with), the call does nothing and answers `moved`,
-    /// and the node sends each delivery alone (following the redirect). Otherwise one ``deliver`` reply per
-    /// delivery; a recipient's deliveries are decided together as in ``deliverBatch`` and `SPUBLISH`ed to
-    /// its channel in one `N` message; a recipient's single delivery goes as ``deliver`` sends it.
+    /// routes the call). ARGV: max messages, max bytes, channel prefix, then per recipient its four session
+    /// keys, how many deliveries it has and the seven arguments of ``deliverBatch`` for each. The other
+    /// session keys are not declared: a script may touch keys of other slots when this primary serves them.
+    /// First every recipient's hash is checked to be served here; if one is not (the slot moved: a failover
+    /// or resharding the node's slot map has not caught up with), the call does nothing and answers
+    /// `moved`, and the node sends each delivery alone (following the redirect). Otherwise one ``deliver``
+    /// reply per delivery, in the order of the arguments; a recipient's deliveries are decided together as
+    /// in ``deliverBatch`` and `SPUBLISH`ed to its channel in one `N` message; a recipient's single
+    /// delivery goes as ``deliver`` sends it.
     static let deliverShardBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-            local groups = gather((#ARGV - 3) / 11, function(d) return ARGV[11 * d - 7] end,
-                function(d) return 11 * d - 3 end)
-            local checked = {}
-            for a = 4, #ARGV, 11 do
-                if not checked[ARGV[a]] then
-                    checked[ARGV[a]] = true
-                    local here = redis.pcall('EXISTS', ARGV[a])
-                    if type(here) == 'table' and here.err then return 'moved' end
-                end
+            local count = #ARGV
+            local a = 4
+            while a <= count do
+                local here = redis.pcall('EXISTS', ARGV[a])
+                if type(here) == 'table' and here.err then return 'moved' end
+                a = a + 5 + 7 * tonumber(ARGV[a + 4])
             end
             local results = {}
-            for a = 4, #ARGV, 11 do
-                local key = ARGV[a]
-                local d = (a - 4) / 11 + 1
+            local d = 0
+            a = 4
+            while a <= count do
+                local key, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+                local first = a + 5
                 local function publish(node, conn, seq, msg)
                     return notify(channels, node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg, key)
                 end
-                local g = groups[key]
-                if not g then
-                    results[d] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-                        ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], maxn, maxb, ARGV[a + 10], publish)
-                elseif g.slot[1] == d then
+                if n == 1 then
+                    d = d + 1
+                    results[d] = deliverOne(key, k2, k3, k4, ARGV[first], ARGV[first + 1], ARGV[first + 2],
+                        ARGV[first + 3], ARGV[first + 4], ARGV[first + 5], maxn, maxb, ARGV[first + 6], publish)
+                else
                     -- The group's messages go in one `SPUBLISH` (`N …`) to the recipient's channel of its node.
                     local tag = string.match(key, '{[^}]*}')
                     local out, to = {'N'}, nil
@@ -416,17 +402,19 @@ extension ClusterScripts {
                         out[#out + 1] = msg
                         return 1
                     end
-                    if deliverGroup(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], g.at, g.slot, maxn, maxb, takes,
-                        gathered, results) then
+                    local at, slot = {}, {}
+                    for j = 1, n do at[j] = first + 7 * (j - 1); slot[j] = d + j end
+                    if deliverGroup(key, k2, k3, k4, at, slot, maxn, maxb, takes, gathered, results) then
                         if to then redis.call('SPUBLISH', channel(to), table.concat(out)) end
                     else
-                        for j, ga in ipairs(g.at) do
-                            results[g.slot[j]] = deliverOne(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[ga],
-                                ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
-                                ARGV[ga + 6], publish)
+                        for j, ga in ipairs(at) do
+                            results[d + j] = deliverOne(key, k2, k3, k4, ARGV[ga], ARGV[ga + 1], ARGV[ga + 2],
+                                ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb, ARGV[ga + 6], publish)
                         end
                     end
+                    d = d + n
                 end
+                a = first + 7 * n
             end
             return results
             """

@@ -2,8 +2,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SignalRedis
 
-/// Gathers a node's pipelined signal deliveries into ``ClusterScripts/deliverBatch`` calls, so Redis runs
-/// one script (and publishes once per destination node) for many signals instead of one per signal.
+/// Gathers a node's pipelined signal deliveries into ``ClusterScripts/deliverBatch`` calls (laid out by
+/// ``DeliveryBatch``), so Redis runs one script (and publishes once per destination node) for many signals
+/// instead of one per signal.
 ///
 /// A delivery submitted while fewer than ``Limits/maxInFlight`` batches are with Redis leaves at once —
 /// alone at low load, so batching adds no latency there; otherwise it waits, and everything that waited
@@ -114,7 +115,14 @@ final class DeliveryBatcher: Sendable {
     private func sendNext(_ shard: String, _ state: inout State) -> EventLoopFuture<Void>? {
         // Taken in place (`?.`), so the waiting list is not copied.
         guard let batch = state.shards[shard]?.take(limits) else { return nil }
-        let (script, keys, arguments) = self.call(for: batch)
+        let layout = DeliveryBatch(
+            recipients: batch.map(\.keys),
+            deliveries: batch.map(\.arguments),
+            common: common,
+            sharded: sharded
+        )
+        let script = sharded ? ClusterScripts.deliverShardBatch : ClusterScripts.deliverBatch
+        let (keys, arguments) = (layout.keys, layout.arguments)
         // Always through the event loop's task queue, even when already on it: batches taken under the
         // lock from other threads are queued there in the same order, and a batch handed over directly
         // from the loop (when one came back) would overtake them.
@@ -132,9 +140,10 @@ final class DeliveryBatcher: Sendable {
                 return
             }
             let replies = reply.array ?? []
-            for (index, item) in batch.enumerated() {
-                if index < replies.count {
-                    item.completion(.success(replies[index]))
+            for (position, index) in layout.order.enumerated() {
+                let item = batch[index]
+                if position < replies.count {
+                    item.completion(.success(replies[position]))
                 } else {
                     item.completion(
                         .failure(RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)"))
@@ -144,29 +153,6 @@ final class DeliveryBatcher: Sendable {
         }.recover { error in
             for item in batch { item.completion(.failure(error)) }
         }
-    }
-
-    /// The script call for a batch: ``ClusterScripts/deliverBatch`` with every recipient's keys declared,
-    /// or on a Redis Cluster ``ClusterScripts/deliverShardBatch`` with the first declared and each
-    /// delivery's keys beside its arguments.
-    private func call(for batch: [Item]) -> (RedisScript, [String], [any RESPEncodable]) {
-        var arguments = common
-        if sharded {
-            arguments.reserveCapacity(common.count + batch.count * 11)
-            for item in batch {
-                for key in item.keys { arguments.append(key) }
-                arguments += item.arguments
-            }
-            return (ClusterScripts.deliverShardBatch, [batch[0].keys[0]], arguments)
-        }
-        var keys: [String] = []
-        keys.reserveCapacity(batch.count * 4)
-        arguments.reserveCapacity(common.count + batch.count * 7)
-        for item in batch {
-            keys += item.keys
-            arguments += item.arguments
-        }
-        return (ClusterScripts.deliverBatch, keys, arguments)
     }
 
     private func finished(_ shard: String) {

@@ -115,19 +115,23 @@ import Testing
             #expect(created.array?.first?.string == "created")
         }
         func message(_ id: String) -> String { "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":" }
-        var arguments: [any RESPEncodable] = [16, 1 << 20, keys.channelPrefix]
-        for (peer, id) in [("bob", "b1"), ("carol", "c1"), ("bob", "b2"), ("carol", "c2"), ("bob", "b3")] {
-            arguments += keys.session(peer) as [any RESPEncodable]
-            arguments += [ByteBuffer(string: message(id)), "alice", id, "message", "", "-", "1"]
-        }
+        let plan = [("bob", "b1"), ("carol", "c1"), ("bob", "b2"), ("carol", "c2"), ("bob", "b3")]
+        let layout = DeliveryBatch(
+            recipients: plan.map { keys.session($0.0) },
+            deliveries: plan.map { [ByteBuffer(string: message($0.1)), "alice", $0.1, "message", "", "-", "1"] },
+            common: [16, 1 << 20, keys.channelPrefix],
+            sharded: true
+        )
         let reply = try await redis.run(
             ClusterScripts.deliverShardBatch,
-            keys: [keys.session("bob")[0]],
-            arguments: arguments
+            keys: layout.keys,
+            arguments: layout.arguments
         )
+        // In the layout's order: bob's three, then carol's two.
+        #expect(layout.order == [0, 2, 4, 1, 3])
         #expect(
             reply.array?.compactMap { DeliverReply($0)?.result } == [
-                .delivered, .queued, .delivered, .queued, .delivered,
+                .delivered, .delivered, .delivered, .queued, .queued,
             ]
         )
         guard case .message(let published) = await events.next() else {

@@ -81,6 +81,29 @@ import Testing
         ).deliveryParts
     }
 
+    /// ``ClusterScripts/deliverBatch`` laid out by ``DeliveryBatch`` as a node sends it; its replies in the
+    /// order of `recipients` (each delivery's four session keys) and `deliveries` (their seven arguments).
+    func runBatch(
+        _ redis: RedisConnection,
+        _ recipients: [[String]],
+        _ deliveries: [[any RESPEncodable]],
+        max: Int
+    ) async throws -> [RESPValue] {
+        let layout = DeliveryBatch(
+            recipients: recipients,
+            deliveries: deliveries,
+            common: [max, 1 << 20, keys.channelPrefix],
+            sharded: false
+        )
+        let replies =
+            try await redis.run(ClusterScripts.deliverBatch, keys: layout.keys, arguments: layout.arguments)
+            .array ?? []
+        try #require(replies.count == recipients.count)
+        var inOrder = replies
+        for (position, index) in layout.order.enumerated() { inOrder[index] = replies[position] }
+        return inOrder
+    }
+
     @Test func deliveryIsSequencedPublishedDeduplicatedAndScoped() async throws {
         let server = try await RedisTestServer()
         let redis = try server.connection()
@@ -138,12 +161,8 @@ import Testing
         }
         let recipients = ["bob", "carol", "bob", "dave", "bob", "nobody", "bob"]
         let items = [item("b1"), item("c1"), item("b2"), item("d1"), item("b1"), item("n1"), item("b3", room: "x")]
-        let reply = try await redis.run(
-            ClusterScripts.deliverBatch,
-            keys: recipients.flatMap { keys.session($0) },
-            arguments: [4, 1 << 20, keys.channelPrefix] + items.flatMap { $0 }
-        )
-        let statuses = (reply.array ?? []).map { $0.deliveryParts.first?.string ?? "?" }
+        let reply = try await runBatch(redis, recipients.map { keys.session($0) }, items, max: 4)
+        let statuses = reply.map { $0.deliveryParts.first?.string ?? "?" }
         #expect(statuses == ["delivered", "delivered", "delivered", "queued", "dup", "unavailable", "not-in-room"])
         var events = subscriber.events.makeAsyncIterator()
         guard case .message(let message) = await events.next() else {
@@ -196,10 +215,11 @@ import Testing
             let prefix = ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":")
             return [prefix, mode == "0" ? "" : "alice", id, "message", room, "-", mode]
         }
-        let batch = try await redis.run(
-            ClusterScripts.deliverBatch,
-            keys: plan.flatMap { keys.session("a" + $0.0) },
-            arguments: [4, 1 << 20, keys.channelPrefix] + plan.flatMap { arguments($0.1, $0.2, $0.3) }
+        let batch = try await runBatch(
+            redis,
+            plan.map { keys.session("a" + $0.0) },
+            plan.map { arguments($0.1, $0.2, $0.3) },
+            max: 4
         )
         var single: [RESPValue] = []
         for (peer, id, room, mode) in plan {
@@ -211,7 +231,7 @@ import Testing
                 )
             )
         }
-        let batchReplies = (batch.array ?? []).map { $0.deliveryParts.compactMap(\.string) }
+        let batchReplies = batch.map { $0.deliveryParts.compactMap(\.string) }
         #expect(batchReplies == single.map { $0.deliveryParts.compactMap(\.string) })
         #expect(batchReplies.map { $0.first ?? "" }.contains("not-in-room"))
         #expect(batchReplies.filter { $0.first == "dup" }.count == 3)
@@ -620,6 +640,57 @@ import Testing
 /// ``DeliveryBatcher`` against a real redis-server: one sender's deliveries, submitted back to back while
 /// batches come back on the event loop, are decided in the order submitted (the order of the recipient's
 /// buffer), however they were grouped.
+@Suite struct DeliveryBatchTests {
+    func texts(_ values: [any RESPEncodable]) -> [String] {
+        values.map { value in
+            switch value {
+            case let text as String: text
+            case let number as Int: String(number)
+            default: "?"
+            }
+        }
+    }
+
+    /// Gathered by recipient in the order each first appears, each recipient's keys once with its count,
+    /// its deliveries in submitted order; `order` maps the script's replies back to submitted deliveries.
+    @Test func deliveriesAreGatheredByRecipientWithTheirKeysOnce() {
+        let bob = ["b:s", "b:b", "b:m", "b:r"]
+        let carol = ["c:s", "c:b", "c:m", "c:r"]
+        func item(_ name: String) -> [any RESPEncodable] { [name, "alice", "", "message", "", "-", "1"] }
+        let recipients = [bob, carol, bob, bob, carol]
+        let deliveries = ["b1", "c1", "b2", "b3", "c2"].map(item)
+        let batch = DeliveryBatch(
+            recipients: recipients,
+            deliveries: deliveries,
+            common: [4, 64, "ch:"],
+            sharded: false
+        )
+        #expect(batch.keys == bob + carol)
+        #expect(batch.order == [0, 2, 3, 1, 4])
+        let expected =
+            ["4", "64", "ch:", "3"] + ["b1", "b2", "b3"].flatMap { texts(item($0)) } + ["2"]
+            + ["c1", "c2"].flatMap { texts(item($0)) }
+        #expect(texts(batch.arguments) == expected)
+
+        let sharded = DeliveryBatch(
+            recipients: recipients,
+            deliveries: deliveries,
+            common: [4, 64, "ch:"],
+            sharded: true
+        )
+        #expect(sharded.keys == ["b:s"])
+        #expect(sharded.order == batch.order)
+        let expectedSharded =
+            ["4", "64", "ch:"] + bob + ["3"] + ["b1", "b2", "b3"].flatMap { texts(item($0)) }
+            + carol + ["2"] + ["c1", "c2"].flatMap { texts(item($0)) }
+        #expect(texts(sharded.arguments) == expectedSharded)
+
+        let one = DeliveryBatch(recipients: [carol], deliveries: [item("c1")], common: [4, 64, "ch:"], sharded: false)
+        #expect(one.keys == carol && one.order == [0])
+        #expect(texts(one.arguments) == ["4", "64", "ch:", "1"] + texts(item("c1")))
+    }
+}
+
 @Suite(.serialized, .timeLimit(.minutes(2))) struct DeliveryBatcherTests {
     let keys = ClusterKeys(prefix: "t")
 

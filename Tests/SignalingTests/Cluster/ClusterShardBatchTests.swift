@@ -68,15 +68,15 @@ import Testing
         let both = try await client.run(
             ClusterScripts.deliverShardBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + item("a") + keys.session(here[1])
-                + item("b")
+            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + [1] + item("a")
+                + keys.session(here[1]) + [1] + item("b")
         )
         #expect(both.array?.compactMap { DeliverReply($0)?.result } == [.queued, .queued])
         let moved = try await client.run(
             ClusterScripts.deliverShardBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + item("c") + keys.session(elsewhere)
-                + item("d")
+            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + [1] + item("c")
+                + keys.session(elsewhere) + [1] + item("d")
         )
         #expect(moved.string == "moved")
         // A refresh's batch touch checks the same way.
