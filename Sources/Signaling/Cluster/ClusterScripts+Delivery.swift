@@ -107,6 +107,16 @@ extension ClusterScripts {
             end
             return ttl
         end
+        -- Adds a message to `list`, the parts of an `N` message to a node (` conn seq length message` each).
+        -- True once the list holds more than ~6 KB of messages: the caller then sends it and starts another,
+        -- so Lua's `table.concat` builds each in one buffer (beyond its 8 KB buffer it makes, hashes and
+        -- joins strings piece by piece: Redis's Lua hashes every byte of every string it makes).
+        local function appendN(list, conn, seq, msg)
+            list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+            list[#list + 1] = msg
+            list.bytes = (list.bytes or 0) + #msg
+            return list.bytes > 6000
+        end
         -- Why a signal may not reach a session in `rooms` (`,a,b,`): it names a room the session is not in
         -- (`not-in-room`), or the sender must share a room with it and shares none of `shared`
         -- (`not-shared`; `-`: no shared room required). Nil when it may.
@@ -294,9 +304,9 @@ extension ClusterScripts {
 
     /// Many deliveries in one call, gathered by recipient (a node's pipelined signals, gathered while
     /// earlier batches were with Redis: ``DeliveryBatch`` lays them out): each exactly as ``deliver``
-    /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch,
-    /// `N` followed by ` conn seq length message` per message. KEYS: the four session keys of each
-    /// recipient, once. ARGV: max messages, max bytes, channel prefix, then per recipient how many
+    /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch
+    /// (one per ~6 KB of messages), `N` followed by ` conn seq length message` per message. KEYS: the four
+    /// session keys of each recipient, once. ARGV: max messages, max bytes, channel prefix, then per recipient how many
     /// deliveries it has and for each: prefix, sender, request id, type, room, sender's rooms (or `-`),
     /// mode (`1`, `0` or `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order
     /// of the arguments. A recipient's keys and count go once for its whole burst: every argument is a
@@ -318,8 +328,10 @@ extension ClusterScripts {
                 if n > 0 then
                     local list = out[node]
                     if not list then list = {'N'}; out[node] = list; order[#order + 1] = node end
-                    list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
-                    list[#list + 1] = msg
+                    if appendN(list, conn, seq, msg) then
+                        redis.call('PUBLISH', channels .. node, table.concat(list))
+                        out[node] = {'N'}
+                    end
                 end
                 return n
             end
@@ -350,7 +362,7 @@ extension ClusterScripts {
                 a = a + 7 * n
             end
             for _, node in ipairs(order) do
-                redis.call('PUBLISH', channels .. node, table.concat(out[node]))
+                if #out[node] > 1 then redis.call('PUBLISH', channels .. node, table.concat(out[node])) end
             end
             return results
             """
@@ -398,14 +410,16 @@ extension ClusterScripts {
                     local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
                     local function gathered(node, conn, seq, msg)
                         to = node
-                        out[#out + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
-                        out[#out + 1] = msg
+                        if appendN(out, conn, seq, msg) then
+                            redis.call('SPUBLISH', channel(node), table.concat(out))
+                            out = {'N'}
+                        end
                         return 1
                     end
                     local at, slot = {}, {}
                     for j = 1, n do at[j] = first + 7 * (j - 1); slot[j] = d + j end
                     if deliverGroup(key, k2, k3, k4, at, slot, maxn, maxb, takes, gathered, results) then
-                        if to then redis.call('SPUBLISH', channel(to), table.concat(out)) end
+                        if to and #out > 1 then redis.call('SPUBLISH', channel(to), table.concat(out)) end
                     else
                         for j, ga in ipairs(at) do
                             results[d + j] = deliverOne(key, k2, k3, k4, ARGV[ga], ARGV[ga + 1], ARGV[ga + 2],

@@ -144,6 +144,34 @@ import Testing
         }
         #expect(published.channel == channel && published.text == "N" + expected.joined())
         #expect(try await redis.send(["LLEN", keys.session("carol")[1]]).int == 2)
+
+        // A burst beyond ~6 KB goes in several messages, in order.
+        let padding = String(repeating: "x", count: 1000)
+        let burst = DeliveryBatch(
+            recipients: Array(repeating: keys.session("bob"), count: 10),
+            deliveries: (4...13).map {
+                [ByteBuffer(string: message("b\($0)\(padding)")), "alice", "b\($0)", "message", "", "-", "1"]
+            },
+            common: [16, 1 << 20, keys.channelPrefix],
+            sharded: true
+        )
+        let burstReply = try await redis.run(
+            ClusterScripts.deliverShardBatch,
+            keys: burst.keys,
+            arguments: burst.arguments
+        )
+        #expect(burstReply.array?.compactMap { DeliverReply($0)?.result } == Array(repeating: .delivered, count: 10))
+        var seqs: [UInt64] = []
+        var messages = 0
+        while seqs.count < 10, case .message(let next) = await events.next() {
+            messages += 1
+            guard case .deliverMany(let deliveries) = NodeMessage(ByteBuffer(string: next.text)) else {
+                Issue.record("not an N message")
+                break
+            }
+            seqs += deliveries.map(\.seq)
+        }
+        #expect(messages >= 2 && seqs == Array(4...13))
         await subscriber.close()
         await redis.close()
     }

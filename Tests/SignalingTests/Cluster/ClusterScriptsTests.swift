@@ -182,6 +182,51 @@ import Testing
         await redis.close()
     }
 
+    /// A node's messages of one batch beyond ~6 KB go in several `N` messages (Lua then builds each in one
+    /// buffer): together they hold every message once, each recipient's in `seq` order.
+    @Test func aLargeBatchReachesANodeInSeveralMessagesInOrder() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await create(redis, "carol", token: "carol.t1", conn: "2") == "created")
+        let padding = String(repeating: "x", count: 1000)
+        let plan = (1...12).flatMap { index in [("bob", "b\(index)"), ("carol", "c\(index)")] }
+        let replies = try await runBatch(
+            redis,
+            plan.map { keys.session($0.0) },
+            plan.map { _, id in
+                let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\(padding)\",\"seq\":")
+                return [prefix, "alice", id, "message", "", "-", "1"]
+            },
+            max: 64
+        )
+        #expect(replies.allSatisfy { $0.deliveryParts.first?.string == "delivered" })
+        var events = subscriber.events.makeAsyncIterator()
+        var received: [NodeMessage.Delivery] = []
+        var messages = 0
+        while received.count < plan.count, case .message(let message) = await events.next() {
+            messages += 1
+            guard case .deliverMany(let deliveries) = NodeMessage(ByteBuffer(string: message.text)) else {
+                Issue.record("not an N message: \(message.text.prefix(40))")
+                return
+            }
+            received += deliveries
+        }
+        #expect(messages >= 4)
+        for (connection, peer) in [(ConnectionID(1), "b"), (ConnectionID(2), "c")] {
+            let mine = received.filter { $0.connection == connection }
+            #expect(mine.map(\.seq) == Array(1...12))
+            #expect(
+                mine.map { String(buffer: $0.bytes).contains("\"data\":\"\(peer)\($0.seq)x") }
+                    == Array(repeating: true, count: 12)
+            )
+        }
+        await subscriber.close()
+        await redis.close()
+    }
+
     /// Bounds kept in chunks: a connected session's buffer goes back to `maxn` messages once it holds an
     /// eighth more; the request ids back to the newest `maxn` every 32nd message, and their set gets the
     /// session's expiry. A resent id still remembered is answered, not delivered again.
