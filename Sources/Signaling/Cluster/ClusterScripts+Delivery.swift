@@ -19,6 +19,9 @@ extension ClusterScripts {
     /// trimmed back to `maxn` messages once it holds an eighth more (the byte bound and the bound of what
     /// waits for an away session stay exact), and the request ids back to `maxn` every 32nd message.
     private static let deliverFunction = """
+        -- Whole numbers are turned into text with `format('%d', n)`: `tostring` (and `..` with a number)
+        -- formats with `%.14g`, which glibc does in multi-precision arithmetic, ~1,000 instructions more.
+        local format = string.format
         -- Request ids already delivered to this peer are the members `sender|id` of the sorted set `kd`, scored
         -- `10 * seq + queued` (the peer's `seq` when it was delivered, with a digit appended: 1 when it was
         -- queued), so their status is the score's parity and the oldest go first; the score is the `seq`'s text
@@ -112,7 +115,7 @@ extension ClusterScripts {
         -- so Lua's `table.concat` builds each in one buffer (beyond its 8 KB buffer it makes, hashes and
         -- joins strings piece by piece: Redis's Lua hashes every byte of every string it makes).
         local function appendN(list, conn, seq, msg)
-            list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. #msg .. ' '
+            list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. format('%d', #msg) .. ' '
             list[#list + 1] = msg
             list.bytes = (list.bytes or 0) + #msg
             return list.bytes > 6000
@@ -155,7 +158,7 @@ extension ClusterScripts {
             end
             local away = f[3] == '1'
             local seq = tonumber(f[4]) + 1
-            local ss = tostring(seq)
+            local ss = format('%d', seq)
             local msg = prefix .. ss .. '}'
             local size = #msg
             local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
@@ -242,7 +245,7 @@ extension ClusterScripts {
                     status[j] = delivered
                 else
                     seq = seq + 1
-                    ss = tostring(seq)
+                    ss = format('%d', seq)
                     local msg = ARGV[a] .. ss .. '}'
                     publish(node, conn, ss, msg)
                     msgs[#msgs + 1] = msg
