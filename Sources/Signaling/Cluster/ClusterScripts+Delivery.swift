@@ -141,8 +141,10 @@ extension ClusterScripts {
             local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
             if not f[1] then return 'unavailable' end
             if signal then
-                local refusal = refused(',' .. f[5] .. ',', room, shared)
-                if refusal then return refusal end
+                if room ~= '' or shared ~= '-' then
+                    local refusal = refused(',' .. f[5] .. ',', room, shared)
+                    if refusal then return refusal end
+                end
                 if rid ~= '' then
                     local score = redis.call('ZSCORE', kd, dkey)
                     if score then
@@ -202,13 +204,19 @@ extension ClusterScripts {
         local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results)
             local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
             if not f[1] or f[3] ~= '0' or takes(f[1]) == 0 then return false end
-            local node, conn, rooms = f[1], f[2], ',' .. f[5] .. ','
+            -- ARGV is a global: one local lookup instead of a global one per argument read.
+            local argv = ARGV
+            local node, conn, rooms = f[1], f[2], nil
             local status, dkeys, lookup = {}, {}, {}
             for j, a in ipairs(at) do
-                if ARGV[a + 6] ~= '0' then
-                    status[j] = refused(rooms, ARGV[a + 4], ARGV[a + 5])
-                    if not status[j] and ARGV[a + 2] ~= '' then
-                        local dkey = ARGV[a + 1] .. '|' .. ARGV[a + 2]
+                if argv[a + 6] ~= '0' then
+                    local room, shared = argv[a + 4], argv[a + 5]
+                    if room ~= '' or shared ~= '-' then
+                        rooms = rooms or ',' .. f[5] .. ','
+                        status[j] = refused(rooms, room, shared)
+                    end
+                    if not status[j] and argv[a + 2] ~= '' then
+                        local dkey = argv[a + 1] .. '|' .. argv[a + 2]
                         dkeys[j] = dkey
                         lookup[#lookup + 1] = dkey
                     end
@@ -234,8 +242,8 @@ extension ClusterScripts {
                     -- refused by the checks above
                 elseif score then
                     if score % 2 == 1 then status[j] = 'dup queued' else status[j] = 'dup delivered' end
-                elseif ARGV[a + 6] == 'v' then
-                    publish(node, conn, '0', ARGV[a])
+                elseif argv[a + 6] == 'v' then
+                    publish(node, conn, '0', argv[a])
                     if dkey then
                         known[dkey] = 0
                         zadd[#zadd + 1] = ss .. '0'
@@ -246,7 +254,7 @@ extension ClusterScripts {
                 else
                     seq = seq + 1
                     ss = format('%d', seq)
-                    local msg = ARGV[a] .. ss .. '}'
+                    local msg = argv[a] .. ss .. '}'
                     publish(node, conn, ss, msg)
                     msgs[#msgs + 1] = msg
                     bb = bb + #msg
