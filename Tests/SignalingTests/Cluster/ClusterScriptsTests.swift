@@ -253,12 +253,14 @@ import Testing
             ("bob", "b1", "", "1"), ("carol", "c1", "", "1"), ("bob", "b2", "", "1"), ("bob", "b1", "", "1"),
             ("bob", "v1", "", "v"), ("bob", "", "", "0"), ("bob", "b3", "lobby", "1"), ("bob", "b4", "x", "1"),
             ("carol", "c2", "lobby", "1"), ("bob", "b5", "", "1"), ("bob", "v1", "", "v"), ("bob", "b6", "", "1"),
-            ("carol", "c1", "", "1"), ("bob", "b7", "", "1"),
+            ("carol", "c1", "", "1"), ("bob", "b7", "", "1"), ("bob", "b8", "", "1"), ("carol", "c3", "", "1"),
         ]
+        // The shared-room rule for two of them: bob is in lobby, carol in no room.
+        let sharedRooms = ["b8": "x,lobby", "c3": "x"]
         func arguments(_ id: String, _ room: String, _ mode: String) -> [any RESPEncodable] {
             let text = "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\""
             let prefix = ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":")
-            return [prefix, mode == "0" ? "" : "alice", id, "message", room, "-", mode]
+            return [prefix, mode == "0" ? "" : "alice", id, "message", room, sharedRooms[id] ?? "-", mode]
         }
         let batch = try await runBatch(
             redis,
@@ -279,6 +281,7 @@ import Testing
         let batchReplies = batch.map { $0.deliveryParts.compactMap(\.string) }
         #expect(batchReplies == single.map { $0.deliveryParts.compactMap(\.string) })
         #expect(batchReplies.map { $0.first ?? "" }.contains("not-in-room"))
+        #expect(batchReplies.map { $0.first ?? "" }.contains("not-shared"))
         #expect(batchReplies.filter { $0.first == "dup" }.count == 3)
         for peer in ["bob", "carol"] {
             func state(_ world: String) async throws -> [String] {
