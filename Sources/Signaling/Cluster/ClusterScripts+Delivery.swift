@@ -402,31 +402,40 @@ extension ClusterScripts {
             end
             local results = {}
             local d = 0
+            -- The recipient being decided: its session hash, its channel at its node (made once, when first
+            -- needed) and the `N` message gathered for it. The functions are made once for the whole batch.
+            local key, ch, out, to
+            local cprefix = string.sub(channels, 2)
+            local function channel(node)
+                if not ch then ch = cprefix .. node .. ':' .. string.match(key, '{[^}]*}') end
+                return ch
+            end
+            -- As `notify` publishes (`SPUBLISH` to the node's channel for the peer).
+            local function publish(node, conn, seq, msg)
+                return redis.call('SPUBLISH', channel(node), 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
+            end
+            local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
+            local function gathered(node, conn, seq, msg)
+                to = node
+                if appendN(out, conn, seq, msg) then
+                    redis.call('SPUBLISH', channel(node), table.concat(out))
+                    out = {'N'}
+                end
+                return 1
+            end
             a = 4
             while a <= count do
-                local key, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+                local k2, k3, k4, n
+                key, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+                ch = nil
                 local first = a + 5
-                local function publish(node, conn, seq, msg)
-                    return notify(channels, node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg, key)
-                end
                 if n == 1 then
                     d = d + 1
                     results[d] = deliverOne(key, k2, k3, k4, ARGV[first], ARGV[first + 1], ARGV[first + 2],
                         ARGV[first + 3], ARGV[first + 4], ARGV[first + 5], maxn, maxb, ARGV[first + 6], publish)
                 else
                     -- The group's messages go in one `SPUBLISH` (`N …`) to the recipient's channel of its node.
-                    local tag = string.match(key, '{[^}]*}')
-                    local out, to = {'N'}, nil
-                    local function channel(node) return string.sub(channels, 2) .. node .. ':' .. tag end
-                    local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
-                    local function gathered(node, conn, seq, msg)
-                        to = node
-                        if appendN(out, conn, seq, msg) then
-                            redis.call('SPUBLISH', channel(node), table.concat(out))
-                            out = {'N'}
-                        end
-                        return 1
-                    end
+                    out, to = {'N'}, nil
                     local at, slot = {}, {}
                     for j = 1, n do at[j] = first + 7 * (j - 1); slot[j] = d + j end
                     if deliverGroup(key, k2, k3, k4, at, slot, maxn, maxb, takes, gathered, results) then
