@@ -182,6 +182,46 @@ import Testing
         await redis.close()
     }
 
+    /// A batch of one delivery (a signal alone, at low load) is published as ``ClusterScripts/deliver``
+    /// publishes it, `D conn seq message`, and decided the same: queued when nobody listens on the node.
+    @Test func aBatchOfOneIsPublishedAsOneDeliveryIs() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
+        func item(_ id: String, mode: String = "1") -> [any RESPEncodable] {
+            let text = "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\""
+            return [
+                ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":"), "alice", id, "message", "", "-",
+                mode,
+            ]
+        }
+        var events = subscriber.events.makeAsyncIterator()
+        let first = try await runBatch(redis, [keys.session("bob")], [item("b1")], max: 4)
+        #expect(first.first?.deliveryParts.map(\.string) == ["delivered", "n#1"])
+        guard case .message(let published) = await events.next() else {
+            Issue.record("nothing published")
+            return
+        }
+        #expect(published.text == "D 1 1 {\"type\":\"message\",\"data\":\"b1\",\"from\":\"alice\",\"seq\":1}")
+        let volatile = try await runBatch(redis, [keys.session("bob")], [item("v1", mode: "v")], max: 4)
+        #expect(volatile.first?.deliveryParts.first?.string == "delivered")
+        guard case .message(let fleeting) = await events.next() else { return }
+        #expect(fleeting.text == "D 1 0 {\"type\":\"message\",\"data\":\"v1\",\"from\":\"alice\"}")
+        // Nobody listens on n#2: queued in dave's buffer, as one deliver would.
+        let queued = try await runBatch(redis, [keys.session("dave")], [item("d1")], max: 4)
+        #expect(queued.first?.deliveryParts.map(\.string) == ["queued", "n#2"])
+        #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
+        #expect(
+            try await runBatch(redis, [keys.session("bob")], [item("b1")], max: 4).first?.deliveryParts.first?.string
+                == "dup"
+        )
+        await subscriber.close()
+        await redis.close()
+    }
+
     /// A node's messages of one batch beyond ~6 KB go in several `N` messages (Lua then builds each in one
     /// buffer): together they hold every message once, each recipient's in `seq` order.
     @Test func aLargeBatchReachesANodeInSeveralMessagesInOrder() async throws {
