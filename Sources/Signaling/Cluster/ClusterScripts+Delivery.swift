@@ -316,12 +316,13 @@ extension ClusterScripts {
     /// Many deliveries in one call, gathered by recipient (a node's pipelined signals, gathered while
     /// earlier batches were with Redis: ``DeliveryBatch`` lays them out): each exactly as ``deliver``
     /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch
-    /// (one per ~6 KB of messages), `N` followed by ` conn seq length message` per message. KEYS: the four
-    /// session keys of each recipient, once. ARGV: max messages, max bytes, channel prefix, then per recipient how many
-    /// deliveries it has and for each: prefix, sender, request id, type, room, sender's rooms (or `-`),
-    /// mode (`1`, `0` or `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order
-    /// of the arguments. A recipient's keys and count go once for its whole burst: every argument is a
-    /// string Redis allocates and Lua hashes.
+    /// (one per ~6 KB of messages), `N` followed by ` conn seq length message` per message; a batch of one
+    /// delivery is published as ``deliver`` publishes it. KEYS: the four session keys of each recipient,
+    /// once. ARGV: max messages, max bytes, channel prefix, then per recipient how many deliveries it has
+    /// and for each: prefix, sender, request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or
+    /// `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order of the arguments.
+    /// A recipient's keys and count go once for its whole burst: every argument is a string Redis
+    /// allocates and its Lua hashes.
     static let deliverBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
