@@ -350,11 +350,9 @@ extension ClusterScripts {
             -- A batch of one delivery (each signal travels alone at low load) is published as ``deliver``
             -- publishes it, `D conn seq message`: its `PUBLISH` says whether anyone listens, with no `NUMSUB`.
             if #KEYS == 4 and ARGV[4] == '1' then
-                local function alone(node, conn, seq, msg)
+                publish = function(node, conn, seq, msg)
                     return redis.call('PUBLISH', channels .. node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
                 end
-                return {deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9],
-                    ARGV[10], maxn, maxb, ARGV[11], alone)}
             end
             -- Each recipient's deliveries come together, after its count: several are decided together
             -- (``deliverGroup``), a single one by ``deliverOne`` (no tables to build).

@@ -115,18 +115,25 @@ import Testing
             #expect(created.array?.first?.string == "created")
         }
         func message(_ id: String) -> String { "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":" }
+        /// deliverShardBatch for `plan` (recipient, id; data `id` + `padding`), laid out as a node lays it out.
+        func shardBatch(_ plan: [(String, String)], padding: String = "") async throws -> (DeliveryBatch, RESPValue) {
+            let layout = DeliveryBatch(
+                recipients: plan.map { keys.session($0.0) },
+                deliveries: plan.map {
+                    [ByteBuffer(string: message($0.1 + padding)), "alice", $0.1, "message", "", "-", "1"]
+                },
+                common: [16, 1 << 20, keys.channelPrefix],
+                sharded: true
+            )
+            let reply = try await redis.run(
+                ClusterScripts.deliverShardBatch,
+                keys: layout.keys,
+                arguments: layout.arguments
+            )
+            return (layout, reply)
+        }
         let plan = [("bob", "b1"), ("carol", "c1"), ("bob", "b2"), ("carol", "c2"), ("bob", "b3")]
-        let layout = DeliveryBatch(
-            recipients: plan.map { keys.session($0.0) },
-            deliveries: plan.map { [ByteBuffer(string: message($0.1)), "alice", $0.1, "message", "", "-", "1"] },
-            common: [16, 1 << 20, keys.channelPrefix],
-            sharded: true
-        )
-        let reply = try await redis.run(
-            ClusterScripts.deliverShardBatch,
-            keys: layout.keys,
-            arguments: layout.arguments
-        )
+        let (layout, reply) = try await shardBatch(plan)
         // In the layout's order: bob's three, then carol's two.
         #expect(layout.order == [0, 2, 4, 1, 3])
         #expect(
@@ -147,19 +154,7 @@ import Testing
 
         // A burst beyond ~6 KB goes in several messages, in order.
         let padding = String(repeating: "x", count: 1000)
-        let burst = DeliveryBatch(
-            recipients: Array(repeating: keys.session("bob"), count: 10),
-            deliveries: (4...13).map {
-                [ByteBuffer(string: message("b\($0)\(padding)")), "alice", "b\($0)", "message", "", "-", "1"]
-            },
-            common: [16, 1 << 20, keys.channelPrefix],
-            sharded: true
-        )
-        let burstReply = try await redis.run(
-            ClusterScripts.deliverShardBatch,
-            keys: burst.keys,
-            arguments: burst.arguments
-        )
+        let (_, burstReply) = try await shardBatch((4...13).map { ("bob", "b\($0)") }, padding: padding)
         #expect(burstReply.array?.compactMap { DeliverReply($0)?.result } == Array(repeating: .delivered, count: 10))
         var seqs: [UInt64] = []
         var messages = 0

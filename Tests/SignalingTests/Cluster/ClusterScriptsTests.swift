@@ -81,6 +81,15 @@ import Testing
         ).deliveryParts
     }
 
+    /// One delivery's seven batch arguments: a `message` from alice with data `id` + `padding` (mode `v`:
+    /// the whole message, without `seq`).
+    func batchItem(_ id: String, room: String = "", mode: String = "1", padding: String = "") -> [any RESPEncodable] {
+        let text = "{\"type\":\"message\",\"data\":\"\(id)\(padding)\",\"from\":\"alice\""
+        return [
+            ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":"), "alice", id, "message", room, "-", mode,
+        ]
+    }
+
     /// ``ClusterScripts/deliverBatch`` laid out by ``DeliveryBatch`` as a node sends it; its replies in the
     /// order of `recipients` (each delivery's four session keys) and `deliveries` (their seven arguments).
     func runBatch(
@@ -155,12 +164,8 @@ import Testing
         #expect(try await create(redis, "carol", token: "carol.t1", conn: "2") == "created")
         // dave's node has no subscriber: his signal waits in his buffer.
         #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
-        func item(_ id: String, room: String = "") -> [any RESPEncodable] {
-            let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
-            return [prefix, "alice", id, "message", room, "-", "1"]
-        }
         let recipients = ["bob", "carol", "bob", "dave", "bob", "nobody", "bob"]
-        let items = [item("b1"), item("c1"), item("b2"), item("d1"), item("b1"), item("n1"), item("b3", room: "x")]
+        let items = ["b1", "c1", "b2", "d1", "b1", "n1"].map { batchItem($0) } + [batchItem("b3", room: "x")]
         let reply = try await runBatch(redis, recipients.map { keys.session($0) }, items, max: 4)
         let statuses = reply.map { $0.deliveryParts.first?.string ?? "?" }
         #expect(statuses == ["delivered", "delivered", "delivered", "queued", "dup", "unavailable", "not-in-room"])
@@ -191,31 +196,25 @@ import Testing
         try await subscriber.subscribe([keys.channel(of: "n#1")])
         #expect(try await create(redis, "bob", token: "bob.t1") == "created")
         #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
-        func item(_ id: String, mode: String = "1") -> [any RESPEncodable] {
-            let text = "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\""
-            return [
-                ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":"), "alice", id, "message", "", "-",
-                mode,
-            ]
-        }
         var events = subscriber.events.makeAsyncIterator()
-        let first = try await runBatch(redis, [keys.session("bob")], [item("b1")], max: 4)
+        let first = try await runBatch(redis, [keys.session("bob")], [batchItem("b1")], max: 4)
         #expect(first.first?.deliveryParts.map(\.string) == ["delivered", "n#1"])
         guard case .message(let published) = await events.next() else {
             Issue.record("nothing published")
             return
         }
         #expect(published.text == "D 1 1 {\"type\":\"message\",\"data\":\"b1\",\"from\":\"alice\",\"seq\":1}")
-        let volatile = try await runBatch(redis, [keys.session("bob")], [item("v1", mode: "v")], max: 4)
+        let volatile = try await runBatch(redis, [keys.session("bob")], [batchItem("v1", mode: "v")], max: 4)
         #expect(volatile.first?.deliveryParts.first?.string == "delivered")
         guard case .message(let fleeting) = await events.next() else { return }
         #expect(fleeting.text == "D 1 0 {\"type\":\"message\",\"data\":\"v1\",\"from\":\"alice\"}")
         // Nobody listens on n#2: queued in dave's buffer, as one deliver would.
-        let queued = try await runBatch(redis, [keys.session("dave")], [item("d1")], max: 4)
+        let queued = try await runBatch(redis, [keys.session("dave")], [batchItem("d1")], max: 4)
         #expect(queued.first?.deliveryParts.map(\.string) == ["queued", "n#2"])
         #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
         #expect(
-            try await runBatch(redis, [keys.session("bob")], [item("b1")], max: 4).first?.deliveryParts.first?.string
+            try await runBatch(redis, [keys.session("bob")], [batchItem("b1")], max: 4).first?.deliveryParts.first?
+                .string
                 == "dup"
         )
         await subscriber.close()
@@ -236,10 +235,7 @@ import Testing
         let replies = try await runBatch(
             redis,
             plan.map { keys.session($0.0) },
-            plan.map { _, id in
-                let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\(padding)\",\"seq\":")
-                return [prefix, "alice", id, "message", "", "-", "1"]
-            },
+            plan.map { batchItem($0.1, padding: padding) },
             max: 64
         )
         #expect(replies.allSatisfy { $0.deliveryParts.first?.string == "delivered" })
