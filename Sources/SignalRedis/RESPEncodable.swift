@@ -1,14 +1,21 @@
 import NIOCore
 
 /// A value that can be a command argument. Redis takes every argument as a bulk string; numbers are
-/// sent in decimal. `String`, `Substring`, `ByteBuffer`, `Int` and `Double` conform.
+/// sent in decimal. `String`, `Substring`, `ByteBuffer`, `Int` and `Double` conform; ``RESPArguments`` is
+/// several arguments written ahead.
 ///
 /// ```swift
 /// try await redis.send("SET", key, payload, "PX", 30_000)
 /// ```
 public protocol RESPEncodable: Sendable {
-    /// Writes `self` as one RESP bulk string: `$<length>\r\n<bytes>\r\n`.
+    /// Writes `self` as RESP bulk strings (one, but for ``RESPArguments``): `$<length>\r\n<bytes>\r\n`.
     func writeRESPBulkString(into buffer: inout ByteBuffer)
+    /// How many command arguments ``writeRESPBulkString(into:)`` writes: 1, but for ``RESPArguments``.
+    var respArgumentCount: Int { get }
+}
+
+extension RESPEncodable {
+    public var respArgumentCount: Int { 1 }
 }
 
 extension String: RESPEncodable {

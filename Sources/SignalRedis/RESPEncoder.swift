@@ -8,7 +8,9 @@ public struct RESPEncoder: Sendable {
     /// Writes one command: an array of bulk strings, the only form Redis accepts from clients
     /// (`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n`).
     public func encodeCommand(_ arguments: [any RESPEncodable], into buffer: inout ByteBuffer) {
-        Self.writeHeader(UInt8(ascii: "*"), arguments.count, into: &buffer)
+        var count = 0
+        for argument in arguments { count += argument.respArgumentCount }
+        Self.writeHeader(UInt8(ascii: "*"), count, into: &buffer)
         for argument in arguments {
             argument.writeRESPBulkString(into: &buffer)
         }

@@ -18,6 +18,30 @@ struct DeliveryRequest: Sendable {
 
     /// The script's `mode` argument.
     var mode: String { volatile ? "v" : (signal ? "1" : "0") }
+
+    /// ``ClusterScripts/deliver``'s ARGV for this request.
+    func deliverArguments(maxMessages: Int, maxBytes: Int, channelPrefix: String) -> [any RESPEncodable] {
+        [
+            prefix, sender, id ?? "", type?.rawValue ?? "", room ?? "", shared.map { $0.joined(separator: ",") } ?? "-",
+            maxMessages, maxBytes, mode, channelPrefix,
+        ]
+    }
+
+    /// Writes its seven arguments of ``ClusterScripts/deliverBatch``: prefix, sender, request id, type, room,
+    /// the sender's rooms (or `-`), mode.
+    func writeBatchArguments(into argv: inout RESPArguments) {
+        argv.append(prefix)
+        argv.append(sender)
+        argv.append(id ?? "")
+        argv.append(type?.rawValue ?? "")
+        argv.append(room ?? "")
+        if let shared {
+            argv.append(shared.joined(separator: ","))
+        } else {
+            argv.append("-")
+        }
+        argv.append(mode)
+    }
 }
 
 /// Delivery through ``ClusterScripts/deliver``, presence announcements, `expired` notices and rooms.
@@ -29,26 +53,13 @@ extension ClusterHub {
         let reply = try await redis.run(
             ClusterScripts.deliver,
             keys: keys.session(recipient),
-            arguments: self.arguments(for: request)
+            arguments: request.deliverArguments(
+                maxMessages: limits.resumeBufferMessages,
+                maxBytes: limits.resumeBufferBytes,
+                channelPrefix: keys.channelPrefix
+            )
         )
         return self.interpret(reply, recipient: recipient, signal: request.signal)
-    }
-
-    func arguments(for request: DeliveryRequest) -> [any RESPEncodable] {
-        [
-            request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
-            request.shared.map { $0.joined(separator: ",") } ?? "-",
-            limits.resumeBufferMessages, limits.resumeBufferBytes, request.mode, keys.channelPrefix,
-        ]
-    }
-
-    /// A delivery's own arguments in ``ClusterScripts/deliverBatch`` (the limits and channel prefix lead
-    /// the batch).
-    func batchArguments(for request: DeliveryRequest) -> [any RESPEncodable] {
-        [
-            request.prefix, request.sender, request.id ?? "", request.type?.rawValue ?? "", request.room ?? "",
-            request.shared.map { $0.joined(separator: ",") } ?? "-", request.mode,
-        ]
     }
 
     /// Reads `deliver`'s reply; counts it, and has ``run()`` send the `expired` notices it asks for.

@@ -234,7 +234,7 @@ extension ClusterHub {
             signal: true,
             volatile: envelope.volatile
         )
-        batcher.submit(keys: keys.session(target), arguments: self.batchArguments(for: request)) { result in
+        batcher.submit(request, to: target) { result in
             switch result {
             case .success(let reply):
                 let result = self.interpret(reply, recipient: target, signal: true)

@@ -185,7 +185,9 @@ public final class ClusterHub: SessionHub {
         self.batcher = DeliveryBatcher(
             redis: redis,
             eventLoop: eventLoop,
-            common: [limits.resumeBufferMessages, limits.resumeBufferBytes, keys.channelPrefix],
+            keys: keys,
+            maxMessages: limits.resumeBufferMessages,
+            maxBytes: limits.resumeBufferBytes,
             sharded: configuration.redisCluster
         )
     }

@@ -1,8 +1,17 @@
+import SignalRedis
+
 /// Where the cluster keeps things in Redis. Every key of one session carries the peer id as its hash tag
 /// (`{…}`), so a session's scripts touch one Redis Cluster slot; a room's members are one key of their own.
 struct ClusterKeys: Sendable {
     /// Namespace prefix (`--redis-prefix`, default `sig`), so several clusters can share one Redis.
     let prefix: String
+    /// `prefix:{`, with which every session key starts.
+    private let open: String
+
+    init(prefix: String) {
+        self.prefix = prefix
+        self.open = prefix + ":{"
+    }
 
     /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant), `:b`
     /// (list: buffered messages), `:m` (list: their descriptors), `:r` (sorted set: the request ids
@@ -10,6 +19,14 @@ struct ClusterKeys: Sendable {
     func session(_ peer: String) -> [String] {
         let base = "\(prefix):{\(peer)}:"
         return [base + "s", base + "b", base + "m", base + "r"]
+    }
+
+    /// Writes ``session(_:)``'s four keys as four arguments (for a batch: no `String` made for them).
+    func writeSession(_ peer: String, into argv: inout RESPArguments) {
+        argv.append(concatenating: open, peer, "}:s")
+        argv.append(concatenating: open, peer, "}:b")
+        argv.append(concatenating: open, peer, "}:m")
+        argv.append(concatenating: open, peer, "}:r")
     }
 
     /// `prefix:{peer}:s` alone, the first of ``session(_:)``: for a command or call that names only the

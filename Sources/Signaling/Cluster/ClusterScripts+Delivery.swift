@@ -317,12 +317,14 @@ extension ClusterScripts {
     /// earlier batches were with Redis: ``DeliveryBatch`` lays them out): each exactly as ``deliver``
     /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch
     /// (one per ~6 KB of messages), `N` followed by ` conn seq length message` per message; a batch of one
-    /// delivery is published as ``deliver`` publishes it. KEYS: the four session keys of each recipient,
-    /// once. ARGV: max messages, max bytes, channel prefix, then per recipient how many deliveries it has
-    /// and for each: prefix, sender, request id, type, room, sender's rooms (or `-`), mode (`1`, `0` or
-    /// `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order of the arguments.
-    /// A recipient's keys and count go once for its whole burst: every argument is a string Redis
-    /// allocates and its Lua hashes.
+    /// delivery is published as ``deliver`` publishes it. KEYS: the first recipient's session hash. ARGV:
+    /// max messages, max bytes, channel prefix, then per recipient its four session keys, how many
+    /// deliveries it has and for each: prefix, sender, request id, type, room, sender's rooms (or `-`),
+    /// mode (`1`, `0` or `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order
+    /// of the arguments. A recipient's keys and count go once for its whole burst: every argument is a
+    /// string Redis allocates and its Lua hashes. The keys are in ARGV, as in ``deliverShardBatch`` (one
+    /// layout for both), so a node writes a whole batch's arguments in one go; on one Redis a script may
+    /// touch keys it does not declare.
     static let deliverBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -347,9 +349,11 @@ extension ClusterScripts {
                 end
                 return n
             end
-            -- A batch of one delivery (each signal travels alone at low load) is published as ``deliver``
-            -- publishes it, `D conn seq message`: its `PUBLISH` says whether anyone listens, with no `NUMSUB`.
-            if #KEYS == 4 and ARGV[4] == '1' then
+            -- A batch of one delivery (each signal travels alone at low load: 3 + 5 + 7 arguments) is published
+            -- as ``deliver`` publishes it, `D conn seq message`: its `PUBLISH` says whether anyone listens, with
+            -- no `NUMSUB`.
+            local count = #ARGV
+            if count == 15 then
                 publish = function(node, conn, seq, msg)
                     return redis.call('PUBLISH', channels .. node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
                 end
@@ -358,22 +362,20 @@ extension ClusterScripts {
             -- (``deliverGroup``), a single one by ``deliverOne`` (no tables to build).
             local results = {}
             local a, d = 4, 0
-            for i = 1, #KEYS, 4 do
-                local n = tonumber(ARGV[a])
-                a = a + 1
+            while a <= count do
+                local k1, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+                a = a + 5
                 if n == 1 then
                     d = d + 1
-                    results[d] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[a], ARGV[a + 1],
-                        ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
+                    results[d] = deliverOne(k1, k2, k3, k4, ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+                        ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
                 else
                     local at, slot = {}, {}
                     for j = 1, n do at[j] = a + 7 * (j - 1); slot[j] = d + j end
-                    if not deliverGroup(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], at, slot, maxn, maxb, takes,
-                        publish, results) then
+                    if not deliverGroup(k1, k2, k3, k4, at, slot, maxn, maxb, takes, publish, results) then
                         for j, ga in ipairs(at) do
-                            results[d + j] = deliverOne(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], ARGV[ga],
-                                ARGV[ga + 1], ARGV[ga + 2], ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb,
-                                ARGV[ga + 6], publish)
+                            results[d + j] = deliverOne(k1, k2, k3, k4, ARGV[ga], ARGV[ga + 1], ARGV[ga + 2],
+                                ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb, ARGV[ga + 6], publish)
                         end
                     end
                     d = d + n

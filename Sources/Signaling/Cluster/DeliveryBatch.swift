@@ -1,69 +1,68 @@
+import NIOCore
 import SignalRedis
 
 /// A batch's deliveries laid out for ``ClusterScripts/deliverBatch`` (or, on a Redis Cluster,
 /// ``ClusterScripts/deliverShardBatch``): gathered by recipient, in the order each recipient first
-/// appears, each recipient's session keys once and its count, then its deliveries in the order they were
-/// submitted. A peer's answer and its trickled candidates are usually in one batch together; their
+/// appears, each recipient's four session keys once and its count, then its deliveries in the order they
+/// were submitted. A peer's answer and its trickled candidates are usually in one batch together; their
 /// recipient's keys then go to Redis once instead of once per delivery (every argument is a string Redis
 /// allocates and its Lua hashes byte by byte). Recipients are independent of each other, so deciding
 /// them in this order decides each exactly as submission order would.
+///
+/// The arguments are written as RESP as they are laid out (``RESPArguments``), straight from each
+/// ``DeliveryRequest``: no array of boxed arguments and no `String` per key on the way.
 struct DeliveryBatch {
-    /// The script's KEYS: each recipient's four session keys (``ClusterScripts/deliverBatch``), or the
-    /// first recipient's session hash, which routes the call (``ClusterScripts/deliverShardBatch``).
-    let keys: [String]
-    /// The script's ARGV: `common` (max messages, max bytes, channel prefix), then per recipient (its four
-    /// keys first on a Redis Cluster) its count and each delivery's seven arguments.
-    let arguments: [any RESPEncodable]
+    /// The script's one key: the first recipient's session hash (it routes the call on a Redis Cluster).
+    let key: String
+    /// The script's ARGV: `common` (max messages, max bytes, channel prefix), then per recipient its four
+    /// session keys, its count and each delivery's seven arguments.
+    let arguments: RESPArguments
     /// `order[i]`: the submitted delivery the script's `i`-th reply is for.
     let order: [Int]
 
-    /// `recipients[i]`: delivery `i`'s four session keys; `deliveries[i]`: its seven arguments.
-    init(
-        recipients: [[String]],
-        deliveries: [[any RESPEncodable]],
-        common: [any RESPEncodable],
-        sharded: Bool
-    ) {
+    /// `recipients[i]`: the peer delivery `i` is for; `deliveries[i]`: what it delivers.
+    init(recipients: [String], deliveries: [DeliveryRequest], keys: ClusterKeys, common: RESPArguments) {
         precondition(!recipients.isEmpty && recipients.count == deliveries.count)
-        var groups: [[Int]] = []
-        if recipients.count == 1 {
-            groups = [[0]]
-        } else {
-            var group: [String: Int] = [:]
-            group.reserveCapacity(recipients.count)
-            for (index, keys) in recipients.enumerated() {
-                if let known = group[keys[0]] {
-                    groups[known].append(index)
+        // Each recipient's first delivery (`first`, in order of appearance), how many it has (`count`), and
+        // each delivery's next one to the same recipient (`next`, -1 after its last): no array per group.
+        let total = recipients.count
+        var first: [Int] = [0]
+        var count: [Int] = [1]
+        var next = [Int](repeating: -1, count: total)
+        if total > 1 {
+            var group: [String: Int] = [recipients[0]: 0]
+            group.reserveCapacity(total)
+            var last: [Int] = [0]
+            for index in 1..<total {
+                if let known = group[recipients[index]] {
+                    next[last[known]] = index
+                    last[known] = index
+                    count[known] += 1
                 } else {
-                    group[keys[0]] = groups.count
-                    groups.append([index])
+                    group[recipients[index]] = first.count
+                    first.append(index)
+                    last.append(index)
+                    count.append(1)
                 }
             }
         }
-        var keys: [String] = []
-        var arguments = common
+        var bytes = common.bytes.readableBytes + first.count * 4 * (keys.prefix.utf8.count + 48)
+        for delivery in deliveries { bytes += delivery.prefix.readableBytes + 128 }
+        var arguments = RESPArguments(capacity: bytes)
+        arguments.append(contentsOf: common)
         var order: [Int] = []
-        order.reserveCapacity(recipients.count)
-        arguments.reserveCapacity(common.count + groups.count * 5 + recipients.count * 7)
-        if sharded {
-            keys = [recipients[groups[0][0]][0]]
-        } else {
-            keys.reserveCapacity(groups.count * 4)
-        }
-        for group in groups {
-            let recipient = recipients[group[0]]
-            if sharded {
-                for key in recipient { arguments.append(key) }
-            } else {
-                keys += recipient
-            }
-            arguments.append(group.count)
-            for index in group {
-                arguments += deliveries[index]
+        order.reserveCapacity(total)
+        for (group, start) in first.enumerated() {
+            keys.writeSession(recipients[start], into: &arguments)
+            arguments.append(count[group])
+            var index = start
+            while index >= 0 {
+                deliveries[index].writeBatchArguments(into: &arguments)
                 order.append(index)
+                index = next[index]
             }
         }
-        self.keys = keys
+        self.key = keys.sessionHash(recipients[0])
         self.arguments = arguments
         self.order = order
     }

@@ -34,27 +34,52 @@ final class DeliveryBatcher: Sendable {
     /// batch's failure.
     typealias Completion = @Sendable (Result<RESPValue, any Error>) -> Void
 
-    private struct Item {
-        var keys: [String]
-        var arguments: [any RESPEncodable]
-        var completion: Completion
+    /// Deliveries in the order submitted, kept as three lists (not one of structs) so a batch hands its
+    /// recipients and requests to ``DeliveryBatch`` as they are, and a reply reaches its completion
+    /// without copying (and retaining) the rest of its delivery.
+    private struct Deliveries {
+        /// The peer each is for.
+        var recipients: [String] = []
+        var requests: [DeliveryRequest] = []
+        var completions: [Completion] = []
+
+        var count: Int { recipients.count }
+
+        mutating func append(_ request: DeliveryRequest, to recipient: String, completion: @escaping Completion) {
+            recipients.append(recipient)
+            requests.append(request)
+            completions.append(completion)
+        }
+
+        /// The first `limit` of them, taken out.
+        mutating func take(upTo limit: Int) -> Deliveries {
+            if count <= limit {
+                defer { self = Deliveries() }
+                return self
+            }
+            defer {
+                recipients.removeFirst(limit)
+                requests.removeFirst(limit)
+                completions.removeFirst(limit)
+            }
+            return Deliveries(
+                recipients: Array(recipients.prefix(limit)),
+                requests: Array(requests.prefix(limit)),
+                completions: Array(completions.prefix(limit))
+            )
+        }
     }
 
     /// The deliveries of one Redis server (one Redis Cluster primary): waiting, and batches in flight.
     private struct Shard {
-        var waiting: [Item] = []
+        var waiting = Deliveries()
         var inFlight = 0
 
         /// The next batch, if one may go now (counted as in flight).
-        mutating func take(_ limits: Limits) -> [Item]? {
-            guard inFlight < limits.maxInFlight, !waiting.isEmpty else { return nil }
+        mutating func take(_ limits: Limits) -> Deliveries? {
+            guard inFlight < limits.maxInFlight, waiting.count > 0 else { return nil }
             inFlight += 1
-            if waiting.count <= limits.maxBatch {
-                defer { waiting.removeAll(keepingCapacity: true) }
-                return waiting
-            }
-            defer { waiting.removeFirst(limits.maxBatch) }
-            return Array(waiting.prefix(limits.maxBatch))
+            return waiting.take(upTo: limits.maxBatch)
         }
     }
 
@@ -65,8 +90,12 @@ final class DeliveryBatcher: Sendable {
     private let state = NIOLockedValueBox(State())
     private let redis: any RedisClient
     private let eventLoop: any EventLoop
+    private let keys: ClusterKeys
+    /// A recipient's resume buffer bounds (``SignalingLimits/resumeBufferMessages``, `…Bytes`).
+    private let maxMessages: Int
+    private let maxBytes: Int
     /// The batch's leading arguments: max messages, max bytes, channel prefix.
-    private let common: [any RESPEncodable]
+    private let common: RESPArguments
     /// True on a Redis Cluster: batches per primary, as ``ClusterScripts/deliverShardBatch``.
     private let sharded: Bool
     let limits: Limits
@@ -74,40 +103,53 @@ final class DeliveryBatcher: Sendable {
     init(
         redis: any RedisClient,
         eventLoop: any EventLoop,
-        common: [any RESPEncodable],
+        keys: ClusterKeys,
+        maxMessages: Int,
+        maxBytes: Int,
         sharded: Bool = false,
         limits: Limits = Limits()
     ) {
         self.redis = redis
         self.eventLoop = eventLoop
+        self.keys = keys
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        var common = RESPArguments(capacity: 64)
+        common.append(maxMessages)
+        common.append(maxBytes)
+        common.append(keys.channelPrefix)
         self.common = common
         self.sharded = sharded
         self.limits = limits
     }
 
-    /// Queues one delivery: the four session keys of its recipient and its seven per-delivery arguments
-    /// (see ``ClusterScripts/deliverBatch``). `completion` gets ``ClusterScripts/deliver``'s reply for it
-    /// (on the event loop; a plain callback, not a future: this is once per signal).
-    func submit(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
-        guard let shard = redis.shard(of: keys[0]) else {
+    /// Queues one delivery to `recipient` (see ``ClusterScripts/deliverBatch``). `completion` gets
+    /// ``ClusterScripts/deliver``'s reply for it (on the event loop; a plain callback, not a future: this
+    /// is once per signal).
+    func submit(_ request: DeliveryRequest, to recipient: String, completion: @escaping Completion) {
+        // One Redis: one queue (no key to make); a Redis Cluster: one per primary.
+        guard let shard = sharded ? redis.shard(of: keys.sessionHash(recipient)) : "" else {
             // No slot map yet: alone, routed (and redirected) by the cluster client.
-            return self.single(keys: keys, arguments: arguments, completion: completion)
+            return self.single(request, to: recipient, completion: completion)
         }
         let sent = state.withLockedValue { state in
-            state.shards[shard, default: Shard()].waiting.append(
-                Item(keys: keys, arguments: arguments, completion: completion)
-            )
+            state.shards[shard, default: Shard()].waiting.append(request, to: recipient, completion: completion)
             return self.sendNext(shard, &state)
         }
         sent?.whenComplete { _ in self.finished(shard) }
     }
 
     /// One delivery as its own ``ClusterScripts/deliver`` call.
-    private func single(keys: [String], arguments: [any RESPEncodable], completion: @escaping Completion) {
-        // deliver's ARGV: prefix, sender, id, type, room, shared, max messages, max bytes, signal, channels.
-        var single = Array(arguments.prefix(6))
-        single += [common[0], common[1], arguments[6], common[2]]
-        redis.submit(ClusterScripts.deliver, keys: keys, arguments: single).whenComplete(completion)
+    private func single(_ request: DeliveryRequest, to recipient: String, completion: @escaping Completion) {
+        redis.submit(
+            ClusterScripts.deliver,
+            keys: keys.session(recipient),
+            arguments: request.deliverArguments(
+                maxMessages: maxMessages,
+                maxBytes: maxBytes,
+                channelPrefix: keys.channelPrefix
+            )
+        ).whenComplete(completion)
     }
 
     /// Under the lock: hands `shard`'s next batch to Redis if one may go; returns the future of its reply,
@@ -116,13 +158,13 @@ final class DeliveryBatcher: Sendable {
         // Taken in place (`?.`), so the waiting list is not copied.
         guard let batch = state.shards[shard]?.take(limits) else { return nil }
         let layout = DeliveryBatch(
-            recipients: batch.map(\.keys),
-            deliveries: batch.map(\.arguments),
-            common: common,
-            sharded: sharded
+            recipients: batch.recipients,
+            deliveries: batch.requests,
+            keys: keys,
+            common: common
         )
         let script = sharded ? ClusterScripts.deliverShardBatch : ClusterScripts.deliverBatch
-        let (keys, arguments) = (layout.keys, layout.arguments)
+        let (keys, arguments) = ([layout.key], [layout.arguments])
         // Always through the event loop's task queue, even when already on it: batches taken under the
         // lock from other threads are queued there in the same order, and a batch handed over directly
         // from the loop (when one came back) would overtake them.
@@ -134,31 +176,34 @@ final class DeliveryBatcher: Sendable {
         return reply.futureResult.map { reply in
             if self.sharded, reply.string == "moved" {
                 // A recipient's slot is served elsewhere now; the batch did nothing.
-                for item in batch {
-                    self.single(keys: item.keys, arguments: item.arguments, completion: item.completion)
+                for index in 0..<batch.count {
+                    self.single(
+                        batch.requests[index],
+                        to: batch.recipients[index],
+                        completion: batch.completions[index]
+                    )
                 }
                 return
             }
             let replies = reply.array ?? []
             for (position, index) in layout.order.enumerated() {
-                let item = batch[index]
                 if position < replies.count {
-                    item.completion(.success(replies[position]))
+                    batch.completions[index](.success(replies[position]))
                 } else {
-                    item.completion(
+                    batch.completions[index](
                         .failure(RedisError(.protocolError, "deliverBatch answered \(replies.count) of \(batch.count)"))
                     )
                 }
             }
         }.recover { error in
-            for item in batch { item.completion(.failure(error)) }
+            for completion in batch.completions { completion(.failure(error)) }
         }
     }
 
     private func finished(_ shard: String) {
         let next = state.withLockedValue { state -> EventLoopFuture<Void>? in
             state.shards[shard]?.inFlight -= 1
-            if let queue = state.shards[shard], queue.inFlight == 0, queue.waiting.isEmpty {
+            if let queue = state.shards[shard], queue.inFlight == 0, queue.waiting.count == 0 {
                 // A primary gone in a failover leaves no entry behind.
                 state.shards[shard] = nil
                 return nil

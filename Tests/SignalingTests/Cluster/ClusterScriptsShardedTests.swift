@@ -117,18 +117,28 @@ import Testing
         func message(_ id: String) -> String { "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":" }
         /// deliverShardBatch for `plan` (recipient, id; data `id` + `padding`), laid out as a node lays it out.
         func shardBatch(_ plan: [(String, String)], padding: String = "") async throws -> (DeliveryBatch, RESPValue) {
+            var common = RESPArguments()
+            common.append(16)
+            common.append(1 << 20)
+            common.append(keys.channelPrefix)
             let layout = DeliveryBatch(
-                recipients: plan.map { keys.session($0.0) },
+                recipients: plan.map(\.0),
                 deliveries: plan.map {
-                    [ByteBuffer(string: message($0.1 + padding)), "alice", $0.1, "message", "", "-", "1"]
+                    DeliveryRequest(
+                        prefix: ByteBuffer(string: message($0.1 + padding)),
+                        sender: "alice",
+                        id: $0.1,
+                        type: .message,
+                        signal: true
+                    )
                 },
-                common: [16, 1 << 20, keys.channelPrefix],
-                sharded: true
+                keys: keys,
+                common: common
             )
             let reply = try await redis.run(
                 ClusterScripts.deliverShardBatch,
-                keys: layout.keys,
-                arguments: layout.arguments
+                keys: [layout.key],
+                arguments: [layout.arguments]
             )
             return (layout, reply)
         }

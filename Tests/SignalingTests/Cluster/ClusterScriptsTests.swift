@@ -83,29 +83,41 @@ import Testing
 
     /// One delivery's seven batch arguments: a `message` from alice with data `id` + `padding` (mode `v`:
     /// the whole message, without `seq`).
-    func batchItem(_ id: String, room: String = "", mode: String = "1", padding: String = "") -> [any RESPEncodable] {
+    func batchItem(
+        _ id: String,
+        room: String = "",
+        mode: String = "1",
+        padding: String = "",
+        shared: String? = nil
+    ) -> DeliveryRequest {
         let text = "{\"type\":\"message\",\"data\":\"\(id)\(padding)\",\"from\":\"alice\""
-        return [
-            ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":"), "alice", id, "message", room, "-", mode,
-        ]
+        return DeliveryRequest(
+            prefix: ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":"),
+            sender: mode == "0" ? "" : "alice",
+            id: id,
+            type: .message,
+            room: room,
+            shared: shared.map { $0.split(separator: ",").map(String.init) },
+            signal: mode != "0",
+            volatile: mode == "v"
+        )
     }
 
     /// ``ClusterScripts/deliverBatch`` laid out by ``DeliveryBatch`` as a node sends it; its replies in the
-    /// order of `recipients` (each delivery's four session keys) and `deliveries` (their seven arguments).
+    /// order of `recipients` (the peer of each delivery) and `deliveries`.
     func runBatch(
         _ redis: RedisConnection,
-        _ recipients: [[String]],
-        _ deliveries: [[any RESPEncodable]],
+        _ recipients: [String],
+        _ deliveries: [DeliveryRequest],
         max: Int
     ) async throws -> [RESPValue] {
-        let layout = DeliveryBatch(
-            recipients: recipients,
-            deliveries: deliveries,
-            common: [max, 1 << 20, keys.channelPrefix],
-            sharded: false
-        )
+        var common = RESPArguments()
+        common.append(max)
+        common.append(1 << 20)
+        common.append(keys.channelPrefix)
+        let layout = DeliveryBatch(recipients: recipients, deliveries: deliveries, keys: keys, common: common)
         let replies =
-            try await redis.run(ClusterScripts.deliverBatch, keys: layout.keys, arguments: layout.arguments)
+            try await redis.run(ClusterScripts.deliverBatch, keys: [layout.key], arguments: [layout.arguments])
             .array ?? []
         try #require(replies.count == recipients.count)
         var inOrder = replies
@@ -166,7 +178,7 @@ import Testing
         #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
         let recipients = ["bob", "carol", "bob", "dave", "bob", "nobody", "bob"]
         let items = ["b1", "c1", "b2", "d1", "b1", "n1"].map { batchItem($0) } + [batchItem("b3", room: "x")]
-        let reply = try await runBatch(redis, recipients.map { keys.session($0) }, items, max: 4)
+        let reply = try await runBatch(redis, recipients, items, max: 4)
         let statuses = reply.map { $0.deliveryParts.first?.string ?? "?" }
         #expect(statuses == ["delivered", "delivered", "delivered", "queued", "dup", "unavailable", "not-in-room"])
         var events = subscriber.events.makeAsyncIterator()
@@ -197,23 +209,23 @@ import Testing
         #expect(try await create(redis, "bob", token: "bob.t1") == "created")
         #expect(try await create(redis, "dave", token: "dave.t1", node: "n#2", conn: "3") == "created")
         var events = subscriber.events.makeAsyncIterator()
-        let first = try await runBatch(redis, [keys.session("bob")], [batchItem("b1")], max: 4)
+        let first = try await runBatch(redis, ["bob"], [batchItem("b1")], max: 4)
         #expect(first.first?.deliveryParts.map(\.string) == ["delivered", "n#1"])
         guard case .message(let published) = await events.next() else {
             Issue.record("nothing published")
             return
         }
         #expect(published.text == "D 1 1 {\"type\":\"message\",\"data\":\"b1\",\"from\":\"alice\",\"seq\":1}")
-        let volatile = try await runBatch(redis, [keys.session("bob")], [batchItem("v1", mode: "v")], max: 4)
+        let volatile = try await runBatch(redis, ["bob"], [batchItem("v1", mode: "v")], max: 4)
         #expect(volatile.first?.deliveryParts.first?.string == "delivered")
         guard case .message(let fleeting) = await events.next() else { return }
         #expect(fleeting.text == "D 1 0 {\"type\":\"message\",\"data\":\"v1\",\"from\":\"alice\"}")
         // Nobody listens on n#2: queued in dave's buffer, as one deliver would.
-        let queued = try await runBatch(redis, [keys.session("dave")], [batchItem("d1")], max: 4)
+        let queued = try await runBatch(redis, ["dave"], [batchItem("d1")], max: 4)
         #expect(queued.first?.deliveryParts.map(\.string) == ["queued", "n#2"])
         #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
         #expect(
-            try await runBatch(redis, [keys.session("bob")], [batchItem("b1")], max: 4).first?.deliveryParts.first?
+            try await runBatch(redis, ["bob"], [batchItem("b1")], max: 4).first?.deliveryParts.first?
                 .string
                 == "dup"
         )
@@ -234,7 +246,7 @@ import Testing
         let plan = (1...12).flatMap { index in [("bob", "b\(index)"), ("carol", "c\(index)")] }
         let replies = try await runBatch(
             redis,
-            plan.map { keys.session($0.0) },
+            plan.map(\.0),
             plan.map { batchItem($0.1, padding: padding) },
             max: 64
         )
@@ -293,15 +305,13 @@ import Testing
         ]
         // The shared-room rule for two of them: bob is in lobby, carol in no room.
         let sharedRooms = ["b8": "x,lobby", "c3": "x"]
-        func arguments(_ id: String, _ room: String, _ mode: String) -> [any RESPEncodable] {
-            let text = "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\""
-            let prefix = ByteBuffer(string: mode == "v" ? text + "}" : text + ",\"seq\":")
-            return [prefix, mode == "0" ? "" : "alice", id, "message", room, sharedRooms[id] ?? "-", mode]
+        func request(_ id: String, _ room: String, _ mode: String) -> DeliveryRequest {
+            batchItem(id, room: room, mode: mode, shared: sharedRooms[id])
         }
         let batch = try await runBatch(
             redis,
-            plan.map { keys.session("a" + $0.0) },
-            plan.map { arguments($0.1, $0.2, $0.3) },
+            plan.map { "a" + $0.0 },
+            plan.map { request($0.1, $0.2, $0.3) },
             max: 4
         )
         var single: [RESPValue] = []
@@ -310,7 +320,11 @@ import Testing
                 try await redis.run(
                     ClusterScripts.deliver,
                     keys: keys.session("s" + peer),
-                    arguments: Array(arguments(id, room, mode).prefix(6)) + [4, 1 << 20, mode, keys.channelPrefix]
+                    arguments: request(id, room, mode).deliverArguments(
+                        maxMessages: 4,
+                        maxBytes: 1 << 20,
+                        channelPrefix: keys.channelPrefix
+                    )
                 )
             )
         }
@@ -721,60 +735,80 @@ import Testing
     }
 }
 
-/// ``DeliveryBatcher`` against a real redis-server: one sender's deliveries, submitted back to back while
-/// batches come back on the event loop, are decided in the order submitted (the order of the recipient's
-/// buffer), however they were grouped.
+/// ``DeliveryBatch``'s layout and the arguments it writes, without Redis.
 @Suite struct DeliveryBatchTests {
-    func texts(_ values: [any RESPEncodable]) -> [String] {
-        values.map { value in
-            switch value {
-            case let text as String: text
-            case let number as Int: String(number)
-            default: "?"
-            }
+    /// The arguments `argv` holds, as text (each written as a RESP bulk string).
+    func texts(_ argv: RESPArguments) throws -> [String] {
+        var bytes = argv.bytes
+        var decoder = RESPDecoder()
+        var out: [String] = []
+        while bytes.readableBytes > 0 {
+            let value = try #require(try decoder.decode(&bytes))
+            out.append(try #require(value.string))
         }
+        #expect(out.count == argv.count)
+        return out
     }
 
     /// Gathered by recipient in the order each first appears, each recipient's keys once with its count,
     /// its deliveries in submitted order; `order` maps the script's replies back to submitted deliveries.
-    @Test func deliveriesAreGatheredByRecipientWithTheirKeysOnce() {
-        let bob = ["b:s", "b:b", "b:m", "b:r"]
-        let carol = ["c:s", "c:b", "c:m", "c:r"]
-        func item(_ name: String) -> [any RESPEncodable] { [name, "alice", "", "message", "", "-", "1"] }
-        let recipients = [bob, carol, bob, bob, carol]
-        let deliveries = ["b1", "c1", "b2", "b3", "c2"].map(item)
+    @Test func deliveriesAreGatheredByRecipientWithTheirKeysOnce() throws {
+        let keys = ClusterKeys(prefix: "t")
+        func item(_ name: String) -> DeliveryRequest {
+            DeliveryRequest(prefix: ByteBuffer(string: name), sender: "alice", type: .message, signal: true)
+        }
+        func argv(_ name: String) -> [String] { [name, "alice", "", "message", "", "-", "1"] }
+        var common = RESPArguments()
+        common.append(4)
+        common.append(64)
+        common.append("ch:")
         let batch = DeliveryBatch(
-            recipients: recipients,
-            deliveries: deliveries,
-            common: [4, 64, "ch:"],
-            sharded: false
+            recipients: ["bob", "carol", "bob", "bob", "carol"],
+            deliveries: ["b1", "c1", "b2", "b3", "c2"].map(item),
+            keys: keys,
+            common: common
         )
-        #expect(batch.keys == bob + carol)
+        #expect(batch.key == "t:{bob}:s")
         #expect(batch.order == [0, 2, 3, 1, 4])
         let expected =
-            ["4", "64", "ch:", "3"] + ["b1", "b2", "b3"].flatMap { texts(item($0)) } + ["2"]
-            + ["c1", "c2"].flatMap { texts(item($0)) }
-        #expect(texts(batch.arguments) == expected)
+            ["4", "64", "ch:"] + keys.session("bob") + ["3"] + ["b1", "b2", "b3"].flatMap(argv) + keys.session("carol")
+            + ["2"] + ["c1", "c2"].flatMap(argv)
+        #expect(try texts(batch.arguments) == expected)
 
-        let sharded = DeliveryBatch(
-            recipients: recipients,
-            deliveries: deliveries,
-            common: [4, 64, "ch:"],
-            sharded: true
+        let one = DeliveryBatch(recipients: ["carol"], deliveries: [item("c1")], keys: keys, common: common)
+        #expect(one.key == "t:{carol}:s" && one.order == [0])
+        #expect(try texts(one.arguments) == ["4", "64", "ch:"] + keys.session("carol") + ["1"] + argv("c1"))
+
+        // Shared rooms, a room, a request id and a volatile signal, as deliver takes them.
+        var full = item("x")
+        (full.id, full.room, full.shared, full.volatile) = ("r1", "lobby", ["a", "b"], true)
+        var written = RESPArguments()
+        full.writeBatchArguments(into: &written)
+        #expect(try texts(written) == ["x", "alice", "r1", "message", "lobby", "a,b", "v"])
+        let single = full.deliverArguments(maxMessages: 4, maxBytes: 64, channelPrefix: "ch:")
+        #expect(single.count == 10)
+    }
+
+    /// Several arguments written ahead go out as that many arguments of one command.
+    @Test func writtenArgumentsCountAsTheArgumentsTheyHold() throws {
+        var argv = RESPArguments(capacity: 1)
+        argv.append("bob")
+        argv.append(ByteBuffer(string: "é\r\n"))
+        argv.append(-42)
+        argv.append("")
+        argv.append(concatenating: "t:{", "bob", "}:s")
+        var bytes = ByteBuffer()
+        RESPEncoder().encodeCommand(["EVALSHA", argv, 0], into: &bytes)
+        #expect(
+            String(buffer: bytes)
+                == "*7\r\n$7\r\nEVALSHA\r\n$3\r\nbob\r\n$4\r\né\r\n\r\n$3\r\n-42\r\n$0\r\n\r\n$9\r\nt:{bob}:s\r\n$1\r\n0\r\n"
         )
-        #expect(sharded.keys == ["b:s"])
-        #expect(sharded.order == batch.order)
-        let expectedSharded =
-            ["4", "64", "ch:"] + bob + ["3"] + ["b1", "b2", "b3"].flatMap { texts(item($0)) }
-            + carol + ["2"] + ["c1", "c2"].flatMap { texts(item($0)) }
-        #expect(texts(sharded.arguments) == expectedSharded)
-
-        let one = DeliveryBatch(recipients: [carol], deliveries: [item("c1")], common: [4, 64, "ch:"], sharded: false)
-        #expect(one.keys == carol && one.order == [0])
-        #expect(texts(one.arguments) == ["4", "64", "ch:", "1"] + texts(item("c1")))
     }
 }
 
+/// ``DeliveryBatcher`` against a real redis-server: one sender's deliveries, submitted back to back while
+/// batches come back on the event loop, are decided in the order submitted (the order of the recipient's
+/// buffer), however they were grouped.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct DeliveryBatcherTests {
     let keys = ClusterKeys(prefix: "t")
 
@@ -791,15 +825,17 @@ import Testing
         let batcher = DeliveryBatcher(
             redis: redis,
             eventLoop: RedisTestServer.group.next(),
-            common: [count, 1 << 24, keys.channelPrefix]
+            keys: keys,
+            maxMessages: count,
+            maxBytes: 1 << 24
         )
         var futures: [EventLoopFuture<RESPValue>] = []
         for index in 0..<count {
             let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\(index),\"from\":\"alice\",\"seq\":")
             let promise = RedisTestServer.group.next().makePromise(of: RESPValue.self)
             batcher.submit(
-                keys: keys.session("bob"),
-                arguments: [prefix, "alice", "r\(index)", "message", "", "-", "1"],
+                DeliveryRequest(prefix: prefix, sender: "alice", id: "r\(index)", type: .message, signal: true),
+                to: "bob",
                 completion: promise.completeWith
             )
             futures.append(promise.futureResult)

@@ -38,13 +38,27 @@ import Testing
         let batcher = DeliveryBatcher(
             redis: client,
             eventLoop: RedisTestServer.group.next(),
-            common: [16, 1 << 20, keys.channelPrefix],
+            keys: keys,
+            maxMessages: 16,
+            maxBytes: 1 << 20,
             sharded: true
         )
         var futures: [EventLoopFuture<RESPValue>] = []
         for peer in peers {
             let promise = RedisTestServer.group.next().makePromise(of: RESPValue.self)
-            batcher.submit(keys: keys.session(peer), arguments: item("to-\(peer)"), completion: promise.completeWith)
+            batcher.submit(
+                DeliveryRequest(
+                    prefix: ByteBuffer(
+                        string: "{\"type\":\"message\",\"data\":\"to-\(peer)\",\"from\":\"alice\",\"seq\":"
+                    ),
+                    sender: "alice",
+                    id: "to-\(peer)",
+                    type: .message,
+                    signal: true
+                ),
+                to: peer,
+                completion: promise.completeWith
+            )
             futures.append(promise.futureResult)
         }
         for future in futures {
