@@ -40,15 +40,32 @@ extension ClusterScripts {
             redis.call('ZADD', kd, score, dkey)
             if every then forget(k1, kd, maxn, ttl) end
         end
+        -- The session's counters of what waits for it while away (`qn`, `qb`) and the last `seq` pushed out
+        -- unread (`dropped`), read into `st` when first needed: a live delivery within the bounds (nearly
+        -- all of them) needs none of them, and each field read is a string Redis makes and Lua hashes and
+        -- turns into a number.
+        local function counters(st)
+            if st.qn == nil then
+                local c = redis.call('HMGET', st.k1, 'qn', 'qb', 'dropped')
+                st.qn, st.qb, st.dropped = tonumber(c[1]), tonumber(c[2]), tonumber(c[3])
+            end
+        end
+        -- Notes the origin of a queued signal the bounds pushed out (`st.expired`, made when first needed).
+        local function expire(st, origin)
+            local expired = st.expired
+            if not expired then expired = {}; st.expired = expired end
+            expired[#expired + 1] = origin
+        end
         -- After a push that left `n` messages in the buffer: the oldest go until it is within its bounds. A
         -- delivered message beyond the count bound: the buffer is trimmed in chunks, once it holds an eighth
         -- more than `maxn`, back to `maxn` in one `LRANGE`/`LTRIM` per list; the byte bound, and the bound of
-        -- what waits for an away session (`queued`), one message at a time. `st` holds the session's `qn`,
-        -- `qb`, `bb` and `dropped`, updated here, and `expired`, which gets the origin of each queued signal
-        -- pushed out. Returns whether anything went.
+        -- what waits for an away session (`queued`), one message at a time. `st` holds the session's `bb`,
+        -- and its `qn`, `qb` and `dropped` once `counters(st)` has read them, updated here, and `expired`,
+        -- which gets the origin of each queued signal pushed out (`expire`). Returns whether anything went.
         local function bound(k2, k3, n, queued, st, maxn, maxb)
             local trimmed = false
             if not queued and n > maxn + math.floor(maxn / 8) then
+                counters(st)
                 local c = n - maxn
                 trimmed = true
                 local olds = redis.call('LRANGE', k2, 0, c - 1)
@@ -64,7 +81,7 @@ extension ClusterScripts {
                         local oseq, oq, otyp, osender, orid = parseMeta(meta)
                         st.qn = st.qn - 1
                         st.qb = st.qb - #old
-                        if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                        if osender ~= '' then expire(st, osender .. '|' .. otyp .. '|' .. orid) end
                     end
                     if i == c then
                         local oseq = tonumber(string.sub(meta, 1, bar - 1))
@@ -81,6 +98,7 @@ extension ClusterScripts {
                 end
                 if not over then break end
                 trimmed = true
+                counters(st)
                 local old = redis.call('LPOP', k2)
                 local oseq, oq, otyp, osender, orid = parseMeta(redis.call('LPOP', k3))
                 n = n - 1
@@ -89,7 +107,7 @@ extension ClusterScripts {
                 if oq == '1' then
                     st.qn = st.qn - 1
                     st.qb = st.qb - #old
-                    if osender ~= '' then table.insert(st.expired, osender .. '|' .. otyp .. '|' .. orid) end
+                    if osender ~= '' then expire(st, osender .. '|' .. otyp .. '|' .. orid) end
                 end
             end
             return trimmed
@@ -104,9 +122,10 @@ extension ClusterScripts {
                 if ttl > 0 then redis.call('PEXPIRE', k2, ttl); redis.call('PEXPIRE', k3, ttl) end
             end
             if bound(k2, k3, n, queued, st, maxn, maxb) or queued then
-                redis.call('HSET', k1, 'seq', ss, 'qn', st.qn, 'qb', st.qb, 'bb', st.bb, 'dropped', st.dropped)
+                redis.call('HSET', k1, 'seq', ss, 'qn', format('%d', st.qn), 'qb', format('%d', st.qb),
+                    'bb', format('%d', st.bb), 'dropped', format('%d', st.dropped))
             else
-                redis.call('HSET', k1, 'seq', ss, 'bb', st.bb)
+                redis.call('HSET', k1, 'seq', ss, 'bb', format('%d', st.bb))
             end
             return ttl
         end
@@ -137,15 +156,16 @@ extension ClusterScripts {
         local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
             local volatile = mode == 'v'
             local signal = mode == '1' or volatile
-            local dkey = sender .. '|' .. rid
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            local dkey
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
             if not f[1] then return 'unavailable' end
             if signal then
                 if room ~= '' or shared ~= '-' then
-                    local refusal = refused(',' .. f[5] .. ',', room, shared)
+                    local refusal = refused(',' .. redis.call('HGET', k1, 'rooms') .. ',', room, shared)
                     if refusal then return refusal end
                 end
                 if rid ~= '' then
+                    dkey = sender .. '|' .. rid
                     local score = redis.call('ZSCORE', kd, dkey)
                     if score then
                         if tonumber(score) % 2 == 1 then return 'dup queued' end
@@ -163,13 +183,21 @@ extension ClusterScripts {
             local ss = format('%d', seq)
             local msg = prefix .. ss .. '}'
             local size = #msg
-            local qn, qb, bb, dropped = tonumber(f[6]), tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
-            if away and signal and (qn >= maxn or qb + size > maxb) then return 'queue-full' end
+            local st = {k1 = k1, bb = tonumber(f[5]) + size}
+            if away then
+                counters(st)
+                if signal and (st.qn >= maxn or st.qb + size > maxb) then return 'queue-full' end
+            end
             local receivers = 0
             if not away then receivers = publish(f[1], f[2], ss, msg) end
             local queued = away or receivers == 0
             local qflag = '0'
-            if queued then qflag = '1'; qn = qn + 1; qb = qb + size end
+            if queued then
+                counters(st)
+                qflag = '1'
+                st.qn = st.qn + 1
+                st.qb = st.qb + size
+            end
             local n = redis.call('RPUSH', k2, msg)
             -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
             -- leaves it out.
@@ -178,16 +206,14 @@ extension ClusterScripts {
             else
                 redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
             end
-            local st = {qn = qn, qb = qb, bb = bb + size, dropped = dropped, expired = {}}
             local ttl = settle(k1, k2, k3, n, n == 1, queued, st, ss, maxn, maxb)
-            local expired = st.expired
             local status = 'delivered'
             if queued then status = 'queued' end
             if signal and rid ~= '' then
                 remember(k1, kd, dkey, ss .. qflag, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
             end
-            if #expired == 0 then return status .. ' ' .. f[1] end
-            return {status, f[1], expired}
+            if not st.expired then return status .. ' ' .. f[1] end
+            return {status, f[1], st.expired}
         end
         -- Several deliveries to one session, in order (a batch's deliveries gathered by recipient: a peer's
         -- burst of trickled candidates arrives together), each decided as `deliverOne` decides it, but with
@@ -202,7 +228,7 @@ extension ClusterScripts {
         -- are restored after the pushes, oldest first, as after each push (the count bound is kept in chunks
         -- anyway). Each `seq` is formatted once: turning a number into text is a `sprintf` in this Lua.
         local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results)
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'rooms', 'qn', 'qb', 'bb', 'dropped')
+            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
             if not f[1] or f[3] ~= '0' or takes(f[1]) == 0 then return false end
             -- ARGV is a global: one local lookup instead of a global one per argument read.
             local argv = ARGV
@@ -212,7 +238,7 @@ extension ClusterScripts {
                 if argv[a + 6] ~= '0' then
                     local room, shared = argv[a + 4], argv[a + 5]
                     if room ~= '' or shared ~= '-' then
-                        rooms = rooms or ',' .. f[5] .. ','
+                        rooms = rooms or ',' .. redis.call('HGET', k1, 'rooms') .. ','
                         status[j] = refused(rooms, room, shared)
                     end
                     if not status[j] and argv[a + 2] ~= '' then
@@ -230,7 +256,7 @@ extension ClusterScripts {
                 end
             end
             local seq0 = tonumber(f[4])
-            local seq, ss, bb = seq0, f[4], tonumber(f[8])
+            local seq, ss, bb = seq0, f[4], tonumber(f[5])
             local msgs, metas, zadd = {}, {}, {}
             local volatile = false
             local delivered = 'delivered ' .. node
@@ -268,13 +294,13 @@ extension ClusterScripts {
                     last = j
                 end
             end
-            local ttl
-            local expired = {}
+            local ttl, expired
             if #msgs > 0 then
                 local n = redis.call('RPUSH', k2, unpack(msgs))
                 redis.call('RPUSH', k3, unpack(metas))
-                local st = {qn = tonumber(f[6]), qb = tonumber(f[7]), bb = bb, dropped = tonumber(f[9]), expired = expired}
+                local st = {k1 = k1, bb = bb}
                 ttl = settle(k1, k2, k3, n, n == #msgs, false, st, ss, maxn, maxb)
+                expired = st.expired
             end
             if #zadd > 0 then
                 redis.call('ZADD', kd, unpack(zadd))
@@ -285,7 +311,7 @@ extension ClusterScripts {
             end
             for j = 1, #at do results[slot[j]] = status[j] end
             -- Queued signals the bounds pushed out: their origins ride on the last delivery's reply.
-            if #expired > 0 then results[slot[last]] = {'delivered', node, expired} end
+            if expired then results[slot[last]] = {'delivered', node, expired} end
             return true
         end
 
