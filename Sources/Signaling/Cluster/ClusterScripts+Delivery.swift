@@ -36,9 +36,13 @@ extension ClusterScripts {
             ttl = ttl or redis.call('PTTL', k1)
             if ttl > 0 then redis.call('PEXPIRE', kd, ttl) end
         end
-        local function remember(k1, kd, dkey, score, maxn, every, ttl)
-            redis.call('ZADD', kd, score, dkey)
-            if every then forget(k1, kd, maxn, ttl) end
+        -- A single delivery claims its request id before it is delivered: `ZADD NX` adds it (scored as if
+        -- the delivery will go as planned) and says whether it was new, one command where a lookup and a
+        -- later add were two. Nil when new; otherwise the reply for a resent request, from its score.
+        local function claim(kd, dkey, score)
+            if redis.call('ZADD', kd, 'NX', score, dkey) == 1 then return nil end
+            if tonumber(redis.call('ZSCORE', kd, dkey)) % 2 == 1 then return 'dup queued' end
+            return 'dup delivered'
         end
         -- The session's counters of what waits for it while away (`qn`, `qb`) and the last `seq` pushed out
         -- unread (`dropped`), read into `st` when first needed: a live delivery within the bounds (nearly
@@ -159,34 +163,41 @@ extension ClusterScripts {
             local dkey
             local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
             if not f[1] then return 'unavailable' end
+            local away = f[3] == '1'
             if signal then
                 if room ~= '' or shared ~= '-' then
                     local refusal = refused(',' .. redis.call('HGET', k1, 'rooms') .. ',', room, shared)
                     if refusal then return refusal end
                 end
-                if rid ~= '' then
-                    dkey = sender .. '|' .. rid
-                    local score = redis.call('ZSCORE', kd, dkey)
-                    if score then
-                        if tonumber(score) % 2 == 1 then return 'dup queued' end
-                        return 'dup delivered'
-                    end
-                end
+                if rid ~= '' then dkey = sender .. '|' .. rid end
             end
             if volatile then
-                if f[3] == '1' or publish(f[1], f[2], '0', prefix) == 0 then return 'away' end
-                if rid ~= '' then remember(k1, kd, dkey, f[4] .. '0', maxn, redis.call('ZCARD', kd) > maxn + 32, nil) end
+                if dkey then
+                    local dup = claim(kd, dkey, f[4] .. '0')
+                    if dup then return dup end
+                end
+                if away or publish(f[1], f[2], '0', prefix) == 0 then
+                    if dkey then redis.call('ZREM', kd, dkey) end
+                    return 'away'
+                end
+                if dkey and redis.call('ZCARD', kd) > maxn + 32 then forget(k1, kd, maxn, nil) end
                 return 'delivered ' .. f[1]
             end
-            local away = f[3] == '1'
             local seq = tonumber(f[4]) + 1
             local ss = format('%d', seq)
+            if dkey then
+                local dup = claim(kd, dkey, ss .. (away and '1' or '0'))
+                if dup then return dup end
+            end
             local msg = prefix .. ss .. '}'
             local size = #msg
             local st = {k1 = k1, bb = tonumber(f[5]) + size}
             if away then
                 counters(st)
-                if signal and (st.qn >= maxn or st.qb + size > maxb) then return 'queue-full' end
+                if signal and (st.qn >= maxn or st.qb + size > maxb) then
+                    if dkey then redis.call('ZREM', kd, dkey) end
+                    return 'queue-full'
+                end
             end
             local receivers = 0
             if not away then receivers = publish(f[1], f[2], ss, msg) end
@@ -197,6 +208,8 @@ extension ClusterScripts {
                 qflag = '1'
                 st.qn = st.qn + 1
                 st.qb = st.qb + size
+                -- Claimed as delivered, but its node did not take it: it waits.
+                if dkey and not away then redis.call('ZADD', kd, 'XX', ss .. '1', dkey) end
             end
             local n = redis.call('RPUSH', k2, msg)
             -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
@@ -209,9 +222,7 @@ extension ClusterScripts {
             local ttl = settle(k1, k2, k3, n, n == 1, queued, st, ss, maxn, maxb)
             local status = 'delivered'
             if queued then status = 'queued' end
-            if signal and rid ~= '' then
-                remember(k1, kd, dkey, ss .. qflag, maxn, queued or seq % 32 == 0 or ttl ~= nil, ttl)
-            end
+            if dkey and (queued or seq % 32 == 0 or ttl ~= nil) then forget(k1, kd, maxn, ttl) end
             if not st.expired then return status .. ' ' .. f[1] end
             return {status, f[1], st.expired}
         end

@@ -194,6 +194,8 @@ import Testing
         // The same state as single deliveries: bob's buffer holds both, in order; dave's signal waits.
         #expect(try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array?.map(\.string) == [b1, b2])
         #expect(try await redis.send(["HGET", keys.session("dave")[0], "qn"]).string == "1")
+        // Its request id is remembered as queued (claimed as delivered, then its node did not take it).
+        #expect(try await redis.send(["ZSCORE", keys.session("dave")[3], "alice|d1"]).string == "11")
         #expect(try await redis.send(["PTTL", keys.session("bob")[1]]).int ?? 0 > 0)
         await subscriber.close()
         await redis.close()
@@ -669,6 +671,8 @@ import Testing
             arguments: ["n#1", "1", 9_999_999_999_999, 600_000]
         )
         #expect(try await volatile(to: "bob", id: "v2").first?.string == "away")
+        // Not delivered, so not remembered: a resend may still be delivered.
+        #expect(try await redis.send(["ZSCORE", keys.session("bob")[3], "alice|v2"]) == .null)
         #expect(try await redis.send(["LLEN", keys.session("bob")[1]]).int == 0)
         // A normal signal is queued for the away session meanwhile, and takes seq 1.
         #expect(try await deliver(redis, to: "bob", id: "n1").first?.string == "queued")
