@@ -36,6 +36,8 @@ struct ClusterConnectionState {
         var peer: String
         var rooms: [String] = []
         var grant: RoomGrant = .all
+        /// The address its connection is counted under (for `--max-detached-per-ip`), when known.
+        var client: String? = nil
     }
 
     enum Phase: Equatable {

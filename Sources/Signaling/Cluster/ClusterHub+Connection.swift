@@ -99,11 +99,14 @@ extension ClusterHub {
         doorbell: inout AsyncStream<Void>.AsyncIterator
     ) async {
         await self.waitForPipelined(below: 1, on: connection, doorbell: &doorbell)
-        state.withLockedValue { state in
-            state.locals[connection] = nil
-            state.iceRefresh?.remove(connection)
+        let local = state.withLockedValue { state in
+            defer {
+                state.locals[connection] = nil
+                state.iceRefresh?.remove(connection)
+            }
+            return state.locals[connection].map { ($0.connection.trimDue, $0.connection.session?.client) }
         }
-        await self.closeSession(close, connection: connection)
+        await self.closeSession(close, connection: connection, trimDue: local?.0 ?? 0, client: local?.1)
         await self.stopListening(on: connection)
         state.withLockedValue { $0.closingSessions -= 1 }
     }

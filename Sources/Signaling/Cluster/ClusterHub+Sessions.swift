@@ -9,10 +9,16 @@ extension ClusterHub {
     func open(_ connection: ConnectionID, _ request: OpenRequest) async {
         do throws(RedisError) {
             switch request {
-            case .fresh(let requested, let subject, let grant, _):
-                try await self.create(connection, requested: requested, subject: subject, grant: grant)
-            case .resume(let token, let last, let subject, _):
-                try await self.resume(connection, token: token, last: last, subject: subject)
+            case .fresh(let requested, let subject, let grant, let client):
+                try await self.create(
+                    connection,
+                    requested: requested,
+                    subject: subject,
+                    grant: grant,
+                    client: client
+                )
+            case .resume(let token, let last, let subject, let client):
+                try await self.resume(connection, token: token, last: last, subject: subject, client: client)
             }
         } catch {
             logger.warning("cluster open failed", metadata: ["error": "\(error)"])
@@ -20,9 +26,13 @@ extension ClusterHub {
         }
     }
 
-    private func create(_ connection: ConnectionID, requested: String?, subject: String?, grant: RoomGrant)
-        async throws(RedisError)
-    {
+    private func create(
+        _ connection: ConnectionID,
+        requested: String?,
+        subject: String?,
+        grant: RoomGrant,
+        client: String?
+    ) async throws(RedisError) {
         let now = Self.epochMillis()
         var peer: String
         switch policy.identity(requested: requested, subject: subject) {
@@ -69,7 +79,7 @@ extension ClusterHub {
             self.emit(.sessionStarted(peer: peer))
             return self.opened(
                 connection,
-                session: ClusterConnectionState.Session(peer: peer, grant: grant),
+                session: ClusterConnectionState.Session(peer: peer, grant: grant, client: client),
                 welcome: welcome.render(peer: peer, session: token, resumed: false, gap: false),
                 replay: [],
                 through: 0
@@ -77,7 +87,13 @@ extension ClusterHub {
         }
     }
 
-    private func resume(_ connection: ConnectionID, token: String, last: UInt64, subject: String?)
+    private func resume(
+        _ connection: ConnectionID,
+        token: String,
+        last: UInt64,
+        subject: String?,
+        client: String?
+    )
         async throws(RedisError)
     {
         let now = Self.epochMillis()
@@ -103,6 +119,7 @@ extension ClusterHub {
             return self.refuse(connection, .sessionNotResumable)
         }
         _ = try? await redis.send(["ZADD", keys.deadlines, now + liveMillis, peer])
+        await self.resumedDetached(peer, client: client)
         self.count {
             $0.resumes += 1
             $0.replayed += resumed.replay.count
@@ -110,7 +127,12 @@ extension ClusterHub {
         }
         self.opened(
             connection,
-            session: ClusterConnectionState.Session(peer: peer, rooms: resumed.rooms, grant: resumed.grant),
+            session: ClusterConnectionState.Session(
+                peer: peer,
+                rooms: resumed.rooms,
+                grant: resumed.grant,
+                client: client
+            ),
             welcome: welcome.render(peer: peer, session: newToken, resumed: true, gap: resumed.gap),
             replay: resumed.replay,
             through: resumed.seq
@@ -118,17 +140,25 @@ extension ClusterHub {
     }
 
     /// After the connection's socket closed and its requests were carried out: the session waits for a
-    /// resume (detach) or ends everywhere, unless it is no longer this connection's.
-    func closeSession(_ close: ClusterConnectionState.SessionClose, connection: ConnectionID) async {
+    /// resume (detach) or ends everywhere, unless it is no longer this connection's. `trimDue`: the highest
+    /// `seq` its client confirmed since the last refresh; `client`: the address it is counted under.
+    func closeSession(
+        _ close: ClusterConnectionState.SessionClose,
+        connection: ConnectionID,
+        trimDue through: UInt64,
+        client: String?
+    ) async {
         let conn = String(connection.raw)
         do throws(RedisError) {
             switch close {
             case .none:
                 return
+            case .detach(let peer) where limits.resumeGraceNanos == 0 || limits.maxDetachedSessions <= 0:
+                // No session may wait for a resume: it ends as at a close.
+                try await self.endSession(peer, conn: conn)
             case .detach(let peer):
                 let deadline = Self.epochMillis() + Int(limits.resumeGraceNanos / 1_000_000)
                 // What the client confirmed since the last refresh leaves the buffer now.
-                let through = state.withLockedValue { $0.locals[connection]?.connection.trimDue } ?? 0
                 let kept = try await redis.run(
                     ClusterScripts.detach,
                     keys: keys.session(peer),
@@ -136,23 +166,76 @@ extension ClusterHub {
                 )
                 if kept.int == 1 {
                     _ = try await redis.send(["ZADD", keys.deadlines, deadline, peer])
+                    try await self.boundDetached(peer, deadline: deadline, client: client)
                 }
             case .end(let peer):
-                let reply = try await redis.run(
-                    ClusterScripts.end,
-                    keys: keys.session(peer),
-                    arguments: ["close", nodeName, conn, 0, keys.channelPrefix]
-                )
-                if case .ended(let ended) = EndReply(reply) {
-                    _ = try? await redis.send(["ZREM", keys.deadlines, peer])
-                    await self.cleanUp(peer: peer, ended)
-                    self.emit(.sessionEnded(peer: peer, reason: .closed))
-                }
+                try await self.endSession(peer, conn: conn)
             }
         } catch {
             // The session stays as it was in Redis: it ends when its deadline passes (no refresh comes).
             logger.warning("session close not recorded in Redis", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Ends `peer`'s session, which the connection `conn` of this node closed.
+    private func endSession(_ peer: String, conn: String) async throws(RedisError) {
+        let reply = try await redis.run(
+            ClusterScripts.end,
+            keys: keys.session(peer),
+            arguments: ["close", nodeName, conn, 0, keys.channelPrefix]
+        )
+        if case .ended(let ended) = EndReply(reply) {
+            _ = try? await redis.send(["ZREM", keys.deadlines, peer])
+            await self.cleanUp(peer: peer, ended)
+            self.emit(.sessionEnded(peer: peer, reason: .closed))
+        }
+    }
+
+    /// `peer`'s session now waits for a resume until `deadline`: it is counted among the sessions waiting
+    /// (``ClusterKeys/detached``) and those of its address (``ClusterKeys/detached(from:)``), and at either
+    /// bound (`--max-detached-sessions`, `--max-detached-per-ip`) the oldest waiting ends as if its grace
+    /// period were over (``ClusterScripts/boundDetached`` picks them, atomically per set; ``ClusterScripts/end``
+    /// in `evict` mode ends one only if it still waits from that detach): as a single hub bounds them,
+    /// across every node of the cluster.
+    func boundDetached(_ peer: String, deadline: Int, client: String?) async throws(RedisError) {
+        var bounds: [(key: String, limit: Int)] = []
+        if let client, limits.maxDetachedPerClient > 0 {
+            bounds.append((keys.detached(from: client), limits.maxDetachedPerClient))
+        }
+        bounds.append((keys.detached, limits.maxDetachedSessions))
+        let now = Self.epochMillis()
+        for bound in bounds {
+            let reply = try await redis.run(
+                ClusterScripts.boundDetached,
+                keys: [bound.key],
+                arguments: [peer, deadline, now, bound.limit, ttlMillis]
+            )
+            let popped = reply.array ?? []
+            for index in stride(from: 0, to: popped.count - 1, by: 2) {
+                guard let oldest = popped[index].string, oldest != peer, let since = popped[index + 1].string
+                else { continue }
+                let ended = try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(oldest),
+                    arguments: ["evict", "", "", since, keys.channelPrefix]
+                )
+                guard case .ended(let session) = EndReply(ended) else { continue }
+                _ = try? await redis.send(["ZREM", keys.deadlines, oldest])
+                self.count { $0.detachedEvicted += 1 }
+                logger.debug("waiting session ended at the detached bound", metadata: ["peer.id": "\(oldest)"])
+                await self.cleanUp(peer: oldest, session)
+                self.emit(.sessionEnded(peer: oldest, reason: .expired))
+            }
+        }
+    }
+
+    /// A session that waited was resumed: it no longer counts among those waiting (from `client`: the
+    /// address it resumed from; counted under another address, it leaves that count when its deadline
+    /// passes).
+    private func resumedDetached(_ peer: String, client: String?) async {
+        var commands: [[any RESPEncodable]] = [["ZREM", keys.detached, peer]]
+        if let client { commands.append(["ZREM", keys.detached(from: client), peer]) }
+        for command in commands { _ = try? await redis.send(command) }
     }
 
     /// `peer.left`, and `room.empty` when nobody remains.

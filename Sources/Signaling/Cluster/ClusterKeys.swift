@@ -43,6 +43,14 @@ struct ClusterKeys: Sendable {
     /// sweeper does not end a connected session of a node seen within a session's live period.
     var nodes: String { "\(prefix):nodes" }
 
+    /// `prefix:detached` (sorted set: peer id → the deadline, in ms since the epoch, of a session waiting
+    /// for a resume): the sessions waiting, for `--max-detached-sessions`.
+    var detached: String { "\(prefix):detached" }
+
+    /// `prefix:detached:{address}` (sorted set, as ``detached``): the sessions waiting whose connection came
+    /// from `client`, for `--max-detached-per-ip`.
+    func detached(from client: String) -> String { "\(prefix):detached:{\(client)}" }
+
     /// `prefix:deadlines` (sorted set: peer id → the time, in ms since the epoch, its session ends unless
     /// refreshed or resumed). Any node sweeps it.
     var deadlines: String { "\(prefix):deadlines" }

@@ -207,8 +207,10 @@ enum ClusterScripts {
             """
     )
 
-    /// Ends a session: mode `close` (its owning connection (ARGV[2], ARGV[3]) closed it), or `expire`
-    /// (only when its deadline ARGV[4] ms has passed; a node still holding it is told to close with 4002).
+    /// Ends a session: mode `close` (its owning connection (ARGV[2], ARGV[3]) closed it), `evict` (only when
+    /// it still waits for a resume with the deadline ARGV[4] it got when it was detached: at a bound of
+    /// sessions waiting, ``boundDetached``), or `expire` (only when its deadline ARGV[4] ms has passed; a
+    /// node still holding it is told to close with 4002).
     /// ARGV[5] is the channel prefix. In `expire` mode, ARGV[6] (optional) lists the live nodes as
     /// ` a b c ` and ARGV[7] is the oldest deadline they protect: a session still connected to a live node
     /// whose deadline passed after ARGV[7] is `protected`, not ended (its node is alive but its refresh did
@@ -220,6 +222,8 @@ enum ClusterScripts {
             if not f[1] then return {'gone'} end
             if ARGV[1] == 'close' then
                 if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then return {'gone'} end
+            elseif ARGV[1] == 'evict' then
+                if f[3] ~= '1' or tonumber(f[4]) ~= tonumber(ARGV[4]) then return {'alive'} end
             elseif tonumber(f[4]) > tonumber(ARGV[4]) then
                 return {'alive'}
             elseif ARGV[6] and f[3] == '0' and tonumber(f[4]) > tonumber(ARGV[7])
@@ -230,6 +234,22 @@ enum ClusterScripts {
             if ARGV[1] ~= 'close' and away == '0' then notify(ARGV[5], node, 'K ' .. conn .. ' 4002') end
             return {'ended', rooms, origins}
             """
+    )
+
+    /// Counts a session waiting for a resume in a sorted set of those waiting (``ClusterKeys/detached``, or
+    /// one address's) and picks who must end for the set to stay within its bound. KEYS: the set. ARGV:
+    /// peer, its deadline (ms), now (ms), the bound, the set's expiry (ms). Sessions whose deadline passed
+    /// leave the set (they expire, or resumed and are gone). Returns the oldest beyond the bound, taken out
+    /// of the set, as `{peer, deadline, …}` (``end`` in `evict` mode then ends each that still waits).
+    static let boundDetached = RedisScript(
+        """
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], ARGV[5])
+        local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+        if over <= 0 then return {} end
+        return redis.call('ZPOPMIN', KEYS[1], over)
+        """
     )
 
     /// Ends a session from outside (the server API's `DELETE /v1/peers/{peer}`), wherever its connection is:

@@ -739,6 +739,75 @@ import Testing
     }
 }
 
+extension ClusterScriptsTests {
+    /// The sessions waiting for a resume are counted in a sorted set per bound (``ClusterScripts/boundDetached``):
+    /// beyond the bound the oldest are taken out, and ``ClusterScripts/end`` in `evict` mode ends one only
+    /// while it still waits from that detach (not once resumed, nor detached again since).
+    @Test func waitingSessionsBeyondTheBoundAreTheOldestAndEndOnlyIfStillWaiting() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let set = keys.detached
+        for (index, peer) in ["p1", "p2", "p3"].enumerated() {
+            #expect(try await create(redis, peer, token: "\(peer).t") == "created")
+            let deadline = 10_000 + index
+            let detached = try await redis.run(
+                ClusterScripts.detach,
+                keys: keys.session(peer),
+                arguments: ["n#1", "1", deadline, 600_000]
+            )
+            #expect(detached.int == 1)
+            let over = try await redis.run(
+                ClusterScripts.boundDetached,
+                keys: [set],
+                arguments: [peer, deadline, 5_000, 2, 600_000]
+            )
+            // The third is one too many: the oldest (p1, with its deadline) is taken out.
+            #expect(over.array?.compactMap(\.string) == (index < 2 ? [] : ["p1", "10000"]))
+        }
+        #expect(try await redis.send(["ZRANGE", set, 0, -1]).array?.compactMap(\.string) == ["p2", "p3"])
+        // Deadlines that passed leave the set (those sessions expire anyway).
+        let later = try await redis.run(
+            ClusterScripts.boundDetached,
+            keys: [set],
+            arguments: ["p3", 10_002, 10_001, 2, 600_000]
+        )
+        #expect(later.array?.isEmpty == true)
+        #expect(try await redis.send(["ZRANGE", set, 0, -1]).array?.compactMap(\.string) == ["p3"])
+        #expect(try await redis.send(["PTTL", set]).int ?? 0 > 0)
+
+        func evict(_ peer: String, _ deadline: Int) async throws -> EndReply? {
+            EndReply(
+                try await redis.run(
+                    ClusterScripts.end,
+                    keys: keys.session(peer),
+                    arguments: ["evict", "", "", deadline, keys.channelPrefix]
+                )
+            )
+        }
+        // Detached again since (another deadline): not this detach's session any more.
+        #expect(try await evict("p1", 9_999) == .alive)
+        // Resumed (connected again): kept.
+        let resumed = try await redis.run(
+            ClusterScripts.resume,
+            keys: keys.session("p2"),
+            arguments: ["p2.t", "p2.t2", "n#1", "2", "0", 9_999_999_999_999, 600_000, keys.channelPrefix]
+        )
+        guard case .resumed = ResumeReply(resumed) else {
+            Issue.record("p2 did not resume: \(resumed)")
+            return
+        }
+        #expect(try await evict("p2", 10_001) == .alive)
+        // Still waiting from that detach: ended as if its grace period were over.
+        guard case .ended = try await evict("p1", 10_000) else {
+            Issue.record("p1 was not ended")
+            return
+        }
+        #expect(try await redis.send(["EXISTS", keys.session("p1")[0]]).int == 0)
+        #expect(try await evict("p1", 10_000) == .gone)
+        await redis.close()
+    }
+}
+
 /// ``DeliveryBatch``'s layout and the arguments it writes, without Redis.
 @Suite struct DeliveryBatchTests {
     /// The arguments `argv` holds, as text (each written as a RESP bulk string).
