@@ -122,8 +122,7 @@ public struct RESPDecoder: Sendable {
     /// nothing) when it is not complete.
     private func readToken(_ buffer: inout ByteBuffer) throws(RedisError) -> Token? {
         let start = buffer.readerIndex
-        guard let type = buffer.getInteger(at: start, as: UInt8.self) else { return nil }
-        guard let lineEnd = try findLineEnd(buffer) else { return nil }
+        guard let (type, lineEnd, number) = try scanLine(buffer) else { return nil }
         let lineStart = start + 1
         let lineLength = lineEnd - lineStart
         let afterLine = lineEnd + 2
@@ -140,12 +139,12 @@ public struct RESPDecoder: Sendable {
             return .value(.bigNumber(line))
 
         case UInt8(ascii: ":"):
-            let value = try Self.integer(buffer, lineStart, lineLength, what: "integer")
+            let value = try Self.integer(number, buffer, lineStart, lineLength, what: "integer")
             buffer.moveReaderIndex(to: afterLine)
             return .value(.integer(value))
 
         case UInt8(ascii: "$"), UInt8(ascii: "!"), UInt8(ascii: "="):
-            let length = try Self.integer(buffer, lineStart, lineLength, what: "bulk string length")
+            let length = try Self.integer(number, buffer, lineStart, lineLength, what: "bulk string length")
             if length == -1 && type == UInt8(ascii: "$") {
                 buffer.moveReaderIndex(to: afterLine)
                 return .value(.null)
@@ -176,7 +175,7 @@ public struct RESPDecoder: Sendable {
             }
 
         case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"), UInt8(ascii: "%"), UInt8(ascii: "|"):
-            let count = try Self.integer(buffer, lineStart, lineLength, what: "aggregate length")
+            let count = try Self.integer(number, buffer, lineStart, lineLength, what: "aggregate length")
             buffer.moveReaderIndex(to: afterLine)
             if count == -1 && type == UInt8(ascii: "*") { return .value(.null) }
             guard count >= 0 else { throw .protocolError("RESP aggregate with negative length \(count)") }
@@ -224,11 +223,13 @@ public struct RESPDecoder: Sendable {
         }
     }
 
-    /// The absolute index of the CR that ends the line starting after the type byte, or nil when the
-    /// line is not complete yet.
-    private func findLineEnd(_ buffer: ByteBuffer) throws(RedisError) -> Int? {
+    /// The type byte at the reader index, the absolute index of the CR that ends the line after it, and,
+    /// for a type whose line is a decimal integer (a length, a count, an integer), that integer (nil when
+    /// the line is not one: ``integer(_:_:_:what:)`` then says why); nil when the line is not complete
+    /// yet. One pass over the bytes, with no slice made: every reply element has such a header.
+    private func scanLine(_ buffer: ByteBuffer) throws(RedisError) -> (UInt8, Int, Int?)? {
         enum Scan {
-            case found(Int)
+            case found(UInt8, Int, Int?)
             case incomplete
             case tooLong
             case bareCR
@@ -236,23 +237,41 @@ public struct RESPDecoder: Sendable {
         // The line starts at offset 1; its CR can be at most at offset maxLineLength + 1.
         let scanLimit = limits.maxLineLength + 2
         let scan = buffer.withUnsafeReadableBytes { bytes -> Scan in
+            guard let type = bytes.first else { return .incomplete }
             let end = min(bytes.count, scanLimit)
             var index = 1
             while index < end {
                 if bytes[index] == Self.cr {
                     guard index + 1 < bytes.count else { return .incomplete }
-                    return bytes[index + 1] == Self.lf ? .found(index) : .bareCR
+                    guard bytes[index + 1] == Self.lf else { return .bareCR }
+                    let number =
+                        Self.hasIntegerLine(type)
+                        ? Self.parseInteger(UnsafeRawBufferPointer(rebasing: bytes[1..<index])) : nil
+                    return .found(type, index, number)
                 }
                 index += 1
             }
             return bytes.count > scanLimit ? .tooLong : .incomplete
         }
         switch scan {
-        case .found(let offset): return buffer.readerIndex + offset
+        case .found(let type, let offset, let number): return (type, buffer.readerIndex + offset, number)
         case .incomplete: return nil
         case .tooLong: throw .protocolError("RESP line longer than \(limits.maxLineLength) bytes")
         case .bareCR: throw .protocolError("CR not followed by LF in a RESP line")
         }
+    }
+
+    /// `parsed` (the line's integer, read while the line was scanned), or the error saying why the line is
+    /// not one.
+    private static func integer(
+        _ parsed: Int?,
+        _ buffer: ByteBuffer,
+        _ start: Int,
+        _ length: Int,
+        what: String
+    ) throws(RedisError) -> Int {
+        if let parsed { return parsed }
+        return try integer(buffer, start, length, what: what)
     }
 
     private static func integer(
@@ -266,6 +285,43 @@ public struct RESPDecoder: Sendable {
             throw .protocolError(
                 "RESP \(what) is not a decimal integer: \(String(decoding: view.prefix(64), as: UTF8.self))"
             )
+        }
+        return value
+    }
+
+    /// Types whose line is a decimal integer: integer, bulk string, blob error, verbatim string, and the
+    /// aggregates' counts.
+    private static func hasIntegerLine(_ type: UInt8) -> Bool {
+        switch type {
+        case UInt8(ascii: ":"), UInt8(ascii: "$"), UInt8(ascii: "!"), UInt8(ascii: "="), UInt8(ascii: "*"),
+            UInt8(ascii: "~"), UInt8(ascii: ">"), UInt8(ascii: "%"), UInt8(ascii: "|"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// ``parseInteger(_:allowBig:)`` without `allowBig`, on raw bytes: an optionally signed decimal
+    /// integer that fits an `Int`, else nil.
+    private static func parseInteger(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var index = 0
+        var negative = false
+        if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
+            negative = sign == UInt8(ascii: "-")
+            index = 1
+        }
+        guard index < bytes.count else { return nil }
+        var value = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
+            let digit = Int(byte &- UInt8(ascii: "0"))
+            let (times10, o1) = value.multipliedReportingOverflow(by: 10)
+            let (next, o2) =
+                negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
+            if o1 || o2 { return nil }
+            value = next
+            index += 1
         }
         return value
     }
