@@ -133,7 +133,7 @@ public struct RESPDecoder: Sendable {
             buffer.moveReaderIndex(to: afterLine)
             if type == UInt8(ascii: "+") { return .value(.simpleString(line)) }
             if type == UInt8(ascii: "-") { return .value(.error(line)) }
-            guard Self.parseInteger(line.readableBytesView, allowBig: true) != nil else {
+            guard line.withUnsafeReadableBytes({ Self.parseInteger($0, allowBig: true) }) != nil else {
                 throw .protocolError("RESP big number is not a decimal integer: \(String(buffer: line).prefix(64))")
             }
             return .value(.bigNumber(line))
@@ -246,7 +246,7 @@ public struct RESPDecoder: Sendable {
                     guard bytes[index + 1] == Self.lf else { return .bareCR }
                     let number =
                         Self.hasIntegerLine(type)
-                        ? Self.parseInteger(UnsafeRawBufferPointer(rebasing: bytes[1..<index])) : nil
+                        ? Self.parseInteger(UnsafeRawBufferPointer(rebasing: bytes[1..<index]), allowBig: false) : nil
                     return .found(type, index, number)
                 }
                 index += 1
@@ -280,10 +280,10 @@ public struct RESPDecoder: Sendable {
         _ length: Int,
         what: String
     ) throws(RedisError) -> Int {
-        let view = buffer.getSlice(at: start, length: length)!.readableBytesView
-        guard let value = parseInteger(view, allowBig: false) else {
+        let line = buffer.getSlice(at: start, length: length)!
+        guard let value = line.withUnsafeReadableBytes({ parseInteger($0, allowBig: false) }) else {
             throw .protocolError(
-                "RESP \(what) is not a decimal integer: \(String(decoding: view.prefix(64), as: UTF8.self))"
+                "RESP \(what) is not a decimal integer: \(String(decoding: line.readableBytesView.prefix(64), as: UTF8.self))"
             )
         }
         return value
@@ -301,9 +301,9 @@ public struct RESPDecoder: Sendable {
         }
     }
 
-    /// ``parseInteger(_:allowBig:)`` without `allowBig`, on raw bytes: an optionally signed decimal
-    /// integer that fits an `Int`, else nil.
-    private static func parseInteger(_ bytes: UnsafeRawBufferPointer) -> Int? {
+    /// Parses an optionally signed decimal integer; nil when the bytes are not one. One that does not fit
+    /// an `Int` is nil too, or, with `allowBig` (a RESP3 big number: only its digits are checked), 0.
+    private static func parseInteger(_ bytes: UnsafeRawBufferPointer, allowBig: Bool) -> Int? {
         var index = 0
         var negative = false
         if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
@@ -312,6 +312,7 @@ public struct RESPDecoder: Sendable {
         }
         guard index < bytes.count else { return nil }
         var value = 0
+        var overflowed = false
         while index < bytes.count {
             let byte = bytes[index]
             guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
@@ -319,42 +320,13 @@ public struct RESPDecoder: Sendable {
             let (times10, o1) = value.multipliedReportingOverflow(by: 10)
             let (next, o2) =
                 negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
-            if o1 || o2 { return nil }
-            value = next
-            index += 1
-        }
-        return value
-    }
-
-    /// Parses an optionally signed decimal integer. With `allowBig`, only validates the digits and
-    /// returns 0 for values that do not fit an `Int`.
-    private static func parseInteger(_ bytes: ByteBufferView, allowBig: Bool) -> Int? {
-        var iterator = bytes.makeIterator()
-        guard var byte = iterator.next() else { return nil }
-        var negative = false
-        if byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+") {
-            negative = byte == UInt8(ascii: "-")
-            guard let next = iterator.next() else { return nil }
-            byte = next
-        }
-        var value = 0
-        var overflowed = false
-        while true {
-            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
-            let digit = Int(byte - UInt8(ascii: "0"))
-            if !overflowed {
-                let (times10, o1) = value.multipliedReportingOverflow(by: 10)
-                let (next, o2) =
-                    negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
-                if o1 || o2 {
-                    guard allowBig else { return nil }
-                    overflowed = true
-                } else {
-                    value = next
-                }
+            if o1 || o2 {
+                guard allowBig else { return nil }
+                overflowed = true
+            } else if !overflowed {
+                value = next
             }
-            guard let following = iterator.next() else { break }
-            byte = following
+            index += 1
         }
         return overflowed ? 0 : value
     }

@@ -185,10 +185,16 @@ extension ClusterHub {
             arguments: ["close", nodeName, conn, 0, keys.channelPrefix]
         )
         if case .ended(let ended) = EndReply(reply) {
-            _ = try? await redis.send(["ZREM", keys.deadlines, peer])
-            await self.cleanUp(peer: peer, ended)
-            self.emit(.sessionEnded(peer: peer, reason: .closed))
+            await self.forget(peer, ended, reason: .closed)
         }
+    }
+
+    /// After `end` ended `peer`'s session: its deadline goes, its rooms and the senders of its queued
+    /// signals are told (``cleanUp(peer:_:)``), and the event is emitted.
+    private func forget(_ peer: String, _ ended: EndedSession, reason: SessionEndReason) async {
+        _ = try? await redis.send(["ZREM", keys.deadlines, peer])
+        await self.cleanUp(peer: peer, ended)
+        self.emit(.sessionEnded(peer: peer, reason: reason))
     }
 
     /// `peer`'s session now waits for a resume until `deadline`: it is counted among the sessions waiting
@@ -220,11 +226,9 @@ extension ClusterHub {
                     arguments: ["evict", "", "", since, keys.channelPrefix]
                 )
                 guard case .ended(let session) = EndReply(ended) else { continue }
-                _ = try? await redis.send(["ZREM", keys.deadlines, oldest])
                 self.count { $0.detachedEvicted += 1 }
                 logger.debug("waiting session ended at the detached bound", metadata: ["peer.id": "\(oldest)"])
-                await self.cleanUp(peer: oldest, session)
-                self.emit(.sessionEnded(peer: oldest, reason: .expired))
+                await self.forget(oldest, session, reason: .expired)
             }
         }
     }
@@ -233,9 +237,8 @@ extension ClusterHub {
     /// address it resumed from; counted under another address, it leaves that count when its deadline
     /// passes).
     private func resumedDetached(_ peer: String, client: String?) async {
-        var commands: [[any RESPEncodable]] = [["ZREM", keys.detached, peer]]
-        if let client { commands.append(["ZREM", keys.detached(from: client), peer]) }
-        for command in commands { _ = try? await redis.send(command) }
+        _ = try? await redis.send(["ZREM", keys.detached, peer])
+        if let client { _ = try? await redis.send(["ZREM", keys.detached(from: client), peer]) }
     }
 
     /// `peer.left`, and `room.empty` when nobody remains.

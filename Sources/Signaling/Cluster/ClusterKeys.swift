@@ -17,21 +17,20 @@ struct ClusterKeys: Sendable {
     /// (list: buffered messages), `:m` (list: their descriptors), `:r` (sorted set: the request ids
     /// already delivered, `sender|id`, scored by when and how, for duplicate suppression).
     func session(_ peer: String) -> [String] {
-        let base = "\(prefix):{\(peer)}:"
-        return [base + "s", base + "b", base + "m", base + "r"]
+        Self.sessionSuffixes.map { open + peer + $0 }
     }
+
+    /// What follows `prefix:{peer` in each of ``session(_:)``'s keys, in order.
+    private static let sessionSuffixes = ["}:s", "}:b", "}:m", "}:r"]
 
     /// Writes ``session(_:)``'s four keys as four arguments (for a batch: no `String` made for them).
     func writeSession(_ peer: String, into argv: inout RESPArguments) {
-        argv.append(concatenating: open, peer, "}:s")
-        argv.append(concatenating: open, peer, "}:b")
-        argv.append(concatenating: open, peer, "}:m")
-        argv.append(concatenating: open, peer, "}:r")
+        for suffix in Self.sessionSuffixes { argv.append(concatenating: open, peer, suffix) }
     }
 
     /// `prefix:{peer}:s` alone, the first of ``session(_:)``: for a command or call that names only the
     /// session hash (it routes a script on a Redis Cluster).
-    func sessionHash(_ peer: String) -> String { "\(prefix):{\(peer)}:s" }
+    func sessionHash(_ peer: String) -> String { open + peer + Self.sessionSuffixes[0] }
 
     /// `prefix:tenant:{tenant}:rooms` (set: the rooms a named tenant has, with `--max-rooms-per-tenant`).
     func tenantRooms(_ tenant: Tenant) -> String { "\(prefix):tenant:{\(tenant.name)}:rooms" }
