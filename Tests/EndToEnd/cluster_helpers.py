@@ -57,19 +57,23 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def exists(self, key):
-        """Whether `key` exists (a plain-TCP `EXISTS`; for servers started without TLS)."""
+    def integer(self, *args):
+        """An integer-answering command (`EXISTS`, `LLEN`, `SADD`, `SCARD`, ...), over plain TCP (for
+        servers started without TLS)."""
+        request = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(f"*2\r\n$6\r\nEXISTS\r\n${len(key)}\r\n{key}\r\n".encode())
-            return s.recv(16).startswith(b":1")
-
-    def llen(self, key):
-        """The length of list `key` (a plain-TCP `LLEN`; for servers started without TLS)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(f"*2\r\n$4\r\nLLEN\r\n${len(key)}\r\n{key}\r\n".encode())
-            reply = s.recv(32)
+            s.sendall(request.encode())
+            reply = s.recv(64)
             assert reply.startswith(b":"), reply
             return int(reply[1:].split(b"\r\n")[0])
+
+    def exists(self, key):
+        """Whether `key` exists."""
+        return self.integer("EXISTS", key) == 1
+
+    def llen(self, key):
+        """The length of list `key`."""
+        return self.integer("LLEN", key)
 
     def pause(self):
         """Stops the process (SIGSTOP): connections stay open, nothing is answered (a stalled Redis)."""

@@ -185,3 +185,35 @@ def test_rooms_per_tenant_are_capped_on_every_backend(start_hub, tmp_path, redis
                 client.close()
         finally:
             backend.stop()
+
+
+def test_a_room_counted_with_nobody_in_it_is_released_across_cluster_nodes(tmp_path, redis_server):  # noqa: F811
+    """A room stays counted against its tenant with nobody in it when a join fails after its reservation
+    or a node dies between a room's last leave and its release (the count is a set in Redis, apart from the
+    rooms). A full tenant's next join finds such rooms and gives their places back; the bound still holds."""
+    from backends import start_backend
+
+    redis = redis_server.get()
+    backend = start_backend(
+        "cluster", tmp_path, auth=True, redis=redis, prefix="tghost",
+        node_args=lambda i: ["--max-rooms-per-tenant", "2"],
+    )
+    try:
+        acme, _, a, b, _ = names()
+        rooms = [f"room{n}-{a}" for n in range(3)]
+        counted = "tghost:tenant:{%s}:rooms" % acme
+        alice = backend.connect(0, a, rooms=rooms[:1], tenant=acme)
+        assert redis.integer("SCARD", counted) == 1
+        # A room left behind, as by a node killed between a join's reservation and the join.
+        assert redis.integer("SADD", counted, f"{acme}/ghost-{a}") == 1
+        bob = backend.connect(other_node(backend, 0), b, tenant=acme)
+        assert bob.request({"type": "join", "room": rooms[1], "id": "j1"})["type"] == "joined"
+        assert redis.integer("SISMEMBER", counted, f"{acme}/ghost-{a}") == 0
+        assert redis.integer("SCARD", counted) == 2
+        # Two rooms with people in them: the third is still refused.
+        assert_error(bob.request({"type": "join", "room": rooms[2], "id": "j2"}), "tenant-full", "j2")
+        assert redis.integer("SCARD", counted) == 2
+        for client in (alice, bob):
+            client.close()
+    finally:
+        backend.stop()

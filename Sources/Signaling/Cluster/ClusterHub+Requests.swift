@@ -86,15 +86,8 @@ extension ClusterHub {
         // A named tenant's rooms are counted in a set of their own (`--max-rooms-per-tenant`): the room is
         // entered there first, refused when the set is full and the room not in it.
         let tenant = Tenant.of(room)
-        if limits.maxRoomsPerTenant != .max, !tenant.isDefault {
-            let reserved = try await redis.run(
-                ClusterScripts.reserveRoom,
-                keys: [keys.tenantRooms(tenant)],
-                arguments: [room, limits.maxRoomsPerTenant]
-            )
-            if reserved.int == 0 {
-                return self.replyError(connection, .tenantRoomsFull(limit: limits.maxRoomsPerTenant), id: id)
-            }
+        if limits.maxRoomsPerTenant != .max, !tenant.isDefault, !(try await self.reserve(room, for: tenant)) {
+            return self.replyError(connection, .tenantRoomsFull(limit: limits.maxRoomsPerTenant), id: id)
         }
         let reply = try await redis.run(
             ClusterScripts.joinRoom,
@@ -129,6 +122,45 @@ extension ClusterHub {
             ServerMessage.joined(room: room, peers: others.map { (peer: $0.peer, meta: $0.meta) }, id: id)
         )
     }
+
+    /// Counts `room` against `tenant`'s rooms (``ClusterScripts/reserveRoom``); false when the tenant has
+    /// its most rooms. A room can stay counted with nobody in it: its join failed after the reservation
+    /// (Redis unreachable), or a node died between a room's reservation and its join, or between its last
+    /// leave and its release. So a full set is checked before it refuses: rooms in it that no longer exist
+    /// (no member) are taken out, then the reservation is tried again. At most once per
+    /// ``tenantRoomCheckInterval`` per tenant on this node, so a tenant at its bound cannot have every
+    /// refused join read all its rooms.
+    private func reserve(_ room: String, for tenant: Tenant) async throws(RedisError) -> Bool {
+        let key = keys.tenantRooms(tenant)
+        let arguments: [any RESPEncodable] = [room, limits.maxRoomsPerTenant]
+        if try await redis.run(ClusterScripts.reserveRoom, keys: [key], arguments: arguments).int == 1 { return true }
+        let now = NIODeadline.now()
+        let due = state.withLockedValue { state -> Bool in
+            if let last = state.tenantRoomChecks[tenant], now - last < Self.tenantRoomCheckInterval { return false }
+            if state.tenantRoomChecks.count >= 1024 {
+                state.tenantRoomChecks = state.tenantRoomChecks.filter { now - $0.value < Self.tenantRoomCheckInterval }
+            }
+            state.tenantRoomChecks[tenant] = now
+            return true
+        }
+        guard due else { return false }
+        let counted = try await redis.send(["SMEMBERS", key]).array?.compactMap(\.string) ?? []
+        let vanished = try await self.sizes(of: counted).filter { $0.members == 0 }.map(\.room)
+        guard !vanished.isEmpty else { return false }
+        _ = try await redis.send(["SREM", key] + vanished)
+        // A room joined between its size being read and its release counts again (a join still between its
+        // reservation and its script may be missed: the tenant can open one room more, once).
+        let back = try await self.sizes(of: vanished).filter { $0.members > 0 }.map(\.room)
+        if !back.isEmpty { _ = try await redis.send(["SADD", key] + back) }
+        logger.info(
+            "rooms of a tenant counted with nobody in them released",
+            metadata: ["tenant": "\(tenant.name)", "rooms": "\(vanished.count - back.count)"]
+        )
+        return try await redis.run(ClusterScripts.reserveRoom, keys: [key], arguments: arguments).int == 1
+    }
+
+    /// How often a node checks a full tenant's rooms for ones nobody is in (``reserve(_:for:)``).
+    static var tenantRoomCheckInterval: TimeAmount { .seconds(2) }
 
     /// `update`: the member's new meta in the room's hash, `peer-updated` to the others, then `updated`.
     private func update(

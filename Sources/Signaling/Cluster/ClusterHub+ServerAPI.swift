@@ -67,7 +67,7 @@ extension ClusterHub: ServerAPIBackend {
     }
 
     /// Each room's `HLEN`, up to 32 at once (on a Redis Cluster they go to different primaries).
-    private func sizes(of rooms: [String]) async throws(RedisError) -> [APIRoomSummary] {
+    func sizes(of rooms: [String]) async throws(RedisError) -> [APIRoomSummary] {
         var summaries: [APIRoomSummary] = []
         summaries.reserveCapacity(rooms.count)
         var start = 0
