@@ -6,14 +6,14 @@ client, and the client's own only in X-Forwarded-For.
 With `--trusted-proxy 127.0.0.9` the per-IP cap counts each client: the third connection of 127.0.0.2 gets
 503 while 127.0.0.3 still connects and relays; a closed connection frees its slot; an X-Forwarded-For the
 client sends itself does not help it (HAProxy appends the real address after it). Without the flag the
-header is ignored and every client behind HAProxy counts as 127.0.0.9. (No test here starts nginx: nothing
-in Tests/EndToEnd does.)"""
+header is ignored and every client behind HAProxy counts as 127.0.0.9. (nginx's `X-Forwarded-For` line
+of README is the same header; test_load_balancers.py runs nginx with it.)"""
 
 import time
 
 from e2e_helpers import metric
 from rawws import RawWS
-from test_haproxy import HAProxy
+from test_load_balancers import HAProxy
 
 PROXY_SOURCE = "127.0.0.9"
 

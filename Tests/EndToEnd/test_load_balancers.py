@@ -1,7 +1,10 @@
-"""A real load balancer in front of a cluster: Debian's `haproxy` (installed by Scripts/test-all), round
-robin with no stickiness, in front of three `signal serve --redis` nodes on one real redis-server. Peers
-connect through HAProxy only; one node is killed with SIGKILL and its clients resume through HAProxy on
-the others with nothing lost (Docs/scaling.md, README "Behind a load balancer")."""
+"""A real load balancer in front of a cluster: Debian's `haproxy` and `nginx` (installed by
+Scripts/test-all), each with README's configuration ("Behind a load balancer"), round robin with no
+stickiness, in front of three `signal serve --redis` nodes on one real redis-server. Peers connect through
+the balancer only; one node is killed with SIGKILL and its clients resume through the balancer on the
+others with nothing lost (Docs/scaling.md). HAProxy finds the dead node by its health check (`/readyz`),
+nginx (open source: no active checks) by the refused connect, which `proxy_next_upstream` retries on the
+next node."""
 
 import asyncio
 import os
@@ -19,6 +22,7 @@ from e2e_helpers import metric
 
 GRACE = 10
 HAPROXY = os.environ.get("HAPROXY") or shutil.which("haproxy") or "/usr/sbin/haproxy"
+NGINX = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def haproxy_config(port, nodes):
@@ -54,28 +58,22 @@ backend signal_nodes
 """
 
 
-class HAProxy:
-    """`haproxy` in the foreground (`-db`) with a configuration written by the test: `config(port, nodes)`
-    (README's, by default) for a frontend on `port`."""
+class Balancer:
+    """A balancer process in the foreground, listening on `port` once ``launch`` returns."""
 
-    def __init__(self, directory, nodes, config=haproxy_config):
-        assert os.path.exists(HAPROXY), "haproxy is missing: Scripts/test-all installs it (apt-get install haproxy)"
-        self.port = free_port()
-        self.config = os.path.join(str(directory), "haproxy.cfg")
-        with open(self.config, "w") as f:
-            f.write(config(self.port, nodes))
-        check = subprocess.run([HAPROXY, "-c", "-f", self.config], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.log = open(os.path.join(str(directory), "haproxy.log"), "wb")
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", self.config], stdout=self.log, stderr=subprocess.STDOUT)
+    name = "balancer"
+
+    def launch(self, command, log_path):
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 10
         while True:
-            assert self.proc.poll() is None, f"haproxy exited with {self.proc.returncode}: {self.log_text()}"
+            assert self.proc.poll() is None, f"{self.name} exited with {self.proc.returncode}: {self.log_text()}"
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
-                assert time.time() < deadline, f"haproxy is not listening: {self.log_text()}"
+                assert time.time() < deadline, f"{self.name} is not listening: {self.log_text()}"
                 time.sleep(0.05)
 
     def log_text(self):
@@ -95,6 +93,85 @@ class HAProxy:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+class HAProxy(Balancer):
+    """`haproxy` in the foreground (`-db`) with a configuration written by the test: `config(port, nodes)`
+    (README's, by default) for a frontend on `port`."""
+
+    name = "haproxy"
+
+    def __init__(self, directory, nodes, config=haproxy_config):
+        assert os.path.exists(HAPROXY), "haproxy is missing: Scripts/test-all installs it (apt-get install haproxy)"
+        self.port = free_port()
+        self.config = os.path.join(str(directory), "haproxy.cfg")
+        with open(self.config, "w") as f:
+            f.write(config(self.port, nodes))
+        check = subprocess.run([HAPROXY, "-c", "-f", self.config], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.launch([HAPROXY, "-db", "-f", self.config], os.path.join(str(directory), "haproxy.log"))
+
+
+def nginx_config(directory, port, nodes):
+    """README's nginx configuration, on loopback: round robin (no `ip_hash`), the WebSocket upgrade
+    passed on, tunnel-long read and send timeouts, X-Forwarded-For appended, and a failed connect retried
+    on the next node. Around it, what running it from a test directory needs (foreground, one worker, its
+    pid, logs and temporary files there)."""
+    servers = "\n".join(f"        server 127.0.0.1:{node_port} max_fails=2 fail_timeout=5s;" for _, node_port in nodes)
+    temp = "\n".join(f"    {kind}_temp_path {directory}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                                               "uwsgi", "scgi"))
+    return f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx.log warn;
+events {{ worker_connections 1024; }}
+
+http {{
+    access_log off;
+{temp}
+
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+
+    upstream signal_nodes {{
+{servers}
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://signal_nodes;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx(Balancer):
+    """`nginx` in the foreground (`daemon off`) with README's configuration (``nginx_config``); its errors
+    go to `nginx.log`."""
+
+    name = "nginx"
+
+    def __init__(self, directory, nodes):
+        assert os.path.exists(NGINX), "nginx is missing: Scripts/test-all installs it (apt-get install nginx)"
+        directory = str(directory)
+        self.port = free_port()
+        log = os.path.join(directory, "nginx.log")
+        with open(os.path.join(directory, "nginx.conf"), "w") as f:
+            f.write(nginx_config(directory, self.port, nodes))
+        command = [NGINX, "-p", directory, "-c", os.path.join(directory, "nginx.conf"), "-e", log]
+        check = subprocess.run(command + ["-t"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.launch(command, log)
 
 
 @pytest.fixture
@@ -122,22 +199,26 @@ def delivered_once_in_order(peer, sender):
     return set(ids)
 
 
-def test_peers_behind_haproxy_survive_a_killed_node(start_hub, redis, tmp_path):
+BALANCERS = {"HAProxy": HAProxy, "nginx": Nginx}
+
+
+@pytest.mark.parametrize("balancer", list(BALANCERS))
+def test_peers_behind_a_load_balancer_survive_a_killed_node(start_hub, redis, tmp_path, balancer):
     nodes = [
         start_hub("--redis", redis.url, "--node-id", name, "--resume-grace", str(GRACE), "--cluster-refresh", "1",
                   "--log-level", "warning")
         for name in "abc"
     ]
-    proxy = HAProxy(tmp_path, [(name, hub.port) for name, hub in zip("abc", nodes)])
+    proxy = BALANCERS[balancer](tmp_path, [(name, hub.port) for name, hub in zip("abc", nodes)])
     try:
-        asyncio.run(scenario(proxy, nodes))
+        asyncio.run(scenario(proxy, nodes, balancer))
     finally:
         proxy.stop()
 
 
-async def scenario(proxy, nodes):
-    assert proxy.proc.poll() is None, f"haproxy exited with {proxy.proc.returncode}"
-    # Six peers, one after another, through HAProxy: round robin puts two on each node. Which node took
+async def scenario(proxy, nodes, balancer):
+    assert proxy.proc.poll() is None, f"{balancer} exited with {proxy.proc.returncode}"
+    # Six peers, one after another, through the balancer: round robin puts two on each node. Which node took
     # a peer is read from the nodes' session gauges.
     peers, home = [], {}
     for i in range(6):
@@ -150,7 +231,7 @@ async def scenario(proxy, nodes):
         home[peer.name] = grew[0]
         peers.append(peer)
     placement = sorted(home.values())
-    assert placement == [0, 0, 1, 1, 2, 2], f"HAProxy did not spread the peers round robin: {home}"
+    assert placement == [0, 0, 1, 1, 2, 2], f"{balancer} did not spread the peers round robin: {home}"
 
     listed = {}
     for p in peers:
@@ -199,13 +280,14 @@ async def scenario(proxy, nodes):
     await asyncio.sleep(1.0)
     nodes[dead].stop(signal.SIGKILL)
     killed_at = time.time()
-    await eventually(lambda: all(v.closed is not None for v in victims), what="the drop, seen through HAProxy")
+    await eventually(lambda: all(v.closed is not None for v in victims), what=f"the drop, seen through {balancer}")
     assert all(v.closed == 1006 for v in victims), [v.closed for v in victims]
     alive = [h for k, h in enumerate(nodes) if k != dead]
     for v in victims:
         before = sum(sessions(h) for h in alive)
-        # The balancer may still pick the dead node until its health check fails: `retries` and
-        # `option redispatch` send the connect to another node.
+        # The balancer may still pick the dead node (HAProxy until its health check fails, nginx until two
+        # connects failed): `retries` and `option redispatch`, or `proxy_next_upstream error`, send the
+        # connect to another node.
         welcome = await v.connect(proxy.ws, resume=True)
         assert welcome.get("resumed") is True and not welcome.get("gap"), welcome
         await eventually(lambda b=before: sum(sessions(h) for h in alive) == b + 1, what=f"{v.name} on a live node")
@@ -235,7 +317,7 @@ async def scenario(proxy, nodes):
     await eventually(lambda: len([m for m in senders[0].of_type("answer")]) == len(victims), what="answers after resume")
     for p in peers:
         assert not p.of_type("peer-left"), f"{p.name} saw {p.of_type('peer-left')}"
-    print(f"\nthrough HAProxy: {len(outcomes)} signals to the killed node's {len(victims)} peers, "
+    print(f"\nthrough {balancer}: {len(outcomes)} signals to the killed node's {len(victims)} peers, "
           f"{sum(1 for o in outcomes.values() if o[2] == 'ack')} acknowledged ({len(queued)} queued) and delivered once "
           "in order, "
           f"refused {refused or 'none'}, 0 silent; resumed {resumed_after:.1f} s after the kill")
