@@ -105,19 +105,20 @@ class Backend:
     def token(self, sub, rooms=None, ttl=3600, tenant=None):
         return mint_token(JWT_SECRET, sub, rooms, ttl, tenant)
 
-    def raw(self, index, query=""):
-        """A RawWS to node `index` (the upgrade done, nothing read yet)."""
-        ws = RawWS(self.port(index), "/ws" + ("?" + query if query else ""))
+    def raw(self, index, query="", source=None):
+        """A RawWS to node `index` (the upgrade done, nothing read yet), from the loopback address
+        `source` when given (all of 127/8 reaches lo)."""
+        ws = RawWS(self.port(index), "/ws" + ("?" + query if query else ""), source=source)
         assert ws.status == 101, ws.response_head
         return ws
 
-    def client(self, index, query=""):
-        return Client(self.raw(index, query))
+    def client(self, index, query="", source=None):
+        return Client(self.raw(index, query, source))
 
-    def connect(self, index, peer, rooms=None, token_rooms=None, query="", ttl=3600, tenant=None):
+    def connect(self, index, peer, rooms=None, token_rooms=None, query="", ttl=3600, tenant=None, source=None):
         """A welcomed peer on node `index`: with auth, its token's `sub` is `peer` (and `token_rooms`
         its `rooms` claim, `ttl` its lifetime in seconds, `tenant` its tenant claim); without auth it asks
-        for `peer=`. Joins each of `rooms`."""
+        for `peer=`. Joins each of `rooms`. From `source` (a loopback address) when given."""
         params = []
         if self.auth:
             params.append("token=" + self.token(peer, token_rooms, ttl, tenant))
@@ -125,7 +126,7 @@ class Backend:
             params.append("peer=" + peer)
         if query:
             params.append(query)
-        client = self.client(index, "&".join(params))
+        client = self.client(index, "&".join(params), source)
         welcome = client.wait(lambda m: m["type"] == "welcome")
         assert welcome["peer"] == peer and not welcome.get("resumed"), welcome
         for room in rooms or ():

@@ -78,3 +78,50 @@ def test_the_oldest_waiting_sessions_end_at_the_bound(kind, bound, tmp_path_fact
             bystander.close()
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_session_resumed_from_another_address_leaves_the_count_of_the_one_it_left(kind, tmp_path_factory,
+                                                                                    redis_server):
+    """`--max-detached-per-ip 2`: V and then X drop from 127.0.0.2; X resumes from 127.0.0.3 (on the other
+    node of the cluster); W drops from 127.0.0.2. Two sessions wait from 127.0.0.2 (V and W), within the
+    bound: nobody ends, and V and W resume. (Counted under the address it resumed from, X would still
+    count against 127.0.0.2, and W's drop would end V.)"""
+    flags = ["--resume-grace", "60", "--max-peers-per-room", "20", "--max-detached-sessions", "100",
+             "--max-detached-per-ip", "2"]
+    redis = redis_server.get() if kind == "cluster" else None
+    backend = start_backend(
+        kind, tmp_path_factory.mktemp(f"moved-{kind}"), auth=True, redis=redis, prefix="detached-moved",
+        node_args=lambda i: flags,
+    )
+    try:
+        room = f"moved-{kind}"
+        watcher = backend.connect(0, "watcher", rooms=[room])
+        backend.settle()
+        waiting = {}
+        for name in ("v", "x"):
+            client = backend.connect(0, f"{name}-{kind}", rooms=[room], source="127.0.0.2")
+            waiting[name] = (client.welcome["peer"], client.welcome["session"])
+            client.drop()
+            time.sleep(0.2)
+        # X comes back from another address (the mesh keeps a session on the node it left).
+        elsewhere = 1 if kind == "cluster" else 0
+        peer, session = waiting.pop("x")
+        x = backend.client(elsewhere, backend.resume_query(peer, session, 0), source="127.0.0.3")
+        assert x.wait(lambda m: m["type"] == "welcome", timeout=5)["resumed"] is True
+        time.sleep(0.3)
+        client = backend.connect(0, f"w-{kind}", rooms=[room], source="127.0.0.2")
+        waiting["w"] = (client.welcome["peer"], client.welcome["session"])
+        client.drop()
+        watcher.collect(2.0)
+        left = [m["peer"] for m in watcher.log if m["type"] == "peer-left"]
+        assert not left, f"{kind}: {left} ended although only two sessions wait from 127.0.0.2"
+        for peer, session in waiting.values():
+            client = backend.client(0, backend.resume_query(peer, session, 0), source="127.0.0.2")
+            welcome = client.wait(lambda m: m["type"] == "welcome", timeout=5)
+            assert welcome["resumed"] is True and welcome["peer"] == peer, welcome
+            client.close()
+        for client in (x, watcher):
+            client.close()
+    finally:
+        backend.stop()

@@ -159,10 +159,11 @@ extension ClusterHub {
             case .detach(let peer):
                 let deadline = Self.epochMillis() + Int(limits.resumeGraceNanos / 1_000_000)
                 // What the client confirmed since the last refresh leaves the buffer now.
+                let counted = limits.maxDetachedPerClient > 0 ? client ?? "" : ""
                 let kept = try await redis.run(
                     ClusterScripts.detach,
                     keys: keys.session(peer),
-                    arguments: [nodeName, conn, deadline, ttlMillis, Int(clamping: through)]
+                    arguments: [nodeName, conn, deadline, ttlMillis, Int(clamping: through), counted]
                 )
                 if kept.int == 1 {
                     _ = try await redis.send(["ZADD", keys.deadlines, deadline, peer])
@@ -233,12 +234,14 @@ extension ClusterHub {
         }
     }
 
-    /// A session that waited was resumed: it no longer counts among those waiting (from `client`: the
-    /// address it resumed from; counted under another address, it leaves that count when its deadline
-    /// passes).
+    /// A session that waited was resumed: it no longer counts among those waiting, nor among those of the
+    /// address it waited from (`dfrom`, written by the detach; a build before it wrote none, and then the
+    /// address it resumes from, `client`, is the best guess).
     private func resumedDetached(_ peer: String, client: String?) async {
         _ = try? await redis.send(["ZREM", keys.detached, peer])
-        if let client { _ = try? await redis.send(["ZREM", keys.detached(from: client), peer]) }
+        guard limits.maxDetachedPerClient > 0 else { return }
+        let from = (try? await redis.send(["HGET", keys.sessionHash(peer), "dfrom"]))?.string ?? client
+        if let from { _ = try? await redis.send(["ZREM", keys.detached(from: from), peer]) }
     }
 
     /// `peer.left`, and `room.empty` when nobody remains.

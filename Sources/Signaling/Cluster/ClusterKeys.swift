@@ -13,9 +13,10 @@ struct ClusterKeys: Sendable {
         self.open = prefix + ":{"
     }
 
-    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant), `:b`
-    /// (list: buffered messages), `:m` (list: their descriptors), `:r` (sorted set: the request ids
-    /// already delivered, `sender|id`, scored by when and how, for duplicate suppression).
+    /// `prefix:{peer}:s` (hash: token, node, conn, away, deadline, seq, counters, rooms, grant, the
+    /// address it waits from), `:b` (list: buffered messages), `:m` (list: their descriptors), `:r`
+    /// (sorted set: the request ids already delivered, `sender|id`, scored by when and how, for duplicate
+    /// suppression).
     func session(_ peer: String) -> [String] {
         Self.sessionSuffixes.map { open + peer + $0 }
     }

@@ -142,12 +142,18 @@ enum ClusterScripts {
 
     /// The owning connection dropped without ending its session: it waits for a resume until `deadline`.
     /// ARGV: node, conn, deadline, ttl, and optionally what the client confirmed since the last refresh
-    /// (``trimFunction``). Returns 1, or 0 when (node, conn) no longer owns it.
+    /// (``trimFunction``) and the address the session is counted under while it waits (`dfrom`: the node
+    /// that resumes it, maybe from another address, takes it out of that address's count). Returns 1, or
+    /// 0 when (node, conn) no longer owns it.
     static let detach = RedisScript(
         common + trimFunction + """
             if not owns(KEYS, ARGV[1], ARGV[2]) then return 0 end
             trimThrough(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[5] or '0'))
-            redis.call('HSET', KEYS[1], 'away', '1', 'dl', ARGV[3])
+            if ARGV[6] and ARGV[6] ~= '' then
+                redis.call('HSET', KEYS[1], 'away', '1', 'dl', ARGV[3], 'dfrom', ARGV[6])
+            else
+                redis.call('HSET', KEYS[1], 'away', '1', 'dl', ARGV[3])
+            end
             expireAll(KEYS, ARGV[4])
             return 1
             """
