@@ -1,6 +1,7 @@
 """Shared fixtures for the end-to-end tests: real `signal serve` processes on loopback ports."""
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -16,7 +17,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SIGNAL = os.environ.get("SIGNAL_BIN", os.path.join(ROOT, ".build", "debug", "signal"))
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out = set()
+
+
 def free_port():
+    """A loopback port nothing listens on, for a server the test starts next. Chosen below the kernel's
+    ephemeral range: a port from `bind(0)` is one the kernel may give the next outgoing connection (to
+    Redis, a hub, a browser) as its source port before the server binds it, and the server then fails with
+    "address already in use". Never the same port twice in one test run."""
+    low = 10000 if _EPHEMERAL[0] > 20000 else _EPHEMERAL[1] + 1
+    high = _EPHEMERAL[0] - 1 if _EPHEMERAL[0] > 20000 else 65535
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
