@@ -128,8 +128,9 @@ extension ClusterHub {
     /// (Redis unreachable), or a node died between a room's reservation and its join, or between its last
     /// leave and its release. So a full set is checked before it refuses: rooms in it that no longer exist
     /// (no member) are taken out, then the reservation is tried again. At most once per
-    /// ``tenantRoomCheckInterval`` per tenant on this node, so a tenant at its bound cannot have every
-    /// refused join read all its rooms.
+    /// ``tenantRoomCheckInterval`` per tenant on this node, and at most ``tenantRoomCheckSample`` rooms a
+    /// check (drawn at random: with more rooms, each check finds its share of the empty ones), so a tenant
+    /// at its bound cannot have every refused join read all its rooms.
     private func reserve(_ room: String, for tenant: Tenant) async throws(RedisError) -> Bool {
         let key = keys.tenantRooms(tenant)
         let arguments: [any RESPEncodable] = [room, limits.maxRoomsPerTenant]
@@ -144,7 +145,8 @@ extension ClusterHub {
             return true
         }
         guard due else { return false }
-        let counted = try await redis.send(["SMEMBERS", key]).array?.compactMap(\.string) ?? []
+        let counted =
+            try await redis.send(["SRANDMEMBER", key, Self.tenantRoomCheckSample]).array?.compactMap(\.string) ?? []
         let vanished = try await self.sizes(of: counted).filter { $0.members == 0 }.map(\.room)
         guard !vanished.isEmpty else { return false }
         _ = try await redis.send(["SREM", key] + vanished)
@@ -161,6 +163,8 @@ extension ClusterHub {
 
     /// How often a node checks a full tenant's rooms for ones nobody is in (``reserve(_:for:)``).
     static var tenantRoomCheckInterval: TimeAmount { .seconds(2) }
+    /// How many of a full tenant's rooms one check reads (``reserve(_:for:)``).
+    static var tenantRoomCheckSample: Int { 64 }
 
     /// `update`: the member's new meta in the room's hash, `peer-updated` to the others, then `updated`.
     private func update(
