@@ -23,6 +23,8 @@ import urllib.request
 
 import websockets
 
+from conftest import stop_process
+
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",  # containers rarely allow Chromium's sandbox
@@ -143,13 +145,7 @@ class Chromium:
         finally:
             if browser:
                 await browser._shutdown()
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
             log.close()
             shutil.rmtree(profile, ignore_errors=True)
 

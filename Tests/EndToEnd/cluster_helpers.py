@@ -14,7 +14,7 @@ import time
 
 import websockets
 
-from conftest import free_port
+from conftest import free_port, stop_process
 
 
 class RedisServer:
@@ -85,12 +85,7 @@ class RedisServer:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.resume()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout=10)
         self.log.close()
 
 

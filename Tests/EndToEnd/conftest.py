@@ -17,6 +17,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SIGNAL = os.environ.get("SIGNAL_BIN", os.path.join(ROOT, ".build", "debug", "signal"))
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=5):
+    """Stops `proc` with `sig` unless it has exited; kills it when it has not gone after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _ephemeral_range():
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -100,13 +111,7 @@ class Hub:
             return r.read().decode()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         self.log.close()
         return self.proc.returncode
 

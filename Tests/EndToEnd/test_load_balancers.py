@@ -17,7 +17,7 @@ import time
 import pytest
 
 from cluster_helpers import Peer, RedisServer, eventually
-from conftest import free_port
+from conftest import free_port, stop_process
 from e2e_helpers import metric
 
 GRACE = 10
@@ -85,13 +85,7 @@ class Balancer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

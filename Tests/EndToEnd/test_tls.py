@@ -11,7 +11,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from conftest import SIGNAL, free_port
+from conftest import SIGNAL, free_port, stop_process
 from tls_helpers import client_context
 
 
@@ -35,11 +35,7 @@ def tls_hub(start_hub, pki, tmp_path, *extra):
 
 
 def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc, timeout=15)
 
 
 def peer_serial(port, pki):

@@ -17,7 +17,7 @@ import websockets
 from aioice import turn
 
 from cluster_helpers import RedisServer
-from conftest import free_port
+from conftest import free_port, stop_process
 from e2e_helpers import web_args
 from test_aiortc import finish, start_peer
 from test_browser import run_pair
@@ -56,12 +56,7 @@ class Coturn:
         return f"turn:127.0.0.1:{self.port}?transport=udp"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
