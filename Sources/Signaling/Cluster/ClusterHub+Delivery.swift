@@ -27,20 +27,22 @@ struct DeliveryRequest: Sendable {
         ]
     }
 
-    /// Writes its seven arguments of ``ClusterScripts/deliverBatch``: prefix, sender, request id, type, room,
-    /// the sender's rooms (or `-`), mode.
+    /// Writes its arguments of ``ClusterScripts/deliverBatch``: mode, prefix, type, `sender|id` (`sender|`
+    /// without an id), then the room and the sender's rooms (or `-`) — except for an addressed signal with
+    /// neither (mode `s`, four arguments: nearly every signal).
     func writeBatchArguments(into argv: inout RESPArguments) {
+        let plain = signal && !volatile && room == nil && shared == nil
+        argv.append(plain ? "s" : mode)
         argv.append(prefix)
-        argv.append(sender)
-        argv.append(id ?? "")
         argv.append(type?.rawValue ?? "")
+        argv.append(concatenating: sender, "|", id ?? "")
+        guard !plain else { return }
         argv.append(room ?? "")
         if let shared {
             argv.append(shared.joined(separator: ","))
         } else {
             argv.append("-")
         }
-        argv.append(mode)
     }
 }
 

@@ -24,9 +24,10 @@ struct ClusterKeys: Sendable {
     /// What follows `prefix:{peer` in each of ``session(_:)``'s keys, in order.
     private static let sessionSuffixes = ["}:s", "}:b", "}:m", "}:r"]
 
-    /// Writes ``session(_:)``'s four keys as four arguments (for a batch: no `String` made for them).
-    func writeSession(_ peer: String, into argv: inout RESPArguments) {
-        for suffix in Self.sessionSuffixes { argv.append(concatenating: open, peer, suffix) }
+    /// Writes ``sessionHash(_:)`` as an argument (for a batch: no `String` made for it; the batch scripts
+    /// name the session's other keys from it).
+    func writeSessionHash(_ peer: String, into argv: inout RESPArguments) {
+        argv.append(concatenating: open, peer, Self.sessionSuffixes[0])
     }
 
     /// `prefix:{peer}:s` alone, the first of ``session(_:)``: for a command or call that names only the

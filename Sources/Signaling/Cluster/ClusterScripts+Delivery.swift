@@ -72,19 +72,26 @@ extension ClusterScripts {
                 counters(st)
                 local c = n - maxn
                 trimmed = true
-                local olds = redis.call('LRANGE', k2, 0, c - 1)
                 local ometas = redis.call('LRANGE', k3, 0, c - 1)
-                redis.call('LTRIM', k2, c, -1)
-                redis.call('LTRIM', k3, c, -1)
+                local olds
                 n = n - c
                 for i = 1, c do
-                    local old, meta = olds[i], ometas[i]
-                    st.bb = st.bb - #old
+                    local meta = ometas[i]
                     local bar = string.find(meta, '|', 1, true)
-                    if string.byte(meta, bar + 1) == 49 then
+                    local q = string.byte(meta, bar + 1)
+                    local size
+                    if q == 50 then
+                        size = tonumber(string.sub(meta, bar + 3, string.find(meta, '|', bar + 3, true) - 1))
+                    else
+                        -- Written by an earlier build, or queued: the message itself says how long it is.
+                        olds = olds or redis.call('LRANGE', k2, 0, c - 1)
+                        size = #olds[i]
+                    end
+                    st.bb = st.bb - size
+                    if q == 49 then
                         local oseq, oq, otyp, osender, orid = parseMeta(meta)
                         st.qn = st.qn - 1
-                        st.qb = st.qb - #old
+                        st.qb = st.qb - size
                         if osender ~= '' then expire(st, osender .. '|' .. otyp .. '|' .. orid) end
                     end
                     if i == c then
@@ -92,6 +99,8 @@ extension ClusterScripts {
                         if oseq > st.dropped then st.dropped = oseq end
                     end
                 end
+                redis.call('LTRIM', k2, c, -1)
+                redis.call('LTRIM', k3, c, -1)
             end
             while n > 0 do
                 local over
@@ -137,8 +146,8 @@ extension ClusterScripts {
         -- True once the list holds more than ~6 KB of messages: the caller then sends it and starts another,
         -- so Lua's `table.concat` builds each in one buffer (beyond its 8 KB buffer it makes, hashes and
         -- joins strings piece by piece: Redis's Lua hashes every byte of every string it makes).
-        local function appendN(list, conn, seq, msg)
-            list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. format('%d', #msg) .. ' '
+        local function appendN(list, conn, seq, msg, len)
+            list[#list + 1] = ' ' .. conn .. ' ' .. seq .. ' ' .. (len or format('%d', #msg)) .. ' '
             list[#list + 1] = msg
             list.bytes = (list.bytes or 0) + #msg
             return list.bytes > 6000
@@ -157,11 +166,11 @@ extension ClusterScripts {
             end
             return nil
         end
-        local function deliverOne(k1, k2, k3, kd, prefix, sender, rid, typ, room, shared, maxn, maxb, mode, publish)
+        local function deliverOne(k1, k2, k3, kd, prefix, typ, srid, room, shared, maxn, maxb, mode, publish, f)
             local volatile = mode == 'v'
-            local signal = mode == '1' or volatile
+            local signal = mode ~= '0'
             local dkey
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
+            f = f or redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
             if not f[1] then return 'unavailable' end
             local away = f[3] == '1'
             if signal then
@@ -169,7 +178,8 @@ extension ClusterScripts {
                     local refusal = refused(',' .. redis.call('HGET', k1, 'rooms') .. ',', room, shared)
                     if refusal then return refusal end
                 end
-                if rid ~= '' then dkey = sender .. '|' .. rid end
+                -- `sender|id`; `sender|` when the request has no id (nothing to remember).
+                if string.byte(srid, -1) ~= 124 then dkey = srid end
             end
             if volatile then
                 if dkey then
@@ -199,13 +209,12 @@ extension ClusterScripts {
                     return 'queue-full'
                 end
             end
+            local len = format('%d', size)
             local receivers = 0
-            if not away then receivers = publish(f[1], f[2], ss, msg) end
+            if not away then receivers = publish(f[1], f[2], ss, msg, len) end
             local queued = away or receivers == 0
-            local qflag = '0'
             if queued then
                 counters(st)
-                qflag = '1'
                 st.qn = st.qn + 1
                 st.qb = st.qb + size
                 -- Claimed as delivered, but its node did not take it: it waits.
@@ -215,9 +224,11 @@ extension ClusterScripts {
             -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
             -- leaves it out.
             if signal and queued then
-                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. sender .. '|' .. rid)
+                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. srid)
+            elseif queued then
+                redis.call('RPUSH', k3, ss .. '|1|||')
             else
-                redis.call('RPUSH', k3, ss .. '|' .. qflag .. '|||')
+                redis.call('RPUSH', k3, ss .. '|2|' .. len .. '||')
             end
             local ttl = settle(k1, k2, k3, n, n == 1, queued, st, ss, maxn, maxb)
             local status = 'delivered'
@@ -232,28 +243,31 @@ extension ClusterScripts {
         -- session and the request ids written once for all of them. Only for a session that is connected to
         -- a node that takes its messages (`takes(node)`: how many listen), what nearly every delivery finds:
         -- for any other it returns false before changing anything, and the caller has `deliverOne` decide
-        -- each. `at[j]`: where the j-th delivery's arguments start in ARGV (prefix, sender, request id, type,
-        -- room, shared, mode); its reply goes to `results[slot[j]]`. Why it decides as one at a time would:
+        -- each. `at[j]`: where the j-th delivery's arguments start in ARGV (see `deliverAt`); its reply goes
+        -- to `results[slot[j]]`. Why it decides as one at a time would:
         -- nothing else runs during the script, the checks read the same session, a request id remembered
         -- earlier in the group is found as it would be in the set, `seq` counts on in order, and the bounds
         -- are restored after the pushes, oldest first, as after each push (the count bound is kept in chunks
         -- anyway). Each `seq` is formatted once: turning a number into text is a `sprintf` in this Lua.
-        local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results)
-            local f = redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
+        local function deliverGroup(k1, k2, k3, kd, at, slot, maxn, maxb, takes, publish, results, f)
+            f = f or redis.call('HMGET', k1, 'node', 'conn', 'away', 'seq', 'bb')
             if not f[1] or f[3] ~= '0' or takes(f[1]) == 0 then return false end
             -- ARGV is a global: one local lookup instead of a global one per argument read.
             local argv = ARGV
             local node, conn, rooms = f[1], f[2], nil
             local status, dkeys, lookup = {}, {}, {}
             for j, a in ipairs(at) do
-                if argv[a + 6] ~= '0' then
-                    local room, shared = argv[a + 4], argv[a + 5]
-                    if room ~= '' or shared ~= '-' then
-                        rooms = rooms or ',' .. redis.call('HGET', k1, 'rooms') .. ','
-                        status[j] = refused(rooms, room, shared)
+                local mode = argv[a]
+                if mode ~= '0' then
+                    if mode ~= 's' then
+                        local room, shared = argv[a + 4], argv[a + 5]
+                        if room ~= '' or shared ~= '-' then
+                            rooms = rooms or ',' .. redis.call('HGET', k1, 'rooms') .. ','
+                            status[j] = refused(rooms, room, shared)
+                        end
                     end
-                    if not status[j] and argv[a + 2] ~= '' then
-                        local dkey = argv[a + 1] .. '|' .. argv[a + 2]
+                    local dkey = argv[a + 3]
+                    if not status[j] and string.byte(dkey, -1) ~= 124 then
                         dkeys[j] = dkey
                         lookup[#lookup + 1] = dkey
                     end
@@ -279,8 +293,8 @@ extension ClusterScripts {
                     -- refused by the checks above
                 elseif score then
                     if score % 2 == 1 then status[j] = 'dup queued' else status[j] = 'dup delivered' end
-                elseif argv[a + 6] == 'v' then
-                    publish(node, conn, '0', argv[a])
+                elseif argv[a] == 'v' then
+                    publish(node, conn, '0', argv[a + 1])
                     if dkey then
                         known[dkey] = 0
                         zadd[#zadd + 1] = ss .. '0'
@@ -291,11 +305,12 @@ extension ClusterScripts {
                 else
                     seq = seq + 1
                     ss = format('%d', seq)
-                    local msg = argv[a] .. ss .. '}'
-                    publish(node, conn, ss, msg)
+                    local msg = argv[a + 1] .. ss .. '}'
+                    local len = format('%d', #msg)
+                    publish(node, conn, ss, msg, len)
                     msgs[#msgs + 1] = msg
                     bb = bb + #msg
-                    metas[#metas + 1] = ss .. '|0|||'
+                    metas[#metas + 1] = ss .. '|2|' .. len .. '||'
                     if dkey then
                         known[dkey] = 0
                         zadd[#zadd + 1] = ss .. '0'
@@ -325,6 +340,25 @@ extension ClusterScripts {
             if expired then results[slot[last]] = {'delivered', node, expired} end
             return true
         end
+        -- A batch's delivery at ARGV[a]: its mode, then prefix, type and `sender|id`, then — unless the mode
+        -- is `s` (an addressed signal with no room scope and no shared room required, nearly every one) —
+        -- room and the sender's rooms (or `-`). `span(a)`: how many arguments it has.
+        local function span(a)
+            if ARGV[a] == 's' then return 4 end
+            return 6
+        end
+        -- Decides the delivery at ARGV[a] (`deliverOne`; `f`: the session's fields when already read);
+        -- returns its reply and where the next one starts.
+        local function deliverAt(k1, k2, k3, kd, a, maxn, maxb, publish, f)
+            local argv = ARGV
+            local mode = argv[a]
+            if mode == 's' then
+                return deliverOne(k1, k2, k3, kd, argv[a + 1], argv[a + 2], argv[a + 3], '', '-', maxn, maxb, mode,
+                    publish, f), a + 4
+            end
+            return deliverOne(k1, k2, k3, kd, argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5], maxn,
+                maxb, mode, publish, f), a + 6
+        end
 
         """
 
@@ -345,7 +379,7 @@ extension ClusterScripts {
             local function publish(node, conn, seq, msg)
                 return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
-            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[4], ARGV[2] .. '|' .. ARGV[3],
                 ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
             """
     )
@@ -355,11 +389,13 @@ extension ClusterScripts {
     /// decides it, a recipient's in the order they were sent, but every node gets one `PUBLISH` per batch
     /// (one per ~6 KB of messages), `N` followed by ` conn seq length message` per message; a batch of one
     /// delivery is published as ``deliver`` publishes it. KEYS: the first recipient's session hash. ARGV:
-    /// max messages, max bytes, channel prefix, then per recipient its four session keys, how many
-    /// deliveries it has and for each: prefix, sender, request id, type, room, sender's rooms (or `-`),
-    /// mode (`1`, `0` or `v`, as for ``deliver``). Returns one ``deliver`` reply per delivery, in the order
-    /// of the arguments. A recipient's keys and count go once for its whole burst: every argument is a
-    /// string Redis allocates and its Lua hashes. The keys are in ARGV, as in ``deliverShardBatch`` (one
+    /// max messages, max bytes, channel prefix, then per recipient its session hash (its other keys are
+    /// the hash's name with the last letter replaced), how many deliveries it has and for each: mode (`s`,
+    /// or `1`, `0` or `v` as for ``deliver``), prefix, type, `sender|id` (`sender|` without an id), and
+    /// unless the mode is `s` (a signal with no room and no shared room required) room and the sender's
+    /// rooms (or `-`). Returns one ``deliver`` reply per delivery, in the order of the arguments. Every
+    /// argument is a string Redis allocates and its Lua hashes, so a recipient's key and count go once for
+    /// its whole burst and a plain signal has four. The keys are in ARGV, as in ``deliverShardBatch`` (one
     /// layout for both), so a node writes a whole batch's arguments in one go; on one Redis a script may
     /// touch keys it does not declare.
     static let deliverBatch = RedisScript(
@@ -374,23 +410,22 @@ extension ClusterScripts {
                 end
                 return n
             end
-            local function publish(node, conn, seq, msg)
+            local function publish(node, conn, seq, msg, len)
                 local n = takes(node)
                 if n > 0 then
                     local list = out[node]
                     if not list then list = {'N'}; out[node] = list; order[#order + 1] = node end
-                    if appendN(list, conn, seq, msg) then
+                    if appendN(list, conn, seq, msg, len) then
                         redis.call('PUBLISH', channels .. node, table.concat(list))
                         out[node] = {'N'}
                     end
                 end
                 return n
             end
-            -- A batch of one delivery (each signal travels alone at low load: 3 + 5 + 7 arguments) is published
-            -- as ``deliver`` publishes it, `D conn seq message`: its `PUBLISH` says whether anyone listens, with
-            -- no `NUMSUB`.
+            -- A batch of one delivery (each signal travels alone at low load) is published as ``deliver``
+            -- publishes it, `D conn seq message`: its `PUBLISH` says whether anyone listens, with no `NUMSUB`.
             local count = #ARGV
-            if count == 15 then
+            if ARGV[5] == '1' and count == 5 + span(6) then
                 publish = function(node, conn, seq, msg)
                     return redis.call('PUBLISH', channels .. node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
                 end
@@ -400,24 +435,23 @@ extension ClusterScripts {
             local results = {}
             local a, d = 4, 0
             while a <= count do
-                local k1, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-                a = a + 5
+                local k1, n = ARGV[a], tonumber(ARGV[a + 1])
+                local base = string.sub(k1, 1, -2)
+                local k2, k3, k4 = base .. 'b', base .. 'm', base .. 'r'
+                a = a + 2
                 if n == 1 then
                     d = d + 1
-                    results[d] = deliverOne(k1, k2, k3, k4, ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-                        ARGV[a + 4], ARGV[a + 5], maxn, maxb, ARGV[a + 6], publish)
+                    results[d], a = deliverAt(k1, k2, k3, k4, a, maxn, maxb, publish)
                 else
                     local at, slot = {}, {}
-                    for j = 1, n do at[j] = a + 7 * (j - 1); slot[j] = d + j end
+                    for j = 1, n do at[j] = a; slot[j] = d + j; a = a + span(a) end
                     if not deliverGroup(k1, k2, k3, k4, at, slot, maxn, maxb, takes, publish, results) then
                         for j, ga in ipairs(at) do
-                            results[d + j] = deliverOne(k1, k2, k3, k4, ARGV[ga], ARGV[ga + 1], ARGV[ga + 2],
-                                ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb, ARGV[ga + 6], publish)
+                            results[d + j] = deliverAt(k1, k2, k3, k4, ga, maxn, maxb, publish)
                         end
                     end
                     d = d + n
                 end
-                a = a + 7 * n
             end
             for _, node in ipairs(order) do
                 if #out[node] > 1 then redis.call('PUBLISH', channels .. node, table.concat(out[node])) end
@@ -428,24 +462,30 @@ extension ClusterScripts {
 
     /// ``deliverBatch`` for a Redis Cluster, where a batch's recipients live in different slots: one call
     /// for the deliveries whose slots one primary serves. KEYS: the first recipient's session hash (it
-    /// routes the call). ARGV: max messages, max bytes, channel prefix, then per recipient its four session
-    /// keys, how many deliveries it has and the seven arguments of ``deliverBatch`` for each. The other
-    /// session keys are not declared: a script may touch keys of other slots when this primary serves them.
-    /// First every recipient's hash is checked to be served here; if one is not (the slot moved: a failover
-    /// or resharding the node's slot map has not caught up with), the call does nothing and answers
-    /// `moved`, and the node sends each delivery alone (following the redirect). Otherwise one ``deliver``
-    /// reply per delivery, in the order of the arguments; a recipient's deliveries are decided together as
-    /// in ``deliverBatch`` and `SPUBLISH`ed to its channel in one `N` message; a recipient's single
-    /// delivery goes as ``deliver`` sends it.
+    /// routes the call). ARGV: as ``deliverBatch``'s. The other session keys are not declared: a script may
+    /// touch keys of other slots when this primary serves them. First every recipient's hash is read (the
+    /// five fields a delivery reads first) with `pcall`; if one is not served here (the slot moved: a
+    /// failover or resharding the node's slot map has not caught up with), the call does nothing and
+    /// answers `moved`, and the node sends each delivery alone (following the redirect). Otherwise one
+    /// ``deliver`` reply per delivery, in the order of the arguments; a recipient's deliveries are decided
+    /// together as in ``deliverBatch`` and `SPUBLISH`ed to its channel in one `N` message; a recipient's
+    /// single delivery goes as ``deliver`` sends it.
     static let deliverShardBatch = RedisScript(
         common + deliverFunction + """
             local maxn, maxb, channels = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
             local count = #ARGV
+            -- Every recipient's session, read before anything is written: a key of a slot not served here
+            -- fails its read, and the call then changes nothing. Deliveries to one recipient touch no other
+            -- recipient's keys, so each read is what its first delivery would read.
+            local sessions = {}
             local a = 4
             while a <= count do
-                local here = redis.pcall('EXISTS', ARGV[a])
-                if type(here) == 'table' and here.err then return 'moved' end
-                a = a + 5 + 7 * tonumber(ARGV[a + 4])
+                local f = redis.pcall('HMGET', ARGV[a], 'node', 'conn', 'away', 'seq', 'bb')
+                if f.err then return 'moved' end
+                sessions[#sessions + 1] = f
+                local n = tonumber(ARGV[a + 1])
+                a = a + 2
+                for _ = 1, n do a = a + span(a) end
             end
             local results = {}
             local d = 0
@@ -462,40 +502,43 @@ extension ClusterScripts {
                 return redis.call('SPUBLISH', channel(node), 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
             local function takes(node) return redis.call('PUBSUB', 'SHARDNUMSUB', channel(node))[2] end
-            local function gathered(node, conn, seq, msg)
+            local function gathered(node, conn, seq, msg, len)
                 to = node
-                if appendN(out, conn, seq, msg) then
+                if appendN(out, conn, seq, msg, len) then
                     redis.call('SPUBLISH', channel(node), table.concat(out))
                     out = {'N'}
                 end
                 return 1
             end
             a = 4
+            local r = 0
             while a <= count do
-                local k2, k3, k4, n
-                key, k2, k3, k4, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+                local n = tonumber(ARGV[a + 1])
+                r = r + 1
+                local f = sessions[r]
+                key = ARGV[a]
+                local base = string.sub(key, 1, -2)
+                local k2, k3, k4 = base .. 'b', base .. 'm', base .. 'r'
                 ch = nil
-                local first = a + 5
+                a = a + 2
                 if n == 1 then
                     d = d + 1
-                    results[d] = deliverOne(key, k2, k3, k4, ARGV[first], ARGV[first + 1], ARGV[first + 2],
-                        ARGV[first + 3], ARGV[first + 4], ARGV[first + 5], maxn, maxb, ARGV[first + 6], publish)
+                    results[d], a = deliverAt(key, k2, k3, k4, a, maxn, maxb, publish, f)
                 else
                     -- The group's messages go in one `SPUBLISH` (`N …`) to the recipient's channel of its node.
                     out, to = {'N'}, nil
                     local at, slot = {}, {}
-                    for j = 1, n do at[j] = first + 7 * (j - 1); slot[j] = d + j end
-                    if deliverGroup(key, k2, k3, k4, at, slot, maxn, maxb, takes, gathered, results) then
+                    for j = 1, n do at[j] = a; slot[j] = d + j; a = a + span(a) end
+                    if deliverGroup(key, k2, k3, k4, at, slot, maxn, maxb, takes, gathered, results, f) then
                         if to and #out > 1 then redis.call('SPUBLISH', channel(to), table.concat(out)) end
                     else
+                        -- The group changed nothing: the first delivery finds the session as read.
                         for j, ga in ipairs(at) do
-                            results[d + j] = deliverOne(key, k2, k3, k4, ARGV[ga], ARGV[ga + 1], ARGV[ga + 2],
-                                ARGV[ga + 3], ARGV[ga + 4], ARGV[ga + 5], maxn, maxb, ARGV[ga + 6], publish)
+                            results[d + j] = deliverAt(key, k2, k3, k4, ga, maxn, maxb, publish, j == 1 and f or nil)
                         end
                     end
                     d = d + n
                 end
-                a = first + 7 * n
             end
             return results
             """

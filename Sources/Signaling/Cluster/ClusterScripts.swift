@@ -71,8 +71,10 @@ enum ClusterScripts {
                 if away == '0' and node ~= '' then notify(ARGV[8], node, 'K ' .. conn .. ' 4009') end
                 result = {'took-over', rooms, origins}
             end
-            redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'node', ARGV[2], 'conn', ARGV[3], 'away', '0', 'dl', ARGV[4],
-                'seq', 0, 'dropped', 0, 'qn', 0, 'qb', 0, 'bb', 0, 'rooms', '', 'grant', ARGV[7])
+            -- The fields every delivery reads (`node`, `conn`, `away`, `seq`, `bb`) first: a small hash is a list
+            -- Redis scans field by field, in the order they were first written.
+            redis.call('HSET', KEYS[1], 'node', ARGV[2], 'conn', ARGV[3], 'away', '0', 'seq', 0, 'bb', 0, 'tok', ARGV[1],
+                'dl', ARGV[4], 'dropped', 0, 'qn', 0, 'qb', 0, 'rooms', '', 'grant', ARGV[7])
             expireAll(KEYS, ARGV[5])
             return result
             """
@@ -124,14 +126,20 @@ enum ClusterScripts {
             if n <= 0 then return 0 end
             local metas = redis.call('LRANGE', k3, 0, n - 1)
             n = 0
+            -- A delivered message's descriptor (`seq|2|length||`) says how long it is; when one does not
+            -- (written by an earlier build), the messages are read to count their bytes.
+            local bytes, sized = 0, true
             for _, meta in ipairs(metas) do
-                local seq, q = string.match(meta, '^(%d+)|(%d)')
+                local seq, q, len = string.match(meta, '^(%d+)|(%d)|([^|]*)')
                 if q == '1' or tonumber(seq) > through then break end
                 n = n + 1
+                if q == '2' then bytes = bytes + tonumber(len) else sized = false end
             end
             if n == 0 then return 0 end
-            local bytes = 0
-            for _, msg in ipairs(redis.call('LRANGE', k2, 0, n - 1)) do bytes = bytes + #msg end
+            if not sized then
+                bytes = 0
+                for _, msg in ipairs(redis.call('LRANGE', k2, 0, n - 1)) do bytes = bytes + #msg end
+            end
             redis.call('LTRIM', k2, n, -1)
             redis.call('LTRIM', k3, n, -1)
             redis.call('HINCRBY', k1, 'bb', -bytes)

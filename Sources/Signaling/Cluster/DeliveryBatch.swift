@@ -3,9 +3,9 @@ import SignalRedis
 
 /// A batch's deliveries laid out for ``ClusterScripts/deliverBatch`` (or, on a Redis Cluster,
 /// ``ClusterScripts/deliverShardBatch``): gathered by recipient, in the order each recipient first
-/// appears, each recipient's four session keys once and its count, then its deliveries in the order they
+/// appears, each recipient's session hash once and its count, then its deliveries in the order they
 /// were submitted. A peer's answer and its trickled candidates are usually in one batch together; their
-/// recipient's keys then go to Redis once instead of once per delivery (every argument is a string Redis
+/// recipient's key then goes to Redis once instead of once per delivery (every argument is a string Redis
 /// allocates and its Lua hashes byte by byte). Recipients are independent of each other, so deciding
 /// them in this order decides each exactly as submission order would.
 ///
@@ -14,8 +14,8 @@ import SignalRedis
 struct DeliveryBatch {
     /// The script's one key: the first recipient's session hash (it routes the call on a Redis Cluster).
     let key: String
-    /// The script's ARGV: `common` (max messages, max bytes, channel prefix), then per recipient its four
-    /// session keys, its count and each delivery's seven arguments.
+    /// The script's ARGV: `common` (max messages, max bytes, channel prefix), then per recipient its session
+    /// hash, its count and each delivery's arguments (``DeliveryRequest/writeBatchArguments(into:)``).
     let arguments: RESPArguments
     /// `order[i]`: the submitted delivery the script's `i`-th reply is for.
     let order: [Int]
@@ -46,14 +46,14 @@ struct DeliveryBatch {
                 }
             }
         }
-        var bytes = common.bytes.readableBytes + first.count * 4 * (keys.prefix.utf8.count + 48)
+        var bytes = common.bytes.readableBytes + first.count * (keys.prefix.utf8.count + 64)
         for delivery in deliveries { bytes += delivery.prefix.readableBytes + 128 }
         var arguments = RESPArguments(capacity: bytes)
         arguments.append(contentsOf: common)
         var order: [Int] = []
         order.reserveCapacity(total)
         for (group, start) in first.enumerated() {
-            keys.writeSession(recipients[start], into: &arguments)
+            keys.writeSessionHash(recipients[start], into: &arguments)
             arguments.append(count[group])
             var index = start
             while index >= 0 {

@@ -96,7 +96,7 @@ import Testing
             sender: mode == "0" ? "" : "alice",
             id: id,
             type: .message,
-            room: room,
+            room: room.isEmpty ? nil : room,
             shared: shared.map { $0.split(separator: ",").map(String.init) },
             signal: mode != "0",
             volatile: mode == "v"
@@ -384,6 +384,66 @@ import Testing
         #expect(try await redis.send(["PTTL", session[3]]).int ?? 0 > 0)
         #expect(try await deliver(redis, to: "bob", id: "r49", max: 16).map(\.string) == ["dup", "delivered"])
         #expect(try await deliver(redis, to: "bob", id: "r48", max: 16).first?.string == "delivered")
+        await subscriber.close()
+        await redis.close()
+    }
+
+    /// A delivered message's descriptor carries its length (`seq|2|length||`), so trimming reads no message
+    /// back; entries of an earlier build (`seq|0|||`) and queued ones are counted by their message, and a
+    /// buffer mixing both keeps its byte count exact through the bound and through a confirmation.
+    @Test func trimmingCountsBytesFromDescriptorsAndFromMessagesOfEarlierBuilds() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        let session = keys.session("bob")
+        // Six entries as an earlier build wrote them, one of them the length of no descriptor of ours.
+        var bytes = 0
+        for seq in 1...6 {
+            let message = "{\"type\":\"message\",\"data\":\"old\(String(repeating: "x", count: seq * 7))\",\"seq\":\(seq)}"
+            bytes += message.utf8.count
+            _ = try await redis.send(["RPUSH", session[1], message])
+            _ = try await redis.send(["RPUSH", session[2], "\(seq)|0|||"])
+        }
+        _ = try await redis.send(["HSET", session[0], "seq", 6, "bb", bytes])
+        func consistent() async throws -> Bool {
+            let messages = try await redis.send(["LRANGE", session[1], 0, -1]).array ?? []
+            let stored = messages.reduce(0) { $0 + ($1.string?.utf8.count ?? 0) }
+            let counted = Int(try await redis.send(["HGET", session[0], "bb"]).string ?? "") ?? -1
+            return stored == counted
+        }
+        // New deliveries write their length; the bound (8, trimmed back from 9) then takes out old and new.
+        for index in 1...12 {
+            #expect(try await deliver(redis, to: "bob", id: "n\(index)", max: 8).first?.string == "delivered")
+            #expect(try await consistent())
+        }
+        let metas = try await redis.send(["LRANGE", session[2], 0, -1]).array?.compactMap(\.string) ?? []
+        #expect(metas.count == 8 && metas.allSatisfy { $0.contains("|2|") })
+        let first = try #require(metas.first?.split(separator: "|", omittingEmptySubsequences: false))
+        let message = try await redis.send(["LINDEX", session[1], 0]).string ?? ""
+        #expect(first.count == 5 && Int(first[2]) == message.utf8.count)
+        // Old entries again, then a confirmation through part of them: the touch counts both kinds.
+        let old = "{\"old\":1,\"seq\":10}"
+        _ = try await redis.send(["LPUSH", session[1], old])
+        _ = try await redis.send(["LPUSH", session[2], "10|0|||"])
+        _ = try await redis.send(["HINCRBY", session[0], "bb", old.utf8.count])
+        #expect(try await consistent())
+        let touched = try await redis.run(
+            ClusterScripts.touchBatch,
+            keys: [session[0]],
+            arguments: ["n#1", 123_456, 600_000, "0", session[0], "1", 13]
+        )
+        #expect(touched.array?.first.flatMap { TouchReply($0) } == .refreshed)
+        #expect(try await redis.send(["LLEN", session[1]]).int == 5)
+        #expect(try await consistent())
+        _ = try await redis.run(
+            ClusterScripts.touchBatch,
+            keys: [session[0]],
+            arguments: ["n#1", 123_456, 600_000, "0", session[0], "1", 15]
+        )
+        #expect(try await redis.send(["LLEN", session[1]]).int == 3)
+        #expect(try await consistent())
         await subscriber.close()
         await redis.close()
     }
@@ -823,14 +883,15 @@ extension ClusterScriptsTests {
         return out
     }
 
-    /// Gathered by recipient in the order each first appears, each recipient's keys once with its count,
-    /// its deliveries in submitted order; `order` maps the script's replies back to submitted deliveries.
+    /// Gathered by recipient in the order each first appears, each recipient's session hash once with its
+    /// count, its deliveries in submitted order (a plain signal as four arguments); `order` maps the
+    /// script's replies back to submitted deliveries.
     @Test func deliveriesAreGatheredByRecipientWithTheirKeysOnce() throws {
         let keys = ClusterKeys(prefix: "t")
         func item(_ name: String) -> DeliveryRequest {
             DeliveryRequest(prefix: ByteBuffer(string: name), sender: "alice", type: .message, signal: true)
         }
-        func argv(_ name: String) -> [String] { [name, "alice", "", "message", "", "-", "1"] }
+        func argv(_ name: String) -> [String] { ["s", name, "message", "alice|"] }
         var common = RESPArguments()
         common.append(4)
         common.append(64)
@@ -844,20 +905,20 @@ extension ClusterScriptsTests {
         #expect(batch.key == "t:{bob}:s")
         #expect(batch.order == [0, 2, 3, 1, 4])
         let expected =
-            ["4", "64", "ch:"] + keys.session("bob") + ["3"] + ["b1", "b2", "b3"].flatMap(argv) + keys.session("carol")
-            + ["2"] + ["c1", "c2"].flatMap(argv)
+            ["4", "64", "ch:", "t:{bob}:s", "3"] + ["b1", "b2", "b3"].flatMap(argv) + ["t:{carol}:s", "2"]
+            + ["c1", "c2"].flatMap(argv)
         #expect(try texts(batch.arguments) == expected)
 
         let one = DeliveryBatch(recipients: ["carol"], deliveries: [item("c1")], keys: keys, common: common)
         #expect(one.key == "t:{carol}:s" && one.order == [0])
-        #expect(try texts(one.arguments) == ["4", "64", "ch:"] + keys.session("carol") + ["1"] + argv("c1"))
+        #expect(try texts(one.arguments) == ["4", "64", "ch:", "t:{carol}:s", "1"] + argv("c1"))
 
         // Shared rooms, a room, a request id and a volatile signal, as deliver takes them.
         var full = item("x")
         (full.id, full.room, full.shared, full.volatile) = ("r1", "lobby", ["a", "b"], true)
         var written = RESPArguments()
         full.writeBatchArguments(into: &written)
-        #expect(try texts(written) == ["x", "alice", "r1", "message", "lobby", "a,b", "v"])
+        #expect(try texts(written) == ["v", "x", "message", "alice|r1", "lobby", "a,b"])
         let single = full.deliverArguments(maxMessages: 4, maxBytes: 64, channelPrefix: "ch:")
         #expect(single.count == 10)
     }

@@ -14,7 +14,7 @@ import Testing
 
     func item(_ id: String) -> [any RESPEncodable] {
         let prefix = ByteBuffer(string: "{\"type\":\"message\",\"data\":\"\(id)\",\"from\":\"alice\",\"seq\":")
-        return [prefix, "alice", id, "message", "", "-", "1"]
+        return ["s", prefix, "message", "alice|\(id)"]
     }
 
     @Test func deliveriesGatherPerPrimaryAndAMovedRecipientStopsTheWholeCall() async throws {
@@ -82,15 +82,15 @@ import Testing
         let both = try await client.run(
             ClusterScripts.deliverShardBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + [1] + item("a")
-                + keys.session(here[1]) + [1] + item("b")
+            arguments: [16, 1 << 20, keys.channelPrefix, keys.sessionHash(here[0]), 1] + item("a")
+                + [keys.sessionHash(here[1]), 1] + item("b")
         )
         #expect(both.array?.compactMap { DeliverReply($0)?.result } == [.queued, .queued])
         let moved = try await client.run(
             ClusterScripts.deliverShardBatch,
             keys: [keys.session(here[0])[0]],
-            arguments: [16, 1 << 20, keys.channelPrefix] + keys.session(here[0]) + [1] + item("c")
-                + keys.session(elsewhere) + [1] + item("d")
+            arguments: [16, 1 << 20, keys.channelPrefix, keys.sessionHash(here[0]), 1] + item("c")
+                + [keys.sessionHash(elsewhere), 1] + item("d")
         )
         #expect(moved.string == "moved")
         // A refresh's batch touch checks the same way.
