@@ -27,15 +27,20 @@ struct DeliveryRequest: Sendable {
         ]
     }
 
-    /// Writes its arguments of ``ClusterScripts/deliverBatch``: mode, prefix, type, `sender|id` (`sender|`
-    /// without an id), then the room and the sender's rooms (or `-`) — except for an addressed signal with
-    /// neither (mode `s`, four arguments: nearly every signal).
+    /// Writes its arguments of ``ClusterScripts/deliverBatch``: mode, prefix, type, `sender|id` (the sender
+    /// alone without an id: a peer id has no `|`, a request id may), then the room and the sender's rooms
+    /// (or `-`) — except for an addressed signal with neither (mode `s`, four arguments: nearly every
+    /// signal).
     func writeBatchArguments(into argv: inout RESPArguments) {
         let plain = signal && !volatile && room == nil && shared == nil
         argv.append(plain ? "s" : mode)
         argv.append(prefix)
         argv.append(type?.rawValue ?? "")
-        argv.append(concatenating: sender, "|", id ?? "")
+        if let id, !id.isEmpty {
+            argv.append(concatenating: sender, "|", id)
+        } else {
+            argv.append(sender)
+        }
         guard !plain else { return }
         argv.append(room ?? "")
         if let shared {

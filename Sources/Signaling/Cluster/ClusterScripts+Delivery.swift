@@ -178,8 +178,9 @@ extension ClusterScripts {
                     local refusal = refused(',' .. redis.call('HGET', k1, 'rooms') .. ',', room, shared)
                     if refusal then return refusal end
                 end
-                -- `sender|id`; `sender|` when the request has no id (nothing to remember).
-                if string.byte(srid, -1) ~= 124 then dkey = srid end
+                -- `sender|id`, or the sender alone when the request has no id (nothing to remember): a peer
+                -- id has no `|`, a request id may.
+                if string.find(srid, '|', 1, true) then dkey = srid end
             end
             if volatile then
                 if dkey then
@@ -224,7 +225,7 @@ extension ClusterScripts {
             -- Whom to tell if it expires matters only while a signal is queued: a delivered one's descriptor
             -- leaves it out.
             if signal and queued then
-                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. srid)
+                redis.call('RPUSH', k3, ss .. '|1|' .. typ .. '|' .. srid .. (dkey and '' or '|'))
             elseif queued then
                 redis.call('RPUSH', k3, ss .. '|1|||')
             else
@@ -267,7 +268,7 @@ extension ClusterScripts {
                         end
                     end
                     local dkey = argv[a + 3]
-                    if not status[j] and string.byte(dkey, -1) ~= 124 then
+                    if not status[j] and string.find(dkey, '|', 1, true) then
                         dkeys[j] = dkey
                         lookup[#lookup + 1] = dkey
                     end
@@ -340,7 +341,8 @@ extension ClusterScripts {
             if expired then results[slot[last]] = {'delivered', node, expired} end
             return true
         end
-        -- A batch's delivery at ARGV[a]: its mode, then prefix, type and `sender|id`, then — unless the mode
+        -- A batch's delivery at ARGV[a]: its mode, then prefix, type and `sender|id` (the sender alone when
+        -- the request has no id), then — unless the mode
         -- is `s` (an addressed signal with no room scope and no shared room required, nearly every one) —
         -- room and the sender's rooms (or `-`). `span(a)`: how many arguments it has.
         local function span(a)
@@ -379,8 +381,10 @@ extension ClusterScripts {
             local function publish(node, conn, seq, msg)
                 return notify(ARGV[10], node, 'D ' .. conn .. ' ' .. seq .. ' ' .. msg)
             end
-            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[4], ARGV[2] .. '|' .. ARGV[3],
-                ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
+            local srid = ARGV[2]
+            if ARGV[3] ~= '' then srid = srid .. '|' .. ARGV[3] end
+            return deliverOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[4], srid, ARGV[5], ARGV[6],
+                tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9], publish)
             """
     )
 
@@ -391,7 +395,7 @@ extension ClusterScripts {
     /// delivery is published as ``deliver`` publishes it. KEYS: the first recipient's session hash. ARGV:
     /// max messages, max bytes, channel prefix, then per recipient its session hash (its other keys are
     /// the hash's name with the last letter replaced), how many deliveries it has and for each: mode (`s`,
-    /// or `1`, `0` or `v` as for ``deliver``), prefix, type, `sender|id` (`sender|` without an id), and
+    /// or `1`, `0` or `v` as for ``deliver``), prefix, type, `sender|id` (the sender alone without an id), and
     /// unless the mode is `s` (a signal with no room and no shared room required) room and the sender's
     /// rooms (or `-`). Returns one ``deliver`` reply per delivery, in the order of the arguments. Every
     /// argument is a string Redis allocates and its Lua hashes, so a recipient's key and count go once for

@@ -165,6 +165,42 @@ import Testing
         await redis.close()
     }
 
+    /// A request id is any string: one with `|` in it, even last, is remembered like any other, alone and in
+    /// a batch; a signal without one is remembered nowhere, and when it waits for an away peer its
+    /// descriptor names its sender as an earlier build's did (whom to tell if it expires).
+    @Test func requestIdsWithABarAreRememberedAndSignalsWithoutOneAreNot() async throws {
+        let server = try await RedisTestServer()
+        let redis = try server.connection()
+        let subscriber = try server.subscriber()
+        try await subscriber.subscribe([keys.channel(of: "n#1")])
+        #expect(try await create(redis, "bob", token: "bob.t1") == "created")
+        #expect(try await deliver(redis, to: "bob", id: "a|").first?.string == "delivered")
+        #expect(try await deliver(redis, to: "bob", id: "a|").map(\.string) == ["dup", "delivered"])
+        #expect(try await deliver(redis, to: "bob", id: "|").first?.string == "delivered")
+        #expect(try await deliver(redis, to: "bob", id: "|").map(\.string) == ["dup", "delivered"])
+        #expect(try await deliver(redis, to: "bob").first?.string == "delivered")
+        #expect(try await deliver(redis, to: "bob").first?.string == "delivered")
+        for plan in [["b|", "c"], ["b|", "c", "b|"]] {
+            var items = plan.map { batchItem($0) }
+            items.append(DeliveryRequest(prefix: ByteBuffer(string: "{\"seq\":"), sender: "alice", signal: true))
+            let replies = try await runBatch(redis, Array(repeating: "bob", count: items.count), items, max: 64)
+            let statuses = replies.compactMap { DeliverReply($0) }.map { $0.duplicate ? "dup" : "\($0.result)" }
+            #expect(
+                statuses
+                    == (plan.count == 2
+                        ? ["delivered", "delivered", "delivered"] : ["dup", "dup", "dup", "delivered"])
+            )
+        }
+        let remembered = try await redis.send(["ZRANGE", keys.session("bob")[3], 0, -1]).array?.compactMap(\.string)
+        #expect(Set(remembered ?? []) == ["alice|a|", "alice||", "alice|b|", "alice|c"])
+        await subscriber.close()
+        // Nobody listens now: queued, with the sender in its descriptor and no id.
+        #expect(try await deliver(redis, to: "bob").first?.string == "queued")
+        let meta = try await redis.send(["LINDEX", keys.session("bob")[2], -1]).string ?? ""
+        #expect(meta.hasSuffix("|1|message|alice|"))
+        await redis.close()
+    }
+
     /// ``ClusterScripts/deliverBatch``: each delivery decided as ``ClusterScripts/deliver`` decides it, in
     /// order, and one `N` message per node for the batch.
     @Test func aBatchDecidesEachDeliveryInOrderAndPublishesOncePerNode() async throws {
@@ -401,7 +437,8 @@ import Testing
         // Six entries as an earlier build wrote them, one of them the length of no descriptor of ours.
         var bytes = 0
         for seq in 1...6 {
-            let message = "{\"type\":\"message\",\"data\":\"old\(String(repeating: "x", count: seq * 7))\",\"seq\":\(seq)}"
+            let message =
+                "{\"type\":\"message\",\"data\":\"old\(String(repeating: "x", count: seq * 7))\",\"seq\":\(seq)}"
             bytes += message.utf8.count
             _ = try await redis.send(["RPUSH", session[1], message])
             _ = try await redis.send(["RPUSH", session[2], "\(seq)|0|||"])
@@ -891,7 +928,7 @@ extension ClusterScriptsTests {
         func item(_ name: String) -> DeliveryRequest {
             DeliveryRequest(prefix: ByteBuffer(string: name), sender: "alice", type: .message, signal: true)
         }
-        func argv(_ name: String) -> [String] { ["s", name, "message", "alice|"] }
+        func argv(_ name: String) -> [String] { ["s", name, "message", "alice"] }
         var common = RESPArguments()
         common.append(4)
         common.append(64)
