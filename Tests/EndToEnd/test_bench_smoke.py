@@ -98,8 +98,11 @@ def test_relay_closed_loop(start_hub):
 
 def test_relay_across_two_cluster_nodes_reports_each_node(start_hub, tmp_path):
     # Two --urls: the two peers of every pair are on different nodes, so every signal crosses nodes
-    # through Redis; the summary gives each node's share and sums the servers' CPU.
+    # through Redis; the summary gives each node's share and sums the servers' CPU. A second, idle
+    # redis-server given with --redis-pid stands for another shard: each process's share is reported too.
     redis = RedisServer(tmp_path)
+    (tmp_path / "idle").mkdir()
+    idle = RedisServer(tmp_path / "idle")
     try:
         nodes = [start_hub(*LOAD_LIMITS, "--redis", redis.url, "--node-id", name) for name in ("a", "b")]
         crossed_before = sum(metric(h, "signal_cluster_cross_node_signals_total") for h in nodes)
@@ -107,11 +110,12 @@ def test_relay_across_two_cluster_nodes_reports_each_node(start_hub, tmp_path):
             "relay", "--url", nodes[0].ws, "--url", nodes[1].ws, "--pairs", "4", "--rate", "max",
             "--duration", "1", "--warmup", "0.2",
             "--server-pid", str(nodes[0].proc.pid), "--server-pid", str(nodes[1].proc.pid),
-            "--redis-pid", str(redis.proc.pid),
+            "--redis-pid", str(redis.proc.pid), "--redis-pid", str(idle.proc.pid),
         )
         crossed = sum(metric(h, "signal_cluster_cross_node_signals_total") for h in nodes) - crossed_before
     finally:
         redis.stop()
+        idle.stop()
     assert status == 0, stderr
     check_common(report, "relay")
     assert report["connections"] == 8
@@ -134,6 +138,10 @@ def test_relay_across_two_cluster_nodes_reports_each_node(start_hub, tmp_path):
     per_cpu = report["signals_per_server_cpu_sec"] * report["server_cpu_seconds"]
     assert abs(per_cpu - report["signals"]) <= 0.05 * report["signals"]
     assert report["redis_cpu_seconds"] > 0 and report["redis_cpu_us_per_signal"] > 0
+    assert report["redis_pids"] == [redis.proc.pid, idle.proc.pid]
+    busy, quiet = report["redis_cpu_us_per_signal_each"]
+    assert busy > quiet >= 0
+    assert abs(busy + quiet - report["redis_cpu_us_per_signal"]) <= 0.05 * report["redis_cpu_us_per_signal"] + 0.02
     # Every signal of the run (warm-up included) crossed nodes, as the nodes count them.
     assert crossed >= report["signals"], f"{crossed} cross-node signals for {report['signals']} measured"
 

@@ -37,6 +37,9 @@ struct BenchReport: Encodable, Sendable {
     var redisPids: [Int32]?
     var redisCpuSeconds: Double?
     var redisCpuMicrosecondsPerSignal: Double?
+    /// With several `--redis-pid`s (a Redis Cluster's shards): each one's CPU per measured delivery, in
+    /// the order given (their sum is ``redisCpuMicrosecondsPerSignal``).
+    var redisCpuMicrosecondsPerSignalEach: [Double]?
     /// Server CPU seconds (user + system) over the measured window (connect: while connecting).
     var serverCpuSeconds: Double?
     var signalsPerServerCpuSec: Double?
@@ -73,6 +76,7 @@ struct BenchReport: Encodable, Sendable {
         case redisPids = "redis_pids"
         case redisCpuSeconds = "redis_cpu_seconds"
         case redisCpuMicrosecondsPerSignal = "redis_cpu_us_per_signal"
+        case redisCpuMicrosecondsPerSignalEach = "redis_cpu_us_per_signal_each"
         case serverCpuSeconds = "server_cpu_seconds"
         case signalsPerServerCpuSec = "signals_per_server_cpu_sec"
         case connectsPerServerCpuSec = "connects_per_server_cpu_sec"
@@ -125,6 +129,9 @@ struct BenchReport: Encodable, Sendable {
             var line = String(format: "  Redis CPU     %.2f s", redisCpuSeconds)
             if let redisCpuMicrosecondsPerSignal {
                 line += String(format: " = %.2f µs per signal", redisCpuMicrosecondsPerSignal)
+            }
+            if let each = redisCpuMicrosecondsPerSignalEach, each.count > 1 {
+                line += " (" + each.map { String(format: "%.2f", $0) }.joined(separator: " + ") + " per process)"
             }
             lines.append(line)
         }

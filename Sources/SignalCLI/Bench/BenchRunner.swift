@@ -94,7 +94,7 @@ struct BenchRunner {
         // Load.
         var window = 0.0
         let readings = NIOLockedValueBox<[[ServerProbe.Reading]?]>([])
-        let redisReadings = NIOLockedValueBox<[ServerProbe.Reading]>([])
+        let redisReadings = NIOLockedValueBox<[[ServerProbe.Reading]]>([])
         if let load, connected.ready > 0 {
             window = try await generator.run(
                 warmup: load.warmup,
@@ -105,7 +105,7 @@ struct BenchRunner {
                 stopRequested: load.stopRequested
             ) { _ in
                 let reading = await probes?.read(group: group)
-                let redisReading = ServerProbeSet.total(await redis.read(group: group))
+                let redisReading = await redis.read(group: group)
                 readings.withLockedValue { $0.append(reading) }
                 redisReadings.withLockedValue { $0.append(redisReading) }
             }
@@ -162,13 +162,20 @@ struct BenchRunner {
         let redisMeasured = redisReadings.withLockedValue { $0 }
         if !options.redisPids.isEmpty {
             report.redisPids = options.redisPids
-            if redisMeasured.count == 2, let start = redisMeasured[0].cpuSeconds,
-                let end = redisMeasured[1].cpuSeconds
+            if redisMeasured.count == 2, let start = ServerProbeSet.total(redisMeasured[0]).cpuSeconds,
+                let end = ServerProbeSet.total(redisMeasured[1]).cpuSeconds
             {
                 report.redisCpuSeconds = ((end - start) * 100).rounded() / 100
                 if stats.received > 0 {
                     let microseconds = (end - start) / Double(stats.received) * 1e6
                     report.redisCpuMicrosecondsPerSignal = (microseconds * 100).rounded() / 100
+                    // Several redis-servers (the shards of a Redis Cluster): each one's share as well.
+                    if options.redisPids.count > 1 {
+                        report.redisCpuMicrosecondsPerSignalEach = zip(redisMeasured[0], redisMeasured[1]).compactMap {
+                            guard let start = $0.cpuSeconds, let end = $1.cpuSeconds else { return nil }
+                            return ((end - start) / Double(stats.received) * 1e6 * 100).rounded() / 100
+                        }
+                    }
                 }
             }
         }
