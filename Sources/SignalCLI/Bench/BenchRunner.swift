@@ -167,13 +167,16 @@ struct BenchRunner {
             {
                 report.redisCpuSeconds = ((end - start) * 100).rounded() / 100
                 if stats.received > 0 {
-                    let microseconds = (end - start) / Double(stats.received) * 1e6
-                    report.redisCpuMicrosecondsPerSignal = (microseconds * 100).rounded() / 100
+                    /// CPU µs per measured signal, to two decimals.
+                    func perSignal(_ seconds: Double) -> Double {
+                        (seconds / Double(stats.received) * 1e6 * 100).rounded() / 100
+                    }
+                    report.redisCpuMicrosecondsPerSignal = perSignal(end - start)
                     // Several redis-servers (the shards of a Redis Cluster): each one's share as well.
                     if options.redisPids.count > 1 {
                         report.redisCpuMicrosecondsPerSignalEach = zip(redisMeasured[0], redisMeasured[1]).compactMap {
                             guard let start = $0.cpuSeconds, let end = $1.cpuSeconds else { return nil }
-                            return ((end - start) / Double(stats.received) * 1e6 * 100).rounded() / 100
+                            return perSignal(end - start)
                         }
                     }
                 }

@@ -61,6 +61,14 @@ import Testing
         return reply.array?.first?.string
     }
 
+    /// A session's byte count (`bb`, -1 when unreadable) and the bytes its buffer holds.
+    func bufferBytes(_ redis: RedisConnection, _ peer: String) async throws -> (counted: Int, stored: Int) {
+        let session = keys.session(peer)
+        let messages = try await redis.send(["LRANGE", session[1], 0, -1]).array ?? []
+        let counted = Int(try await redis.send(["HGET", session[0], "bb"]).string ?? "") ?? -1
+        return (counted, messages.reduce(0) { $0 + ($1.string?.utf8.count ?? 0) })
+    }
+
     func deliver(
         _ redis: RedisConnection,
         to peer: String,
@@ -445,10 +453,8 @@ import Testing
         }
         _ = try await redis.send(["HSET", session[0], "seq", 6, "bb", bytes])
         func consistent() async throws -> Bool {
-            let messages = try await redis.send(["LRANGE", session[1], 0, -1]).array ?? []
-            let stored = messages.reduce(0) { $0 + ($1.string?.utf8.count ?? 0) }
-            let counted = Int(try await redis.send(["HGET", session[0], "bb"]).string ?? "") ?? -1
-            return stored == counted
+            let (counted, stored) = try await bufferBytes(redis, "bob")
+            return counted == stored
         }
         // New deliveries write their length; the bound (8, trimmed back from 9) then takes out old and new.
         for index in 1...12 {
@@ -531,10 +537,9 @@ import Testing
         #expect(try await deliver(redis, to: "bob", id: "q5").first?.string == "queued")
         func buffer() async throws -> (seqs: [String], bytes: Int, stored: Int) {
             let metas = try await redis.send(["LRANGE", keys.session("bob")[2], 0, -1]).array ?? []
-            let messages = try await redis.send(["LRANGE", keys.session("bob")[1], 0, -1]).array ?? []
-            let bytes = Int(try await redis.send(["HGET", keys.session("bob")[0], "bb"]).string ?? "") ?? -1
             let seqs = metas.compactMap { $0.string?.split(separator: "|").first.map(String.init) }
-            return (seqs, bytes, messages.reduce(0) { $0 + ($1.string?.utf8.count ?? 0) })
+            let (bytes, stored) = try await bufferBytes(redis, "bob")
+            return (seqs, bytes, stored)
         }
         func touchBatch(conn: String, through: Int) async throws -> TouchReply? {
             let reply = try await redis.run(
