@@ -485,7 +485,11 @@ public final class RedisClusterClient: RedisClient {
         let timeout = Duration.milliseconds(800)
         do throws(RedisError) {
             let reply = try await connection.send(["CLUSTER", "SHARDS"], timeout: timeout)
-            return RedisClusterSlotMap(clusterShards: reply, tls: configuration.seeds[0].tls != nil)
+            return RedisClusterSlotMap(
+                clusterShards: reply,
+                tls: configuration.seeds[0].tls != nil,
+                defaultHost: node.host
+            )
         } catch {
             guard error.code == .server else {
                 logger.debug("slot map not read", metadata: ["redis.node": "\(node)", "error": "\(error)"])

@@ -180,7 +180,9 @@ public struct RedisClusterSlotMap: Sendable, Hashable {
     /// Decodes a `CLUSTER SHARDS` reply (Redis 7+): an array of shards, each a flat key/value array with
     /// `slots` (start, end, start, end, …) and `nodes` (each a flat key/value array with `ip`, `endpoint`,
     /// `port` or `tls-port`, `role` and `health`). Nil for another shape. `tls` picks `tls-port`.
-    public init?(clusterShards reply: RESPValue, tls: Bool = false) {
+    /// `defaultHost` (the host of the node that answered) stands for an endpoint the node reports as empty
+    /// or `?`: a node that has not met another (a one-primary cluster) does not know its own address.
+    public init?(clusterShards reply: RESPValue, tls: Bool = false, defaultHost: String) {
         guard let shardReplies = reply.array else { return nil }
         var assignments: [(ClosedRange<Int>, Shard)] = []
         for shardReply in shardReplies {
@@ -192,10 +194,11 @@ public struct RedisClusterSlotMap: Sendable, Hashable {
             var online = 0
             for nodeReply in nodes {
                 guard let node = Self.fields(nodeReply) else { return nil }
-                let host = [node["endpoint"]?.string, node["ip"]?.string].compactMap { $0 }
-                    .first { !$0.isEmpty && $0 != "?" }
+                let host =
+                    [node["endpoint"]?.string, node["ip"]?.string].compactMap { $0 }
+                    .first { !$0.isEmpty && $0 != "?" } ?? defaultHost
                 let port = (tls ? node["tls-port"]?.int : nil) ?? node["port"]?.int ?? node["tls-port"]?.int
-                guard let host, let port else { continue }
+                guard let port else { continue }
                 let address = RedisClusterNode(host: host, port: port)
                 if node["role"]?.string == "master" {
                     primary = address

@@ -10,7 +10,8 @@ public final class RedisTestCluster: @unchecked Sendable {
     /// Every node, in the order they were started (the first three were created primaries).
     public let servers: [RedisTestServer]
 
-    /// Starts `primaries * (1 + replicas)` nodes and creates the cluster. `nodeTimeout` (ms) is how long a
+    /// Starts `primaries * (1 + replicas)` nodes and creates the cluster (three primaries or more, or one
+    /// primary alone). `nodeTimeout` (ms) is how long a
     /// node may be unreachable before it counts as failed and a replica is promoted.
     public init(primaries: Int = 3, replicas: Int = 1, nodeTimeout: Int = 1000) async throws {
         var servers: [RedisTestServer] = []
@@ -38,9 +39,14 @@ public final class RedisTestCluster: @unchecked Sendable {
         }
         self.servers = servers
         let addresses = servers.map { "127.0.0.1:\($0.port)" }
-        _ = try await Self.redisCLI(
-            ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicas), "--cluster-yes"]
-        )
+        if servers.count == 1 {
+            // `redis-cli --cluster create` wants three primaries: a cluster of one is given every slot by hand.
+            _ = try await Self.redisCLI(["-p", String(servers[0].port), "CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+        } else {
+            _ = try await Self.redisCLI(
+                ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicas), "--cluster-yes"]
+            )
+        }
         try await waitUntilHealthy()
     }
 

@@ -40,6 +40,21 @@ import Testing
         await client.close()
     }
 
+    /// One primary with every slot, that has met no other node, reports its own address as empty: the
+    /// client takes it to be the seed's, as it takes an empty host in a redirect.
+    @Test func aClusterOfOnePrimaryIsUsable() async throws {
+        let cluster = try await RedisTestCluster(primaries: 1, replicas: 0)
+        let client = try cluster.client()
+        client.start()
+        #expect(try await eventually { client.isConnected })
+        let map = try #require(client.slotMap)
+        #expect(map.coversEverySlot && map.primaries.map(\.port) == [cluster.servers[0].port])
+        for index in 0..<20 {
+            #expect(try await client.run(Self.incr, keys: ["counter:{\(index)}"], arguments: []).int == 1)
+        }
+        await client.close()
+    }
+
     /// A slot migrated by hand: `ASK` while it is being migrated, `MOVED` once it is done.
     @Test func followsAskAndMoved() async throws {
         let cluster = try await RedisTestCluster()

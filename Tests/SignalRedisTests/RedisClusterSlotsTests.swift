@@ -80,7 +80,7 @@ import Testing
                 bulk("nodes"), .array([node(7002, role: "master")]),
             ]),
         ])
-        let map = try #require(RedisClusterSlotMap(clusterShards: reply))
+        let map = try #require(RedisClusterSlotMap(clusterShards: reply, defaultHost: "h"))
         #expect(map.coversEverySlot)
         #expect(map.primary(forSlot: 0)?.port == 7000)
         #expect(map.primary(forSlot: 5460)?.port == 7000)
@@ -90,7 +90,21 @@ import Testing
         #expect(map.shard(forSlot: 6000)?.onlineReplicas == 0, "a failed replica does not count")
         #expect(map.shard(forSlot: 6000)?.replicas.map(\.port) == [7004])
         #expect(map.primaries.map(\.port).sorted() == [7000, 7001, 7002])
-        #expect(RedisClusterSlotMap(clusterShards: .array([.integer(1)])) == nil)
+        #expect(RedisClusterSlotMap(clusterShards: .array([.integer(1)]), defaultHost: "h") == nil)
+    }
+
+    @Test func aNodeThatKnowsNoAddressOfItsOwnIsWhereTheReplyCameFrom() throws {
+        // A lone primary (all slots, no other node met) reports `ip` and `endpoint` empty.
+        let lone = RESPValue.array([
+            bulk("id"), bulk("abc"), bulk("port"), .integer(7000), bulk("ip"), bulk(""), bulk("endpoint"), bulk(""),
+            bulk("role"), bulk("master"), bulk("health"), bulk("online"),
+        ])
+        let reply = RESPValue.array([
+            .array([bulk("slots"), .array([.integer(0), .integer(16383)]), bulk("nodes"), .array([lone])])
+        ])
+        let map = try #require(RedisClusterSlotMap(clusterShards: reply, defaultHost: "10.0.0.9"))
+        #expect(map.coversEverySlot)
+        #expect(map.primary(forSlot: 16383) == RedisClusterNode(host: "10.0.0.9", port: 7000))
     }
 
     @Test func decodesClusterSlots() throws {
