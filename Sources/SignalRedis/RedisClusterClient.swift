@@ -468,6 +468,7 @@ public final class RedisClusterClient: RedisClient {
         }
         var configuration = configuration.configuration(for: node)
         configuration.connectTimeout = .milliseconds(500)
+        configuration.scripts = []  // it only reads the map
         guard
             let probe = try? RedisConnection(
                 configuration: configuration,

@@ -59,6 +59,13 @@ public struct RedisConfiguration: Sendable {
     /// Sent with `CLIENT SETNAME` on every connect, so `CLIENT LIST` shows which node owns a connection.
     /// Must not contain spaces. Nil sends nothing.
     public var clientName: String?
+    /// Lua scripts loaded with `SCRIPT LOAD` in the handshake of every connect, before any request is
+    /// written: a server that has not seen them (just started or restarted, a replica just promoted, each
+    /// primary of a Redis Cluster) then runs them by SHA-1 from the first request, where otherwise every
+    /// request already written would fail with `NOSCRIPT` and be sent again whole. A load the server
+    /// refuses does not fail the connection (``RedisConnection/run(_:keys:arguments:timeout:)`` still falls
+    /// back to `EVAL`). Empty: nothing is loaded.
+    public var scripts: [RedisScript] = []
     /// Bounds on replies; the defaults accept anything a stock Redis sends.
     public var decoderLimits = RESPDecoder.Limits()
 

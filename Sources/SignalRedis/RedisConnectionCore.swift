@@ -238,6 +238,12 @@ class RedisConnectionCore {
             encoder.encodeCommand(["CLIENT", "SETNAME", name], into: &bytes)
             replies += 1
         }
+        // Their replies are not checked: a script the server refuses is sent whole when it is first run.
+        let loads = replies..<(replies + configuration.scripts.count)
+        for script in configuration.scripts {
+            encoder.encodeCommand(["SCRIPT", "LOAD", script.source], into: &bytes)
+        }
+        replies = loads.upperBound
         replies += handshakeCommands(into: &bytes)
         encoder.encodeCommand(["PING"], into: &bytes)
         replies += 1
@@ -257,7 +263,8 @@ class RedisConnectionCore {
         promise.futureResult.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let values):
-                if let failed = values.first(where: { $0.errorMessage != nil }) {
+                let checked = values.indices.lazy.filter { !loads.contains($0) }.map { values[$0] }
+                if let failed = checked.first(where: { $0.errorMessage != nil }) {
                     channel.close(promise: nil)
                     attemptFailed(
                         .server(

@@ -41,7 +41,8 @@ public final class RedisSubscriber: Sendable, Service {
     /// Creates a subscriber; it connects on ``start()``, ``run()`` or the first subscribe.
     ///
     /// - Parameters:
-    ///   - configuration: Where Redis is, credentials, timeouts and limits.
+    ///   - configuration: Where Redis is, credentials, timeouts and limits (its ``RedisConfiguration/scripts``
+    ///     are not loaded).
     ///   - eventLoopGroup: The subscriber uses one event loop of this group.
     ///   - logger: Connects, losses and reconnects are logged at `.info`, attempts at `.debug`.
     ///   - onStateChange: Called on the event loop whenever ``state`` changes.
@@ -52,6 +53,9 @@ public final class RedisSubscriber: Sendable, Service {
         logger: Logger,
         onStateChange: (@Sendable (RedisConnectionState) -> Void)? = nil
     ) throws(RedisError) {
+        // A subscriber runs no script: nothing to load on its connects.
+        var configuration = configuration
+        configuration.scripts = []
         self.configuration = configuration
         let loop = eventLoopGroup.next()
         eventLoop = loop

@@ -100,11 +100,12 @@ import Testing
     }
 
     /// Writes go on through `CLUSTER FAILOVER` and through a primary killed with SIGKILL; every write that
-    /// was answered is there afterwards.
+    /// was answered is there afterwards. The promoted replica is given the client's scripts when the client
+    /// connects to it, so none of them is answered `NOSCRIPT`.
     @Test(arguments: ["manual", "kill"])
     func survivesFailover(_ kind: String) async throws {
         let cluster = try await RedisTestCluster()
-        let client = try cluster.client()
+        let client = try cluster.client { $0.seeds[0].scripts = [Self.incr] }
         client.start()
         #expect(try await eventually { client.isConnected })
         let key = "count:{f}"
@@ -143,6 +144,8 @@ import Testing
         print("\(kind): \(answered) answered, \(failed) failed")
         #expect(client.slotMap?.primary(forSlot: slot)?.port == promoted.port)
         let value = try await promoted.connection().send(["GET", key]).int ?? 0
+        let errors = try await promoted.connection().send(["INFO", "errorstats"]).string ?? ""
+        #expect(!errors.contains("NOSCRIPT"), "\(errors)")
         // Every answered write survived; a failed one may or may not have run.
         #expect(value >= answered && value <= answered + failed)
         #expect(answered > 100)

@@ -332,6 +332,31 @@ import Testing
         await redis.close()
     }
 
+    /// Scripts named in the configuration are loaded in every handshake, before any request: a restarted
+    /// server runs them by SHA-1 from the first request; one it refuses leaves the connection up.
+    @Test func configuredScriptsAreLoadedOnEveryConnect() async throws {
+        let server = try await RedisTestServer()
+        let increment = RedisScript("return redis.call('INCR', KEYS[1])")
+        let broken = RedisScript("this is not lua")
+        let redis = try server.connection { $0.scripts = [increment, broken] }
+        let observer = try server.connection()
+        func loaded() async throws -> [Int] {
+            try await observer.send("SCRIPT", "EXISTS", increment.sha1, broken.sha1).array?.compactMap(\.int) ?? []
+        }
+        // The very first request, sent before the connection is up, runs by SHA-1.
+        #expect(try await redis.evalsha(increment.sha1, keys: ["n"], arguments: []) == .integer(1))
+        #expect(try await loaded() == [1, 0])
+        await server.kill()
+        try await server.restart()
+        let afterRestart = Task {
+            try await redis.evalsha(increment.sha1, keys: ["n"], arguments: [], timeout: .seconds(10))
+        }
+        #expect(try await afterRestart.value == .integer(1), "a restarted server is empty, and has the script")
+        #expect(try await observer.send("INFO", "errorstats").string?.contains("NOSCRIPT") == false)
+        await redis.close()
+        await observer.close()
+    }
+
     @Test func commandsWaitingForAConnectionAreBounded() async throws {
         let server = try await RedisTestServer()
         await server.kill()

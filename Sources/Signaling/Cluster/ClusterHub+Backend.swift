@@ -20,7 +20,6 @@ extension ClusterHub: SignalBackend {
             group.addTask { await self.consumeChannel() }
             group.addTask { await self.maintain() }
             group.addTask { await self.refreshIceServers() }
-            group.addTask { await self.loadScripts() }
             group.addTask {
                 // When the group is cancelled: sessions whose sockets closed in the server's drain are
                 // being detached (kept for a resume elsewhere); give them up to a command timeout, then
@@ -49,23 +48,6 @@ extension ClusterHub: SignalBackend {
         // Closing is idempotent; this covers a run whose group ended before the closer ran.
         await subscriber.close()
         await redis.close()
-    }
-
-    /// On one Redis: loads every script as soon as Redis answers, so the node's first requests run by
-    /// SHA-1 instead of each failing with `NOSCRIPT` and being resent whole. (After a Redis restart, and
-    /// on a Redis Cluster, where each primary needs its own copy, the `NOSCRIPT` fallback loads them.)
-    func loadScripts() async {
-        guard !configuration.redisCluster else { return }
-        while !Task.isCancelled {
-            do throws(RedisError) {
-                for script in ClusterScripts.all {
-                    _ = try await redis.send(["SCRIPT", "LOAD", script.source], timeout: nil)
-                }
-                return
-            } catch {
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        }
     }
 
     public func setEventSink(_ sink: @escaping HubEventSink) {

@@ -149,6 +149,8 @@ public final class ClusterHub: SessionHub {
         self.eventLoop = eventLoopGroup.next()
         var redisConfiguration = configuration.redis
         redisConfiguration.clientName = redisConfiguration.clientName ?? "signal-\(configuration.nodeID)"
+        // Loaded on every connect (each primary of a Redis Cluster, a restarted Redis, a promoted replica).
+        redisConfiguration.scripts = ClusterScripts.all
         if configuration.redisCluster {
             var seeds = [redisConfiguration]
             for var seed in configuration.redisSeeds {
