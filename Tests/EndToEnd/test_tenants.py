@@ -217,3 +217,51 @@ def test_a_room_counted_with_nobody_in_it_is_released_across_cluster_nodes(tmp_p
             client.close()
     finally:
         backend.stop()
+
+
+def test_a_join_racing_the_last_leave_keeps_its_room_counted(tmp_path, redis_server):  # noqa: F811
+    """A join on one cluster node racing the last leave of its room on another: the join reserves the room
+    (already counted), the leave empties it and releases it, the join then enters it. The room has a member
+    and must count against its tenant. Over many rounds, whichever way the two interleave, it does."""
+    import threading
+
+    from backends import start_backend
+
+    redis = redis_server.get()
+    backend = start_backend(
+        "cluster", tmp_path, auth=True, redis=redis, prefix="trace",
+        node_args=lambda i: ["--max-rooms-per-tenant", "5", "--rate-per-second", "1000", "--rate-burst", "1000"],
+    )
+    try:
+        acme, _, a, b, _ = names()
+        room = f"race-{a}"
+        counted = "trace:tenant:{%s}:rooms" % acme
+        alice = backend.connect(0, a, tenant=acme)
+        bob = backend.connect(other_node(backend, 0), b, tenant=acme)
+        uncounted = 0
+        for n in range(60):
+            assert alice.request({"type": "join", "room": room, "id": f"a{n}"})["type"] == "joined"
+            replies = {}
+            go = threading.Barrier(2)
+
+            def run(name, client, message):
+                go.wait()
+                replies[name] = client.request(message)
+
+            threads = [
+                threading.Thread(target=run, args=("leave", alice, {"type": "leave", "room": room, "id": f"l{n}"})),
+                threading.Thread(target=run, args=("join", bob, {"type": "join", "room": room, "id": f"j{n}"})),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert replies["leave"]["type"] == "left" and replies["join"]["type"] == "joined", replies
+            if redis.integer("SISMEMBER", counted, f"{acme}/{room}") != 1:
+                uncounted += 1
+            assert bob.request({"type": "leave", "room": room, "id": f"b{n}"})["type"] == "left"
+        assert uncounted == 0, f"{uncounted} of 60 rounds left the room with bob in it uncounted"
+        for client in (alice, bob):
+            client.close()
+    finally:
+        backend.stop()

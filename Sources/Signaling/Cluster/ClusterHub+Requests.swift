@@ -98,6 +98,11 @@ extension ClusterHub {
             return self.replyError(connection, .roomFull(room, limit: limits.maxPeersPerRoom), id: id)
         }
         let others = members.filter { $0.peer != peer }
+        if isNew, others.isEmpty, limits.maxRoomsPerTenant != .max, !tenant.isDefault {
+            // This join opened the room: the last leave of the room it reserved may have released it
+            // between the reservation and the join (``leave(_:peer:)``); it counts again.
+            _ = try await redis.send(["SADD", keys.tenantRooms(tenant), room])
+        }
         if isNew {
             _ = try await redis.run(
                 ClusterScripts.sessionRooms,
