@@ -192,6 +192,8 @@ def start_backend(kind, directory, auth=True, redis=None, prefix="sig", node_arg
         if kind == "memory":
             hubs.append(_start_hub(directory, "memory", common + extra(0)))
         elif kind == "cluster":
+            if hasattr(redis, "allow_prefix"):
+                redis.allow_prefix(prefix)
             for i in range(2):
                 hubs.append(_start_hub(directory, f"{prefix}-n{i}", common + extra(i) + [
                     "--redis", redis.url, "--redis-prefix", prefix, "--node-id", f"{prefix}-n{i}",
@@ -200,6 +202,8 @@ def start_backend(kind, directory, auth=True, redis=None, prefix="sig", node_arg
             for hub in hubs:
                 _wait(lambda hub=hub: _ready(hub), 15, "a cluster node to be ready")
         elif kind == "redis-cluster":
+            if hasattr(redis, "allow_prefix"):
+                redis.allow_prefix(prefix)
             # `redis` is a RedisClusterNodes (cluster_helpers); two seeds a node, as test_redis_cluster.py.
             urls = redis.urls
             for i in range(2):
@@ -239,12 +243,14 @@ class Redis:
 
     def get(self):
         if self.server is None:
-            self.server = RedisServer(self.directory)
+            # The nodes connect as the least-privilege user of Docs/redis-users.acl: every command they or
+            # their scripts send must be one it allows (checked when the module ends).
+            self.server = RedisServer(self.directory, least_privilege=True)
         return self.server
 
     def stop(self):
         if self.server is not None:
-            self.server.stop()
+            self.server.close()
 
 
 REPLY_TYPES = ("ack", "authed", "error", "joined", "updated", "left", "pong")

@@ -21,17 +21,22 @@ class RedisServer:
     """`redis-server` with an append-only file fsynced on every write, so a restart keeps the cluster's
     state (the configuration Docs/scaling.md recommends)."""
 
-    def __init__(self, directory, pki=None):
+    def __init__(self, directory, pki=None, least_privilege=False):
         self.directory = str(directory)
         self.pki = pki  # with a test PKI (tls_helpers.make_pki): TLS only, with its server certificate
         self.port = free_port()
         self.proc = None
+        # With `least_privilege`: `url` names the user of Docs/redis-users.acl, allowed the keys and channels
+        # of each prefix given to `allow_prefix` (set up again on every start: a restart forgets users).
+        self.user = ("signal", "signal-test-pw") if least_privilege else None
+        self.prefixes = []
         self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
         self.start()
 
     @property
     def url(self):
-        return f"{'rediss' if self.pki else 'redis'}://127.0.0.1:{self.port}"
+        credentials = f"{self.user[0]}:{self.user[1]}@" if self.user else ""
+        return f"{'rediss' if self.pki else 'redis'}://{credentials}127.0.0.1:{self.port}"
 
     def start(self):
         self.log = open(os.path.join(self.directory, "redis.log"), "ab")
@@ -52,10 +57,45 @@ class RedisServer:
                     s = ssl.create_default_context(cafile=str(self.pki / "ca.pem")).wrap_socket(raw, server_hostname="localhost") if self.pki else raw
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return
+                        break
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        else:
+            raise RuntimeError("redis-server did not start")
+        if self.user:
+            self.call("ACL", "SETUSER", self.user[0], *acl_rule(self.user[1]))
+            for prefix in self.prefixes:
+                self.call("ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
+
+    def allow_prefix(self, prefix):
+        """Lets the least-privilege user reach the keys and channels of a node started with `--redis-prefix`."""
+        if self.user and prefix not in self.prefixes:
+            self.prefixes.append(prefix)
+            self.call("ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
+
+    def call(self, *args):
+        """A command as the default user, over plain TCP; returns the reply's first line (`+OK`, `:1`)."""
+        request = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(request.encode())
+            reply = s.recv(4096).split(b"\r\n")[0].decode()
+            assert not reply.startswith("-"), (args[:3], reply)
+            return reply
+
+    def close(self):
+        """Stops the server; fails when it refused the least-privilege user anything."""
+        denied = self.denied()
+        self.stop()
+        assert not denied, f"Redis refused the nodes' user of Docs/redis-users.acl:\n{denied}"
+
+    def denied(self):
+        """What Redis refused the least-privilege user (`ACL LOG`, as redis-cli prints it); empty when nothing."""
+        if not self.user or not self.proc or self.proc.poll() is not None:
+            return ""
+        cli = os.path.join(os.path.dirname(self.binary), "redis-cli")
+        cli = cli if os.path.exists(cli) else (shutil.which("redis-cli") or "redis-cli")
+        return subprocess.run([cli, "-p", str(self.port), "ACL", "LOG"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
 
     def integer(self, *args):
         """An integer-answering command (`EXISTS`, `LLEN`, `SADD`, `SCARD`, ...), over plain TCP (for
@@ -87,6 +127,16 @@ class RedisServer:
             self.resume()
             stop_process(self.proc, timeout=10)
         self.log.close()
+
+
+def acl_rule(password):
+    """The rule of Docs/redis-users.acl for `ACL SETUSER`, with `password` and no key or channel pattern
+    (`RedisServer.allow_prefix` adds each prefix's)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "Docs", "redis-users.acl")
+    line = next(line for line in open(path) if line.startswith("user "))
+    tokens = line.split()[2:]
+    assert ">CHANGE-ME" in tokens and "~sig:*" in tokens and "&sig:*" in tokens, tokens
+    return [f">{password}" if t == ">CHANGE-ME" else t for t in tokens if t not in ("~sig:*", "&sig:*")]
 
 
 class CuttableTCPProxy:
@@ -240,9 +290,10 @@ class RedisClusterNodes:
     """A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each, every node a
     `redis-server --cluster-enabled yes` of its own (append-only, fsynced on every write), joined with
     `redis-cli --cluster create`; ready once every node says `cluster_state:ok`. `node_timeout` (ms) is how
-    long a primary may be unreachable before its replica is promoted."""
+    long a primary may be unreachable before its replica is promoted. With `least_privilege`, `urls` name the
+    user of Docs/redis-users.acl on every node, allowed each prefix given to `allow_prefix`."""
 
-    def __init__(self, directory, primaries=3, replicas=1, node_timeout=1000):
+    def __init__(self, directory, primaries=3, replicas=1, node_timeout=1000, least_privilege=False):
         self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
         self.cli_binary = os.environ.get("REDIS_CLI") or os.path.join(os.path.dirname(self.binary), "redis-cli")
         self.procs = {}
@@ -278,6 +329,29 @@ class RedisClusterNodes:
         self.cli(None, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                  "--cluster-replicas", str(replicas), "--cluster-yes")
         self.wait_ok()
+        # ACL users are per server (a Redis Cluster does not share them): every node gets the user.
+        self.user = ("signal", "signal-test-pw") if least_privilege else None
+        if self.user:
+            for port in self.ports:
+                self.cli(port, "ACL", "SETUSER", self.user[0], *acl_rule(self.user[1]))
+
+    def allow_prefix(self, prefix):
+        """Lets the least-privilege user reach the keys and channels of `--redis-prefix` PREFIX."""
+        if self.user:
+            for port in self.alive():
+                self.cli(port, "ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
+
+    def close(self):
+        """Stops every node; fails when one refused the least-privilege user anything."""
+        denied = self.denied()
+        self.stop()
+        assert not denied, f"the Redis Cluster refused the nodes' user of Docs/redis-users.acl:\n{denied}"
+
+    def denied(self):
+        """What the nodes refused the least-privilege user (`ACL LOG` of each live node); empty when nothing."""
+        if not self.user:
+            return ""
+        return "\n".join(log for log in (self.cli(p, "ACL", "LOG").strip() for p in self.alive()) if log)
 
     def _wait_ping(self, port, proc):
         deadline = time.time() + 10
@@ -308,7 +382,8 @@ class RedisClusterNodes:
 
     @property
     def urls(self):
-        return [f"redis://127.0.0.1:{p}" for p in self.ports]
+        credentials = f"{self.user[0]}:{self.user[1]}@" if self.user else ""
+        return [f"redis://{credentials}127.0.0.1:{p}" for p in self.ports]
 
     def slot(self, key):
         return int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key))

@@ -20,9 +20,11 @@ GRACE = 5
 
 @pytest.fixture
 def redis(tmp_path):
-    server = RedisServer(tmp_path)
+    # The nodes connect as the least-privilege user of Docs/redis-users.acl (default prefix `sig`).
+    server = RedisServer(tmp_path, least_privilege=True)
+    server.allow_prefix("sig")
     yield server
-    server.stop()
+    server.close()
 
 
 def start_node(start_hub, redis_url, node, *extra):
@@ -250,7 +252,8 @@ def test_redis_restart_loses_no_signal_silently_and_readyz_follows(start_hub, re
 
 def test_node_cut_from_redis_refuses_then_sends_clients_to_another_node(start_hub, redis):
     proxy = CuttableTCPProxy(redis.port)
-    cut_node = start_node(start_hub, f"redis://127.0.0.1:{proxy.port}", "cut", "--redis-partition-timeout", "4")
+    through_proxy = redis.url.replace(f":{redis.port}", f":{proxy.port}")
+    cut_node = start_node(start_hub, through_proxy, "cut", "--redis-partition-timeout", "4")
     other = start_node(start_hub, redis.url, "ok")
     for hub in (cut_node, other):
         wait_ready(hub, True)

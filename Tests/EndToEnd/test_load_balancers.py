@@ -170,9 +170,11 @@ class Nginx(Balancer):
 
 @pytest.fixture
 def redis(tmp_path):
-    server = RedisServer(tmp_path)
+    # The nodes connect as the least-privilege user of Docs/redis-users.acl (default prefix `sig`).
+    server = RedisServer(tmp_path, least_privilege=True)
+    server.allow_prefix("sig")
     yield server
-    server.stop()
+    server.close()
 
 
 def sessions(hub):

@@ -19,9 +19,11 @@ GRACE = 5
 
 @pytest.fixture
 def cluster(tmp_path):
-    nodes = RedisClusterNodes(tmp_path)
+    # The nodes connect as the least-privilege user of Docs/redis-users.acl (default prefix `sig`).
+    nodes = RedisClusterNodes(tmp_path, least_privilege=True)
+    nodes.allow_prefix("sig")
     yield nodes
-    nodes.stop()
+    nodes.close()
 
 
 def start_nodes(start_hub, cluster, count=3):

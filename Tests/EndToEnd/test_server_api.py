@@ -162,7 +162,9 @@ def setup(request, tmp_path_factory, redis_server):  # noqa: F811 - fixture
             "--webhook-url", receiver.url, "--webhook-secret-file", str(secret),
         ]
 
-    redis_cluster = RedisClusterNodes(directory / "redis-cluster") if request.param == "redis-cluster" else None
+    redis_cluster = (
+        RedisClusterNodes(directory / "redis-cluster", least_privilege=True) if request.param == "redis-cluster" else None
+    )
     redis = redis_server.get() if request.param == "cluster" else redis_cluster
     try:
         backend = start_backend(request.param, directory, auth=True, redis=redis, prefix="api", node_args=node_args)
@@ -176,7 +178,7 @@ def setup(request, tmp_path_factory, redis_server):  # noqa: F811 - fixture
     backend.stop()
     receiver.stop()
     if redis_cluster:
-        redis_cluster.stop()
+        redis_cluster.close()
 
 
 def far(setup):
