@@ -17,7 +17,36 @@ import websockets
 from conftest import free_port, stop_process
 
 
-class RedisServer:
+# The least-privilege user (name, password) of Docs/redis-users.acl that the tests' nodes connect as.
+ACL_USER = ("signal", "signal-test-pw")
+
+
+def acl_rule(password):
+    """The rule of Docs/redis-users.acl for `ACL SETUSER`, with `password` and no key or channel pattern
+    (`allow_prefix` adds each prefix's)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "Docs", "redis-users.acl")
+    line = next(line for line in open(path) if line.startswith("user "))
+    tokens = line.split()[2:]
+    assert ">CHANGE-ME" in tokens and "~sig:*" in tokens and "&sig:*" in tokens, tokens
+    return [f">{password}" if t == ">CHANGE-ME" else t for t in tokens if t not in ("~sig:*", "&sig:*")]
+
+
+class LeastPrivilege:
+    """A Redis (one server or a cluster) whose nodes connect as `ACL_USER` when `user` is set: its URLs
+    carry the user, and `close()` stops it and fails when it refused that user anything (`denied()`)."""
+
+    user = None
+
+    def credentials(self):
+        return f"{self.user[0]}:{self.user[1]}@" if self.user else ""
+
+    def close(self):
+        denied = self.denied()
+        self.stop()
+        assert not denied, f"Redis refused the nodes' user of Docs/redis-users.acl:\n{denied}"
+
+
+class RedisServer(LeastPrivilege):
     """`redis-server` with an append-only file fsynced on every write, so a restart keeps the cluster's
     state (the configuration Docs/scaling.md recommends)."""
 
@@ -28,15 +57,14 @@ class RedisServer:
         self.proc = None
         # With `least_privilege`: `url` names the user of Docs/redis-users.acl, allowed the keys and channels
         # of each prefix given to `allow_prefix` (set up again on every start: a restart forgets users).
-        self.user = ("signal", "signal-test-pw") if least_privilege else None
+        self.user = ACL_USER if least_privilege else None
         self.prefixes = []
         self.binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
         self.start()
 
     @property
     def url(self):
-        credentials = f"{self.user[0]}:{self.user[1]}@" if self.user else ""
-        return f"{'rediss' if self.pki else 'redis'}://{credentials}127.0.0.1:{self.port}"
+        return f"{'rediss' if self.pki else 'redis'}://{self.credentials()}127.0.0.1:{self.port}"
 
     def start(self):
         self.log = open(os.path.join(self.directory, "redis.log"), "ab")
@@ -82,12 +110,6 @@ class RedisServer:
             assert not reply.startswith("-"), (args[:3], reply)
             return reply
 
-    def close(self):
-        """Stops the server; fails when it refused the least-privilege user anything."""
-        denied = self.denied()
-        self.stop()
-        assert not denied, f"Redis refused the nodes' user of Docs/redis-users.acl:\n{denied}"
-
     def denied(self):
         """What Redis refused the least-privilege user (`ACL LOG`, as redis-cli prints it); empty when nothing."""
         if not self.user or not self.proc or self.proc.poll() is not None:
@@ -100,12 +122,9 @@ class RedisServer:
     def integer(self, *args):
         """An integer-answering command (`EXISTS`, `LLEN`, `SADD`, `SCARD`, ...), over plain TCP (for
         servers started without TLS)."""
-        request = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(request.encode())
-            reply = s.recv(64)
-            assert reply.startswith(b":"), reply
-            return int(reply[1:].split(b"\r\n")[0])
+        reply = self.call(*args)
+        assert reply.startswith(":"), reply
+        return int(reply[1:])
 
     def exists(self, key):
         """Whether `key` exists."""
@@ -127,16 +146,6 @@ class RedisServer:
             self.resume()
             stop_process(self.proc, timeout=10)
         self.log.close()
-
-
-def acl_rule(password):
-    """The rule of Docs/redis-users.acl for `ACL SETUSER`, with `password` and no key or channel pattern
-    (`RedisServer.allow_prefix` adds each prefix's)."""
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "Docs", "redis-users.acl")
-    line = next(line for line in open(path) if line.startswith("user "))
-    tokens = line.split()[2:]
-    assert ">CHANGE-ME" in tokens and "~sig:*" in tokens and "&sig:*" in tokens, tokens
-    return [f">{password}" if t == ">CHANGE-ME" else t for t in tokens if t not in ("~sig:*", "&sig:*")]
 
 
 class CuttableTCPProxy:
@@ -286,7 +295,7 @@ async def eventually(predicate, timeout=15, interval=0.05, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class RedisClusterNodes:
+class RedisClusterNodes(LeastPrivilege):
     """A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each, every node a
     `redis-server --cluster-enabled yes` of its own (append-only, fsynced on every write), joined with
     `redis-cli --cluster create`; ready once every node says `cluster_state:ok`. `node_timeout` (ms) is how
@@ -330,7 +339,7 @@ class RedisClusterNodes:
                  "--cluster-replicas", str(replicas), "--cluster-yes")
         self.wait_ok()
         # ACL users are per server (a Redis Cluster does not share them): every node gets the user.
-        self.user = ("signal", "signal-test-pw") if least_privilege else None
+        self.user = ACL_USER if least_privilege else None
         if self.user:
             for port in self.ports:
                 self.cli(port, "ACL", "SETUSER", self.user[0], *acl_rule(self.user[1]))
@@ -340,12 +349,6 @@ class RedisClusterNodes:
         if self.user:
             for port in self.alive():
                 self.cli(port, "ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
-
-    def close(self):
-        """Stops every node; fails when one refused the least-privilege user anything."""
-        denied = self.denied()
-        self.stop()
-        assert not denied, f"the Redis Cluster refused the nodes' user of Docs/redis-users.acl:\n{denied}"
 
     def denied(self):
         """What the nodes refused the least-privilege user (`ACL LOG` of each live node); empty when nothing."""
@@ -382,8 +385,7 @@ class RedisClusterNodes:
 
     @property
     def urls(self):
-        credentials = f"{self.user[0]}:{self.user[1]}@" if self.user else ""
-        return [f"redis://{credentials}127.0.0.1:{p}" for p in self.ports]
+        return [f"redis://{self.credentials()}127.0.0.1:{p}" for p in self.ports]
 
     def slot(self, key):
         return int(self.cli(self.alive()[0], "CLUSTER", "KEYSLOT", key))

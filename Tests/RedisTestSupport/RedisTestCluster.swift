@@ -11,8 +11,8 @@ public final class RedisTestCluster: @unchecked Sendable {
     public let servers: [RedisTestServer]
 
     /// Starts `primaries * (1 + replicas)` nodes and creates the cluster (three primaries or more, or one
-    /// primary alone). `nodeTimeout` (ms) is how long a
-    /// node may be unreachable before it counts as failed and a replica is promoted.
+    /// primary alone). `nodeTimeout` (ms) is how long a node may be unreachable before it counts as failed
+    /// and a replica is promoted.
     public init(primaries: Int = 3, replicas: Int = 1, nodeTimeout: Int = 1000) async throws {
         var servers: [RedisTestServer] = []
         for _ in 0..<(primaries * (1 + replicas)) {

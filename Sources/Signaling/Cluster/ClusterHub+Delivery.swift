@@ -119,15 +119,9 @@ extension ClusterHub {
         let reply = try await redis.run(ClusterScripts.leaveRoom, keys: [keys.room(room)], arguments: [peer])
         let remaining = LeaveReply(reply)?.remaining ?? []
         let tenant = Tenant.of(room)
-        if remaining.isEmpty, limits.maxRoomsPerTenant != .max, !tenant.isDefault {
-            // The room is gone: it no longer counts against its tenant. A join that reserved it before the
-            // release may have entered it since: then it counts again (that join, if it entered after this
-            // check, counts it itself: ``join``).
-            let key = keys.tenantRooms(tenant)
-            _ = try await redis.send(["SREM", key, room])
-            if try await redis.send(["HLEN", keys.room(room)]).int ?? 0 > 0 {
-                _ = try await redis.send(["SADD", key, room])
-            }
+        if remaining.isEmpty, countsRooms(of: tenant) {
+            // The room is gone: it no longer counts against its tenant.
+            _ = try await release([room], of: tenant)
         }
         return remaining
     }

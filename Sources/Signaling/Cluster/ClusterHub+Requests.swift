@@ -86,7 +86,7 @@ extension ClusterHub {
         // A named tenant's rooms are counted in a set of their own (`--max-rooms-per-tenant`): the room is
         // entered there first, refused when the set is full and the room not in it.
         let tenant = Tenant.of(room)
-        if limits.maxRoomsPerTenant != .max, !tenant.isDefault, !(try await self.reserve(room, for: tenant)) {
+        if countsRooms(of: tenant), !(try await self.reserve(room, for: tenant)) {
             return self.replyError(connection, .tenantRoomsFull(limit: limits.maxRoomsPerTenant), id: id)
         }
         let reply = try await redis.run(
@@ -98,9 +98,9 @@ extension ClusterHub {
             return self.replyError(connection, .roomFull(room, limit: limits.maxPeersPerRoom), id: id)
         }
         let others = members.filter { $0.peer != peer }
-        if isNew, others.isEmpty, limits.maxRoomsPerTenant != .max, !tenant.isDefault {
+        if isNew, others.isEmpty, countsRooms(of: tenant) {
             // This join opened the room: the last leave of the room it reserved may have released it
-            // between the reservation and the join (``leave(_:peer:)``); it counts again.
+            // between the reservation and the join (``release(_:of:)``); it counts again.
             _ = try await redis.send(["SADD", keys.tenantRooms(tenant), room])
         }
         if isNew {
@@ -154,16 +154,28 @@ extension ClusterHub {
             try await redis.send(["SRANDMEMBER", key, Self.tenantRoomCheckSample]).array?.compactMap(\.string) ?? []
         let vanished = try await self.sizes(of: counted).filter { $0.members == 0 }.map(\.room)
         guard !vanished.isEmpty else { return false }
-        _ = try await redis.send(["SREM", key] + vanished)
-        // A room joined between its size being read and its release counts again (a join still between its
-        // reservation and its script may be missed: the tenant can open one room more, once).
-        let back = try await self.sizes(of: vanished).filter { $0.members > 0 }.map(\.room)
-        if !back.isEmpty { _ = try await redis.send(["SADD", key] + back) }
+        let released = try await release(vanished, of: tenant)
         logger.info(
             "rooms of a tenant counted with nobody in them released",
-            metadata: ["tenant": "\(tenant.name)", "rooms": "\(vanished.count - back.count)"]
+            metadata: ["tenant": "\(tenant.name)", "rooms": "\(released)"]
         )
         return try await redis.run(ClusterScripts.reserveRoom, keys: [key], arguments: arguments).int == 1
+    }
+
+    /// Whether `tenant`'s rooms are counted: a named tenant, with `--max-rooms-per-tenant`.
+    func countsRooms(of tenant: Tenant) -> Bool {
+        limits.maxRoomsPerTenant != .max && !tenant.isDefault
+    }
+
+    /// Takes `rooms`, found with nobody in them, out of `tenant`'s count, then counts again each one
+    /// somebody has entered since (a join that reserved it before the release and entered it after; a join
+    /// that enters after this check counts the room itself, as it opens it). Returns how many stay out.
+    func release(_ rooms: [String], of tenant: Tenant) async throws(RedisError) -> Int {
+        let key = keys.tenantRooms(tenant)
+        _ = try await redis.send(["SREM", key] + rooms)
+        let back = try await self.sizes(of: rooms).filter { $0.members > 0 }.map(\.room)
+        if !back.isEmpty { _ = try await redis.send(["SADD", key] + back) }
+        return rooms.count - back.count
     }
 
     /// How often a node checks a full tenant's rooms for ones nobody is in (``reserve(_:for:)``).
