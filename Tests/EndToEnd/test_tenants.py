@@ -219,6 +219,42 @@ def test_a_room_counted_with_nobody_in_it_is_released_across_cluster_nodes(tmp_p
         backend.stop()
 
 
+def test_a_full_tenants_checks_walk_its_rooms_until_a_room_with_nobody_in_it_is_found(tmp_path, redis_server):  # noqa: F811
+    """A tenant at its bound with many rooms, one of them counted with nobody in it: each refused join reads
+    about 64 of the rooms (at most one check per tenant every 2 s on a node), going on where the last check
+    stopped, so the room is found within one walk through the set (200 rooms: four checks), not by luck."""
+    from backends import start_backend
+
+    redis = redis_server.get()
+    rooms = 200
+    backend = start_backend(
+        "cluster", tmp_path, auth=True, redis=redis, prefix="twalk",
+        node_args=lambda i: ["--max-rooms-per-tenant", str(rooms)],
+    )
+    try:
+        acme, _, a, b, _ = names()
+        counted = "twalk:tenant:{%s}:rooms" % acme
+        busy = [f"{acme}/busy{n}-{a}" for n in range(rooms - 1)]
+        for room in busy:  # rooms with somebody in them, as far as the count is concerned
+            redis.integer("HSET", "twalk:room:{%s}" % room, f"{acme}/someone", "")
+        assert redis.integer("SADD", counted, *busy, f"{acme}/ghost-{a}") == rooms
+        bob = backend.connect(0, b, tenant=acme)
+        refused = 0
+        while True:
+            reply = bob.request({"type": "join", "room": f"new-{a}", "id": f"j{refused}"})
+            if reply["type"] == "joined":
+                break
+            assert_error(reply, "tenant-full", f"j{refused}")
+            refused += 1
+            assert refused < 5, "five checks (one more than a walk through 200 rooms takes) found no empty room"
+            time.sleep(2.1)
+        assert redis.integer("SISMEMBER", counted, f"{acme}/ghost-{a}") == 0
+        assert redis.integer("SCARD", counted) == rooms
+        bob.close()
+    finally:
+        backend.stop()
+
+
 def test_a_join_racing_the_last_leave_keeps_its_room_counted(tmp_path, redis_server):  # noqa: F811
     """A join on one cluster node racing the last leave of its room on another: the join reserves the room
     (already counted), the leave empties it and releases it, the join then enters it. The room has a member

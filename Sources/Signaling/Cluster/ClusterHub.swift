@@ -75,9 +75,9 @@ public final class ClusterHub: SessionHub {
         var listeners: [String: Int] = [:]
         /// Where this node's events go (``setEventSink(_:)``).
         var eventSink: HubEventSink?
-        /// When this node last looked for rooms counted against a full tenant with nobody in them
-        /// (``reserve(_:for:)``; at most 1,024 tenants, those checked longer ago dropped first).
-        var tenantRoomChecks: [Tenant: NIODeadline] = [:]
+        /// When this node last looked for rooms counted against a full tenant with nobody in them, and
+        /// where its walk through the tenant's rooms goes on (``reserve(_:for:)``).
+        var tenantRoomChecks = TenantRoomChecks(interval: ClusterHub.tenantRoomCheckInterval)
     }
 
     public let configuration: ClusterConfiguration
