@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import PeerMesh
 import Prometheus
@@ -21,7 +22,10 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port to bind (0 picks a free port, printed at start).") var port = 8080
-    @Option(help: "Event loop threads (default: one per core).") var threads: Int?
+    @Option(
+        help: "Event loop threads, for the clients' connections and the Redis or mesh links (default: one per core)."
+    )
+    var threads: Int?
 
     @Option(help: "HS256 secret; when set every client needs a token (also SIGNAL_JWT_SECRET).")
     var jwtSecret: String?
@@ -441,6 +445,26 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
             throw ValidationError("--jwks-url \(keys.configuration.url): cannot fetch the JWKS: \(error)")
         }
     }
+    // One set of event loops for the clients' connections and the backend's own (Redis, mesh links): a
+    // reply from Redis or a relayed signal is written to its client on the loop it arrived on, not handed
+    // to another thread (on a cluster node, +15-20% signals per CPU-second; Docs/scaling.md).
+    let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+    do {
+        try await serve(configuration: configuration, mesh: mesh, loops: loops, logger: logger)
+    } catch {
+        try? await loops.shutdownGracefully()
+        throw error
+    }
+    try? await loops.shutdownGracefully()
+}
+
+/// The hub and its backend on `loops`, until SIGTERM/SIGINT.
+private func serve(
+    configuration: ServerConfiguration,
+    mesh: MeshOptions,
+    loops: MultiThreadedEventLoopGroup,
+    logger: Logger
+) async throws {
     let registry = PrometheusCollectorRegistry()
     let backend: any SignalBackend
     if let cluster = configuration.cluster {
@@ -451,7 +475,7 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
                 welcome: configuration.welcomeTemplate,
                 metrics: HubMetrics(factory: PrometheusMetricsFactory(registry: registry)),
                 clusterMetrics: ClusterMetrics(factory: PrometheusMetricsFactory(registry: registry)),
-                eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                eventLoopGroup: loops,
                 logger: logger
             )
         } catch {
@@ -459,7 +483,8 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
         }
     } else if let runtime = try mesh.makeRuntime(
         logger: logger,
-        metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry))
+        metrics: MeshMetrics(factory: PrometheusMetricsFactory(registry: registry)),
+        group: loops
     ) {
         backend = MeshBridge(
             hub: Hub(configuration: configuration, registry: registry),
@@ -475,7 +500,8 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
             configuration: configuration,
             backend: backend,
             logger: logger,
-            registry: registry
+            registry: registry,
+            eventLoopGroup: loops
         )
     } catch {
         throw ValidationError(error.description)

@@ -50,8 +50,14 @@ struct MeshOptions: ParsableArguments {
         return (String(address[..<colon]), port)
     }
 
-    /// The mesh node this configuration describes, not started yet (nil without `--mesh-listen`).
-    func makeRuntime(logger: Logger, metrics: MeshMetrics? = nil) throws -> MeshRuntime? {
+    /// The mesh node this configuration describes, not started yet (nil without `--mesh-listen`), its
+    /// links served on `group` (the hub's own loops, so a relayed signal is written to its client without a
+    /// hop between threads).
+    func makeRuntime(
+        logger: Logger,
+        metrics: MeshMetrics? = nil,
+        group: any EventLoopGroup
+    ) throws -> MeshRuntime? {
         guard let listen = meshListen, let (host, port) = Self.split(listen) else { return nil }
         let secret: MeshSecret
         do {
@@ -88,7 +94,7 @@ struct MeshOptions: ParsableArguments {
         do {
             return try MeshRuntime(
                 configuration: configuration,
-                group: MultiThreadedEventLoopGroup.singleton,
+                group: group,
                 logger: logger,
                 metrics: metrics
             )
