@@ -82,7 +82,7 @@ public struct MeshNode: Sendable {
             actions += stores(publisher.rehome(live: live, now: now), now: now)
         }
         actions += stores(publisher.tick(live: live, now: now), now: now)
-        actions += map(router.tick(view: view, now: now))
+        actions += Self.map(router.tick(view: view, now: now))
         if now >= nextSweepAt {
             nextSweepAt = now + configuration.sweepInterval
             directory.expire(now: now)
@@ -94,7 +94,7 @@ public struct MeshNode: Sendable {
     /// The transport lost its link to `node`.
     public mutating func linkDown(_ node: MeshKey, now: UInt64) -> [MeshAction] {
         var actions = handle(membership.linkDown(node, now: now), now: now)
-        actions += map(router.unreachable(node, view: view, now: now))
+        actions += Self.map(router.unreachable(node, view: view, now: now))
         return actions
     }
 
@@ -150,7 +150,7 @@ public struct MeshNode: Sendable {
                 .signed(by: identity).signed
             return SignalCredential.sign(signal, sender: record, as: identity)
         }
-        return (key, map(actions))
+        return (key, Self.map(actions))
     }
 
     /// What other nodes sent that this node refused since the last call (the driver counts them and
@@ -187,7 +187,7 @@ public struct MeshNode: Sendable {
         case .signal(let signal):
             switch signalCheck.check(signal, now: now) {
             case .valid:
-                return map(router.receive(signal, from: sender, view: view, now: now))
+                return Self.map(router.receive(signal, from: sender, view: view, now: now))
             case .refused(let reason):
                 record(reason, by: sender)
                 // Dropped before routing (no dedup entry, no hint). A stale sender is answered, so an
@@ -197,9 +197,9 @@ public struct MeshNode: Sendable {
                 return [.send(to: sender, .hopAck(signal.key, .notFound, location: nil))]
             }
         case .hopAck(let key, let status, let location):
-            return map(router.receiveAck(key, status, location: location, from: sender, view: view, now: now))
+            return Self.map(router.receiveAck(key, status, location: location, from: sender, view: view, now: now))
         case .undeliverable(let key):
-            return map(router.receiveUndeliverable(key, from: sender))
+            return Self.map(router.receiveUndeliverable(key, from: sender))
         }
     }
 
@@ -277,7 +277,7 @@ public struct MeshNode: Sendable {
             }
         }
         for node in unreachable {
-            actions += map(router.unreachable(node, view: view, now: now))
+            actions += Self.map(router.unreachable(node, view: view, now: now))
         }
         return actions
     }
@@ -286,7 +286,10 @@ public struct MeshNode: Sendable {
         if rehomeAt == nil { rehomeAt = now + 50_000_000 }
     }
 
-    func map(_ actions: [Router.Action]) -> [MeshAction] {
+    /// The router's actions as the node's. Static, not a method: in `map(router.receive(…))` a method would
+    /// borrow `self` before the router is mutated, so Swift copies the node first and every dictionary the
+    /// router then writes to is copied whole (it was most of a mesh node's CPU under load).
+    static func map(_ actions: [Router.Action]) -> [MeshAction] {
         actions.map {
             switch $0 {
             case .send(let to, let message): .send(to: to, message)
