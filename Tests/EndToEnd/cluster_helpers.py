@@ -73,9 +73,15 @@ class RedisServer(LeastPrivilege):
             listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.pki / "server.pem"),
                       "--tls-key-file", str(self.pki / "server.key"), "--tls-ca-cert-file", str(self.pki / "ca.pem"),
                       "--tls-auth-clients", "no"]
+        # The user is part of the configuration the server starts with, so it exists before the port opens:
+        # set afterwards, a node reconnecting the moment a restarted Redis listens was refused its `AUTH`.
+        user = []
+        if self.user:
+            patterns = [pattern for prefix in self.prefixes for pattern in (f"~{prefix}:*", f"&{prefix}:*")]
+            user = ["--user", self.user[0], *acl_rule(self.user[1]), *patterns]
         self.proc = subprocess.Popen(
             [self.binary, *listen, "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
+             "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no", *user],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 10
@@ -90,10 +96,6 @@ class RedisServer(LeastPrivilege):
                 time.sleep(0.05)
         else:
             raise RuntimeError("redis-server did not start")
-        if self.user:
-            self.call("ACL", "SETUSER", self.user[0], *acl_rule(self.user[1]))
-            for prefix in self.prefixes:
-                self.call("ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
 
     def allow_prefix(self, prefix):
         """Lets the least-privilege user reach the keys and channels of a node started with `--redis-prefix`."""
