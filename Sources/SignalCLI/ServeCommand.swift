@@ -449,13 +449,14 @@ func runServer(configuration: ServerConfiguration, mesh: MeshOptions, logger: Lo
     // reply from Redis or a relayed signal is written to its client on the loop it arrived on, not handed
     // to another thread (on a cluster node, +15-20% signals per CPU-second; Docs/scaling.md).
     let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+    let served: Result<Void, any Error>
     do {
-        try await serve(configuration: configuration, mesh: mesh, loops: loops, logger: logger)
+        served = .success(try await serve(configuration: configuration, mesh: mesh, loops: loops, logger: logger))
     } catch {
-        try? await loops.shutdownGracefully()
-        throw error
+        served = .failure(error)
     }
     try? await loops.shutdownGracefully()
+    try served.get()
 }
 
 /// The hub and its backend on `loops`, until SIGTERM/SIGINT.

@@ -31,6 +31,11 @@ def acl_rule(password):
     return [f">{password}" if t == ">CHANGE-ME" else t for t in tokens if t not in ("~sig:*", "&sig:*")]
 
 
+def acl_patterns(prefix):
+    """The key and channel patterns that let the user reach a node's `--redis-prefix` PREFIX."""
+    return [f"~{prefix}:*", f"&{prefix}:*"]
+
+
 class LeastPrivilege:
     """A Redis (one server or a cluster) whose nodes connect as `ACL_USER` when `user` is set: its URLs
     carry the user, and `close()` stops it and fails when it refused that user anything (`denied()`)."""
@@ -77,7 +82,7 @@ class RedisServer(LeastPrivilege):
         # set afterwards, a node reconnecting the moment a restarted Redis listens was refused its `AUTH`.
         user = []
         if self.user:
-            patterns = [pattern for prefix in self.prefixes for pattern in (f"~{prefix}:*", f"&{prefix}:*")]
+            patterns = [pattern for prefix in self.prefixes for pattern in acl_patterns(prefix)]
             user = ["--user", self.user[0], *acl_rule(self.user[1]), *patterns]
         self.proc = subprocess.Popen(
             [self.binary, *listen, "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
@@ -101,7 +106,7 @@ class RedisServer(LeastPrivilege):
         """Lets the least-privilege user reach the keys and channels of a node started with `--redis-prefix`."""
         if self.user and prefix not in self.prefixes:
             self.prefixes.append(prefix)
-            self.call("ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
+            self.call("ACL", "SETUSER", self.user[0], *acl_patterns(prefix))
 
     def call(self, *args):
         """A command as the default user, over plain TCP; returns the reply's first line (`+OK`, `:1`)."""
@@ -350,7 +355,7 @@ class RedisClusterNodes(LeastPrivilege):
         """Lets the least-privilege user reach the keys and channels of `--redis-prefix` PREFIX."""
         if self.user:
             for port in self.alive():
-                self.cli(port, "ACL", "SETUSER", self.user[0], f"~{prefix}:*", f"&{prefix}:*")
+                self.cli(port, "ACL", "SETUSER", self.user[0], *acl_patterns(prefix))
 
     def denied(self):
         """What the nodes refused the least-privilege user (`ACL LOG` of each live node); empty when nothing."""
